@@ -1,0 +1,155 @@
+"""SQLAlchemy models of the registry; the schema itself is owned by Alembic.
+
+Times are stored as UTC and always come back timezone-aware, so the two
+processes and the API never mix naive and aware datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A registration id: a random UUID as text."""
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Store aware datetimes as naive UTC; read them back as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use shared.models.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class HealthStatus(enum.StrEnum):
+    """What healthd (or a failed request) last concluded about a backend."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class CheckOutcome(enum.StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelServer(Base):
+    """One registered backend serving one model name."""
+
+    __tablename__ = "model_servers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    endpoint_url: Mapped[str] = mapped_column(Text, nullable=False)
+    api_key: Mapped[str | None] = mapped_column(Text)
+
+    # Capabilities the owner declares.
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
+    context_length: Mapped[int | None] = mapped_column(Integer)
+    streaming_supported: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+    # Owner metadata.
+    student_id: Mapped[str | None] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    # Routing: tiers (lower number is preferred), weights, caps and tags.
+    tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    weight: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+
+    # Health, as written by healthd (and the gateway's passive failures).
+    health_status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=HealthStatus.UNKNOWN.value
+    )
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_response_time_ms: Mapped[float | None] = mapped_column(Float)
+    reported_models: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    success_rate: Mapped[float | None] = mapped_column(Float)
+    avg_response_time_ms: Mapped[float | None] = mapped_column(Float)
+    uptime_percent: Mapped[float | None] = mapped_column(Float)
+
+    # Life cycle: soft deletion keeps the row and its history.
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    deregistered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+    checks: Mapped[list[HealthCheck]] = relationship(
+        back_populates="server", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        Index("idx_model_servers_model_name", "model_name"),
+        Index("idx_model_servers_health_status", "health_status"),
+        Index("idx_model_servers_active", "is_active"),
+    )
+
+
+class HealthCheck(Base):
+    """One probe of one backend (healthd keeps the last 100 per server)."""
+
+    __tablename__ = "health_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), nullable=False
+    )
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    response_time_ms: Mapped[float | None] = mapped_column(Float)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    server: Mapped[ModelServer] = relationship(back_populates="checks")
+
+    __table_args__ = (
+        Index("idx_health_checks_server_checked", "server_id", "checked_at"),
+        Index("idx_health_checks_checked_at", "checked_at"),
+    )

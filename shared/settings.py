@@ -1,0 +1,162 @@
+"""Configuration from the environment and `.env`, validated once at start.
+
+Every setting is an upper-case environment variable (the names of section 6.3
+of the requirements plus our own). Nothing here runs at import time: call
+`load_settings()` from an entry point, so importing a module never needs the
+environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# Values people copy from examples; refused as an admin key off loopback.
+PLACEHOLDER_KEYS = frozenset(
+    {"", "change-me-in-production", "change-me", "changeme", "admin", "secret", "password"}
+)
+MIN_ADMIN_KEY_LENGTH = 16
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when HOST only listens on this machine (so a weak admin key is harmless)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_commas(value: Any) -> Any:
+    """Read `a, b ,c` from the environment as ["a", "b", "c"]."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings of gateway, healthd and gateway-admin (see README, 'Settings')."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Server
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="an integer from 1 to 65535")
+    workers: int = Field(1, ge=1, le=64, description="an integer from 1 to 64")
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    log_dir: str = Field("./logs", description="a folder for the JSON log files")
+
+    # Database
+    database_url: str = Field(
+        "sqlite:///./multiverse.db", description="an SQLAlchemy URL, e.g. sqlite:///./multiverse.db"
+    )
+
+    # Security
+    admin_api_key: SecretStr = Field(
+        SecretStr(""),
+        description=f"a random string of at least {MIN_ADMIN_KEY_LENGTH} characters",
+    )
+    allow_private_backends: bool = Field(False, description="true or false")
+    require_client_auth: bool = Field(False, description="true or false")
+    client_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys"
+    )
+    enable_cors: bool = Field(True, description="true or false")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="comma-separated origins, or *"
+    )
+
+    # Health checking
+    health_check_interval_seconds: float = Field(
+        60, ge=1, le=300, description="a number of seconds from 1 to 300"
+    )
+    health_check_timeout_seconds: float = Field(
+        10, gt=0, le=120, description="a number of seconds above 0, at most 120"
+    )
+    max_consecutive_failures: int = Field(3, ge=1, le=1000, description="an integer from 1")
+    verify_backend_tls: bool = Field(True, description="true or false")
+
+    # Request routing
+    request_timeout_seconds: float = Field(
+        300, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
+    )
+    max_retry_attempts: int = Field(2, ge=0, le=10, description="an integer from 0 to 10")
+
+    @field_validator("client_api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        key = self.admin_api_key.get_secret_value()
+        if not is_loopback_host(self.host):
+            if key.lower() in PLACEHOLDER_KEYS:
+                raise ValueError(
+                    "ADMIN_API_KEY: an empty or placeholder key is only allowed when HOST is "
+                    "loopback; set a random key (e.g. `openssl rand -hex 24`)"
+                )
+            if len(key) < MIN_ADMIN_KEY_LENGTH:
+                raise ValueError(
+                    f"ADMIN_API_KEY: must be at least {MIN_ADMIN_KEY_LENGTH} characters "
+                    "when HOST is not loopback"
+                )
+        if self.require_client_auth and not self.client_api_keys:
+            raise ValueError(
+                "CLIENT_API_KEYS: must list at least one key when REQUIRE_CLIENT_AUTH=true"
+            )
+        return self
+
+    @property
+    def admin_key_configured(self) -> bool:
+        """An empty key disables the admin API rather than leaving it open."""
+        return bool(self.admin_api_key.get_secret_value())
+
+
+SECRET_SETTINGS = frozenset({"admin_api_key", "client_api_keys"})
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; `str()` is one line per problem, fit for stderr."""
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Turn pydantic's report into lines that name the variable and what is allowed."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if not field:
+            # Cross-field checks already start with the variable's name.
+            lines.append(f"invalid setting {item['msg'].removeprefix('Value error, ')}")
+            continue
+        name = field.upper()
+        info = Settings.model_fields.get(field)
+        allowed = info.description if info is not None else ""
+        shown = "" if field in SECRET_SETTINGS else f" (got {item.get('input')!r})"
+        lines.append(f"invalid setting {name}{shown}: {item['msg']}; allowed: {allowed}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and `.env`; raise SettingsError if any is bad."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
