@@ -1,0 +1,259 @@
+"""The admin API under /admin: register, update, deregister, list and show backends.
+
+Handlers parse and answer; database work runs in a thread (it blocks), and the
+probe of a new or changed target runs before anything is written.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import registrations
+from gateway.context import GatewayContext, context_of
+from gateway.http import json_response, parse_body
+from gateway.openapi import DocumentedRoute, Operation, QueryParameter
+from gateway.schemas import (
+    DeregisterResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ServerDetail,
+    ServerOut,
+    UpdateRequest,
+)
+from shared.errors import InvalidRequest, ServiceUnavailable
+from shared.logging import get_logger
+from shared.probe import ProbeResult, probe_backend
+from shared.urls import BadBackendURL, UnresolvableHost, check_backend_url
+
+log = get_logger("registry")
+
+_AUTH_ERRORS = {401: "X-API-Key header missing", 403: "X-API-Key is wrong"}
+
+
+async def probe_target(context: GatewayContext, endpoint_url: str, api_key: str | None) -> ProbeResult:
+    """Check where a URL points, then probe it; raise the error the client should see."""
+    try:
+        await check_backend_url(
+            endpoint_url,
+            allow_private=context.settings.allow_private_backends,
+            resolver=context.resolver,
+        )
+    except BadBackendURL as error:
+        raise InvalidRequest(str(error), param="endpoint_url") from None
+    except UnresolvableHost as error:
+        raise ServiceUnavailable(f"the backend is unreachable: {error}") from None
+    result = await probe_backend(
+        context.probe_http(),
+        endpoint_url,
+        api_key,
+        timeout=context.settings.health_check_timeout_seconds,
+    )
+    if not result.healthy:
+        raise ServiceUnavailable(
+            f"the backend failed its health check (GET /v1/models): {result.error}"
+        )
+    return result
+
+
+async def register(request: Request) -> Response:
+    context = context_of(request)
+    payload = await parse_body(request, RegisterRequest)
+    api_key = payload.api_key.get_secret_value() if payload.api_key else None
+    context.redactor.add_secret(api_key)
+    probe = await probe_target(context, payload.endpoint_url, api_key)
+    server = await run_in_threadpool(
+        registrations.create_registration, context.database, payload, probe
+    )
+    log.info(
+        "server registered",
+        registration_id=server.registration_id,
+        model=server.model_name,
+        endpoint_url=server.endpoint_url,
+        api_key_set=server.api_key_set,
+        student_id=server.metadata.student_id,
+    )
+    return json_response(
+        RegisterResponse(
+            registration_id=server.registration_id,
+            health_status=server.health_status,
+            reported_models=server.reported_models,
+        ),
+        status=201,
+    )
+
+
+async def update(request: Request) -> Response:
+    context = context_of(request)
+    server_id = request.path_params["registration_id"]
+    payload = await parse_body(request, UpdateRequest)
+    if not payload.model_fields_set:
+        raise InvalidRequest("the update is empty; send at least one field to change")
+    current = await run_in_threadpool(registrations.current_target, context.database, server_id)
+    new_url = payload.endpoint_url or current.endpoint_url
+    if "api_key" in payload.model_fields_set:
+        new_key = payload.api_key.get_secret_value() if payload.api_key else None
+        context.redactor.add_secret(new_key)
+    else:
+        new_key = current.api_key
+    probe = None
+    if (new_url, new_key) != (current.endpoint_url, current.api_key):
+        probe = await probe_target(context, new_url, new_key)
+    server = await run_in_threadpool(
+        registrations.update_registration, context.database, server_id, payload, probe
+    )
+    log.info(
+        "server updated",
+        registration_id=server_id,
+        fields=sorted(payload.model_fields_set),
+        reprobed=probe is not None,
+    )
+    return json_response(server)
+
+
+async def deregister(request: Request) -> Response:
+    context = context_of(request)
+    server_id = request.path_params["registration_id"]
+    await run_in_threadpool(registrations.deactivate_registration, context.database, server_id)
+    log.info("server deregistered", registration_id=server_id)
+    return json_response(DeregisterResponse(registration_id=server_id))
+
+
+_STATUS_FILTERS = {"healthy", "unhealthy", "unknown"}
+
+
+async def list_servers(request: Request) -> Response:
+    context = context_of(request)
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in _STATUS_FILTERS:
+        raise InvalidRequest(
+            "status must be healthy, unhealthy or unknown", param="status"
+        )
+    include_inactive = params.get("include_inactive", "false").lower()
+    if include_inactive not in ("true", "false", "1", "0"):
+        raise InvalidRequest("include_inactive must be true or false", param="include_inactive")
+    servers = await run_in_threadpool(
+        lambda: registrations.list_servers(
+            context.database,
+            include_inactive=include_inactive in ("true", "1"),
+            model_name=params.get("model") or None,
+            health_status=status,
+            student_id=params.get("student_id") or None,
+        )
+    )
+    return json_response(servers)
+
+
+async def show_server(request: Request) -> Response:
+    context = context_of(request)
+    detail = await run_in_threadpool(
+        registrations.server_detail, context.database, request.path_params["registration_id"]
+    )
+    return json_response(detail)
+
+
+def admin_routes() -> list[DocumentedRoute]:
+    """The routes mounted at /admin (the key check is the mount's middleware)."""
+    return [
+        DocumentedRoute(
+            "/register",
+            register,
+            method="POST",
+            operation=Operation(
+                summary="Register a backend",
+                description="Validates the request, refuses non-public addresses (after DNS "
+                "resolution), probes GET {endpoint_url}/v1/models, then stores the registration.",
+                tag="admin",
+                request_model=RegisterRequest,
+                response_model=RegisterResponse,
+                success_status=201,
+                responses={
+                    201: "registered and healthy",
+                    400: "invalid request or forbidden address",
+                    409: "this endpoint is already registered for this model",
+                    413: "body over 1 MiB",
+                    503: "the backend failed its probe",
+                    **_AUTH_ERRORS,
+                },
+                needs_admin_key=True,
+            ),
+        ),
+        DocumentedRoute(
+            "/register/{registration_id}",
+            update,
+            method="PUT",
+            operation=Operation(
+                summary="Update a registration",
+                description="Absent fields keep their value. A new URL or key is probed first.",
+                tag="admin",
+                request_model=UpdateRequest,
+                response_model=ServerOut,
+                responses={
+                    200: "updated",
+                    400: "invalid request",
+                    404: "no such active registration",
+                    409: "conflicts with another registration",
+                    503: "the new target failed its probe",
+                    **_AUTH_ERRORS,
+                },
+                needs_admin_key=True,
+            ),
+        ),
+        DocumentedRoute(
+            "/register/{registration_id}",
+            deregister,
+            method="DELETE",
+            operation=Operation(
+                summary="Deregister a backend (soft delete)",
+                tag="admin",
+                response_model=DeregisterResponse,
+                responses={
+                    200: "deregistered",
+                    404: "no such active registration",
+                    **_AUTH_ERRORS,
+                },
+                needs_admin_key=True,
+            ),
+        ),
+        DocumentedRoute(
+            "/servers",
+            list_servers,
+            method="GET",
+            operation=Operation(
+                summary="List registrations with their health",
+                tag="admin",
+                response_model=ServerOut,
+                response_is_list=True,
+                query=(
+                    QueryParameter("model", "only this model name"),
+                    QueryParameter("status", "healthy, unhealthy or unknown"),
+                    QueryParameter("student_id", "only this owner"),
+                    QueryParameter("include_inactive", "also deregistered ones", "boolean"),
+                ),
+                responses={
+                    200: "registrations, newest first",
+                    400: "bad filter",
+                    **_AUTH_ERRORS,
+                },
+                needs_admin_key=True,
+            ),
+        ),
+        DocumentedRoute(
+            "/servers/{registration_id}",
+            show_server,
+            method="GET",
+            operation=Operation(
+                summary="One registration with its last 20 health checks",
+                tag="admin",
+                response_model=ServerDetail,
+                responses={
+                    200: "the registration",
+                    404: "no such registration",
+                    **_AUTH_ERRORS,
+                },
+                needs_admin_key=True,
+            ),
+        ),
+    ]

@@ -1,0 +1,409 @@
+"""`gateway-admin`: migrate the database, manage registrations, run a demo backend.
+
+The registration commands talk to the admin API over HTTP (`--url`,
+`--api-key`), so they work from any machine; the `db` commands work on
+DATABASE_URL directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+import httpx
+from dotenv import dotenv_values
+
+from shared.settings import SettingsError, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SERVER_COLUMNS = ("registration_id", "model_name", "health_status", "endpoint_url", "student_id")
+
+
+def _dotenv() -> dict[str, str | None]:
+    return dotenv_values(".env") if os.path.exists(".env") else {}
+
+
+def default_gateway_url() -> str:
+    """GATEWAY_URL, else the HOST and PORT this machine's gateway listens on."""
+    if url := os.environ.get("GATEWAY_URL"):
+        return url
+    values = {**_dotenv(), **os.environ}
+    host = values.get("HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{values.get('PORT') or 8000}"
+
+
+def default_api_key() -> str | None:
+    return os.environ.get("ADMIN_API_KEY") or _dotenv().get("ADMIN_API_KEY") or None
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain aligned columns, for people (use --json in scripts)."""
+    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    widths = [
+        max([len(header)] + [len(row[index]) for row in cells])
+        for index, header in enumerate(headers)
+    ]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class AdminClient:
+    """The admin API over HTTP; errors become one line on stderr and exit 1."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        if not api_key:
+            _fail("no admin key: pass --api-key, or set ADMIN_API_KEY (environment or .env)")
+        self.base = url.rstrip("/")
+        self.client = httpx.Client(
+            headers={"X-API-Key": api_key or ""}, timeout=60, trust_env=False
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, f"{self.base}{path}", **kwargs)
+        except httpx.HTTPError as error:
+            _fail(f"cannot reach the gateway at {self.base}: {error}")
+            raise AssertionError from error  # unreachable: _fail exits
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            message = (
+                body["error"]["message"]
+                if isinstance(body, dict) and isinstance(body.get("error"), dict)
+                else response.text[:200]
+            )
+            _fail(f"{message} (HTTP {response.status_code})")
+        return body
+
+
+def api_options(command: F) -> F:
+    """--url, --api-key and --json, shared by every command that calls the admin API."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(
+        command
+    )
+    command = click.option(
+        "--api-key",
+        default=default_api_key,
+        show_default="ADMIN_API_KEY from the environment or .env",
+        help="The gateway's admin key.",
+    )(command)
+    command = click.option(
+        "--url",
+        default=default_gateway_url,
+        show_default="GATEWAY_URL, or http://HOST:PORT from .env",
+        help="The gateway's base URL.",
+    )(command)
+    return command
+
+
+def _print(document: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(document, indent=2) if as_json else human(document))
+
+
+@click.group()
+@click.version_option(package_name="multiverse-gateway")
+def cli() -> None:
+    """Administer a Multiverse Inference Gateway."""
+
+
+# --- database ------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+def _database_url(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    try:
+        return load_settings().database_url
+    except SettingsError as error:
+        _fail(str(error))
+        raise AssertionError from error
+
+
+@db.command("upgrade")
+@click.option("--database-url", help="Defaults to DATABASE_URL (environment or .env).")
+def db_upgrade(database_url: str | None) -> None:
+    """Apply every pending migration."""
+    from shared.db import Database, schema_state, upgrade_to_head
+
+    url = _database_url(database_url)
+    upgrade_to_head(url)
+    database = Database.connect(url)
+    click.echo(f"database is at revision {schema_state(database.engine).current} (head)")
+    database.dispose()
+
+
+@db.command("current")
+@click.option("--database-url", help="Defaults to DATABASE_URL (environment or .env).")
+def db_current(database_url: str | None) -> None:
+    """Show the schema revision of the database and the one the code expects."""
+    from shared.db import Database, schema_state
+
+    database = Database.connect(_database_url(database_url))
+    state = schema_state(database.engine)
+    database.dispose()
+    verdict = "up to date" if state.up_to_date else "run `gateway-admin db upgrade`"
+    click.echo(f"current: {state.current or 'none'}  head: {state.head}  ({verdict})")
+    if not state.up_to_date:
+        sys.exit(1)
+
+
+# --- registrations -------------------------------------------------------
+
+
+def _registration_body(
+    *,
+    model: str | None,
+    endpoint: str | None,
+    backend_key: str | None,
+    max_tokens: int | None,
+    context_length: int | None,
+    streaming: bool | None,
+    student_id: str | None,
+    description: str | None,
+    tags: Sequence[str],
+    priority: int | None,
+    weight: int | None,
+    max_concurrent: int | None,
+) -> dict[str, Any]:
+    """The JSON body for register/update, with only the options that were given."""
+    body: dict[str, Any] = {}
+    for key, value in (
+        ("model_name", model),
+        ("endpoint_url", endpoint),
+        ("api_key", backend_key),
+        ("priority", priority),
+        ("weight", weight),
+        ("max_concurrent", max_concurrent),
+    ):
+        if value is not None:
+            body[key] = value
+    if tags:
+        body["tags"] = list(tags)
+    capabilities = {
+        key: value
+        for key, value in (
+            ("max_tokens", max_tokens),
+            ("context_length", context_length),
+            ("streaming", streaming),
+        )
+        if value is not None
+    }
+    if capabilities:
+        body["capabilities"] = capabilities
+    metadata = {
+        key: value
+        for key, value in (("student_id", student_id), ("description", description))
+        if value is not None
+    }
+    if metadata:
+        body["metadata"] = metadata
+    return body
+
+
+def registration_options(required: bool) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        options = [
+            click.option("--model", required=required, help="Model name clients will ask for."),
+            click.option(
+                "--endpoint", required=required, help="Backend base URL, e.g. https://x.ngrok.io"
+            ),
+            click.option(
+                "--backend-key",
+                envvar="BACKEND_API_KEY",
+                help="Key the gateway sends to the backend (or BACKEND_API_KEY).",
+            ),
+            click.option("--max-tokens", type=click.IntRange(min=1)),
+            click.option("--context-length", type=click.IntRange(min=1)),
+            click.option("--streaming/--no-streaming", default=None),
+            click.option("--student-id"),
+            click.option("--description"),
+            click.option("--tag", "tags", multiple=True, help="Repeat for several tags."),
+            click.option("--priority", type=click.IntRange(0, 1000), help="Tier; 0 first."),
+            click.option("--weight", type=click.IntRange(1, 1000)),
+            click.option("--max-concurrent", type=click.IntRange(min=1)),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _server_summary(server: dict[str, Any]) -> str:
+    lines = [
+        f"{key}: {value}"
+        for key, value in server.items()
+        if key not in ("recent_checks", "capabilities", "metadata")
+    ]
+    lines += [f"capabilities.{k}: {v}" for k, v in server.get("capabilities", {}).items()]
+    lines += [f"metadata.{k}: {v}" for k, v in server.get("metadata", {}).items()]
+    checks = server.get("recent_checks")
+    if checks:
+        lines.append("")
+        lines.append(
+            format_table(
+                ("checked_at", "status", "response_time_ms", "error_message"),
+                [
+                    (c["checked_at"], c["status"], c["response_time_ms"], c["error_message"])
+                    for c in checks
+                ],
+            )
+        )
+    return "\n".join(lines)
+
+
+@cli.command()
+@registration_options(required=True)
+@api_options
+def register(url: str, api_key: str | None, as_json: bool, **fields: Any) -> None:
+    """Register a backend (the gateway probes it first)."""
+    body = _registration_body(**_rename(fields))
+    result = AdminClient(url, api_key).call("POST", "/admin/register", json=body)
+    _print(
+        result,
+        as_json,
+        lambda r: f"registered {r['registration_id']} ({r['health_status']})",
+    )
+
+
+def _rename(fields: dict[str, Any]) -> dict[str, Any]:
+    return {**fields, "tags": fields.get("tags") or ()}
+
+
+@cli.command()
+@click.argument("registration_id")
+@registration_options(required=False)
+@api_options
+def update(
+    registration_id: str, url: str, api_key: str | None, as_json: bool, **fields: Any
+) -> None:
+    """Change fields of a registration (only the options given)."""
+    body = _registration_body(**_rename(fields))
+    if not body:
+        _fail("nothing to change: give at least one option (see --help)")
+    result = AdminClient(url, api_key).call("PUT", f"/admin/register/{registration_id}", json=body)
+    _print(result, as_json, _server_summary)
+
+
+@cli.command()
+@click.argument("registration_id")
+@api_options
+def deregister(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Deregister a backend (soft delete; it can register again)."""
+    result = AdminClient(url, api_key).call("DELETE", f"/admin/register/{registration_id}")
+    _print(result, as_json, lambda r: f"deregistered {r['registration_id']}")
+
+
+@cli.command()
+@click.option("--model", help="Only this model.")
+@click.option("--status", type=click.Choice(["healthy", "unhealthy", "unknown"]))
+@click.option("--student-id", help="Only this owner.")
+@click.option("--all", "include_inactive", is_flag=True, help="Include deregistered ones.")
+@api_options
+def servers(
+    model: str | None,
+    status: str | None,
+    student_id: str | None,
+    include_inactive: bool,
+    url: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """List registrations and their health."""
+    params = {
+        key: value
+        for key, value in (("model", model), ("status", status), ("student_id", student_id))
+        if value
+    }
+    if include_inactive:
+        params["include_inactive"] = "true"
+    result = AdminClient(url, api_key).call("GET", "/admin/servers", params=params)
+    _print(
+        result,
+        as_json,
+        lambda rows: format_table(
+            SERVER_COLUMNS,
+            [
+                (
+                    row["registration_id"],
+                    row["model_name"],
+                    row["health_status"],
+                    row["endpoint_url"],
+                    row["metadata"].get("student_id"),
+                )
+                for row in rows
+            ],
+        )
+        if rows
+        else "no servers registered",
+    )
+
+
+@cli.command()
+@click.argument("registration_id")
+@api_options
+def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Show one registration with its last 20 health checks."""
+    result = AdminClient(url, api_key).call("GET", f"/admin/servers/{registration_id}")
+    _print(result, as_json, _server_summary)
+
+
+# --- demo backend --------------------------------------------------------
+
+
+@cli.command("demo-backend")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=9001, show_default=True)
+@click.option("--model", default="demo", show_default=True, help="Model name to serve.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option(
+    "--chunk-interval-ms",
+    type=click.FloatRange(min=0),
+    default=20,
+    show_default=True,
+    help="Pause between streamed chunks.",
+)
+@click.option("--api-key", "backend_key", help="Require this Bearer token.")
+def demo_backend(
+    host: str,
+    port: int,
+    model: str,
+    latency_ms: float,
+    chunk_interval_ms: float,
+    backend_key: str | None,
+) -> None:
+    """Run a small OpenAI-compatible server (chat, completions, streaming, embeddings)."""
+    import uvicorn
+
+    from gateway.demo_backend import create_demo_app
+
+    app = create_demo_app(
+        model, latency_ms=latency_ms, chunk_interval_ms=chunk_interval_ms, api_key=backend_key
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    cli()

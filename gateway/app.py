@@ -1,0 +1,118 @@
+"""The gateway's Starlette application, built by a factory (no import-time state)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from gateway.admin_api import admin_routes
+from gateway.context import GatewayContext
+from gateway.error_handlers import EXCEPTION_HANDLERS
+from gateway.health import health_route, package_version
+from gateway.middleware import AdminKeyMiddleware, RequestIdMiddleware
+from gateway.openapi import docs_endpoint, openapi_endpoint
+from shared.db import Database, ensure_schema_current
+from shared.logging import Redactor, configure_logging, get_logger
+from shared.settings import Settings, load_settings
+from shared.urls import Resolver, system_resolver
+
+TITLE = "Multiverse Inference Gateway"
+ADMIN_MAX_BODY_BYTES = 1024 * 1024
+
+log = get_logger("api")
+
+
+def create_app(
+    settings: Settings,
+    database: Database,
+    *,
+    redactor: Redactor | None = None,
+    resolver: Resolver = system_resolver,
+) -> Starlette:
+    """Build the app. The caller owns configuration; nothing is read from the environment."""
+    context = GatewayContext(
+        settings=settings,
+        database=database,
+        redactor=redactor or Redactor(),
+        resolver=resolver,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ensure_schema_current(database.engine)
+        async with httpx.AsyncClient(
+            verify=settings.verify_backend_tls, follow_redirects=False, trust_env=False
+        ) as probe_client:
+            context.probe_client = probe_client
+            log.info("gateway started", host=settings.host, port=settings.port)
+            try:
+                yield
+            finally:
+                context.probe_client = None
+                log.info("gateway stopped")
+
+    middleware = [Middleware(RequestIdMiddleware)]
+    if settings.enable_cors:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["X-Request-ID", "X-Gateway-Server-ID"],
+            )
+        )
+    routes = [
+        health_route(),
+        Mount(
+            "/admin",
+            routes=admin_routes(),
+            middleware=[
+                Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value())
+            ],
+            max_body_size=ADMIN_MAX_BODY_BYTES,
+        ),
+        Route(
+            "/openapi.json", openapi_endpoint(TITLE, package_version()), include_in_schema=False
+        ),
+        Route("/docs", docs_endpoint(TITLE), include_in_schema=False),
+        Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs_static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    return app
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    """A redactor that knows this deployment's own keys."""
+    return Redactor(
+        [settings.admin_api_key.get_secret_value()]
+        + [key.get_secret_value() for key in settings.client_api_keys]
+    )
+
+
+def create_app_from_environment() -> Starlette:
+    """The factory uvicorn calls in each worker: settings, logging, database, app."""
+    settings = load_settings()
+    redactor = redactor_for(settings)
+    configure_logging(
+        process="gateway",
+        level=settings.log_level,
+        log_dir=settings.log_dir,
+        default_component="api",
+        redactor=redactor,
+    )
+    return create_app(settings, Database.connect(settings.database_url), redactor=redactor)

@@ -1,0 +1,63 @@
+"""Small helpers for handlers: read a validated body, answer JSON and errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from shared.errors import GatewayError, InvalidRequest, body_for, error_body
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
+    """One readable sentence for all problems, and the first field's name (OpenAI's `param`)."""
+    problems = []
+    first_param = None
+    for item in error.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}" if location else message)
+        if first_param is None and location:
+            first_param = location
+    return "; ".join(problems), first_param
+
+
+async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    """The request body as `model`, or a 400 that says exactly what is wrong."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        message, param = describe_validation_error(error)
+        raise InvalidRequest(f"invalid request: {message}", param=param) from None
+
+
+def json_response(content: BaseModel | list[BaseModel] | dict[str, Any], status: int = 200) -> JSONResponse:
+    if isinstance(content, BaseModel):
+        payload: Any = content.model_dump(mode="json")
+    elif isinstance(content, list):
+        payload = [item.model_dump(mode="json") for item in content]
+    else:
+        payload = content
+    return JSONResponse(payload, status_code=status)
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    return JSONResponse(body_for(error), status_code=error.status_code, headers=error.headers)
+
+
+def status_error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status_code, message), status_code=status_code, headers=headers)

@@ -1,0 +1,262 @@
+"""Reads and writes of registrations for the admin API (blocking; run in a thread).
+
+Deregistration is soft: the row and its history stay, `is_active` turns false,
+and the same backend can register again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.schemas import (
+    Capabilities,
+    HealthCheckOut,
+    OwnerMetadata,
+    RegisterRequest,
+    ServerDetail,
+    ServerOut,
+    UpdateRequest,
+)
+from shared.db import Database
+from shared.errors import Conflict, NotFound
+from shared.models import CheckOutcome, HealthCheck, HealthStatus, ModelServer, utcnow
+from shared.probe import ProbeResult
+
+RECENT_CHECKS = 20
+
+
+def server_out(server: ModelServer) -> ServerOut:
+    """The public view of a registration (its key only as `api_key_set`)."""
+    return ServerOut(
+        registration_id=server.id,
+        model_name=server.model_name,
+        endpoint_url=server.endpoint_url,
+        api_key_set=bool(server.api_key),
+        capabilities=Capabilities(
+            max_tokens=server.max_tokens,
+            context_length=server.context_length,
+            streaming=server.streaming_supported,
+        ),
+        metadata=OwnerMetadata(student_id=server.student_id, description=server.description),
+        tags=list(server.tags or []),
+        priority=server.priority,
+        weight=server.weight,
+        max_concurrent=server.max_concurrent,
+        health_status=HealthStatus(server.health_status).value,
+        last_checked_at=server.last_checked_at,
+        status_changed_at=server.status_changed_at,
+        consecutive_failures=server.consecutive_failures,
+        last_error=server.last_error,
+        last_response_time_ms=server.last_response_time_ms,
+        reported_models=list(server.reported_models or []),
+        success_rate=server.success_rate,
+        avg_response_time_ms=server.avg_response_time_ms,
+        uptime_percent=server.uptime_percent,
+        is_active=server.is_active,
+        registered_at=server.registered_at,
+        updated_at=server.updated_at,
+        deregistered_at=server.deregistered_at,
+    )
+
+
+def _check_out(check: HealthCheck) -> HealthCheckOut:
+    return HealthCheckOut(
+        checked_at=check.checked_at,
+        status=CheckOutcome(check.status).value,
+        response_time_ms=check.response_time_ms,
+        http_status=check.http_status,
+        error_message=check.error_message,
+    )
+
+
+def _apply_probe(server: ModelServer, probe: ProbeResult) -> HealthCheck:
+    """Record a successful registration-time probe on the row and in the history."""
+    now = utcnow()
+    new_status = HealthStatus.HEALTHY.value if probe.healthy else HealthStatus.UNHEALTHY.value
+    if server.health_status != new_status:
+        server.status_changed_at = now
+    server.health_status = new_status
+    server.last_checked_at = now
+    server.last_response_time_ms = probe.response_time_ms
+    server.consecutive_failures = 0 if probe.healthy else server.consecutive_failures + 1
+    server.last_error = probe.error
+    server.reported_models = list(probe.models)
+    return HealthCheck(
+        server_id=server.id,
+        checked_at=now,
+        status=(CheckOutcome.SUCCESS if probe.healthy else CheckOutcome.FAILURE).value,
+        response_time_ms=probe.response_time_ms,
+        http_status=probe.http_status,
+        error_message=probe.error,
+    )
+
+
+def _active_duplicate(
+    session: Session, model_name: str, endpoint_url: str, exclude_id: str | None = None
+) -> ModelServer | None:
+    query = select(ModelServer).where(
+        ModelServer.is_active.is_(True),
+        ModelServer.model_name == model_name,
+        ModelServer.endpoint_url == endpoint_url,
+    )
+    if exclude_id is not None:
+        query = query.where(ModelServer.id != exclude_id)
+    return session.scalars(query.limit(1)).first()
+
+
+def create_registration(db: Database, request: RegisterRequest, probe: ProbeResult) -> ServerOut:
+    """Insert a registration that passed its probe, with that probe as its first check."""
+    with db.writing() as session:
+        duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
+        if duplicate is not None:
+            raise Conflict(
+                f"this endpoint is already registered for model {request.model_name!r} "
+                f"as {duplicate.id}; update that registration instead"
+            )
+        now = utcnow()
+        server = ModelServer(
+            model_name=request.model_name,
+            endpoint_url=request.endpoint_url,
+            api_key=request.api_key.get_secret_value() if request.api_key else None,
+            max_tokens=request.capabilities.max_tokens,
+            context_length=request.capabilities.context_length,
+            streaming_supported=request.capabilities.streaming,
+            student_id=request.metadata.student_id,
+            description=request.metadata.description,
+            tags=sorted(set(request.tags)),
+            priority=request.priority,
+            weight=request.weight,
+            max_concurrent=request.max_concurrent,
+            health_status=HealthStatus.UNKNOWN.value,
+            consecutive_failures=0,
+            reported_models=[],
+            is_active=True,
+            registered_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(server)
+        session.flush()
+        session.add(_apply_probe(server, probe))
+        session.flush()
+        return server_out(server)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a registration points, for probing an update before it is saved."""
+
+    endpoint_url: str
+    api_key: str | None
+
+
+def current_target(db: Database, server_id: str) -> Target:
+    with db.reading() as session:
+        server = _get_active(session, server_id)
+        return Target(server.endpoint_url, server.api_key)
+
+
+def _get_active(session: Session, server_id: str) -> ModelServer:
+    server = session.get(ModelServer, server_id)
+    if server is None or not server.is_active:
+        raise NotFound(f"no active registration with id {server_id!r}")
+    return server
+
+
+def update_registration(
+    db: Database, server_id: str, request: UpdateRequest, probe: ProbeResult | None
+) -> ServerOut:
+    """Apply the fields the client sent; `probe` is given when the target changed."""
+    sent = request.model_fields_set
+    with db.writing() as session:
+        server = _get_active(session, server_id)
+        if request.model_name is not None:
+            server.model_name = request.model_name
+        if request.endpoint_url is not None:
+            server.endpoint_url = request.endpoint_url
+        if "api_key" in sent:
+            server.api_key = request.api_key.get_secret_value() if request.api_key else None
+        if request.capabilities is not None:
+            capabilities = request.capabilities
+            if "max_tokens" in capabilities.model_fields_set:
+                server.max_tokens = capabilities.max_tokens
+            if "context_length" in capabilities.model_fields_set:
+                server.context_length = capabilities.context_length
+            if capabilities.streaming is not None:
+                server.streaming_supported = capabilities.streaming
+        if request.metadata is not None:
+            for field in request.metadata.model_fields_set:
+                setattr(server, field, getattr(request.metadata, field))
+        if request.tags is not None:
+            server.tags = sorted(set(request.tags))
+        if request.priority is not None:
+            server.priority = request.priority
+        if request.weight is not None:
+            server.weight = request.weight
+        if "max_concurrent" in sent:
+            server.max_concurrent = request.max_concurrent
+        duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
+        if duplicate is not None:
+            raise Conflict(
+                f"this endpoint is already registered for model {server.model_name!r} "
+                f"as {duplicate.id}"
+            )
+        if probe is not None:
+            session.add(_apply_probe(server, probe))
+        server.updated_at = utcnow()
+        session.flush()
+        return server_out(server)
+
+
+def deactivate_registration(db: Database, server_id: str) -> None:
+    """Soft-delete: routing stops at once, the history stays."""
+    with db.writing() as session:
+        server = _get_active(session, server_id)
+        now = utcnow()
+        server.is_active = False
+        server.deregistered_at = now
+        server.updated_at = now
+
+
+def list_servers(
+    db: Database,
+    *,
+    include_inactive: bool = False,
+    model_name: str | None = None,
+    health_status: str | None = None,
+    student_id: str | None = None,
+) -> list[ServerOut]:
+    """Registrations, newest first, filtered as asked."""
+    query = select(ModelServer).order_by(ModelServer.registered_at.desc())
+    if not include_inactive:
+        query = query.where(ModelServer.is_active.is_(True))
+    if model_name:
+        query = query.where(ModelServer.model_name == model_name)
+    if health_status:
+        query = query.where(ModelServer.health_status == health_status)
+    if student_id:
+        query = query.where(ModelServer.student_id == student_id)
+    with db.reading() as session:
+        rows: Sequence[ModelServer] = session.scalars(query).all()
+        return [server_out(row) for row in rows]
+
+
+def server_detail(db: Database, server_id: str) -> ServerDetail:
+    """One registration (active or not) with its last 20 checks."""
+    with db.reading() as session:
+        server = session.get(ModelServer, server_id)
+        if server is None:
+            raise NotFound(f"no registration with id {server_id!r}")
+        checks = session.scalars(
+            select(HealthCheck)
+            .where(HealthCheck.server_id == server_id)
+            .order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc())
+            .limit(RECENT_CHECKS)
+        ).all()
+        return ServerDetail(
+            **server_out(server).model_dump(), recent_checks=[_check_out(c) for c in checks]
+        )

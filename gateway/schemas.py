@@ -1,0 +1,180 @@
+"""Pydantic models of the admin API: they validate requests and describe them in /openapi.json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+
+from shared.urls import BadBackendURL, normalize_backend_url
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+
+ModelName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=MODEL_NAME_PATTERN),
+    Field(
+        description="Model name clients ask for: letters, digits and . _ : / -, at most 128.",
+        examples=["llama-3.1-8b"],
+    ),
+]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=TAG_PATTERN)]
+PositiveInt = Annotated[int, Field(gt=0, le=10_000_000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Capabilities(_Strict):
+    max_tokens: PositiveInt | None = None
+    context_length: PositiveInt | None = None
+    streaming: bool = True
+
+
+class CapabilitiesUpdate(_Strict):
+    max_tokens: PositiveInt | None = None
+    context_length: PositiveInt | None = None
+    streaming: bool | None = None
+
+
+class OwnerMetadata(_Strict):
+    student_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] | None = (
+        None
+    )
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+def _check_url(value: str) -> str:
+    try:
+        return normalize_backend_url(value)
+    except BadBackendURL as error:
+        raise ValueError(str(error)) from None
+
+
+EndpointURL = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        description="Base URL of an OpenAI-compatible server; `/v1/...` is appended.",
+        examples=["https://abc123.ngrok.io"],
+    ),
+]
+BackendKey = Annotated[
+    SecretStr,
+    Field(max_length=4096, description="Sent to the backend as a Bearer token; never shown."),
+]
+
+
+class RegisterRequest(_Strict):
+    """A new backend. Only model_name and endpoint_url are required."""
+
+    model_name: ModelName
+    endpoint_url: EndpointURL
+    api_key: BackendKey | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    metadata: OwnerMetadata = Field(default_factory=OwnerMetadata)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    priority: int = Field(0, ge=0, le=1000, description="Tier: 0 is tried first.")
+    weight: int = Field(1, ge=1, le=1000, description="Share under the weighted strategy.")
+    max_concurrent: PositiveInt | None = Field(None, description="Cap on in-flight requests.")
+
+    _normalize_url = field_validator("endpoint_url")(_check_url)
+
+
+class UpdateRequest(_Strict):
+    """Fields to change; absent fields keep their value, `null` clears an optional one."""
+
+    model_name: ModelName | None = None
+    endpoint_url: EndpointURL | None = None
+    api_key: BackendKey | None = None
+    capabilities: CapabilitiesUpdate | None = None
+    metadata: OwnerMetadata | None = None
+    tags: list[Tag] | None = Field(None, max_length=32)
+    priority: int | None = Field(None, ge=0, le=1000)
+    weight: int | None = Field(None, ge=1, le=1000)
+    max_concurrent: PositiveInt | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _normalize_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+
+HealthStatusName = Literal["healthy", "unhealthy", "unknown"]
+
+
+class RegisterResponse(BaseModel):
+    registration_id: str
+    status: Literal["registered"] = "registered"
+    health_status: HealthStatusName
+    reported_models: list[str] = Field(
+        default_factory=list, description="Model ids the backend itself lists."
+    )
+
+
+class DeregisterResponse(BaseModel):
+    registration_id: str
+    status: Literal["deregistered"] = "deregistered"
+
+
+class HealthCheckOut(BaseModel):
+    checked_at: datetime
+    status: Literal["success", "failure"]
+    response_time_ms: float | None
+    http_status: int | None
+    error_message: str | None
+
+
+class ServerOut(BaseModel):
+    """A registration as the API shows it: the backend's key is never included."""
+
+    registration_id: str
+    model_name: str
+    endpoint_url: str
+    api_key_set: bool
+    capabilities: Capabilities
+    metadata: OwnerMetadata
+    tags: list[str]
+    priority: int
+    weight: int
+    max_concurrent: int | None
+    health_status: HealthStatusName
+    last_checked_at: datetime | None
+    status_changed_at: datetime | None
+    consecutive_failures: int
+    last_error: str | None
+    last_response_time_ms: float | None
+    reported_models: list[str]
+    success_rate: float | None
+    avg_response_time_ms: float | None
+    uptime_percent: float | None
+    is_active: bool
+    registered_at: datetime
+    updated_at: datetime
+    deregistered_at: datetime | None
+
+
+class ServerDetail(ServerOut):
+    recent_checks: list[HealthCheckOut] = Field(description="The last 20 checks, newest first.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok", "unreachable"]
+    version: str
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """Every error, in the OpenAI format."""
+
+    error: ErrorDetail
