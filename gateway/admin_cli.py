@@ -405,5 +405,14 @@ def demo_backend(
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
+@cli.command("run-local")
+@click.option("--demo-port", type=click.IntRange(1, 65535), default=9001, show_default=True)
+def run_local_command(demo_port: int) -> None:
+    """Migrate, then run gateway, healthd and a demo backend until Ctrl-C (`make run`)."""
+    from gateway.run_local import run_local
+
+    run_local(demo_port)
+
+
 if __name__ == "__main__":
     cli()

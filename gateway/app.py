@@ -17,7 +17,7 @@ from gateway.admin_api import admin_routes
 from gateway.context import GatewayContext
 from gateway.error_handlers import EXCEPTION_HANDLERS
 from gateway.health import health_route, package_version
-from gateway.middleware import AdminKeyMiddleware, RequestIdMiddleware
+from gateway.middleware import AdminKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from shared.db import Database, ensure_schema_current
 from shared.logging import Redactor, configure_logging, get_logger
@@ -76,9 +76,9 @@ def create_app(
             "/admin",
             routes=admin_routes(),
             middleware=[
-                Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value())
+                Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value()),
+                Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],
-            max_body_size=ADMIN_MAX_BODY_BYTES,
         ),
         Route(
             "/openapi.json", openapi_endpoint(TITLE, package_version()), include_in_schema=False

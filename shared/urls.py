@@ -130,9 +130,11 @@ def address_problem(address: IPAddress) -> str | None:
         return "unspecified address"
     if address.is_multicast:
         return "multicast address"
+    if address.is_reserved:
+        return "reserved address"
     if address.is_private:
         return "private address"
-    if address.is_reserved or not address.is_global:
+    if not address.is_global:
         return "non-public address"
     return None
 

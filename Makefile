@@ -1,0 +1,43 @@
+# Everything a newcomer needs: `make run` and `make test`.
+# The virtualenv is created and (re)installed whenever pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test check fmt bench clean help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make run    - install, migrate, start gateway + healthd + demo backend (Ctrl-C stops)"
+	@echo "make test   - install what the tests need, then run the whole suite"
+	@echo "make check  - ruff format --check, ruff check, mypy --strict"
+	@echo "make bench  - benchmark the gateway against direct calls"
+	@echo "make clean  - remove the virtualenv and caches (keeps .env and the database)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/gateway-admin run-local
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

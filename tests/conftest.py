@@ -1,0 +1,106 @@
+"""Shared fixtures: a migrated SQLite file, settings, real backends and a real gateway."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.demo_backend import create_demo_app
+from shared.db import Database, upgrade_to_head
+from shared.logging import Redactor, configure_logging
+from shared.settings import Settings
+from shared.urls import Resolver
+from tests.support import ThreadedServer
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _no_gateway_settings_from_outside(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests see only the settings they set: no stray environment, no `.env` of the checkout."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields or name == "GATEWAY_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    upgrade_to_head(url)
+    return url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    database = Database.connect(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "admin_api_key": ADMIN_KEY,
+            "allow_private_backends": True,
+            "log_dir": str(tmp_path / "logs"),
+            "health_check_timeout_seconds": 3,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    return Redactor([ADMIN_KEY])
+
+
+@pytest.fixture
+def start_gateway(
+    make_settings: Callable[..., Settings], database: Database, redactor: Redactor, tmp_path: Path
+) -> Iterator[Callable[..., ThreadedServer]]:
+    """Start the gateway app under a real uvicorn, in a thread; stopped after the test."""
+    started: list[ThreadedServer] = []
+
+    def start(resolver: Resolver | None = None, **overrides: Any) -> ThreadedServer:
+        settings = make_settings(**overrides)
+        configure_logging(
+            process="gateway",
+            level="INFO",
+            log_dir=settings.log_dir,
+            default_component="api",
+            redactor=redactor,
+            console=False,
+        )
+        kwargs: dict[str, Any] = {"redactor": redactor}
+        if resolver is not None:
+            kwargs["resolver"] = resolver
+        app: Starlette = create_app(settings, database, **kwargs)
+        server = ThreadedServer(app).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., ThreadedServer]) -> ThreadedServer:
+    return start_gateway()
+
+
+@pytest.fixture
+def demo_backend() -> Iterator[ThreadedServer]:
+    with ThreadedServer(create_demo_app("demo", chunk_interval_ms=0)) as server:
+        yield server

@@ -1,0 +1,114 @@
+"""Database set-up: migrations from empty, connection pragmas, schema checks at start."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from shared.db import Database, SchemaMismatch, ensure_schema_current, upgrade_to_head
+from shared.models import ModelServer, utcnow
+from tests.support import BIN, clean_environment
+
+
+def test_migrating_an_empty_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nested' / 'folder' / 'fresh.db'}"
+    upgrade_to_head(url)
+    database = Database.connect(url)
+    tables = set(inspect(database.engine).get_table_names())
+    assert {"model_servers", "health_checks", "alembic_version"} <= tables
+    columns = {c["name"] for c in inspect(database.engine).get_columns("model_servers")}
+    assert {
+        "tags",
+        "priority",
+        "weight",
+        "max_concurrent",
+        "status_changed_at",
+        "reported_models",
+        "is_active",
+    } <= columns
+    ensure_schema_current(database.engine)
+    upgrade_to_head(url)  # running it again changes nothing
+    ensure_schema_current(database.engine)
+    database.dispose()
+
+
+def test_every_connection_gets_wal_busy_timeout_and_foreign_keys(database: Database) -> None:
+    with database.reading() as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_foreign_keys_are_enforced(database: Database) -> None:
+    with pytest.raises(Exception, match="FOREIGN KEY"), database.writing() as session:
+        session.execute(
+            text(
+                "INSERT INTO health_checks (server_id, checked_at, status) "
+                "VALUES ('missing', '2026-01-01', 'success')"
+            )
+        )
+
+
+def test_writes_roll_back_on_error(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.writing() as session:
+        now = utcnow()
+        session.add(
+            ModelServer(
+                model_name="m",
+                endpoint_url="http://x",
+                registered_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+        raise RuntimeError("abort")
+    with database.reading() as session:
+        assert session.query(ModelServer).count() == 0
+
+
+def test_times_come_back_aware_utc(database: Database) -> None:
+    now = utcnow()
+    with database.writing() as session:
+        server = ModelServer(
+            model_name="m", endpoint_url="http://x", registered_at=now, created_at=now,
+            updated_at=now,
+        )
+        session.add(server)
+    with database.reading() as session:
+        stored = session.get(ModelServer, server.id)
+        assert stored is not None and stored.registered_at == now
+        assert stored.registered_at.utcoffset() is not None
+
+
+def test_unmigrated_and_newer_schemas_are_refused(tmp_path: Path, database_url: str) -> None:
+    empty = Database.connect(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(SchemaMismatch, match="gateway-admin db upgrade"):
+        ensure_schema_current(empty.engine)
+    empty.dispose()
+
+    newer = Database.connect(database_url)
+    with newer.writing() as session:
+        session.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+    with pytest.raises(SchemaMismatch, match="newer than this code"):
+        ensure_schema_current(newer.engine)
+    newer.dispose()
+
+
+@pytest.mark.parametrize("program", ["gateway", "healthd"])
+def test_processes_refuse_an_unmigrated_database(tmp_path: Path, program: str) -> None:
+    result = subprocess.run(
+        [str(BIN / program)],
+        cwd=tmp_path,
+        env=clean_environment(
+            {"DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}", "LOG_DIR": str(tmp_path)}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "gateway-admin db upgrade" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,120 @@
+"""Settings: defaults, parsing, and one clear line per bad value."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shared.settings import SettingsError, load_settings
+from tests.support import BIN, clean_environment
+
+
+def test_defaults_match_the_requirements(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+    assert settings.database_url == "sqlite:///./multiverse.db"
+    assert settings.health_check_interval_seconds == 60
+    assert settings.health_check_timeout_seconds == 10
+    assert settings.max_consecutive_failures == 3
+    assert settings.request_timeout_seconds == 300
+    assert settings.max_retry_attempts == 2
+    assert settings.require_client_auth is False
+    assert settings.enable_cors is True and settings.cors_origins == ["*"]
+    assert settings.allow_private_backends is False
+
+
+def test_comma_lists_and_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIENT_API_KEYS", " key-one, key-two ,,")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert [k.get_secret_value() for k in settings.client_api_keys] == ["key-one", "key-two"]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.log_level == "DEBUG"
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PORT=9123\nALLOW_PRIVATE_BACKENDS=true\n")
+    settings = load_settings()
+    assert settings.port == 9123 and settings.allow_private_backends is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("PORT", "abc", "1 to 65535"),
+        ("PORT", "70000", "1 to 65535"),
+        ("WORKERS", "0", "1 to 64"),
+        ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        ("HEALTH_CHECK_INTERVAL_SECONDS", "0", "1 to 300"),
+        ("HEALTH_CHECK_INTERVAL_SECONDS", "301", "1 to 300"),
+        ("HEALTH_CHECK_TIMEOUT_SECONDS", "-1", "above 0"),
+        ("MAX_CONSECUTIVE_FAILURES", "0", "from 1"),
+        ("REQUEST_TIMEOUT_SECONDS", "0", "above 0"),
+        ("MAX_RETRY_ATTEMPTS", "11", "0 to 10"),
+        ("REQUIRE_CLIENT_AUTH", "maybe", "true or false"),
+        ("ALLOW_PRIVATE_BACKENDS", "perhaps", "true or false"),
+    ],
+)
+def test_bad_values_name_the_variable_and_what_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, allowed: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.count("\n") == 0
+    assert name in message and allowed in message and repr(value) in message
+
+
+@pytest.mark.parametrize("key", ["", "change-me-in-production", "changeme", "short-key"])
+def test_weak_admin_key_is_refused_off_loopback(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("ADMIN_API_KEY", key)
+    with pytest.raises(SettingsError, match="ADMIN_API_KEY"):
+        load_settings()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_weak_admin_key_is_allowed_on_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("HOST", host)
+    monkeypatch.setenv("ADMIN_API_KEY", "change-me-in-production")
+    assert load_settings().host == host
+
+
+def test_strong_admin_key_is_accepted_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("ADMIN_API_KEY", "Zq8v4W1xkP0r9sT2uY5bN7cM")
+    assert load_settings().host == "0.0.0.0"
+
+
+def test_client_auth_needs_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUIRE_CLIENT_AUTH", "true")
+    with pytest.raises(SettingsError, match="CLIENT_API_KEYS"):
+        load_settings()
+
+
+def test_secret_values_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("ADMIN_API_KEY", "tiny-secret")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "tiny-secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("program", ["gateway", "healthd"])
+def test_processes_stop_at_start_on_a_bad_value(tmp_path: Path, program: str) -> None:
+    result = subprocess.run(
+        [str(BIN / program)],
+        cwd=tmp_path,
+        env=clean_environment({"PORT": "not-a-port"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "PORT" in lines[0] and "1 to 65535" in lines[0]
