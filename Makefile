@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/gateway-admin run-local
 
-test: $(STAMP)
+test: $(STAMP) check
 	$(BIN)/python -m pytest
 
 check: $(STAMP)

@@ -32,7 +32,9 @@ log = get_logger("registry")
 _AUTH_ERRORS = {401: "X-API-Key header missing", 403: "X-API-Key is wrong"}
 
 
-async def probe_target(context: GatewayContext, endpoint_url: str, api_key: str | None) -> ProbeResult:
+async def probe_target(
+    context: GatewayContext, endpoint_url: str, api_key: str | None
+) -> ProbeResult:
     """Check where a URL points, then probe it; raise the error the client should see."""
     try:
         await check_backend_url(
@@ -128,9 +130,7 @@ async def list_servers(request: Request) -> Response:
     params = request.query_params
     status = params.get("status") or None
     if status is not None and status not in _STATUS_FILTERS:
-        raise InvalidRequest(
-            "status must be healthy, unhealthy or unknown", param="status"
-        )
+        raise InvalidRequest("status must be healthy, unhealthy or unknown", param="status")
     include_inactive = params.get("include_inactive", "false").lower()
     if include_inactive not in ("true", "false", "1", "0"):
         raise InvalidRequest("include_inactive must be true or false", param="include_inactive")

@@ -343,21 +343,23 @@ def servers(
     _print(
         result,
         as_json,
-        lambda rows: format_table(
-            SERVER_COLUMNS,
-            [
-                (
-                    row["registration_id"],
-                    row["model_name"],
-                    row["health_status"],
-                    row["endpoint_url"],
-                    row["metadata"].get("student_id"),
-                )
-                for row in rows
-            ],
-        )
-        if rows
-        else "no servers registered",
+        lambda rows: (
+            format_table(
+                SERVER_COLUMNS,
+                [
+                    (
+                        row["registration_id"],
+                        row["model_name"],
+                        row["health_status"],
+                        row["endpoint_url"],
+                        row["metadata"].get("student_id"),
+                    )
+                    for row in rows
+                ],
+            )
+            if rows
+            else "no servers registered"
+        ),
     )
 
 

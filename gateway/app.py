@@ -80,9 +80,7 @@ def create_app(
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],
         ),
-        Route(
-            "/openapi.json", openapi_endpoint(TITLE, package_version()), include_in_schema=False
-        ),
+        Route("/openapi.json", openapi_endpoint(TITLE, package_version()), include_in_schema=False),
         Route("/docs", docs_endpoint(TITLE), include_in_schema=False),
         Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs_static"),
     ]

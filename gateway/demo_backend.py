@@ -102,7 +102,11 @@ def create_demo_app(
             )
         text = " ".join(words)
         choice: dict[str, Any] = (
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length",
+            }
             if chat
             else {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
         )
@@ -130,7 +134,13 @@ def create_demo_app(
             )
             if chat and index == 0:
                 choice["delta"]["role"] = "assistant"
-            chunk = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
+            chunk = {
+                "id": ident,
+                "object": kind,
+                "created": created,
+                "model": model,
+                "choices": [choice],
+            }
             yield f"data: {json.dumps(chunk)}\n\n".encode()
             if chunk_interval_ms:
                 await asyncio.sleep(chunk_interval_ms / 1000)

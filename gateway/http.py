@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -45,10 +46,12 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
         raise InvalidRequest(f"invalid request: {message}", param=param) from None
 
 
-def json_response(content: BaseModel | list[BaseModel] | dict[str, Any], status: int = 200) -> JSONResponse:
+def json_response(
+    content: BaseModel | Sequence[BaseModel] | dict[str, Any], status: int = 200
+) -> JSONResponse:
     if isinstance(content, BaseModel):
         payload: Any = content.model_dump(mode="json")
-    elif isinstance(content, list):
+    elif isinstance(content, Sequence):
         payload = [item.model_dump(mode="json") for item in content]
     else:
         payload = content
@@ -59,5 +62,7 @@ def error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(body_for(error), status_code=error.status_code, headers=error.headers)
 
 
-def status_error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def status_error_response(
+    status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(status_code, message), status_code=status_code, headers=headers)

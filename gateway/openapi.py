@@ -74,7 +74,9 @@ def walk_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple
 
 
 def _models(routes: Iterable[DocumentedRoute]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
-    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(ErrorResponse, "serialization"): None}
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
+        (ErrorResponse, "serialization"): None
+    }
     for route in routes:
         if route.operation.request_model is not None:
             wanted[(route.operation.request_model, "validation")] = None
@@ -139,9 +141,7 @@ def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> d
         if op.request_model is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": refs[(op.request_model, "validation")]}
-                },
+                "content": {"application/json": {"schema": refs[(op.request_model, "validation")]}},
             }
         if op.needs_admin_key:
             operation["security"] = [{"AdminKey": []}]

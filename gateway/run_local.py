@@ -128,8 +128,13 @@ Try it:
   curl {gateway_url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "demo", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{gateway_url}/v1", api_key="none"); \\
-print(c.chat.completions.create(model="demo", messages=[{{"role": "user", "content": "Hi"}}]).choices[0].message.content)'
+  .venv/bin/python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{gateway_url}/v1", api_key="none")
+reply = client.chat.completions.create(
+    model="demo", messages=[{{"role": "user", "content": "Hi"}}])
+print(reply.choices[0].message.content)
+PY
 
   .venv/bin/gateway-admin servers
 
@@ -157,7 +162,9 @@ def run_local(demo_port: int) -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
     children = [
-        _start("demo backend", [str(BIN / "gateway-admin"), "demo-backend", "--port", str(demo_port)]),
+        _start(
+            "demo backend", [str(BIN / "gateway-admin"), "demo-backend", "--port", str(demo_port)]
+        ),
         _start("gateway", [str(BIN / "gateway")]),
         _start("healthd", [str(BIN / "healthd")]),
     ]

@@ -54,8 +54,10 @@ def describe_transport_error(error: Exception, timeout: float) -> str:
     cause = error.__cause__ or error.__context__
     if isinstance(cause, ssl.SSLError) or "ssl" in text or "certificate" in text:
         return "TLS error: the certificate could not be verified or the handshake failed"
-    if "name or service not known" in text or "nodename nor servname" in text or (
-        "temporary failure in name resolution" in text
+    if (
+        "name or service not known" in text
+        or "nodename nor servname" in text
+        or ("temporary failure in name resolution" in text)
     ):
         return "DNS lookup failed"
     if "refused" in text:

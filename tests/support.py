@@ -36,7 +36,9 @@ def wait_for(
         except Exception as error:  # noqa: BLE001 - retried until the deadline
             last_error = error
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last_error}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or condition}: {last_error}"
+    )
 
 
 class ThreadedServer:
@@ -85,7 +87,9 @@ class GatewayProcess:
     def __init__(self, workdir: Path, settings: Mapping[str, str]) -> None:
         self.port = free_port()
         self.workdir = workdir
-        self.environment = clean_environment({**settings, "HOST": "127.0.0.1", "PORT": str(self.port)})
+        self.environment = clean_environment(
+            {**settings, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        )
         self.log_path = workdir / "gateway.stderr"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -227,9 +227,7 @@ def test_refused_connection_is_503(gateway: ThreadedServer) -> None:
     assert "refused" in error["message"] or "could not connect" in error["message"]
 
 
-def test_backend_key_is_used_but_never_shown(
-    gateway: ThreadedServer, tmp_path: Path
-) -> None:
+def test_backend_key_is_used_but_never_shown(gateway: ThreadedServer, tmp_path: Path) -> None:
     secret = "sk-backend-secret-value-42"
     with ThreadedServer(create_demo_app("demo", api_key=secret)) as backend:
         response = register(
@@ -256,16 +254,25 @@ def test_backend_key_is_used_but_never_shown(
 
 
 def test_body_over_one_mebibyte_is_413(gateway: ThreadedServer) -> None:
-    body = json.dumps({"model_name": "demo", "endpoint_url": "http://x", "metadata": {
-        "description": "x" * (1024 * 1024)}}).encode()
+    body = json.dumps(
+        {
+            "model_name": "demo",
+            "endpoint_url": "http://x",
+            "metadata": {"description": "x" * (1024 * 1024)},
+        }
+    ).encode()
     response = httpx.post(f"{gateway.url}/admin/register", content=body, headers=HEADERS)
     assert assert_openai_error(response, 413)["type"] == "invalid_request_error"
 
 
 def test_list_filters(gateway: ThreadedServer) -> None:
     with ThreadedServer(create_demo_app("a")) as one, ThreadedServer(create_demo_app("b")) as two:
-        register(gateway, {"model_name": "a", "endpoint_url": one.url, "metadata": {"student_id": "x"}})
-        register(gateway, {"model_name": "b", "endpoint_url": two.url, "metadata": {"student_id": "y"}})
+        register(
+            gateway, {"model_name": "a", "endpoint_url": one.url, "metadata": {"student_id": "x"}}
+        )
+        register(
+            gateway, {"model_name": "b", "endpoint_url": two.url, "metadata": {"student_id": "y"}}
+        )
 
     def names(**params: str) -> list[str]:
         response = httpx.get(f"{gateway.url}/admin/servers", params=params, headers=HEADERS)
@@ -305,7 +312,10 @@ def test_a_counting_backend_sees_the_probe(gateway: ThreadedServer) -> None:
     """Registration really contacts the backend once (GET /v1/models)."""
     app = CountingApp(create_demo_app("demo"))
     with ThreadedServer(app) as backend:
-        assert register(gateway, {"model_name": "demo", "endpoint_url": backend.url}).status_code == 201
+        assert (
+            register(gateway, {"model_name": "demo", "endpoint_url": backend.url}).status_code
+            == 201
+        )
     assert app.requests == 1
 
 

@@ -74,7 +74,10 @@ def test_times_come_back_aware_utc(database: Database) -> None:
     now = utcnow()
     with database.writing() as session:
         server = ModelServer(
-            model_name="m", endpoint_url="http://x", registered_at=now, created_at=now,
+            model_name="m",
+            endpoint_url="http://x",
+            registered_at=now,
+            created_at=now,
             updated_at=now,
         )
         session.add(server)

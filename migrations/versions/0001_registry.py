@@ -73,7 +73,9 @@ def upgrade() -> None:
         sa.Column("http_status", sa.Integer()),
         sa.Column("error_message", sa.Text()),
     )
-    op.create_index("idx_health_checks_server_checked", "health_checks", ["server_id", "checked_at"])
+    op.create_index(
+        "idx_health_checks_server_checked", "health_checks", ["server_id", "checked_at"]
+    )
     op.create_index("idx_health_checks_checked_at", "health_checks", ["checked_at"])
 
 

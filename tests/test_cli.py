@@ -1,0 +1,139 @@
+"""gateway-admin against a real gateway process and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADMIN_KEY
+from tests.support import BIN, GatewayProcess, ThreadedServer, clean_environment
+
+
+def admin(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "gateway-admin"), *args],
+        cwd=cwd,
+        env=clean_environment(env or {}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path, database_url: str) -> Iterator[GatewayProcess]:
+    settings = {
+        "DATABASE_URL": database_url,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "ALLOW_PRIVATE_BACKENDS": "true",
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    with GatewayProcess(tmp_path, settings) as process:
+        yield process
+
+
+def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    before = admin("db", "current", cwd=tmp_path, env=env)
+    assert before.returncode == 1 and "current: none" in before.stdout
+    upgraded = admin("db", "upgrade", cwd=tmp_path, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001" in upgraded.stdout
+    after = admin("db", "current", cwd=tmp_path, env=env)
+    assert after.returncode == 0 and "up to date" in after.stdout
+
+
+def test_register_list_show_update_deregister(
+    gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
+) -> None:
+    connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
+    registered = admin(
+        "register",
+        "--model",
+        "demo",
+        "--endpoint",
+        demo_backend.url,
+        "--student-id",
+        "alice",
+        "--tag",
+        "gpu",
+        "--backend-key",
+        "cli-backend-secret",
+        "--json",
+        *connection,
+        cwd=tmp_path,
+    )
+    assert registered.returncode == 0, registered.stderr
+    registration_id = json.loads(registered.stdout)["registration_id"]
+
+    table = admin("servers", *connection, cwd=tmp_path)
+    assert table.returncode == 0
+    header, row = table.stdout.strip().splitlines()
+    assert header.split() == [
+        "REGISTRATION_ID",
+        "MODEL_NAME",
+        "HEALTH_STATUS",
+        "ENDPOINT_URL",
+        "STUDENT_ID",
+    ]
+    assert row.split() == [registration_id, "demo", "healthy", demo_backend.url, "alice"]
+
+    listed = json.loads(admin("servers", "--json", *connection, cwd=tmp_path).stdout)
+    assert [s["registration_id"] for s in listed] == [registration_id]
+
+    shown = admin("show", registration_id, *connection, cwd=tmp_path)
+    assert "model_name: demo" in shown.stdout and "success" in shown.stdout
+    assert "cli-backend-secret" not in shown.stdout
+    assert "api_key_set: True" in shown.stdout
+
+    updated = admin(
+        "update", registration_id, "--priority", "3", "--json", *connection, cwd=tmp_path
+    )
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout)["priority"] == 3
+
+    gone = admin("deregister", registration_id, *connection, cwd=tmp_path)
+    assert gone.returncode == 0 and registration_id in gone.stdout
+    again = admin("deregister", registration_id, *connection, cwd=tmp_path)
+    assert again.returncode == 1
+    assert "no active registration" in again.stderr and "HTTP 404" in again.stderr
+
+
+def test_key_and_url_come_from_the_environment(
+    gateway_process: GatewayProcess, tmp_path: Path
+) -> None:
+    env = {"GATEWAY_URL": gateway_process.url, "ADMIN_API_KEY": ADMIN_KEY}
+    result = admin("servers", cwd=tmp_path, env=env)
+    assert result.returncode == 0 and "no servers registered" in result.stdout
+
+
+def test_errors_are_one_clear_line(gateway_process: GatewayProcess, tmp_path: Path) -> None:
+    wrong = admin("servers", "--url", gateway_process.url, "--api-key", "nope", cwd=tmp_path)
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == "error: invalid admin API key (HTTP 403)"
+    missing = admin("servers", "--url", gateway_process.url, cwd=tmp_path)
+    assert missing.returncode == 1 and "no admin key" in missing.stderr
+    bad = admin(
+        "register",
+        "--model",
+        "x y",
+        "--endpoint",
+        "ftp://h",
+        "--url",
+        gateway_process.url,
+        "--api-key",
+        ADMIN_KEY,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1 and "model_name" in bad.stderr and "HTTP 400" in bad.stderr
+
+
+def test_unreachable_gateway(tmp_path: Path) -> None:
+    result = admin("servers", "--url", "http://127.0.0.1:9", "--api-key", "k", cwd=tmp_path)
+    assert result.returncode == 1 and "cannot reach the gateway" in result.stderr

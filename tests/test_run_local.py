@@ -1,0 +1,65 @@
+"""`gateway-admin run-local`, which `make run` starts: the newcomer's first five minutes."""
+
+from __future__ import annotations
+
+import signal
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import openai
+from dotenv import dotenv_values
+
+from tests.support import BIN, clean_environment, free_port, wait_for
+
+
+def test_run_local_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    gateway_port, demo_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [str(BIN / "gateway-admin"), "run-local", "--demo-port", str(demo_port)],
+        cwd=tmp_path,
+        env=clean_environment({"PORT": str(gateway_port)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        wait_for(lambda: "Press Ctrl-C" in "".join(output), timeout=90, what="the banner")
+        text = "".join(output)
+        key = dotenv_values(tmp_path / ".env")["ADMIN_API_KEY"]
+        assert key and f"Admin key:  {key}" in text
+        assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
+        assert (tmp_path / "multiverse.db").exists()
+
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        servers = httpx.get(f"{gateway}/admin/servers", headers={"X-API-Key": key}).json()
+        assert [(s["model_name"], s["health_status"]) for s in servers] == [("demo", "healthy")]
+        assert (tmp_path / "logs" / "gateway.log").exists()
+        assert (tmp_path / "logs" / "healthd.log").exists()
+        # The demo backend really serves the model (through the gateway once the proxy lands).
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{demo_port}/v1", api_key="x")
+        assert (
+            client.chat.completions.create(
+                model="demo", messages=[{"role": "user", "content": "hi"}]
+            )
+            .choices[0]
+            .message.content
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        returncode = process.wait(timeout=30)
+    assert returncode == 0
+    reader.join(timeout=5)
+    assert "stopped." in "".join(output)
+    for port in (gateway_port, demo_port):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            raise AssertionError(f"port {port} still answers after Ctrl-C")
+        except httpx.ConnectError:
+            pass
