@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,12 +15,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from gateway import feedback as feedback_module
 from gateway.admin_api import admin_routes
+from gateway.balancer import Balancer
+from gateway.client_access import ClientAccess
 from gateway.context import GatewayContext
 from gateway.error_handlers import EXCEPTION_HANDLERS
 from gateway.health import health_route, package_version
 from gateway.middleware import AdminKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from gateway.openapi import docs_endpoint, openapi_endpoint
+from gateway.proxy import ProxyRuntime, proxy_routes
+from gateway.ratelimit import RateLimiter
+from gateway.snapshot import SnapshotHolder, load_snapshot, watch_registry
+from gateway.upstream import create_session
 from shared.db import Database, ensure_schema_current
 from shared.logging import Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings
@@ -48,14 +57,49 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ensure_schema_current(database.engine)
+        feedback = feedback_module.Feedback()
+        holder = SnapshotHolder(
+            await asyncio.to_thread(load_snapshot, database),
+            on_change=lambda snapshot: feedback.on_snapshot(snapshot.generation),
+        )
+        for backends in holder.current.by_model.values():
+            for backend in backends:
+                context.redactor.add_secret(backend.api_key)
+        runtime = ProxyRuntime(
+            settings=settings,
+            holder=holder,
+            balancer=Balancer(settings.routing_strategy, settings.slow_start_seconds),
+            feedback=feedback,
+            access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
+            session=create_session(
+                verify_tls=settings.verify_backend_tls,
+                connect_timeout=settings.connect_timeout_seconds,
+            ),
+        )
+        background = [
+            asyncio.create_task(watch_registry(holder, database), name="registry-watch"),
+            asyncio.create_task(
+                feedback_module.flush_forever(feedback, database), name="feedback-flush"
+            ),
+        ]
         async with httpx.AsyncClient(
             verify=settings.verify_backend_tls, follow_redirects=False, trust_env=False
         ) as probe_client:
             context.probe_client = probe_client
+            context.proxy = runtime
             log.info("gateway started", host=settings.host, port=settings.port)
             try:
                 yield
             finally:
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await feedback_module.flush(feedback, database)
+                if runtime.session is not None:
+                    await runtime.session.close()
+                context.proxy = None
                 context.probe_client = None
                 log.info("gateway stopped")
 
@@ -72,6 +116,13 @@ def create_app(
         )
     routes = [
         health_route(),
+        Mount(
+            "/v1",
+            routes=proxy_routes(),
+            middleware=[
+                Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+            ],
+        ),
         Mount(
             "/admin",
             routes=admin_routes(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.requests import Request
@@ -12,6 +13,9 @@ from shared.db import Database
 from shared.logging import Redactor
 from shared.settings import Settings
 from shared.urls import Resolver
+
+if TYPE_CHECKING:
+    from gateway.proxy import ProxyRuntime
 
 
 @dataclass
@@ -24,6 +28,7 @@ class GatewayContext:
     resolver: Resolver
     started_monotonic: float = field(default_factory=time.monotonic)
     probe_client: httpx.AsyncClient | None = None
+    proxy: ProxyRuntime | None = None
 
     def probe_http(self) -> httpx.AsyncClient:
         if self.probe_client is None:

@@ -153,3 +153,28 @@ class HealthCheck(Base):
         Index("idx_health_checks_server_checked", "server_id", "checked_at"),
         Index("idx_health_checks_checked_at", "checked_at"),
     )
+
+
+class RegistryGeneration(Base):
+    """One row whose value grows whenever routing-relevant registry data changes (triggers)."""
+
+    __tablename__ = "registry_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class BackendUsage(Base):
+    """Totals the gateway counts in memory and adds here every few seconds."""
+
+    __tablename__ = "backend_usage"
+
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), primary_key=True
+    )
+    requests_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failures_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    latency_ms_total: Mapped[float] = mapped_column(Float, nullable=False, default=0)
+    prompt_tokens_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completion_tokens_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

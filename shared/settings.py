@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+RoutingStrategy = Literal["round_robin", "least_loaded", "fastest_response", "weighted"]
 
 # Values people copy from examples; refused as an admin key off loopback.
 PLACEHOLDER_KEYS = frozenset(
@@ -93,6 +94,27 @@ class Settings(BaseSettings):
         300, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
     )
     max_retry_attempts: int = Field(2, ge=0, le=10, description="an integer from 0 to 10")
+    connect_timeout_seconds: float = Field(
+        5, gt=0, le=60, description="a number of seconds above 0, at most 60"
+    )
+    stream_idle_timeout_seconds: float = Field(
+        60, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
+    )
+    routing_strategy: RoutingStrategy = Field(
+        "round_robin", description="round_robin, least_loaded, fastest_response or weighted"
+    )
+    slow_start_seconds: float = Field(
+        30, ge=0, le=3600, description="a number of seconds from 0 (off) to 3600"
+    )
+    queue_timeout_seconds: float = Field(
+        0, ge=0, le=300, description="a number of seconds from 0 (off) to 300"
+    )
+    max_request_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, le=1024**3, description="bytes, from 1024 to 1073741824"
+    )
+    rate_limit_per_minute: int = Field(
+        60, ge=0, le=1_000_000, description="requests per minute per client; 0 turns it off"
+    )
 
     @field_validator("client_api_keys", "cors_origins", mode="before")
     @classmethod

@@ -1,0 +1,86 @@
+"""The stateful side of routing: turn counters, in-flight counts, observed latency.
+
+One Balancer per gateway process (on the app context). It feeds the pure
+policy in `routing.py` and remembers what happened; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from gateway import routing
+from gateway.routing import Backend, Draws, Load
+
+
+class Balancer:
+    def __init__(
+        self,
+        strategy: str,
+        slow_start_seconds: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if strategy not in routing.STRATEGIES:
+            raise ValueError(f"unknown routing strategy {strategy!r}")
+        self.strategy = strategy
+        self.slow_start_seconds = slow_start_seconds
+        self.clock = clock
+        self.rng = rng
+        self.loads: dict[str, Load] = {}
+        self.turns: dict[str, int] = {}
+
+    def pick(
+        self,
+        backends: tuple[Backend, ...],
+        *,
+        required_tags: frozenset[str],
+        exclude: frozenset[str],
+        streaming: bool,
+    ) -> Backend | None:
+        candidates = routing.best_tier(
+            routing.eligible(
+                backends,
+                required_tags=required_tags,
+                exclude=exclude,
+                loads=self.loads,
+                streaming=streaming,
+            )
+        )
+        if not candidates:
+            return None
+        model = candidates[0].model_name
+        turn = self.turns.get(model, 0)
+        self.turns[model] = turn + 1
+        return routing.choose(
+            self.strategy,
+            candidates,
+            loads=self.loads,
+            now=self.clock(),
+            slow_start_seconds=self.slow_start_seconds,
+            turn=turn,
+            draws=Draws(self.rng(), self.rng(), self.rng()),
+        )
+
+    def explain(
+        self, backends: tuple[Backend, ...], *, required_tags: frozenset[str], streaming: bool
+    ) -> str:
+        return routing.explain_no_backend(
+            backends, required_tags=required_tags, loads=self.loads, streaming=streaming
+        )
+
+    def started(self, backend_id: str) -> None:
+        load = self.loads.get(backend_id, routing.NO_LOAD)
+        self.loads[backend_id] = Load(load.in_flight + 1, load.latency_ms)
+
+    def finished(self, backend_id: str, latency_ms: float | None) -> None:
+        """One attempt ended; `latency_ms` is given when it succeeded."""
+        load = self.loads.get(backend_id, routing.NO_LOAD)
+        latency = (
+            load.latency_ms
+            if latency_ms is None
+            else routing.moving_average(load.latency_ms, latency_ms)
+        )
+        self.loads[backend_id] = Load(max(0, load.in_flight - 1), latency)

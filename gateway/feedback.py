@@ -1,0 +1,221 @@
+"""What the request path learns, buffered in memory and written off the path.
+
+Requests call `record()` and `mark_unhealthy()`, which only touch dicts. A
+background task (`flush_forever`) writes everything gathered since the last
+flush in one transaction: usage totals into `backend_usage`, and passive
+failures into `model_servers` (health_status=unhealthy, which healthd later
+reverses once the backend answers again).
+
+A backend marked unhealthy is *suspended* in this process at once, and stays
+suspended until a registry snapshot that includes the write has been loaded,
+so routing never flips back to it in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from shared.db import Database
+from shared.logging import get_logger
+from shared.models import (
+    BackendUsage,
+    CheckOutcome,
+    HealthCheck,
+    HealthStatus,
+    ModelServer,
+    RegistryGeneration,
+    utcnow,
+)
+
+FLUSH_SECONDS = 2.0
+
+log = get_logger("registry")
+
+
+@dataclass
+class UsageDelta:
+    requests: int = 0
+    failures: int = 0
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    last_request_at: datetime | None = None
+
+    def add(self, other: UsageDelta) -> None:
+        self.requests += other.requests
+        self.failures += other.failures
+        self.latency_ms += other.latency_ms
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        if other.last_request_at and (
+            self.last_request_at is None or other.last_request_at > self.last_request_at
+        ):
+            self.last_request_at = other.last_request_at
+
+
+@dataclass
+class Batch:
+    usage: dict[str, UsageDelta] = field(default_factory=dict)
+    marks: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.usage or self.marks)
+
+
+class Feedback:
+    def __init__(self) -> None:
+        self.pending = Batch()
+        # backend id → registry generation that contains its mark (None: not written yet)
+        self.suspended: dict[str, int | None] = {}
+
+    def record(
+        self,
+        backend_id: str,
+        *,
+        ok: bool,
+        latency_ms: float,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        delta = self.pending.usage.get(backend_id)
+        if delta is None:
+            delta = self.pending.usage[backend_id] = UsageDelta()
+        delta.requests += 1
+        delta.failures += 0 if ok else 1
+        delta.latency_ms += latency_ms
+        delta.prompt_tokens += prompt_tokens
+        delta.completion_tokens += completion_tokens
+        delta.last_request_at = utcnow()
+
+    def mark_unhealthy(self, backend_id: str, reason: str) -> None:
+        self.pending.marks[backend_id] = reason
+        self.suspended[backend_id] = None
+
+    def suspended_ids(self) -> frozenset[str]:
+        return frozenset(self.suspended)
+
+    def on_snapshot(self, generation: int) -> None:
+        """A snapshot at `generation` was loaded: lift suspensions it already reflects."""
+        for backend_id, written_at in list(self.suspended.items()):
+            if written_at is not None and written_at <= generation:
+                del self.suspended[backend_id]
+
+    def take(self) -> Batch:
+        batch, self.pending = self.pending, Batch()
+        return batch
+
+    def give_back(self, batch: Batch) -> None:
+        """A flush failed: merge its contents back so nothing is lost."""
+        for backend_id, delta in batch.usage.items():
+            self.pending.usage.setdefault(backend_id, UsageDelta()).add(delta)
+        for backend_id, reason in batch.marks.items():
+            self.pending.marks.setdefault(backend_id, reason)
+
+    def written(self, batch: Batch, generation: int) -> None:
+        for backend_id in batch.marks:
+            if backend_id in self.suspended and self.suspended[backend_id] is None:
+                self.suspended[backend_id] = generation
+
+
+def write_batch(database: Database, batch: Batch) -> int:
+    """Write one batch in one transaction; return the registry generation after it."""
+    now = utcnow()
+    with database.writing() as session:
+        existing = set(
+            session.scalars(
+                select(ModelServer.id).where(
+                    ModelServer.id.in_(list(batch.usage) + list(batch.marks))
+                )
+            )
+        )
+        for backend_id, delta in batch.usage.items():
+            if backend_id not in existing:
+                continue
+            statement = sqlite_insert(BackendUsage).values(
+                server_id=backend_id,
+                requests_total=delta.requests,
+                failures_total=delta.failures,
+                latency_ms_total=delta.latency_ms,
+                prompt_tokens_total=delta.prompt_tokens,
+                completion_tokens_total=delta.completion_tokens,
+                last_request_at=delta.last_request_at,
+            )
+            excluded = statement.excluded
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[BackendUsage.server_id],
+                    set_={
+                        "requests_total": BackendUsage.requests_total + excluded.requests_total,
+                        "failures_total": BackendUsage.failures_total + excluded.failures_total,
+                        "latency_ms_total": BackendUsage.latency_ms_total
+                        + excluded.latency_ms_total,
+                        "prompt_tokens_total": BackendUsage.prompt_tokens_total
+                        + excluded.prompt_tokens_total,
+                        "completion_tokens_total": BackendUsage.completion_tokens_total
+                        + excluded.completion_tokens_total,
+                        "last_request_at": excluded.last_request_at,
+                    },
+                )
+            )
+        for backend_id, reason in batch.marks.items():
+            if backend_id not in existing:
+                continue
+            changed = session.execute(
+                update(ModelServer)
+                .where(
+                    ModelServer.id == backend_id,
+                    ModelServer.health_status != HealthStatus.UNHEALTHY.value,
+                )
+                .values(
+                    health_status=HealthStatus.UNHEALTHY.value,
+                    status_changed_at=now,
+                    last_error=f"request failed: {reason}",
+                )
+            )
+            if changed.rowcount:  # type: ignore[attr-defined]
+                session.add(
+                    HealthCheck(
+                        server_id=backend_id,
+                        checked_at=now,
+                        status=CheckOutcome.FAILURE.value,
+                        error_message=f"marked unhealthy by the gateway: {reason}",
+                    )
+                )
+                log.warning(
+                    "server marked unhealthy after a failed request",
+                    registration_id=backend_id,
+                    reason=reason,
+                )
+        session.flush()
+        generation = session.scalar(
+            select(RegistryGeneration.value).where(RegistryGeneration.id == 1)
+        )
+        return int(generation or 0)
+
+
+async def flush(feedback: Feedback, database: Database) -> None:
+    batch = feedback.take()
+    if not batch:
+        return
+    try:
+        generation = await asyncio.to_thread(write_batch, database, batch)
+    except SQLAlchemyError as error:
+        feedback.give_back(batch)
+        log.warning("could not write usage and failures; will retry", error=str(error))
+        return
+    feedback.written(batch, generation)
+
+
+async def flush_forever(
+    feedback: Feedback, database: Database, interval: float = FLUSH_SECONDS
+) -> None:
+    """Flush every `interval` seconds until cancelled (the app flushes once more at exit)."""
+    while True:
+        await asyncio.sleep(interval)
+        await flush(feedback, database)

@@ -1,0 +1,146 @@
+"""The registry in memory: what the request path routes from, with no database I/O.
+
+A background task polls one row (`registry_generation`, bumped by triggers
+whenever routing data changes) every POLL_SECONDS, off the event loop; when
+the number moved it reloads every active registration in one read and swaps
+the snapshot in with a single assignment. Requests always see a complete,
+consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.routing import Backend
+from shared.db import Database
+from shared.logging import get_logger
+from shared.models import HealthStatus, ModelServer, RegistryGeneration
+
+POLL_SECONDS = 0.2
+
+log = get_logger("registry")
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    generation: int
+    by_model: Mapping[str, tuple[Backend, ...]] = field(default_factory=dict)
+    created: Mapping[str, int] = field(default_factory=dict)  # model → first registration
+
+    def backends(self, model: str) -> tuple[Backend, ...]:
+        return self.by_model.get(model, ())
+
+    def healthy_count(self, model: str) -> int:
+        return sum(1 for backend in self.backends(model) if backend.healthy)
+
+
+EMPTY = RegistrySnapshot(generation=-1)
+
+
+def _backend(server: ModelServer) -> Backend:
+    healthy = server.health_status == HealthStatus.HEALTHY.value
+    return Backend(
+        id=server.id,
+        model_name=server.model_name,
+        base_url=server.endpoint_url,
+        api_key=server.api_key,
+        healthy=healthy,
+        tags=frozenset(server.tags or ()),
+        priority=server.priority,
+        weight=max(1, server.weight),
+        max_concurrent=server.max_concurrent,
+        streaming=server.streaming_supported,
+        healthy_since=(
+            server.status_changed_at.timestamp() if healthy and server.status_changed_at else None
+        ),
+    )
+
+
+def read_generation(database: Database) -> int:
+    with database.reading() as session:
+        value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
+        return int(value or 0)
+
+
+def load_snapshot(database: Database) -> RegistrySnapshot:
+    """Every active registration, read in one transaction with its generation."""
+    with database.reading() as session:
+        generation = session.scalar(
+            select(RegistryGeneration.value).where(RegistryGeneration.id == 1)
+        )
+        rows = session.scalars(
+            select(ModelServer).where(ModelServer.is_active.is_(True)).order_by(ModelServer.id)
+        ).all()
+        by_model: dict[str, list[Backend]] = {}
+        created: dict[str, int] = {}
+        for row in rows:
+            by_model.setdefault(row.model_name, []).append(_backend(row))
+            stamp = int(row.registered_at.timestamp())
+            created[row.model_name] = min(created.get(row.model_name, stamp), stamp)
+    return RegistrySnapshot(
+        generation=int(generation or 0),
+        by_model={model: tuple(backends) for model, backends in by_model.items()},
+        created=created,
+    )
+
+
+class SnapshotHolder:
+    """Holds the current snapshot and wakes waiters when a new one arrives."""
+
+    def __init__(
+        self,
+        snapshot: RegistrySnapshot = EMPTY,
+        on_change: Callable[[RegistrySnapshot], None] | None = None,
+    ) -> None:
+        self.current = snapshot
+        self.on_change = on_change
+        self._changed = asyncio.Event()
+
+    def replace(self, snapshot: RegistrySnapshot) -> None:
+        self.current = snapshot
+        if self.on_change is not None:
+            self.on_change(snapshot)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+            return True
+        except TimeoutError:
+            return False
+
+
+async def refresh(holder: SnapshotHolder, database: Database) -> bool:
+    """Reload if the generation moved; True when a new snapshot was installed."""
+    generation = await asyncio.to_thread(read_generation, database)
+    if generation == holder.current.generation:
+        return False
+    holder.replace(await asyncio.to_thread(load_snapshot, database))
+    return True
+
+
+async def watch_registry(
+    holder: SnapshotHolder, database: Database, interval: float = POLL_SECONDS
+) -> None:
+    """Keep `holder` current until cancelled; a database error is logged and retried."""
+    failing = False
+    while True:
+        try:
+            await refresh(holder, database)
+            if failing:
+                log.info("registry reload recovered")
+            failing = False
+        except SQLAlchemyError as error:
+            if not failing:
+                log.warning(
+                    "registry reload failed; routing from the last snapshot", error=str(error)
+                )
+            failing = True
+        await asyncio.sleep(interval)
