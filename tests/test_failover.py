@@ -1,0 +1,201 @@
+"""The failover matrix: every way a backend fails, before and after the first byte."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes import ScriptedBackend
+from tests.support import ThreadedServer, wait_for
+from tests.test_proxy import CHAT, HEADERS, health_of, register, wait_routable
+
+Started = tuple[ScriptedBackend, ThreadedServer]
+
+
+@pytest.fixture
+def proxy(start_gateway: Callable[..., ThreadedServer]) -> ThreadedServer:
+    return start_gateway(rate_limit_per_minute=0, stream_idle_timeout_seconds=0.5)
+
+
+@pytest.fixture
+def pair(proxy: ThreadedServer) -> Iterator[Callable[[str], tuple[Started, str, Started, str]]]:
+    """A misbehaving backend in tier 0 (always tried first) and a good one in tier 1."""
+    running: list[ThreadedServer] = []
+
+    def make(behavior: str) -> tuple[Started, str, Started, str]:
+        bad = ScriptedBackend("m", "ok")
+        good = ScriptedBackend("m", "ok")
+        bad_server = ThreadedServer(bad.app).__enter__()
+        good_server = ThreadedServer(good.app).__enter__()
+        running.extend([bad_server, good_server])
+        bad_id = register(proxy, "m", bad_server.url, priority=0)
+        good_id = register(proxy, "m", good_server.url, priority=1)
+        wait_routable(proxy, "m", 2)
+        bad.behavior = behavior
+        return (bad, bad_server), bad_id, (good, good_server), good_id
+
+    yield make
+    for server in running:
+        server.__exit__(None, None, None)
+
+
+def post(proxy: ThreadedServer, stream: bool = False) -> httpx.Response:
+    return httpx.post(
+        f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": stream}, timeout=20
+    )
+
+
+@pytest.mark.parametrize(
+    ("behavior", "stream", "marked"),
+    [
+        ("error500", False, True),
+        ("error500", True, True),
+        ("error429", False, False),  # busy, not broken: fail over but stay healthy
+        ("sse_no_first_chunk", True, True),  # timeout before the first byte
+        ("drop_before_first_byte", True, True),
+    ],
+)
+def test_failover_before_the_first_byte(
+    proxy: ThreadedServer,
+    pair: Callable[[str], tuple[Started, str, Started, str]],
+    behavior: str,
+    stream: bool,
+    marked: bool,
+) -> None:
+    """TC-INF-004: the client never notices; the broken backend is marked unhealthy."""
+    (bad, _), bad_id, (good, _), good_id = pair(behavior)
+    response = post(proxy, stream)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gateway-server-id"] == good_id
+    assert bad.completions == 1 and good.completions == 1
+    if stream:
+        assert response.text.endswith("data: [DONE]\n\n")
+    if marked:
+        wait_for(lambda: health_of(proxy, bad_id) == "unhealthy", timeout=10, what="mark")
+        wait_routable(proxy, "m", 1)
+        detail = httpx.get(f"{proxy.url}/admin/servers/{bad_id}", headers=HEADERS).json()
+        assert detail["recent_checks"][0]["error_message"].startswith("marked unhealthy")
+    else:
+        assert health_of(proxy, bad_id) == "healthy"
+
+
+def test_refused_connection_fails_over(
+    proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
+) -> None:
+    (_, bad_server), bad_id, _, good_id = pair("ok")
+    bad_server.__exit__(None, None, None)  # the laptop closed
+    response = post(proxy)
+    assert response.status_code == 200
+    assert response.headers["x-gateway-server-id"] == good_id
+    wait_for(lambda: health_of(proxy, bad_id) == "unhealthy", timeout=10, what="mark")
+
+
+def test_every_attempt_failing_is_504(
+    proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
+) -> None:
+    (bad, _), _, (good, _), _ = pair("error500")
+    good.behavior = "error500"
+    response = post(proxy)
+    assert response.status_code == 504
+    error = response.json()["error"]
+    assert "2 attempt(s)" in error["message"] and "HTTP 500" in error["message"]
+    assert "127.0.0.1" not in error["message"]
+
+
+def test_retries_are_bounded(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0, max_retry_attempts=1)
+    backends = [ScriptedBackend("m", "ok") for _ in range(4)]
+    servers = [ThreadedServer(b.app).__enter__() for b in backends]
+    try:
+        for server in servers:
+            register(gateway, "m", server.url)
+        wait_routable(gateway, "m", 4)
+        for backend in backends:
+            backend.behavior = "error500"
+        response = post(gateway)
+        assert response.status_code == 504
+        assert sum(b.completions for b in backends) == 2  # first try + MAX_RETRY_ATTEMPTS
+    finally:
+        for server in servers:
+            server.__exit__(None, None, None)
+
+
+def test_client_errors_are_not_failed_over(
+    proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
+) -> None:
+    """A 4xx is the client's: returned as it is, no other backend tried, nobody marked."""
+    (bad, _), bad_id, (good, _), _ = pair("error400")
+    response = post(proxy)
+    assert response.status_code == 400
+    assert response.json() == {"error": {"message": "bad parameter"}}
+    assert response.headers["x-gateway-server-id"] == bad_id
+    assert good.completions == 0 and health_of(proxy, bad_id) == "healthy"
+
+
+def _events(text: str) -> list[str]:
+    return [block for block in text.split("\n\n") if block]
+
+
+@pytest.mark.parametrize(
+    ("behavior", "reason"),
+    [("drop_mid_stream", "broke off"), ("stall_mid_stream", "silent for 0.5s")],
+)
+def test_mid_stream_failure_ends_with_an_error_event(
+    proxy: ThreadedServer,
+    pair: Callable[[str], tuple[Started, str, Started, str]],
+    behavior: str,
+    reason: str,
+) -> None:
+    """After bytes reached the client there is no failover: the stream ends with an
+    OpenAI-shaped error event, promptly, and the backend is marked unhealthy."""
+    (bad, _), bad_id, (good, _), _ = pair(behavior)
+    response = post(proxy, stream=True)
+    events = _events(response.text)
+    assert events[0].startswith("data: {") and "part0" in events[0]
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert reason in error["message"] and error["code"] in (502, 504)
+    assert "[DONE]" not in response.text
+    assert good.completions == 0
+    wait_for(lambda: health_of(proxy, bad_id) == "unhealthy", timeout=10, what="mark")
+
+
+def test_mid_stream_failure_reaches_the_sdk_as_an_error(
+    proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
+) -> None:
+    pair("drop_mid_stream")
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0)
+    received: list[Any] = []
+    with pytest.raises(openai.APIError, match="mid-stream"):
+        for chunk in client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            received.append(chunk)
+    assert len(received) == 2
+
+
+def test_malformed_event_is_passed_on(
+    proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
+) -> None:
+    (bad, _), bad_id, _, _ = pair("malformed_chunk")
+    response = post(proxy, stream=True)
+    assert "data: {this is not json" in response.text
+    assert response.text.endswith("data: [DONE]\n\n")
+    assert health_of(proxy, bad_id) == "healthy"
+
+
+def test_client_disconnect_cancels_the_upstream_stream(
+    proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
+) -> None:
+    (bad, _), _, _, _ = pair("slow_stream")
+    with httpx.stream(
+        "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}, timeout=10
+    ) as response:
+        next(response.iter_raw())  # the first event arrived; now hang up
+    wait_for(lambda: bad.streams_cancelled == 1, timeout=5, what="the backend to stop")

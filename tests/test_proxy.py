@@ -1,0 +1,386 @@
+"""The proxy over real HTTP: the openai SDK, byte-for-byte forwarding, errors, failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import select, update
+
+from gateway.demo_backend import create_demo_app
+from shared.db import Database
+from shared.models import BackendUsage, ModelServer
+from tests.conftest import ADMIN_KEY
+from tests.fakes import ScriptedBackend
+from tests.support import ThreadedServer, wait_for
+
+HEADERS = {"X-API-Key": ADMIN_KEY}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def register(gateway: ThreadedServer, model: str, url: str, **extra: Any) -> str:
+    response = httpx.post(
+        f"{gateway.url}/admin/register",
+        json={"model_name": model, "endpoint_url": url, **extra},
+        headers=HEADERS,
+        timeout=15,
+    )
+    assert response.status_code == 201, response.text
+    registration_id: str = response.json()["registration_id"]
+    return registration_id
+
+
+def available(gateway: ThreadedServer, model: str) -> int:
+    for entry in httpx.get(f"{gateway.url}/v1/models").json()["data"]:
+        if entry["id"] == model:
+            count: int = entry["available_servers"]
+            return count
+    return -1
+
+
+def wait_routable(gateway: ThreadedServer, model: str, count: int) -> None:
+    wait_for(lambda: available(gateway, model) == count, timeout=5, what=f"{count} x {model}")
+
+
+def health_of(gateway: ThreadedServer, registration_id: str) -> str:
+    detail = httpx.get(f"{gateway.url}/admin/servers/{registration_id}", headers=HEADERS).json()
+    status: str = detail["health_status"]
+    return status
+
+
+@pytest.fixture
+def proxy(start_gateway: Callable[..., ThreadedServer]) -> ThreadedServer:
+    return start_gateway(rate_limit_per_minute=0, stream_idle_timeout_seconds=1)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., tuple[ScriptedBackend, ThreadedServer]]]:
+    running: list[ThreadedServer] = []
+
+    def start(model: str = "m", behavior: str = "ok") -> tuple[ScriptedBackend, ThreadedServer]:
+        backend = ScriptedBackend(model, behavior)
+        server = ThreadedServer(backend.app).__enter__()
+        running.append(server)
+        return backend, server
+
+    yield start
+    for server in running:
+        server.__exit__(None, None, None)
+
+
+def sdk(gateway: ThreadedServer, **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{gateway.url}/v1",
+        api_key=kwargs.pop("api_key", "unused"),
+        max_retries=0,
+        **kwargs,
+    )
+
+
+def test_openai_sdk_plain_and_streaming(
+    proxy: ThreadedServer, demo_backend: ThreadedServer
+) -> None:
+    """TC-INF-001 and TC-INF-005 with the unmodified SDK."""
+    registration_id = register(proxy, "demo", demo_backend.url)
+    wait_routable(proxy, "demo", 1)
+    client = sdk(proxy)
+    messages = [{"role": "user", "content": "tell me"}]
+    raw = client.chat.completions.with_raw_response.create(model="demo", messages=messages)  # type: ignore[arg-type]
+    assert raw.headers["x-gateway-server-id"] == registration_id
+    assert raw.headers["x-request-id"]
+    reply = raw.parse()
+    assert (reply.choices[0].message.content or "").startswith("Hello from the demo backend!")
+
+    chunks = list(client.chat.completions.create(model="demo", messages=messages, stream=True))  # type: ignore[arg-type]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        reply.choices[0].message.content
+    )
+    completion = client.completions.create(model="demo", prompt="abc", max_tokens=9)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="demo", prompt="abc", max_tokens=9, stream=True)
+        if c.choices
+    )
+    assert streamed == completion.choices[0].text
+    assert len(client.embeddings.create(model="demo", input="x").data[0].embedding) == 8
+    models = client.models.list()
+    assert [(m.id, m.model_extra["available_servers"]) for m in models] == [("demo", 1)]  # type: ignore[index]
+
+
+def test_body_and_headers_are_forwarded_as_they_should(
+    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+) -> None:
+    backend, server = scripted(behavior="echo")
+    register(proxy, "m", server.url, api_key="backend-secret-123")
+    wait_routable(proxy, "m", 1)
+    body = (
+        b'{"model":"m",  "messages":[{"role":"user","content":"h\\u00e9"}], "x_custom": [1,2.50]}'
+    )
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Bearer client-own-key",
+            "Cookie": "session=abc",
+            "X-Request-ID": "trace-42",
+        },
+    )
+    assert response.status_code == 200
+    assert backend.last_body == body  # byte for byte
+    assert response.content == body
+    assert backend.last_headers["authorization"] == "Bearer backend-secret-123"
+    assert "cookie" not in backend.last_headers
+    assert backend.last_headers["x-request-id"] == "trace-42"
+    assert response.headers["x-request-id"] == "trace-42"
+    assert "backend-secret-123" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{nope", 400, "not valid JSON"),
+        (b"[]", 400, "JSON object"),
+        (b'{"messages": []}', 400, "model"),
+        (b'{"model": 7}', 400, "model"),
+        (b'{"model": "m", "stream": "yes please"}', 400, "stream"),
+        (b'{"model": "ghost", "messages": []}', 404, "available models: m"),
+    ],
+)
+def test_client_errors(
+    proxy: ThreadedServer,
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    body: bytes,
+    status: int,
+    fragment: str,
+) -> None:
+    """TC-INF-002 and FR-ERROR-001: clear errors in the OpenAI shape, nothing forwarded."""
+    backend, server = scripted()
+    register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 1)
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", content=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["code"] == status
+    assert server.url not in response.text
+    assert backend.completions == 0
+
+
+def test_unknown_model_via_sdk(proxy: ThreadedServer) -> None:
+    with pytest.raises(openai.NotFoundError, match="none registered"):
+        sdk(proxy).chat.completions.create(model="ghost", messages=[])
+
+
+def test_body_limit(start_gateway: Callable[..., ThreadedServer]) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0, max_request_body_bytes=2048)
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", content=b'{"model": "m", "x": "' + b"a" * 4096 + b'"}'
+    )
+    assert response.status_code == 413 and "2048" in response.json()["error"]["message"]
+
+
+def test_all_unhealthy_is_503(
+    proxy: ThreadedServer,
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    database: Database,
+) -> None:
+    """TC-INF-003: healthd (simulated by a write) marked the only backend unhealthy."""
+    _, server = scripted()
+    registration_id = register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 1)
+    with database.writing() as session:
+        session.execute(
+            update(ModelServer)
+            .where(ModelServer.id == registration_id)
+            .values(health_status="unhealthy")
+        )
+    wait_routable(proxy, "m", 0)
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 503
+    assert "no healthy backend" in response.json()["error"]["message"]
+    assert response.headers["retry-after"]
+
+
+def test_a_registry_change_reaches_routing_quickly(
+    proxy: ThreadedServer,
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    database: Database,
+) -> None:
+    """Written straight to the database, as healthd would: routing follows within the poll
+    interval (0.2 s). The deadline here is looser than the 0.5 s promise, for busy CI."""
+    _, server = scripted()
+    registration_id = register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 1)
+    with database.writing() as session:
+        session.execute(
+            update(ModelServer).where(ModelServer.id == registration_id).values(is_active=False)
+        )
+    wait_for(lambda: available(proxy, "m") == -1, timeout=1.0, what="deregistration to route")
+
+
+def test_round_robin_spreads_evenly(
+    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+) -> None:
+    """TC-INF-007."""
+    backends = [scripted() for _ in range(3)]
+    for _, server in backends:
+        register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 3)
+    served = [
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT).headers["x-gateway-server-id"]
+        for _ in range(30)
+    ]
+    assert sorted(served.count(s) for s in set(served)) == [10, 10, 10]
+    assert [b.completions for b, _ in backends] == [10, 10, 10]
+
+
+def test_tags_restrict_the_backends(
+    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+) -> None:
+    _, plain = scripted()
+    _, gpu = scripted()
+    register(proxy, "m", plain.url)
+    gpu_id = register(proxy, "m", gpu.url, tags=["gpu", "vision"])
+    wait_routable(proxy, "m", 2)
+    for _ in range(4):
+        response = httpx.post(
+            f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"X-Gateway-Tags": "GPU"}
+        )
+        assert response.headers["x-gateway-server-id"] == gpu_id
+    none = httpx.post(
+        f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"X-Gateway-Tags": "tpu"}
+    )
+    assert none.status_code == 503 and "tpu" in none.json()["error"]["message"]
+
+
+def test_priority_tiers(
+    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+) -> None:
+    _, first = scripted()
+    _, second = scripted()
+    first_id = register(proxy, "m", first.url, priority=0)
+    register(proxy, "m", second.url, priority=1)
+    wait_routable(proxy, "m", 2)
+    served = {
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT).headers["x-gateway-server-id"]
+        for _ in range(6)
+    }
+    assert served == {first_id}
+
+
+async def test_a_hundred_concurrent_requests(
+    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+) -> None:
+    for _ in range(2):
+        _, server = scripted()
+        register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 2)
+    async with httpx.AsyncClient(timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.post(f"{proxy.url}/v1/chat/completions", json=CHAT) for _ in range(100))
+        )
+    assert [r.status_code for r in responses] == [200] * 100
+
+
+def test_request_timeout_is_504(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+) -> None:
+    """TC-INF-006."""
+    gateway = start_gateway(rate_limit_per_minute=0, request_timeout_seconds=0.5)
+    _, server = scripted(behavior="hang")
+    register(gateway, "m", server.url)
+    wait_routable(gateway, "m", 1)
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10)
+    assert response.status_code == 504
+    assert "timed out" in response.json()["error"]["message"]
+
+
+def test_usage_is_counted_and_flushed(
+    proxy: ThreadedServer,
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    database: Database,
+) -> None:
+    _, server = scripted()
+    registration_id = register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 1)
+    httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    with httpx.stream(
+        "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}
+    ) as response:
+        response.read()
+
+    def totals() -> tuple[int, int, int, int] | None:
+        with database.reading() as session:
+            row = session.scalar(
+                select(BackendUsage).where(BackendUsage.server_id == registration_id)
+            )
+            if row is None or row.requests_total < 2:
+                return None
+            return (
+                row.requests_total,
+                row.failures_total,
+                row.prompt_tokens_total,
+                row.completion_tokens_total,
+            )
+
+    assert wait_for(totals, timeout=10, what="usage flush") == (2, 0, 3 + 5, 4 + 6)
+
+
+def test_client_keys(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+) -> None:
+    gateway = start_gateway(
+        rate_limit_per_minute=0, require_client_auth=True, client_api_keys="key-a,key-b"
+    )
+    backend, server = scripted()
+    register(gateway, "m", server.url)
+    wait_for(
+        lambda: httpx.get(
+            f"{gateway.url}/v1/models", headers={"Authorization": "Bearer key-a"}
+        ).json()["data"],
+        timeout=5,
+    )
+    missing = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk(gateway, api_key="key-c").chat.completions.create(model="m", messages=[])
+    reply = sdk(gateway, api_key="key-b").chat.completions.create(model="m", messages=[])
+    assert reply.choices[0].message.content == "hi from m"
+    assert backend.last_headers.get("authorization") is None  # the client's key stays here
+
+
+def test_rate_limit(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=3)
+    _, server = scripted()
+    register(gateway, "m", server.url)
+    statuses = []
+    for _ in range(4):
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "zzz"})
+        statuses.append(response.status_code)
+    assert statuses == [404, 404, 404, 429]
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_cors_preflight(proxy: ThreadedServer) -> None:
+    response = httpx.options(
+        f"{proxy.url}/v1/chat/completions",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,authorization",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"

@@ -1,0 +1,117 @@
+"""Pure pieces of the proxy as tables: rate limiting, usage extraction, headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.feedback import Batch, Feedback, UsageDelta
+from gateway.ratelimit import Bucket, RateLimiter, take_token
+from gateway.routing import Backend
+from gateway.upstream import extract_usage, relayed_headers, upstream_headers
+
+
+@pytest.mark.parametrize(
+    ("bucket", "now", "per_minute", "tokens_after", "wait"),
+    [
+        (None, 0.0, 60, 59.0, 0.0),
+        (Bucket(0.0, 0.0), 0.5, 60, 0.5, 0.5),  # half a token back: wait the other half
+        (Bucket(0.0, 0.0), 1.0, 60, 0.0, 0.0),
+        (Bucket(0.0, 0.0), 10.0, 6, 0.0, 0.0),
+        (Bucket(10.0, 0.0), 1000.0, 12, 11.0, 0.0),  # refills up to capacity only
+        (Bucket(0.2, 0.0), 0.0, 60, 0.2, 0.8),
+    ],
+)
+def test_take_token(
+    bucket: Bucket | None, now: float, per_minute: int, tokens_after: float, wait: float
+) -> None:
+    new, waited = take_token(bucket, now=now, per_minute=per_minute)
+    assert new.tokens == pytest.approx(tokens_after)
+    assert waited == pytest.approx(wait)
+
+
+def test_rate_limiter_per_client() -> None:
+    clock = [0.0]
+    limiter = RateLimiter(2, clock=lambda: clock[0])
+    assert [limiter.check("x") for _ in range(2)] == [0, 0]
+    assert limiter.check("x") == pytest.approx(30.0)
+    assert limiter.check("y") == 0
+    clock[0] = 30.0
+    assert limiter.check("x") == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "usage"),
+    [
+        (b'{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}', (3, 4)),
+        (b'{"choices": []}', None),
+        (
+            b'data: {"choices": [{"delta": {}}]}\n\n'
+            b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}}\n\n'
+            b"data: [DONE]\n\n",
+            (5, 6),
+        ),
+        (b'data: {"usage": null}\n\ndata: [DONE]\n\n', None),
+        (b'data: {"usage": {"prompt_tokens": "x"}}\n\n', None),
+        (b'data: {broken "usage"\n\n', None),
+        (b'tail only": 1, "usage": {"prompt_tokens": 1}}', None),
+    ],
+)
+def test_extract_usage(data: bytes, usage: tuple[int, int] | None) -> None:
+    assert extract_usage(data) == usage
+
+
+def test_upstream_headers_carry_the_backend_key_only() -> None:
+    headers = upstream_headers(Backend("a", "m", "http://a", api_key="k1"), None, "rid")
+    assert headers["Authorization"] == "Bearer k1"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept-Encoding"] == "identity"
+    assert "Authorization" not in upstream_headers(Backend("a", "m", "http://a"), None, "r")
+
+
+def test_relayed_headers_drop_hop_by_hop_and_identity() -> None:
+    relayed = dict(
+        relayed_headers(
+            {
+                "Content-Type": "application/json",
+                "Connection": "keep-alive",
+                "Transfer-Encoding": "chunked",
+                "Content-Length": "10",
+                "Server": "uvicorn",
+                "Set-Cookie": "a=b",
+                "X-Ratelimit-Remaining": "9",
+            },
+            "server-1",
+        )
+    )
+    assert relayed == {
+        b"content-type": b"application/json",
+        b"x-ratelimit-remaining": b"9",
+        b"x-gateway-server-id": b"server-1",
+    }
+
+
+def test_feedback_keeps_suspensions_until_a_snapshot_shows_the_write() -> None:
+    feedback = Feedback()
+    feedback.record("a", ok=False, latency_ms=5)
+    feedback.mark_unhealthy("a", "HTTP 500")
+    assert feedback.suspended_ids() == {"a"}
+    batch = feedback.take()
+    assert batch.marks == {"a": "HTTP 500"} and batch.usage["a"].failures == 1
+    feedback.on_snapshot(100)  # a snapshot from before the write changes nothing
+    assert feedback.suspended_ids() == {"a"}
+    feedback.written(batch, generation=7)
+    feedback.on_snapshot(6)
+    assert feedback.suspended_ids() == {"a"}
+    feedback.on_snapshot(7)
+    assert feedback.suspended_ids() == frozenset()
+
+
+def test_feedback_gives_back_a_failed_batch() -> None:
+    feedback = Feedback()
+    feedback.record("a", ok=True, latency_ms=5, prompt_tokens=1, completion_tokens=2)
+    batch = feedback.take()
+    feedback.record("a", ok=True, latency_ms=5, prompt_tokens=1, completion_tokens=2)
+    feedback.give_back(batch)
+    delta = feedback.pending.usage["a"]
+    assert (delta.requests, delta.prompt_tokens, delta.completion_tokens) == (2, 2, 4)
+    assert not Batch() and Batch(usage={"a": UsageDelta()})
