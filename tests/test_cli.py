@@ -11,7 +11,6 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from shared.db import alembic_config
-
 from tests.conftest import ADMIN_KEY
 from tests.support import BIN, GatewayProcess, ThreadedServer, clean_environment
 

@@ -98,7 +98,7 @@ def test_refused_connection_fails_over(
 def test_every_attempt_failing_is_504(
     proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
 ) -> None:
-    (bad, _), _, (good, _), _ = pair("error500")
+    (_bad, _), _, (good, _), _ = pair("error500")
     good.behavior = "error500"
     response = post(proxy)
     assert response.status_code == 504
@@ -131,7 +131,7 @@ def test_client_errors_are_not_failed_over(
     proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
 ) -> None:
     """A 4xx is the client's: returned as it is, no other backend tried, nobody marked."""
-    (bad, _), bad_id, (good, _), _ = pair("error400")
+    (_bad, _), bad_id, (good, _), _ = pair("error400")
     response = post(proxy)
     assert response.status_code == 400
     assert response.json() == {"error": {"message": "bad parameter"}}
@@ -155,7 +155,7 @@ def test_mid_stream_failure_ends_with_an_error_event(
 ) -> None:
     """After bytes reached the client there is no failover: the stream ends with an
     OpenAI-shaped error event, promptly, and the backend is marked unhealthy."""
-    (bad, _), bad_id, (good, _), _ = pair(behavior)
+    (_bad, _), bad_id, (good, _), _ = pair(behavior)
     response = post(proxy, stream=True)
     events = _events(response.text)
     assert events[0].startswith("data: {") and "part0" in events[0]
@@ -183,7 +183,7 @@ def test_mid_stream_failure_reaches_the_sdk_as_an_error(
 def test_malformed_event_is_passed_on(
     proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
 ) -> None:
-    (bad, _), bad_id, _, _ = pair("malformed_chunk")
+    (_bad, _), bad_id, _, _ = pair("malformed_chunk")
     response = post(proxy, stream=True)
     assert "data: {this is not json" in response.text
     assert response.text.endswith("data: [DONE]\n\n")

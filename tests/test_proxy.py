@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +11,6 @@ import openai
 import pytest
 from sqlalchemy import select, update
 
-from gateway.demo_backend import create_demo_app
 from shared.db import Database
 from shared.models import BackendUsage, ModelServer
 from tests.conftest import ADMIN_KEY
