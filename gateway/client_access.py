@@ -5,8 +5,6 @@ from __future__ import annotations
 import hmac
 import math
 
-from starlette.requests import Request
-
 from gateway.ratelimit import RateLimiter
 from shared.errors import AuthenticationRequired, PermissionDenied, RateLimited
 from shared.settings import Settings
@@ -31,9 +29,9 @@ class ClientAccess:
         matches = [hmac.compare_digest(candidate, key) for key in self.keys]
         return any(matches)
 
-    def admit(self, request: Request) -> None:
+    def admit(self, authorization: str | None, client_host: str) -> None:
         """Raise the 401/403/429 the client should get, or return to let it through."""
-        token = bearer_token(request.headers.get("authorization"))
+        token = bearer_token(authorization)
         if self.required:
             if token is None:
                 raise AuthenticationRequired(
@@ -42,7 +40,7 @@ class ClientAccess:
             if not self._known(token):
                 raise PermissionDenied("invalid API key")
         if self.limiter.enabled:
-            client = f"key:{token}" if self.required and token else f"ip:{_client_ip(request)}"
+            client = f"key:{token}" if self.required and token else f"ip:{client_host}"
             wait = self.limiter.check(client)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
@@ -51,7 +49,3 @@ class ClientAccess:
                     f"retry in {seconds}s",
                     headers={"Retry-After": str(seconds)},
                 )
-
-
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"

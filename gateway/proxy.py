@@ -11,20 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.balancer import Balancer
 from gateway.client_access import ClientAccess
-from gateway.context import context_of
 from gateway.feedback import Feedback
-from gateway.http import describe_validation_error, json_response
-from gateway.openapi import DocumentedRoute, Operation
+from gateway.http import describe_validation_error
 from gateway.routing import Backend, parse_tags
 from gateway.snapshot import SnapshotHolder
 from gateway.upstream import (
@@ -53,19 +48,6 @@ class ProxiedRequest(BaseModel):
     stream: bool = Field(False, description="Stream the answer as server-sent events.")
 
 
-class ModelEntry(BaseModel):
-    id: str
-    object: str = "model"
-    created: int
-    owned_by: str = "multiverse"
-    available_servers: int = Field(description="Healthy backends serving this model now.")
-
-
-class ModelList(BaseModel):
-    object: str = "list"
-    data: list[ModelEntry]
-
-
 @dataclass
 class ProxyRuntime:
     """The proxy's moving parts, built per app (see app.py)."""
@@ -76,6 +58,20 @@ class ProxyRuntime:
     feedback: Feedback
     access: ClientAccess
     session: aiohttp.ClientSession | None = None
+
+    def __post_init__(self) -> None:
+        connect = self.settings.connect_timeout_seconds
+        # A stream may be silent at most STREAM_IDLE_TIMEOUT_SECONDS between reads;
+        # a plain answer is bounded by the request deadline instead.
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect,
+            sock_connect=connect,
+            sock_read=self.settings.stream_idle_timeout_seconds,
+        )
+        self.plain_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=connect
+        )
 
 
 class BufferedResponse:
@@ -109,29 +105,31 @@ def parse_proxied(body: bytes) -> ProxiedRequest:
         raise InvalidRequest(f"invalid request: {message}", param=param) from None
 
 
-def _runtime(request: Request) -> ProxyRuntime:
-    runtime = context_of(request).proxy
-    if runtime is None or runtime.session is None:
-        raise ServiceUnavailable("the gateway is starting or stopping")
-    return runtime
+@dataclass(frozen=True)
+class Incoming:
+    """What the proxy needs of a client request (read once by the endpoint)."""
+
+    path: str
+    body: bytes
+    content_type: str | None
+    tags_header: str | None
+    request_id: str
 
 
 class Forwarder:
     """One client request: pick, try, fail over, answer."""
 
-    def __init__(self, runtime: ProxyRuntime, request: Request, path: str, body: bytes) -> None:
+    def __init__(self, runtime: ProxyRuntime, incoming: Incoming) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.request = request
-        self.path = path
-        self.body = body
+        self.incoming = incoming
         self.loop = asyncio.get_running_loop()
         self.started = self.loop.time()
         self.deadline = self.started + self.settings.request_timeout_seconds
-        self.request_id: str = request.state.request_id
 
-    async def run(self, target: ProxiedRequest) -> Response | RelayedStream | BufferedResponse:
+    async def run(self, target: ProxiedRequest) -> RelayedStream | BufferedResponse:
         runtime = self.runtime
+        self.read_timeout = runtime.stream_timeout if target.stream else runtime.plain_timeout
         if not runtime.holder.current.backends(target.model):
             available = sorted(runtime.holder.current.by_model)
             raise NotFound(
@@ -139,7 +137,7 @@ class Forwarder:
                 f"{', '.join(available) if available else 'none registered'}",
                 param="model",
             )
-        tags = parse_tags(self.request.headers.get("x-gateway-tags"))
+        tags = parse_tags(self.incoming.tags_header)
         tried: list[str] = []
         failures: list[str] = []
         attempts = 1 + self.settings.max_retry_attempts
@@ -197,14 +195,15 @@ class Forwarder:
     async def _send(self, backend: Backend) -> aiohttp.ClientResponse:
         session = self.runtime.session
         assert session is not None
-        headers = upstream_headers(
-            backend, self.request.headers.get("content-type"), self.request_id
-        )
-        url = f"{backend.base_url}{self.path}"
+        incoming = self.incoming
+        headers = upstream_headers(backend, incoming.content_type, incoming.request_id)
+        url = f"{backend.base_url}{incoming.path}"
         for fresh_try in (False, True):
             try:
                 async with asyncio.timeout_at(self.deadline):
-                    return await session.post(url, data=self.body, headers=headers)
+                    return await session.post(
+                        url, data=incoming.body, headers=headers, timeout=self.read_timeout
+                    )
             except aiohttp.ServerDisconnectedError as error:
                 # Most often a pooled keep-alive connection the backend just closed:
                 # one retry on a new connection before calling the backend broken.
@@ -334,86 +333,3 @@ class Forwarder:
                 stream=True,
                 client_gone=outcome.client_gone,
             )
-
-
-def forwarding_endpoint(path: str) -> Any:
-    async def endpoint(request: Request) -> Any:
-        runtime = _runtime(request)
-        runtime.access.admit(request)
-        body = await request.body()
-        target = parse_proxied(body)
-        return await Forwarder(runtime, request, path, body).run(target)
-
-    endpoint.__name__ = path.strip("/").replace("/", "_")
-    return endpoint
-
-
-async def list_models(request: Request) -> Response:
-    runtime = _runtime(request)
-    runtime.access.admit(request)
-    snapshot = runtime.holder.current
-    return json_response(
-        ModelList(
-            data=[
-                ModelEntry(
-                    id=model,
-                    created=snapshot.created.get(model, 0),
-                    available_servers=snapshot.healthy_count(model),
-                )
-                for model in sorted(snapshot.by_model)
-            ]
-        )
-    )
-
-
-_PROXY_RESPONSES = {
-    200: "the backend's answer (JSON, or server-sent events when stream is true)",
-    400: "malformed JSON or no model",
-    401: "client key required (REQUIRE_CLIENT_AUTH)",
-    403: "invalid client key",
-    404: "unknown model; the message lists the available ones",
-    413: "body over MAX_REQUEST_BODY_BYTES",
-    429: "rate limit exceeded (see Retry-After)",
-    503: "no healthy backend for the model",
-    504: "every attempt failed, or REQUEST_TIMEOUT_SECONDS passed",
-}
-
-
-def proxy_routes() -> list[DocumentedRoute]:
-    """The routes mounted at /v1."""
-    routes = [
-        DocumentedRoute(
-            path,
-            forwarding_endpoint(f"/v1{path}"),
-            method="POST",
-            operation=Operation(
-                summary=summary,
-                description="Forwarded byte for byte to a healthy backend of `model`. "
-                "Optional header `X-Gateway-Tags: gpu,vision` restricts the backends. "
-                "The answer carries `X-Gateway-Server-ID`.",
-                tag="inference",
-                request_model=ProxiedRequest,
-                responses=_PROXY_RESPONSES,
-                extra_schema={"security": [{}, {"ClientKey": []}]},
-            ),
-        )
-        for path, summary in (
-            ("/chat/completions", "Chat completion (OpenAI-compatible)"),
-            ("/completions", "Text completion (OpenAI-compatible)"),
-            ("/embeddings", "Embeddings (OpenAI-compatible)"),
-        )
-    ]
-    routes.append(
-        DocumentedRoute(
-            "/models",
-            list_models,
-            method="GET",
-            operation=Operation(
-                summary="Models and how many healthy backends serve each",
-                tag="inference",
-                response_model=ModelList,
-                responses={200: "the model list", 401: "client key required", 429: "rate limited"},
-            ),
-        )
-    )
-    return routes

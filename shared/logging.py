@@ -9,15 +9,17 @@ step runs last before rendering, on our own entries and on those of libraries
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+import threading
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 REDACTED = "[REDACTED]"
 
@@ -41,6 +43,10 @@ _SECRET_FIELDS = frozenset(
     }
 )
 _SECRET_SUFFIXES = ("_api_key", "_token", "_secret", "_password")
+# Cheap pre-check: a string none of these occur in cannot match a pattern below.
+_TRIGGER = re.compile(r"(?i)bearer|basic|key|token|secret|password|authorization|sk-")
+# Fields our own processors add; they never carry user data.
+_GENERATED_FIELDS = frozenset({"timestamp", "level", "component", "request_id"})
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
@@ -81,6 +87,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
+        if _TRIGGER.search(value) is None:
+            return value
         for pattern, replacement in _PATTERNS:
             value = pattern.sub(replacement, value)
         return value
@@ -96,7 +104,9 @@ class Redactor:
 
     def mapping(self, entry: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in list(entry.items()):
-            if is_secret_field(str(key)) and value not in (None, "", False, True):
+            if key in _GENERATED_FIELDS or value is None or isinstance(value, int | float):
+                continue
+            if is_secret_field(str(key)) and value not in ("", False, True):
                 entry[key] = REDACTED
             else:
                 entry[key] = self.value(value)
@@ -120,6 +130,112 @@ def _drop_color_message(_logger: WrappedLogger, _method: str, event_dict: EventD
     return event_dict
 
 
+class LogOutputs:
+    """Writes each entry twice: a readable line on the console, a JSON line to a file.
+
+    structlog hands entries straight here (no stdlib LogRecord, no formatter
+    chain), which keeps a log line to a few tens of microseconds: the proxy
+    logs every request. The file is reopened when logrotate moves it.
+    """
+
+    REOPEN_CHECK_SECONDS = 1.0
+
+    def __init__(self, console: TextIO | None, path: Path | None) -> None:
+        self.console = console
+        self.path = path
+        self.lock = threading.Lock()
+        self.console_renderer = structlog.dev.ConsoleRenderer(
+            colors=bool(console is not None and console.isatty())
+        )
+        self.json_renderer = structlog.processors.JSONRenderer()
+        self.file: TextIO | None = None
+        self.inode: int | None = None
+        self.checked = 0.0
+        if path is not None:
+            self._open()
+
+    def _open(self) -> None:
+        assert self.path is not None
+        if self.file is not None:
+            self.file.close()
+        self.file = self.path.open("a", encoding="utf-8")
+        self.inode = os.fstat(self.file.fileno()).st_ino
+
+    def _file_for_now(self) -> TextIO | None:
+        now = time.monotonic()
+        if self.path is not None and now - self.checked >= self.REOPEN_CHECK_SECONDS:
+            self.checked = now
+            try:
+                moved = os.stat(self.path).st_ino != self.inode
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                self._open()
+        return self.file
+
+    def write(self, method: str, event_dict: EventDict) -> None:
+        event_dict.setdefault("level", method)
+        console_line = (
+            str(self.console_renderer(None, method, dict(event_dict))) if self.console else None
+        )
+        json_entry = dict(event_dict)
+        json_entry["message"] = json_entry.pop("event", "")
+        json_line = str(self.json_renderer(None, method, json_entry)) if self.path else None
+        with self.lock:
+            if console_line is not None and self.console is not None:
+                self.console.write(f"{console_line}\n")
+                self.console.flush()
+            if json_line is not None:
+                file = self._file_for_now()
+                if file is not None:
+                    file.write(f"{json_line}\n")
+                    file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+
+
+class _OutputsLogger:
+    """The "logger" at the end of structlog's chain: every level goes to LogOutputs."""
+
+    def __init__(self, outputs: LogOutputs) -> None:
+        self._outputs = outputs
+
+    def __getattr__(self, method: str) -> Callable[[EventDict], None]:
+        def write(event_dict: EventDict) -> None:
+            self._outputs.write(method, event_dict)
+
+        return write
+
+
+def _hand_over(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Any:
+    return (event_dict,), {}
+
+
+class _StdlibBridge(logging.Handler):
+    """Library logs (uvicorn, SQLAlchemy, alembic) through the same processors and outputs."""
+
+    def __init__(self, outputs: LogOutputs, processors: list[Processor]) -> None:
+        super().__init__()
+        self.outputs = outputs
+        self.processors = processors
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            method = record.levelname.lower()
+            event_dict: EventDict = {"event": record.getMessage(), "logger": record.name}
+            if record.exc_info:
+                event_dict["exc_info"] = record.exc_info
+            for processor in self.processors:
+                event_dict = processor(None, method, event_dict)  # type: ignore[assignment]
+            self.outputs.write(method, event_dict)
+        except Exception:  # noqa: BLE001 - logging must never take the process down
+            self.handleError(record)
+
+
 def configure_logging(
     *,
     process: str,
@@ -128,74 +244,53 @@ def configure_logging(
     default_component: str,
     redactor: Redactor,
     console: bool = True,
-) -> None:
-    """Route structlog and stdlib logging to the console and `LOG_DIR/<process>.log`."""
+) -> LogOutputs:
+    """Send structlog and stdlib logging to the console and `LOG_DIR/<process>.log`."""
+    path = None
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(log_dir) / f"{process}.log"
+    outputs = LogOutputs(sys.stderr if console else None, path)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _default_component(default_component),
         _drop_color_message,
         structlog.processors.format_exc_info,
         redactor,
     ]
-    handlers: list[logging.Handler] = []
-    if console:
-        console_handler = logging.StreamHandler(sys.stderr)
-        console_handler.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=shared,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-                ],
-            )
-        )
-        handlers.append(console_handler)
-    if log_dir:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        # WatchedFileHandler reopens the file after logrotate moves it.
-        file_handler = logging.handlers.WatchedFileHandler(
-            Path(log_dir) / f"{process}.log", encoding="utf-8"
-        )
-        file_handler.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=shared,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.EventRenamer("message"),
-                    structlog.processors.JSONRenderer(),
-                ],
-            )
-        )
-        handlers.append(file_handler)
+    numeric_level = logging.getLevelName(level)
 
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    # Libraries log through the root handlers above (so through the redactor).
-    # uvicorn's access logger is left as uvicorn set it: off unless asked for.
+    root.addHandler(_StdlibBridge(outputs, shared))
+    root.setLevel(numeric_level)
+    # Libraries log through the bridge (so through the redactor). uvicorn's
+    # access logger is left as uvicorn set it: off unless asked for.
     for name in ("uvicorn", "uvicorn.error"):
         library_logger = logging.getLogger(name)
         library_logger.handlers.clear()
         library_logger.propagate = True
     for name in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric_level))
 
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        processors=[*shared, _hand_over],
+        logger_factory=lambda *args: _OutputsLogger(outputs),
+        # Level filtering in the method itself: a disabled level costs nothing.
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        # Not cached: loggers made before a reconfiguration (the `gateway` command
+        # configures once for itself and once in the app factory) follow it.
+        cache_logger_on_first_use=False,
     )
+    return outputs
 
 
-def get_logger(component: str) -> structlog.stdlib.BoundLogger:
+def get_logger(component: str) -> FilteringBoundLogger:
     """A logger whose entries carry `component` (api, registry, health_checker)."""
     # A lazy proxy: safe to create at import time, before configure_logging runs.
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(component=component)
+    logger: FilteringBoundLogger = structlog.get_logger(component=component)
     return logger

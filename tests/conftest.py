@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.demo_backend import create_demo_app
@@ -85,7 +84,7 @@ def start_gateway(
         kwargs: dict[str, Any] = {"redactor": redactor}
         if resolver is not None:
             kwargs["resolver"] = resolver
-        app: Starlette = create_app(settings, database, **kwargs)
+        app = create_app(settings, database, **kwargs)
         server = ThreadedServer(app).__enter__()
         started.append(server)
         return server
