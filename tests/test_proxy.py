@@ -382,3 +382,41 @@ def test_cors_preflight(proxy: ThreadedServer) -> None:
     )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_queue_waits_for_a_backend_to_recover(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    database: Database,
+) -> None:
+    """QUEUE_TIMEOUT_SECONDS: with no healthy backend the request waits; a recovery
+    written while it waits (as healthd would) lets it through."""
+    gateway = start_gateway(rate_limit_per_minute=0, queue_timeout_seconds=10)
+    _, server = scripted()
+    registration_id = register(gateway, "m", server.url)
+    wait_routable(gateway, "m", 1)
+
+    def set_health(status: str) -> None:
+        with database.writing() as session:
+            session.execute(
+                update(ModelServer)
+                .where(ModelServer.id == registration_id)
+                .values(health_status=status)
+            )
+
+    set_health("unhealthy")
+    wait_routable(gateway, "m", 0)
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=20) as client:
+            pending = asyncio.create_task(
+                client.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
+            )
+            await asyncio.sleep(0.5)
+            assert not pending.done()  # still waiting for a healthy backend
+            await asyncio.to_thread(set_health, "healthy")
+            return await pending
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 200
+    assert response.headers["x-gateway-server-id"] == registration_id
