@@ -1,8 +1,7 @@
 """`healthd`: the health-checker daemon's entry point.
 
-For now it validates settings and schema, then waits for SIGTERM; the probe
-loop itself arrives with its own issue (#4). It is already a separate process
-with its own log file, so deployment and `make run` treat it as the real thing.
+Validates settings and schema, then probes every active backend until SIGTERM
+or SIGINT, after which it writes the results in hand and exits 0.
 """
 
 from __future__ import annotations
@@ -11,22 +10,27 @@ import asyncio
 import signal
 import sys
 
+import httpx
+
+from healthd.daemon import Daemon
 from shared.db import Database, SchemaMismatch, ensure_schema_current
-from shared.logging import Redactor, configure_logging, get_logger
-from shared.settings import SettingsError, load_settings
-
-log = get_logger("health_checker")
+from shared.logging import Redactor, configure_logging
+from shared.settings import Settings, SettingsError, load_settings
 
 
-async def run_until_stopped() -> None:
-    """Idle until SIGTERM or SIGINT, then return so the process exits 0."""
+async def run_until_stopped(settings: Settings, database: Database, redactor: Redactor) -> None:
+    """Probe until SIGTERM or SIGINT, then return so the process exits 0."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("healthd started (placeholder: probing arrives with issue #4)")
-    await stop.wait()
-    log.info("healthd stopped")
+    async with httpx.AsyncClient(
+        verify=settings.verify_backend_tls,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+    ) as client:
+        await Daemon(settings, database, client, redactor=redactor).run(stop)
 
 
 def main() -> None:
@@ -35,12 +39,13 @@ def main() -> None:
     except SettingsError as error:
         sys.stderr.write(f"healthd: {error}\n")
         raise SystemExit(2) from None
+    redactor = Redactor([settings.admin_api_key.get_secret_value()])
     configure_logging(
         process="healthd",
         level=settings.log_level,
         log_dir=settings.log_dir,
         default_component="health_checker",
-        redactor=Redactor([settings.admin_api_key.get_secret_value()]),
+        redactor=redactor,
     )
     database = Database.connect(settings.database_url)
     try:
@@ -49,7 +54,7 @@ def main() -> None:
         sys.stderr.write(f"healthd: {error}\n")
         raise SystemExit(2) from None
     try:
-        asyncio.run(run_until_stopped())
+        asyncio.run(run_until_stopped(settings, database, redactor))
     finally:
         database.dispose()
 

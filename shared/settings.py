@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     )
     max_consecutive_failures: int = Field(3, ge=1, le=1000, description="an integer from 1")
     verify_backend_tls: bool = Field(True, description="true or false")
+    auto_deregister: bool = Field(False, description="true or false")
 
     # Request routing
     request_timeout_seconds: float = Field(

@@ -44,9 +44,14 @@ def wait_for(
 class ThreadedServer:
     """A real uvicorn server on 127.0.0.1:<ephemeral port>, in a thread of the test process."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: str = "on") -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: str = "on", port: int = 0) -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, access_log=False
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan=lifespan,
+            access_log=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

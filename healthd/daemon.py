@@ -1,0 +1,203 @@
+"""The health-checker daemon: probe every active backend on its own schedule.
+
+One loop ticks every TICK_SECONDS: it reloads the list of backends when the
+registry changed, starts the probes that are due (at most CONCURRENCY at
+once; a hanging backend only holds its own slot until its timeout), and
+writes the results gathered since the last tick in one transaction. A write
+that fails (database locked, say) is kept and retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
+
+from healthd import store
+from healthd.policy import next_delay
+from shared.db import Database
+from shared.logging import Redactor, get_logger
+from shared.models import utcnow
+from shared.probe import ProbeResult, probe_backend
+from shared.settings import Settings
+from shared.urls import (
+    BadBackendURL,
+    Resolver,
+    UnresolvableHost,
+    check_backend_url,
+    system_resolver,
+)
+
+TICK_SECONDS = 0.5
+CONCURRENCY = 200
+PRUNE_EVERY_SECONDS = 60.0
+
+log = get_logger("health_checker")
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        client: httpx.AsyncClient,
+        *,
+        resolver: Resolver = system_resolver,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.redactor = redactor
+        self.database = database
+        self.client = client
+        self.resolver = resolver
+        self.clock = clock
+        self.rng = rng
+        self.targets: dict[str, store.Target] = {}
+        self.due: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.pending: list[store.CheckResult] = []
+        self.generation: int | None = None
+        self.slots = asyncio.Semaphore(CONCURRENCY)
+        self.last_prune = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe until `stop` is set, then write what was gathered and return."""
+        log.info("healthd started", interval=self.settings.health_check_interval_seconds)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except SQLAlchemyError as error:
+                log.warning("database unavailable; will retry", error=str(error))
+            try:
+                async with asyncio.timeout(TICK_SECONDS):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+        for task in self.in_flight.values():
+            task.cancel()
+        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        await self.flush()
+        log.info("healthd stopped")
+
+    async def tick(self) -> None:
+        await self.refresh_targets()
+        now = self.clock()
+        for server_id in list(self.targets):
+            if server_id not in self.in_flight and self.due.get(server_id, 0.0) <= now:
+                self.in_flight[server_id] = asyncio.create_task(self.check(server_id))
+        await self.flush()
+        if now - self.last_prune >= PRUNE_EVERY_SECONDS:
+            self.last_prune = now
+            await asyncio.to_thread(store.prune_history, self.database)
+
+    async def refresh_targets(self) -> None:
+        generation = await asyncio.to_thread(store.read_generation, self.database)
+        if generation == self.generation:
+            return
+        self.generation = generation
+        fresh = await asyncio.to_thread(store.load_targets, self.database)
+        now = self.clock()
+        for server_id, target in fresh.items():
+            if self.redactor is not None:
+                self.redactor.add_secret(target.api_key)
+            known = self.targets.get(server_id)
+            if known is None:
+                # New (or healthd just started, TC-HEALTH-005): spread first probes a little.
+                self.due[server_id] = now + self.rng() * min(1.0, self.interval)
+                self.failures[server_id] = target.consecutive_failures
+            elif (
+                known.endpoint_url != target.endpoint_url
+                or known.api_key != target.api_key
+                or (target.health_status == "unhealthy" and known.health_status != "unhealthy")
+            ):
+                # Moved, new key, or the gateway saw it fail: look at it now.
+                self.due[server_id] = now
+        for server_id in set(self.targets) - set(fresh):
+            self.due.pop(server_id, None)
+            self.failures.pop(server_id, None)
+        self.targets = fresh
+
+    @property
+    def interval(self) -> float:
+        return self.settings.health_check_interval_seconds
+
+    async def probe(self, target: store.Target) -> ProbeResult:
+        try:
+            await check_backend_url(
+                target.endpoint_url,
+                allow_private=self.settings.allow_private_backends,
+                resolver=self.resolver,
+            )
+        except (BadBackendURL, UnresolvableHost) as error:
+            return ProbeResult(False, 0.0, error=str(error))
+        return await probe_backend(
+            self.client,
+            target.endpoint_url,
+            target.api_key,
+            timeout=self.settings.health_check_timeout_seconds,
+        )
+
+    async def check(self, server_id: str) -> None:
+        try:
+            target = self.targets.get(server_id)
+            if target is None:
+                return
+            async with self.slots:
+                result = await self.probe(target)
+            self.pending.append(store.CheckResult(server_id, utcnow(), result))
+            failures = 0 if result.healthy else self.failures.get(server_id, 0) + 1
+            self.failures[server_id] = failures
+            self.due[server_id] = self.clock() + next_delay(
+                healthy=result.healthy,
+                consecutive_failures=failures,
+                interval=self.interval,
+                jitter_draw=self.rng(),
+            )
+        finally:
+            self.in_flight.pop(server_id, None)
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        try:
+            transitions = await asyncio.to_thread(
+                store.record_results,
+                self.database,
+                batch,
+                max_failures=self.settings.max_consecutive_failures,
+                auto_deregister=self.settings.auto_deregister,
+            )
+        except SQLAlchemyError:
+            self.pending = batch + self.pending  # nothing is lost; retried next tick
+            raise
+        for change in transitions:
+            if change.deregistered:
+                log.warning(
+                    "server deregistered after consecutive failures",
+                    registration_id=change.server_id,
+                    endpoint_url=change.endpoint_url,
+                    reason=change.reason,
+                )
+            elif change.new_status == "healthy":
+                log.info(
+                    "server is healthy",
+                    registration_id=change.server_id,
+                    endpoint_url=change.endpoint_url,
+                    previous=change.old_status,
+                )
+            else:
+                log.warning(
+                    "server is unhealthy",
+                    registration_id=change.server_id,
+                    endpoint_url=change.endpoint_url,
+                    previous=change.old_status,
+                    reason=change.reason,
+                )

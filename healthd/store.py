@@ -1,0 +1,179 @@
+"""healthd's database side (blocking; the daemon runs it in a thread).
+
+Results are written in batches, one transaction per batch, so a thousand
+backends cost a few transactions per second, not a thousand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from healthd.policy import judge
+from shared.db import Database
+from shared.models import (
+    CheckOutcome,
+    HealthCheck,
+    ModelServer,
+    RegistryGeneration,
+)
+from shared.probe import ProbeResult
+
+HISTORY_KEPT = 100
+
+
+@dataclass(frozen=True)
+class Target:
+    """What healthd needs of one active backend."""
+
+    id: str
+    endpoint_url: str
+    api_key: str | None
+    health_status: str
+    consecutive_failures: int
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    server_id: str
+    checked_at: datetime
+    probe: ProbeResult
+
+
+@dataclass(frozen=True)
+class Transition:
+    server_id: str
+    endpoint_url: str
+    old_status: str
+    new_status: str
+    reason: str | None
+    deregistered: bool
+
+
+def read_generation(database: Database) -> int:
+    with database.reading() as session:
+        value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
+        return int(value or 0)
+
+
+def load_targets(database: Database) -> dict[str, Target]:
+    with database.reading() as session:
+        rows = session.execute(
+            select(
+                ModelServer.id,
+                ModelServer.endpoint_url,
+                ModelServer.api_key,
+                ModelServer.health_status,
+                ModelServer.consecutive_failures,
+            ).where(ModelServer.is_active.is_(True))
+        ).all()
+    return {row[0]: Target(*row) for row in rows}
+
+
+def _update_metrics(session: Session, server: ModelServer, now: datetime) -> None:
+    """FR-HEALTH-008: success rate and mean response time over the last 100 checks,
+    uptime over the checks of the last 24 hours."""
+    recent = (
+        select(HealthCheck.status, HealthCheck.response_time_ms, HealthCheck.checked_at)
+        .where(HealthCheck.server_id == server.id)
+        .order_by(HealthCheck.checked_at.desc())
+        .limit(HISTORY_KEPT)
+        .subquery()
+    )
+    success = recent.c.status == CheckOutcome.SUCCESS.value
+    total, successes, average, day_total, day_successes = session.execute(
+        select(
+            func.count(),
+            func.sum(func.iif(success, 1, 0)),
+            func.avg(func.iif(success, recent.c.response_time_ms, None)),
+            func.sum(func.iif(recent.c.checked_at >= now - timedelta(days=1), 1, 0)),
+            func.sum(func.iif(success & (recent.c.checked_at >= now - timedelta(days=1)), 1, 0)),
+        )
+    ).one()
+    if total:
+        server.success_rate = round(100 * (successes or 0) / total, 2)
+        server.avg_response_time_ms = round(average, 2) if average is not None else None
+    if day_total:
+        server.uptime_percent = round(100 * (day_successes or 0) / day_total, 2)
+
+
+def record_results(
+    database: Database,
+    results: list[CheckResult],
+    *,
+    max_failures: int,
+    auto_deregister: bool,
+) -> list[Transition]:
+    """Write a batch of probe results; return the status transitions it caused."""
+    transitions = []
+    with database.writing() as session:
+        for result in results:
+            server = session.get(ModelServer, result.server_id)
+            if server is None or not server.is_active:
+                continue  # deregistered while its probe was in flight
+            probe = result.probe
+            session.add(
+                HealthCheck(
+                    server_id=server.id,
+                    checked_at=result.checked_at,
+                    status=(CheckOutcome.SUCCESS if probe.healthy else CheckOutcome.FAILURE).value,
+                    response_time_ms=probe.response_time_ms,
+                    http_status=probe.http_status,
+                    error_message=probe.error,
+                )
+            )
+            verdict = judge(
+                status=server.health_status,
+                consecutive_failures=server.consecutive_failures,
+                check_ok=probe.healthy,
+                max_failures=max_failures,
+                auto_deregister=auto_deregister,
+            )
+            old_status = server.health_status
+            server.last_checked_at = result.checked_at
+            server.last_response_time_ms = probe.response_time_ms
+            if verdict.consecutive_failures != server.consecutive_failures:
+                server.consecutive_failures = verdict.consecutive_failures
+            if (server.last_error or None) != probe.error:
+                server.last_error = probe.error
+            if probe.healthy and list(server.reported_models or []) != list(probe.models):
+                server.reported_models = list(probe.models)
+            if verdict.status_changed:
+                server.health_status = verdict.status
+                server.status_changed_at = result.checked_at
+            if verdict.deregister:
+                server.is_active = False
+                server.deregistered_at = result.checked_at
+            session.flush()
+            _update_metrics(session, server, result.checked_at)
+            if verdict.status_changed or verdict.deregister:
+                transitions.append(
+                    Transition(
+                        server.id,
+                        server.endpoint_url,
+                        old_status,
+                        verdict.status,
+                        probe.error,
+                        verdict.deregister,
+                    )
+                )
+    return transitions
+
+
+def prune_history(database: Database, keep: int = HISTORY_KEPT) -> int:
+    """Keep the newest `keep` checks per server; return how many rows went."""
+    with database.writing() as session:
+        ranked = (
+            select(
+                HealthCheck.id,
+                func.row_number()
+                .over(partition_by=HealthCheck.server_id, order_by=HealthCheck.checked_at.desc())
+                .label("rank"),
+            )
+        ).subquery()
+        old = select(ranked.c.id).where(ranked.c.rank > keep)
+        result = session.execute(delete(HealthCheck).where(HealthCheck.id.in_(old)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
