@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from itertools import pairwise
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
