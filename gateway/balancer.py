@@ -40,6 +40,13 @@ class Balancer:
         exclude: frozenset[str],
         streaming: bool,
     ) -> Backend | None:
+        if len(backends) == 1 and not required_tags and not exclude:
+            # The common case of a model with one backend: nothing to choose.
+            only = backends[0]
+            eligible = only.healthy and (only.streaming or not streaming)
+            if eligible and not routing.at_capacity(only, self.loads.get(only.id, routing.NO_LOAD)):
+                return only
+            return None
         candidates = routing.best_tier(
             routing.eligible(
                 backends,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import os
 import re
-import uuid
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
@@ -21,7 +21,7 @@ def choose_request_id(sent: str | None) -> str:
     """Keep the client's id when it is a sane token, so traces join up; else make one."""
     if sent and _ACCEPTABLE_REQUEST_ID.match(sent):
         return sent
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestIdMiddleware:

@@ -19,14 +19,13 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel, Field
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import GatewayContext, context_of
 from gateway.http import json_response
-from gateway.middleware import REQUEST_ID_HEADER, choose_request_id
+from gateway.middleware import choose_request_id
 from gateway.openapi import DocumentedRoute, Operation
 from gateway.proxy import Forwarder, Incoming, ProxiedRequest, ProxyRuntime, parse_proxied
 from shared.errors import GatewayError, PayloadTooLarge, ServiceUnavailable, body_for, error_body
@@ -68,6 +67,27 @@ def _json_error(
     return respond
 
 
+_WANTED_HEADERS = frozenset(
+    {
+        b"authorization",
+        b"content-length",
+        b"content-type",
+        b"origin",
+        b"x-gateway-tags",
+        b"x-request-id",
+    }
+)
+
+
+def wanted_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request headers the proxy reads, in one pass over the raw list."""
+    return {name: value for name, value in scope["headers"] if name in _WANTED_HEADERS}
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
 class ProxyEndpoint:
     """POST /v1/<path> as a plain ASGI app."""
 
@@ -99,8 +119,8 @@ class ProxyEndpoint:
             headers.append((b"vary", b"Origin"))
         return headers
 
-    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
-        declared = headers.get("content-length")
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise PayloadTooLarge(
                 f"the request body is larger than the limit of {self.max_body} bytes"
@@ -123,16 +143,18 @@ class ProxyEndpoint:
         return b"".join(chunks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope)
+        headers = wanted_headers(scope)
         state = scope.setdefault("state", {})
         # Reached through Starlette, its middleware already set the id and CORS headers.
         through_starlette = "request_id" in state
-        request_id = state.get("request_id") or choose_request_id(headers.get(REQUEST_ID_HEADER))
+        request_id = state.get("request_id") or choose_request_id(
+            _text(headers.get(b"x-request-id"))
+        )
         extra: list[tuple[bytes, bytes]] = []
         if not through_starlette:
             state["request_id"] = request_id
-            extra.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
-            extra += self._cors_headers(headers.get("origin"))
+            extra.append((b"x-request-id", request_id.encode()))
+            extra += self._cors_headers(_text(headers.get(b"origin")))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and extra:
@@ -144,21 +166,23 @@ class ProxyEndpoint:
             await response(scope, receive, send_with_headers)
 
     async def _respond(
-        self, scope: Scope, headers: Headers, receive: Receive, request_id: str
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, request_id: str
     ) -> ASGIApp:
         runtime = self.context.proxy
         try:
             if runtime is None or runtime.session is None:
                 raise ServiceUnavailable("the gateway is starting or stopping")
             client = scope.get("client")
-            runtime.access.admit(headers.get("authorization"), client[0] if client else "unknown")
+            runtime.access.admit(
+                _text(headers.get(b"authorization")), client[0] if client else "unknown"
+            )
             body = await self._read_body(headers, receive)
             target = parse_proxied(body)
             incoming = Incoming(
                 path=f"/v1{self.api_path}",
                 body=body,
-                content_type=headers.get("content-type"),
-                tags_header=headers.get("x-gateway-tags"),
+                content_type=_text(headers.get(b"content-type")),
+                tags_header=_text(headers.get(b"x-gateway-tags")),
                 request_id=request_id,
             )
             return await Forwarder(runtime, incoming).run(target)

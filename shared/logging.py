@@ -144,8 +144,14 @@ class LogOutputs:
         self.console = console
         self.path = path
         self.lock = threading.Lock()
-        self.console_renderer = structlog.dev.ConsoleRenderer(
-            colors=bool(console is not None and console.isatty())
+        # People at a terminal get structlog's aligned, coloured lines; a console
+        # that is a pipe (systemd, make run under a tool) gets cheaper key=value lines.
+        self.console_renderer: Processor = (
+            structlog.dev.ConsoleRenderer(colors=True)
+            if console is not None and console.isatty()
+            else structlog.processors.KeyValueRenderer(
+                key_order=["timestamp", "level", "component", "event"], drop_missing=True
+            )
         )
         self.json_renderer = structlog.processors.JSONRenderer()
         self.file: TextIO | None = None

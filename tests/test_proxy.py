@@ -53,7 +53,10 @@ def health_of(gateway: ThreadedServer, registration_id: str) -> str:
 
 @pytest.fixture
 def proxy(start_gateway: Callable[..., ThreadedServer]) -> ThreadedServer:
-    return start_gateway(rate_limit_per_minute=0, stream_idle_timeout_seconds=1)
+    # Slow start off: freshly registered backends would otherwise share unevenly.
+    return start_gateway(
+        rate_limit_per_minute=0, stream_idle_timeout_seconds=1, slow_start_seconds=0
+    )
 
 
 @pytest.fixture
