@@ -15,6 +15,7 @@ from gateway.context import GatewayContext, context_of
 from gateway.http import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.schemas import (
+    CheckRequested,
     DeregisterResponse,
     RegisterRequest,
     RegisterResponse,
@@ -146,6 +147,14 @@ async def list_servers(request: Request) -> Response:
     return json_response(servers)
 
 
+async def force_check(request: Request) -> Response:
+    context = context_of(request)
+    server_id = request.path_params["registration_id"]
+    await run_in_threadpool(registrations.request_check, context.database, server_id)
+    log.info("health check requested", registration_id=server_id)
+    return json_response(CheckRequested(registration_id=server_id), status=202)
+
+
 async def show_server(request: Request) -> Response:
     context = context_of(request)
     detail = await run_in_threadpool(
@@ -253,6 +262,21 @@ def admin_routes() -> list[DocumentedRoute]:
                     404: "no such registration",
                     **_AUTH_ERRORS,
                 },
+                needs_admin_key=True,
+            ),
+        ),
+        DocumentedRoute(
+            "/servers/{registration_id}/check",
+            force_check,
+            method="POST",
+            operation=Operation(
+                summary="Ask healthd to probe this backend now",
+                description="Written to the database; healthd takes it within about a second. "
+                "Watch GET /admin/servers/{id} for the result.",
+                tag="admin",
+                response_model=CheckRequested,
+                success_status=202,
+                responses={202: "requested", 404: "no such active registration", **_AUTH_ERRORS},
                 needs_admin_key=True,
             ),
         ),

@@ -372,6 +372,15 @@ def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> 
     _print(result, as_json, _server_summary)
 
 
+@cli.command()
+@click.argument("registration_id")
+@api_options
+def check(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Ask healthd to probe a backend now (see the result with `show`)."""
+    result = AdminClient(url, api_key).call("POST", f"/admin/servers/{registration_id}/check")
+    _print(result, as_json, lambda r: f"check requested for {r['registration_id']}")
+
+
 # --- demo backend --------------------------------------------------------
 
 

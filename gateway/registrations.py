@@ -23,7 +23,14 @@ from gateway.schemas import (
 )
 from shared.db import Database
 from shared.errors import Conflict, NotFound
-from shared.models import CheckOutcome, HealthCheck, HealthStatus, ModelServer, utcnow
+from shared.models import (
+    CheckOutcome,
+    CheckRequest,
+    HealthCheck,
+    HealthStatus,
+    ModelServer,
+    utcnow,
+)
 from shared.probe import ProbeResult
 
 RECENT_CHECKS = 20
@@ -220,6 +227,13 @@ def deactivate_registration(db: Database, server_id: str) -> None:
         server.is_active = False
         server.deregistered_at = now
         server.updated_at = now
+
+
+def request_check(db: Database, server_id: str) -> None:
+    """Ask healthd (through the database) to probe this backend now."""
+    with db.writing() as session:
+        _get_active(session, server_id)
+        session.add(CheckRequest(server_id=server_id, requested_at=utcnow()))
 
 
 def list_servers(

@@ -120,6 +120,11 @@ class DeregisterResponse(BaseModel):
     status: Literal["deregistered"] = "deregistered"
 
 
+class CheckRequested(BaseModel):
+    registration_id: str
+    status: Literal["check requested"] = "check requested"
+
+
 class HealthCheckOut(BaseModel):
     checked_at: datetime
     status: Literal["success", "failure"]

@@ -35,6 +35,7 @@ from shared.urls import (
 TICK_SECONDS = 0.5
 CONCURRENCY = 200
 PRUNE_EVERY_SECONDS = 60.0
+MAX_DATABASE_BACKOFF = 10.0
 
 log = get_logger("health_checker")
 
@@ -70,25 +71,46 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then write what was gathered and return."""
         log.info("healthd started", interval=self.settings.health_check_interval_seconds)
+        database_failures = 0
         while not stop.is_set():
             try:
                 await self.tick()
+                if database_failures:
+                    log.info("database reachable again", after_failures=database_failures)
+                database_failures = 0
             except SQLAlchemyError as error:
-                log.warning("database unavailable; will retry", error=str(error))
+                # Busy, locked or gone: keep the results, back off, never crash.
+                database_failures += 1
+                log.warning(
+                    "database unavailable; will retry",
+                    error=str(error),
+                    pending_results=len(self.pending),
+                )
+            pause = min(MAX_DATABASE_BACKOFF, TICK_SECONDS * 2 ** min(database_failures, 5))
             try:
-                async with asyncio.timeout(TICK_SECONDS):
+                async with asyncio.timeout(pause if database_failures else TICK_SECONDS):
                     await stop.wait()
             except TimeoutError:
                 pass
         for task in self.in_flight.values():
             task.cancel()
         await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
-        await self.flush()
+        try:
+            await self.flush()
+        except SQLAlchemyError as error:
+            log.error(
+                "could not write the last results before stopping",
+                results=len(self.pending),
+                error=str(error),
+            )
         log.info("healthd stopped")
 
     async def tick(self) -> None:
         await self.refresh_targets()
         now = self.clock()
+        for server_id in await asyncio.to_thread(store.take_check_requests, self.database):
+            if server_id in self.targets:
+                self.due[server_id] = now
         for server_id in list(self.targets):
             if server_id not in self.in_flight and self.due.get(server_id, 0.0) <= now:
                 self.in_flight[server_id] = asyncio.create_task(self.check(server_id))

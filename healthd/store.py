@@ -16,6 +16,7 @@ from healthd.policy import judge
 from shared.db import Database
 from shared.models import (
     CheckOutcome,
+    CheckRequest,
     HealthCheck,
     ModelServer,
     RegistryGeneration,
@@ -98,6 +99,17 @@ def _update_metrics(session: Session, server: ModelServer, now: datetime) -> Non
         server.avg_response_time_ms = round(average, 2) if average is not None else None
     if day_total:
         server.uptime_percent = round(100 * (day_successes or 0) / day_total, 2)
+
+
+def take_check_requests(database: Database) -> set[str]:
+    """The backends someone asked to have probed now; the requests are used up."""
+    with database.reading() as session:
+        if session.scalar(select(func.count()).select_from(CheckRequest)) == 0:
+            return set()
+    with database.writing() as session:
+        requested = set(session.scalars(select(CheckRequest.server_id)))
+        session.execute(delete(CheckRequest))
+        return requested
 
 
 def record_results(

@@ -178,3 +178,15 @@ class BackendUsage(Base):
     prompt_tokens_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     completion_tokens_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CheckRequest(Base):
+    """A probe the admin API asked for; healthd takes it within a tick."""
+
+    __tablename__ = "check_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), nullable=False
+    )
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -44,15 +44,30 @@ def parse_model_list(body: bytes) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def describe_transport_error(error: Exception, timeout: float) -> str:
     """A short, URL-free reason for a failed connection."""
+    causes = _causes(error)
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return "connection refused"
     if isinstance(error, httpx.ConnectTimeout):
         return f"connection timed out after {timeout:g}s"
     if isinstance(error, httpx.TimeoutException | TimeoutError):
         return f"no complete answer within {timeout:g}s"
-    text = str(error).lower()
-    cause = error.__cause__ or error.__context__
-    if isinstance(cause, ssl.SSLError) or "ssl" in text or "certificate" in text:
+    text = " ".join(str(cause) for cause in causes).lower()
+    if (
+        any(isinstance(cause, ssl.SSLError) for cause in causes)
+        or "ssl" in text
+        or ("certificate" in text)
+    ):
         return "TLS error: the certificate could not be verified or the handshake failed"
     if (
         "name or service not known" in text

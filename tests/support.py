@@ -52,6 +52,8 @@ class ThreadedServer:
             log_level="warning",
             lifespan=lifespan,
             access_log=False,
+            # Fake backends that hang or stream forever must not hold up the test.
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -140,3 +140,22 @@ def test_errors_are_one_clear_line(gateway_process: GatewayProcess, tmp_path: Pa
 def test_unreachable_gateway(tmp_path: Path) -> None:
     result = admin("servers", "--url", "http://127.0.0.1:9", "--api-key", "k", cwd=tmp_path)
     assert result.returncode == 1 and "cannot reach the gateway" in result.stderr
+
+
+def test_check_command(
+    gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
+) -> None:
+    connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
+    registered = admin(
+        "register",
+        "--model",
+        "demo",
+        "--endpoint",
+        demo_backend.url,
+        "--json",
+        *connection,
+        cwd=tmp_path,
+    )
+    registration_id = json.loads(registered.stdout)["registration_id"]
+    result = admin("check", registration_id, *connection, cwd=tmp_path)
+    assert result.returncode == 0 and f"check requested for {registration_id}" in result.stdout

@@ -247,3 +247,68 @@ def test_gateway_and_healthd_as_two_processes(tmp_path: Path, database_url: str)
             healthd.send_signal(signal.SIGTERM)
             assert healthd.wait(timeout=20) == 0
             backend.__exit__(None, None, None)
+
+
+async def test_force_check_through_the_admin_api(
+    start_gateway: Callable[..., ThreadedServer], settings: Settings, database: Database
+) -> None:
+    """The UI's "Force Health Check": the admin API writes a request, healthd takes it."""
+    slow = settings.model_copy(update={"health_check_interval_seconds": 300})
+    gateway = start_gateway()
+    with ThreadedServer(create_demo_app("m")) as backend:
+        server_id = add_server(database, backend.url)
+        async with running(slow, database):
+            await until(lambda: len(checks(database, server_id)) == 1, 10, "first check")
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    f"{gateway.url}/admin/servers/{server_id}/check",
+                    headers={"X-API-Key": ADMIN_KEY},
+                )
+            assert response.status_code == 202
+            assert response.json() == {"registration_id": server_id, "status": "check requested"}
+            await until(lambda: len(checks(database, server_id)) == 2, 3, "the forced check")
+        async with httpx.AsyncClient() as client:
+            missing = await client.post(
+                f"{gateway.url}/admin/servers/nope/check", headers={"X-API-Key": ADMIN_KEY}
+            )
+        assert missing.status_code == 404
+
+
+async def test_dns_failure_is_a_failed_check(
+    make_settings: Callable[..., Settings], database: Database
+) -> None:
+    settings = make_settings(health_check_interval_seconds=1, allow_private_backends=False)
+
+    async def no_such_name(host: str, port: int) -> list[str]:
+        raise OSError(-2, "Name or service not known")
+
+    server_id = add_server(database, "http://no-such-host.example")
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(trust_env=False) as client:
+        daemon = Daemon(settings, database, client, resolver=no_such_name)
+        task = asyncio.create_task(daemon.run(stop))
+        await until(lambda: row(database, server_id).health_status == "unhealthy", 10, "mark")
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert "could not be resolved" in (row(database, server_id).last_error or "")
+
+
+async def test_a_locked_database_delays_results_but_loses_none(
+    settings: Settings, database: Database, database_url: str
+) -> None:
+    """Another process holds the write lock past the busy timeout: healthd keeps its
+    results, backs off, and writes them all once the lock is gone."""
+    import sqlite3
+
+    with ThreadedServer(create_demo_app("m")) as backend:
+        server_id = add_server(database, backend.url)
+        async with running(settings, database) as daemon:
+            await until(lambda: len(checks(database, server_id)) >= 1, 10, "first check")
+            locker = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=10)
+            locker.execute("BEGIN EXCLUSIVE")
+            await until(lambda: len(daemon.pending) >= 2, 20, "results to pile up")
+            probes_while_locked = len(daemon.pending)
+            locker.rollback()
+            locker.close()
+            await until(lambda: not daemon.pending, 20, "the backlog to be written")
+        assert len(checks(database, server_id)) >= 1 + probes_while_locked
