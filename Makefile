@@ -45,3 +45,4 @@ clean:
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.healthd_scale

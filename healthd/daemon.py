@@ -10,6 +10,8 @@ that fails (database locked, say) is kept and retried on the next tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -32,8 +34,8 @@ from shared.urls import (
     system_resolver,
 )
 
-TICK_SECONDS = 0.5
-CONCURRENCY = 200
+TICK_SECONDS = 0.25
+CONCURRENCY = 500
 PRUNE_EVERY_SECONDS = 60.0
 MAX_DATABASE_BACKOFF = 10.0
 
@@ -71,6 +73,37 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then write what was gathered and return."""
         log.info("healthd started", interval=self.settings.health_check_interval_seconds)
+        starter = asyncio.create_task(self.start_due_probes(stop), name="healthd-scheduler")
+        try:
+            await self.write_results(stop)
+        finally:
+            starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starter
+        for task in self.in_flight.values():
+            task.cancel()
+        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        try:
+            await self.flush()
+        except SQLAlchemyError as error:
+            log.error(
+                "could not write the last results before stopping",
+                results=len(self.pending),
+                error=str(error),
+            )
+        log.info("healthd stopped")
+
+    async def start_due_probes(self, stop: asyncio.Event) -> None:
+        """Start every probe that is due, each tick; never waits on database writes."""
+        while not stop.is_set():
+            now = self.clock()
+            for server_id in list(self.targets):
+                if server_id not in self.in_flight and self.due.get(server_id, 0.0) <= now:
+                    self.in_flight[server_id] = asyncio.create_task(self.check(server_id))
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def write_results(self, stop: asyncio.Event) -> None:
+        """The database side of each tick: targets, requested checks, results, pruning."""
         database_failures = 0
         while not stop.is_set():
             try:
@@ -92,18 +125,6 @@ class Daemon:
                     await stop.wait()
             except TimeoutError:
                 pass
-        for task in self.in_flight.values():
-            task.cancel()
-        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
-        try:
-            await self.flush()
-        except SQLAlchemyError as error:
-            log.error(
-                "could not write the last results before stopping",
-                results=len(self.pending),
-                error=str(error),
-            )
-        log.info("healthd stopped")
 
     async def tick(self) -> None:
         await self.refresh_targets()
@@ -111,9 +132,6 @@ class Daemon:
         for server_id in await asyncio.to_thread(store.take_check_requests, self.database):
             if server_id in self.targets:
                 self.due[server_id] = now
-        for server_id in list(self.targets):
-            if server_id not in self.in_flight and self.due.get(server_id, 0.0) <= now:
-                self.in_flight[server_id] = asyncio.create_task(self.check(server_id))
         await self.flush()
         if now - self.last_prune >= PRUNE_EVERY_SECONDS:
             self.last_prune = now
@@ -172,11 +190,13 @@ class Daemon:
             if target is None:
                 return
             async with self.slots:
+                started = self.clock()
                 result = await self.probe(target)
             self.pending.append(store.CheckResult(server_id, utcnow(), result))
             failures = 0 if result.healthy else self.failures.get(server_id, 0) + 1
             self.failures[server_id] = failures
-            self.due[server_id] = self.clock() + next_delay(
+            # From the probe's start: a hanging backend's timeout does not stretch its gap.
+            self.due[server_id] = started + next_delay(
                 healthy=result.healthy,
                 consecutive_failures=failures,
                 interval=self.interval,
@@ -201,6 +221,12 @@ class Daemon:
             self.pending = batch + self.pending  # nothing is lost; retried next tick
             raise
         for change in transitions:
+            known = self.targets.get(change.server_id)
+            if known is not None:
+                # Our own write: not a reason to look again at once (see refresh_targets).
+                self.targets[change.server_id] = dataclasses.replace(
+                    known, health_status=change.new_status
+                )
             if change.deregistered:
                 log.warning(
                     "server deregistered after consecutive failures",

@@ -1,7 +1,9 @@
 """healthd's decisions, as pure functions: when to probe next, and what a result means.
 
-- A healthy backend is probed every HEALTH_CHECK_INTERVAL_SECONDS, give or take
-  10 % (jitter spreads the load of many backends over the interval).
+- A healthy backend is probed again 80-95 % of HEALTH_CHECK_INTERVAL_SECONDS
+  after its last probe started: the jitter spreads many backends over the
+  interval, and the headroom keeps every gap within the interval even with
+  the daemon's tick and a slow probe on top.
 - A failing backend is re-probed with exponential backoff that starts at
   BACKOFF_START_SECONDS and doubles up to the interval: a recovery is seen in
   seconds, and a dead server is not hammered.
@@ -15,18 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BACKOFF_START_SECONDS = 1.0
-JITTER = 0.1
+EARLIEST, LATEST = 0.80, 0.95  # of the interval
 
 
 def next_delay(
     *, healthy: bool, consecutive_failures: int, interval: float, jitter_draw: float
 ) -> float:
-    """Seconds until the next probe; `jitter_draw` is a random number in [0, 1)."""
+    """Seconds from the start of a probe to the next one; `jitter_draw` is in [0, 1)."""
+    spread = EARLIEST + (LATEST - EARLIEST) * jitter_draw
     if healthy or consecutive_failures <= 0:
-        base = interval
-    else:
-        base = min(interval, BACKOFF_START_SECONDS * 2 ** (consecutive_failures - 1))
-    return base * (1 - JITTER + 2 * JITTER * jitter_draw)
+        return interval * spread
+    backoff = BACKOFF_START_SECONDS * 2.0 ** (consecutive_failures - 1)
+    return min(interval * spread, backoff * (0.9 + 0.2 * jitter_draw))
 
 
 @dataclass(frozen=True)

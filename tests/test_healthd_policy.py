@@ -10,16 +10,17 @@ from healthd.policy import Verdict, judge, next_delay
 @pytest.mark.parametrize(
     ("healthy", "failures", "interval", "draw", "delay"),
     [
-        (True, 0, 60, 0.5, 60.0),
-        (True, 0, 60, 0.0, 54.0),
-        (True, 0, 60, 0.999999, 66.0),
+        (True, 0, 60, 0.0, 48.0),  # 80 % of the interval at the earliest
+        (True, 0, 60, 0.5, 52.5),
+        (True, 0, 60, 0.999999, 57.0),  # 95 % at the latest: room for tick and probe
         (False, 1, 60, 0.5, 1.0),
+        (False, 1, 60, 0.0, 0.9),
         (False, 2, 60, 0.5, 2.0),
         (False, 3, 60, 0.5, 4.0),
         (False, 6, 60, 0.5, 32.0),
-        (False, 7, 60, 0.5, 60.0),  # capped at the interval
-        (False, 50, 10, 0.5, 10.0),
-        (False, 0, 60, 0.5, 60.0),  # unknown, never failed: the normal interval
+        (False, 7, 60, 0.5, 52.5),  # capped below the interval
+        (False, 50, 10, 0.5, 8.75),
+        (False, 0, 60, 0.5, 52.5),  # unknown, never failed: the normal interval
     ],
 )
 def test_next_delay(
