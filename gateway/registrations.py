@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.schemas import (
@@ -29,6 +30,7 @@ from shared.models import (
     HealthCheck,
     HealthStatus,
     ModelServer,
+    UTCDateTime,
     utcnow,
 )
 from shared.probe import ProbeResult
@@ -36,8 +38,15 @@ from shared.probe import ProbeResult
 RECENT_CHECKS = 20
 
 
-def server_out(server: ModelServer) -> ServerOut:
-    """The public view of a registration (its key only as `api_key_set`)."""
+def server_out(server: ModelServer, latest_check: datetime | None = None) -> ServerOut:
+    """The public view of a registration (its key only as `api_key_set`).
+
+    healthd rewrites the server row only when something changed, so the last
+    check time comes from the history when that is newer.
+    """
+    last_checked = server.last_checked_at
+    if latest_check is not None and (last_checked is None or latest_check > last_checked):
+        last_checked = latest_check
     return ServerOut(
         registration_id=server.id,
         model_name=server.model_name,
@@ -54,7 +63,7 @@ def server_out(server: ModelServer) -> ServerOut:
         weight=server.weight,
         max_concurrent=server.max_concurrent,
         health_status=HealthStatus(server.health_status).value,
-        last_checked_at=server.last_checked_at,
+        last_checked_at=last_checked,
         status_changed_at=server.status_changed_at,
         consecutive_failures=server.consecutive_failures,
         last_error=server.last_error,
@@ -256,7 +265,14 @@ def list_servers(
         query = query.where(ModelServer.student_id == student_id)
     with db.reading() as session:
         rows: Sequence[ModelServer] = session.scalars(query).all()
-        return [server_out(row) for row in rows]
+        latest = dict(
+            session.execute(
+                select(
+                    HealthCheck.server_id, func.max(HealthCheck.checked_at, type_=UTCDateTime())
+                ).group_by(HealthCheck.server_id)
+            ).all()
+        )
+        return [server_out(row, latest.get(row.id)) for row in rows]
 
 
 def server_detail(db: Database, server_id: str) -> ServerDetail:
@@ -271,6 +287,8 @@ def server_detail(db: Database, server_id: str) -> ServerDetail:
             .order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc())
             .limit(RECENT_CHECKS)
         ).all()
+        latest = checks[0].checked_at if checks else None
         return ServerDetail(
-            **server_out(server).model_dump(), recent_checks=[_check_out(c) for c in checks]
+            **server_out(server, latest).model_dump(),
+            recent_checks=[_check_out(c) for c in checks],
         )

@@ -24,6 +24,9 @@ from shared.models import (
 from shared.probe import ProbeResult
 
 HISTORY_KEPT = 100
+# A result that changes nothing still refreshes the server row (metrics, last
+# check) at most this often.
+ROW_REFRESH = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -145,13 +148,26 @@ def record_results(
                 auto_deregister=auto_deregister,
             )
             old_status = server.health_status
+            changed = (
+                verdict.status_changed
+                or verdict.deregister
+                or verdict.consecutive_failures != server.consecutive_failures
+                or (server.last_error or None) != probe.error
+                or (probe.healthy and list(server.reported_models or []) != list(probe.models))
+            )
+            stale = (
+                server.last_checked_at is None
+                or result.checked_at - server.last_checked_at >= ROW_REFRESH
+            )
+            if not (changed or stale):
+                # Nothing new: the history row is the whole write. The API reads the
+                # latest check time from the history, so nothing looks stale.
+                continue
             server.last_checked_at = result.checked_at
             server.last_response_time_ms = probe.response_time_ms
-            if verdict.consecutive_failures != server.consecutive_failures:
-                server.consecutive_failures = verdict.consecutive_failures
-            if (server.last_error or None) != probe.error:
-                server.last_error = probe.error
-            if probe.healthy and list(server.reported_models or []) != list(probe.models):
+            server.consecutive_failures = verdict.consecutive_failures
+            server.last_error = probe.error
+            if probe.healthy:
                 server.reported_models = list(probe.models)
             if verdict.status_changed:
                 server.health_status = verdict.status

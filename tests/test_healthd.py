@@ -312,3 +312,39 @@ async def test_a_locked_database_delays_results_but_loses_none(
             locker.close()
             await until(lambda: not daemon.pending, 20, "the backlog to be written")
         assert len(checks(database, server_id)) >= 1 + probes_while_locked
+
+
+async def test_unchanged_results_write_history_only(settings: Settings, database: Database) -> None:
+    """A result that changes nothing adds a history row and leaves the server row alone;
+    the API still shows the latest check time (from the history)."""
+    with ThreadedServer(create_demo_app("m")) as backend:
+        server_id = add_server(database, backend.url)
+        async with running(settings, database):
+            await until(lambda: len(checks(database, server_id)) >= 3, 10, "three checks")
+    history = checks(database, server_id)
+    server = row(database, server_id)
+    assert server.last_checked_at == history[0].checked_at  # written once, at the transition
+    from gateway.registrations import server_detail
+
+    assert server_detail(database, server_id).last_checked_at == history[-1].checked_at
+
+
+def test_history_is_pruned_to_the_last_hundred(database: Database) -> None:
+    from datetime import timedelta
+
+    from healthd.store import prune_history
+
+    server_id = add_server(database, "http://x")
+    start = utcnow()
+    with database.writing() as session:
+        for index in range(130):
+            session.add(
+                HealthCheck(
+                    server_id=server_id,
+                    checked_at=start + timedelta(seconds=index),
+                    status="success",
+                )
+            )
+    assert prune_history(database) == 30
+    kept = checks(database, server_id)
+    assert len(kept) == 100 and kept[0].checked_at == start + timedelta(seconds=30)
