@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check fmt bench clean help
+.PHONY: run test check fmt bench clean help tools
 .DEFAULT_GOAL := help
 
 help:
@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/gateway-admin run-local
 
-test: $(STAMP) check
+test: $(STAMP) check tools
 	$(BIN)/python -m pytest
+
+# System tools the tests use (the deploy tests verify units with systemd-analyze).
+tools:
+	@command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -10,6 +14,20 @@ from gateway.app import redactor_for
 from shared.db import Database, SchemaMismatch, ensure_schema_current
 from shared.logging import configure_logging
 from shared.settings import SettingsError, load_settings
+
+SYSTEMD_FIRST_FD = 3
+
+
+def socket_activated() -> bool:
+    """True when systemd passed us the listening socket (multiverse-gateway.socket):
+    a restart then queues connections in the socket instead of refusing them."""
+    return os.environ.get("LISTEN_PID") == str(os.getpid()) and (
+        os.environ.get("LISTEN_FDS", "0") not in ("", "0")
+    )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main() -> None:
@@ -33,11 +51,19 @@ def main() -> None:
         raise SystemExit(2) from None
     finally:
         database.dispose()
+    listen: dict[str, Any] = (
+        {"fd": SYSTEMD_FIRST_FD}
+        if socket_activated()
+        else {"host": settings.host, "port": settings.port}
+    )
+    # uvicorn drains, then re-raises the signal it caught with the handler that was
+    # there before it: make that an ordinary exit 0, as systemd and make run expect.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         "gateway.app:create_app_from_environment",
         factory=True,
-        host=settings.host,
-        port=settings.port,
+        **listen,
         workers=settings.workers,
         log_config=None,
         access_log=False,
