@@ -33,6 +33,7 @@ from gateway.upstream import create_session
 from shared.db import Database, ensure_schema_current
 from shared.logging import Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings
+from shared.startup import redactor_for
 from shared.urls import Resolver, system_resolver
 
 TITLE = "Multiverse Inference Gateway"
@@ -152,14 +153,6 @@ def create_app(
     )
     app.state.context = context
     return Dispatcher(app, fast_routes)
-
-
-def redactor_for(settings: Settings) -> Redactor:
-    """A redactor that knows this deployment's own keys."""
-    return Redactor(
-        [settings.admin_api_key.get_secret_value()]
-        + [key.get_secret_value() for key in settings.client_api_keys]
-    )
 
 
 def create_app_from_environment() -> Dispatcher:

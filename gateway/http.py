@@ -28,22 +28,31 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
     return "; ".join(problems), first_param
 
 
-async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
-    """The request body as `model`, or a 400 that says exactly what is wrong."""
-    raw = await request.body()
+def parse_json_object(raw: bytes, *, empty_hint: str = "send a JSON object") -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
     if not raw.strip():
-        raise InvalidRequest("the request body is empty; send a JSON object")
+        raise InvalidRequest(f"the request body is empty; {empty_hint}")
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    return document
+
+
+def validate(model: type[ModelT], document: dict[str, Any]) -> ModelT:
+    """`document` as `model`, or a 400 naming every field that is wrong."""
     try:
         return model.model_validate(document)
     except ValidationError as error:
         message, param = describe_validation_error(error)
         raise InvalidRequest(f"invalid request: {message}", param=param) from None
+
+
+async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    """The request body as `model`, or a 400 that says exactly what is wrong."""
+    return validate(model, parse_json_object(await request.body()))
 
 
 def json_response(

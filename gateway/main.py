@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from gateway.app import redactor_for
-from shared.db import Database, SchemaMismatch, ensure_schema_current
-from shared.logging import configure_logging
-from shared.settings import SettingsError, load_settings
+from shared.startup import start_process
 
 SYSTEMD_FIRST_FD = 3
 
@@ -31,26 +27,10 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        sys.stderr.write(f"gateway: {error}\n")
-        raise SystemExit(2) from None
-    configure_logging(
-        process="gateway",
-        level=settings.log_level,
-        log_dir=settings.log_dir,
-        default_component="api",
-        redactor=redactor_for(settings),
-    )
-    database = Database.connect(settings.database_url)
-    try:
-        ensure_schema_current(database.engine)
-    except SchemaMismatch as error:
-        sys.stderr.write(f"gateway: {error}\n")
-        raise SystemExit(2) from None
-    finally:
-        database.dispose()
+    process = start_process("gateway", default_component="api")
+    settings = process.settings
+    # Each uvicorn worker builds its own app, engine and logging (the factory).
+    process.database.dispose()
     listen: dict[str, Any] = (
         {"fd": SYSTEMD_FIRST_FD}
         if socket_activated()

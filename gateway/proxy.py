@@ -9,17 +9,16 @@ A backend that fails before the client got a byte is failed over.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from gateway.balancer import Balancer
 from gateway.client_access import ClientAccess
 from gateway.feedback import Feedback
-from gateway.http import describe_validation_error
+from gateway.http import parse_json_object, validate
 from gateway.routing import Backend, parse_tags
 from gateway.snapshot import SnapshotHolder
 from gateway.upstream import (
@@ -88,21 +87,11 @@ class BufferedResponse:
 
 
 def parse_proxied(body: bytes) -> ProxiedRequest:
-    if not body.strip():
-        raise InvalidRequest("the request body is empty; send a JSON object with a model")
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidRequest("the request body must be a JSON object")
+    """Read `model` and `stream`; the body itself is forwarded untouched."""
+    document = parse_json_object(body, empty_hint="send a JSON object with a model")
     if "model" not in document:
         raise InvalidRequest("you must provide a model parameter", param="model")
-    try:
-        return ProxiedRequest.model_validate(document)
-    except ValidationError as error:
-        message, param = describe_validation_error(error)
-        raise InvalidRequest(f"invalid request: {message}", param=param) from None
+    return validate(ProxiedRequest, document)
 
 
 @dataclass(frozen=True)

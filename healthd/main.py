@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 import httpx
 
 from healthd.daemon import Daemon
-from shared.db import Database, SchemaMismatch, ensure_schema_current
-from shared.logging import Redactor, configure_logging
-from shared.settings import Settings, SettingsError, load_settings
+from shared.db import Database
+from shared.logging import Redactor
+from shared.settings import Settings
+from shared.startup import start_process
 
 
 async def run_until_stopped(settings: Settings, database: Database, redactor: Redactor) -> None:
@@ -34,29 +34,11 @@ async def run_until_stopped(settings: Settings, database: Database, redactor: Re
 
 
 def main() -> None:
+    process = start_process("healthd", default_component="health_checker")
     try:
-        settings = load_settings()
-    except SettingsError as error:
-        sys.stderr.write(f"healthd: {error}\n")
-        raise SystemExit(2) from None
-    redactor = Redactor([settings.admin_api_key.get_secret_value()])
-    configure_logging(
-        process="healthd",
-        level=settings.log_level,
-        log_dir=settings.log_dir,
-        default_component="health_checker",
-        redactor=redactor,
-    )
-    database = Database.connect(settings.database_url)
-    try:
-        ensure_schema_current(database.engine)
-    except SchemaMismatch as error:
-        sys.stderr.write(f"healthd: {error}\n")
-        raise SystemExit(2) from None
-    try:
-        asyncio.run(run_until_stopped(settings, database, redactor))
+        asyncio.run(run_until_stopped(process.settings, process.database, process.redactor))
     finally:
-        database.dispose()
+        process.database.dispose()
 
 
 if __name__ == "__main__":

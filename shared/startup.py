@@ -1,0 +1,57 @@
+"""What every process does first: settings, logging, and a database at the right schema.
+
+Any problem is one line on stderr and exit code 2, before anything runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import NoReturn
+
+from shared.db import Database, SchemaMismatch, ensure_schema_current
+from shared.logging import Redactor, configure_logging
+from shared.settings import Settings, SettingsError, load_settings
+
+
+@dataclass(frozen=True)
+class Process:
+    settings: Settings
+    database: Database
+    redactor: Redactor
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    """A redactor that knows this deployment's own keys."""
+    return Redactor(
+        [settings.admin_api_key.get_secret_value()]
+        + [key.get_secret_value() for key in settings.client_api_keys]
+    )
+
+
+def refuse(program: str, problem: object) -> NoReturn:
+    sys.stderr.write(f"{program}: {problem}\n")
+    raise SystemExit(2)
+
+
+def start_process(program: str, *, default_component: str) -> Process:
+    """Load settings, configure logging to LOG_DIR/<program>.log, open the database."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        refuse(program, error)
+    redactor = redactor_for(settings)
+    configure_logging(
+        process=program,
+        level=settings.log_level,
+        log_dir=settings.log_dir,
+        default_component=default_component,
+        redactor=redactor,
+    )
+    database = Database.connect(settings.database_url)
+    try:
+        ensure_schema_current(database.engine)
+    except SchemaMismatch as error:
+        database.dispose()
+        refuse(program, error)
+    return Process(settings, database, redactor)
