@@ -30,9 +30,11 @@ run: $(STAMP)
 test: $(STAMP) check tools
 	$(BIN)/python -m pytest
 
-# System tools the tests use (the deploy tests verify units with systemd-analyze).
+# System tools the tests use: systemd-analyze for the units, Debian's Chromium
+# for the UI tests (Playwright drives it; no browser is ever downloaded).
 tools:
 	@command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -17,6 +17,8 @@ from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.schemas import (
     CheckRequested,
     DeregisterResponse,
+    ProbeRequest,
+    ProbeResponse,
     RegisterRequest,
     RegisterResponse,
     ServerDetail,
@@ -84,6 +86,17 @@ async def register(request: Request) -> Response:
             reported_models=server.reported_models,
         ),
         status=201,
+    )
+
+
+async def test_connection(request: Request) -> Response:
+    context = context_of(request)
+    payload = await parse_body(request, ProbeRequest)
+    api_key = payload.api_key.get_secret_value() if payload.api_key else None
+    context.redactor.add_secret(api_key)
+    probe = await probe_target(context, payload.endpoint_url, api_key)
+    return json_response(
+        ProbeResponse(response_time_ms=probe.response_time_ms, reported_models=list(probe.models))
     )
 
 
@@ -184,6 +197,26 @@ def admin_routes() -> list[DocumentedRoute]:
                     409: "this endpoint is already registered for this model",
                     413: "body over 1 MiB",
                     503: "the backend failed its probe",
+                    **_AUTH_ERRORS,
+                },
+                needs_admin_key=True,
+            ),
+        ),
+        DocumentedRoute(
+            "/probe",
+            test_connection,
+            method="POST",
+            operation=Operation(
+                summary="Test a backend without registering it",
+                description="The checks of a registration (address guard, GET /v1/models); "
+                "nothing is stored. The web form's 'Test connection' uses it.",
+                tag="admin",
+                request_model=ProbeRequest,
+                response_model=ProbeResponse,
+                responses={
+                    200: "reachable and healthy",
+                    400: "invalid request or forbidden address",
+                    503: "the backend failed the probe",
                     **_AUTH_ERRORS,
                 },
                 needs_admin_key=True,

@@ -30,6 +30,7 @@ from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
 from gateway.ratelimit import RateLimiter
 from gateway.snapshot import SnapshotHolder, load_snapshot, watch_registry
 from gateway.upstream import create_session
+from gateway.web import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings
@@ -143,6 +144,7 @@ def create_app(
         ),
         Route("/openapi.json", openapi_endpoint(TITLE, package_version()), include_in_schema=False),
         Route("/docs", docs_endpoint(TITLE), include_in_schema=False),
+        *web_routes(),
         Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs_static"),
     ]
     app = Starlette(

@@ -103,6 +103,21 @@ class UpdateRequest(_Strict):
         return None if value is None else _check_url(value)
 
 
+class ProbeRequest(_Strict):
+    """A connection test: the same checks as a registration, nothing stored."""
+
+    endpoint_url: EndpointURL
+    api_key: BackendKey | None = None
+
+    _normalize_url = field_validator("endpoint_url")(_check_url)
+
+
+class ProbeResponse(BaseModel):
+    healthy: Literal[True] = True
+    response_time_ms: float
+    reported_models: list[str]
+
+
 HealthStatusName = Literal["healthy", "unhealthy", "unknown"]
 
 

@@ -1,0 +1,101 @@
+// The web UI: plain modern JavaScript over the gateway's own REST API.
+const KEY = "multiverse.adminKey";
+const $ = (selector, root = document) => root.querySelector(selector);
+
+export const adminKey = () => sessionStorage.getItem(KEY) || "";
+
+export function toast(kind, message) {
+  const box = document.createElement("div");
+  box.className = `toast ${kind}`;
+  box.textContent = message;
+  $("#toasts").append(box);
+  setTimeout(() => box.remove(), kind === "error" ? 8000 : 4000);
+}
+
+export class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+// Every call goes through here: the admin key, OpenAI-format errors, 429, network errors.
+export async function api(path, { method = "GET", body, admin = true } = {}) {
+  const headers = {};
+  if (admin) headers["X-API-Key"] = adminKey();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, "The gateway could not be reached. Check your connection and retry.");
+  }
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!response.ok) {
+    const message = data?.error?.message || `HTTP ${response.status}`;
+    if (response.status === 429) {
+      const wait = response.headers.get("Retry-After") || "a few";
+      throw new ApiError(429, `Too many requests; retry in ${wait} s. (${message})`);
+    }
+    if (response.status === 401 || response.status === 403) askForKey();
+    throw new ApiError(response.status, message);
+  }
+  return data;
+}
+
+export const escapeHtml = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+export function ago(iso) {
+  if (!iso) return "never";
+  const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 60) return `${Math.max(seconds, 0)} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(iso).toLocaleString();
+}
+
+export const statusBadge = (status) => `<span class="badge ${escapeHtml(status)}">${escapeHtml(status)}</span>`;
+
+function showKeyStatus() {
+  $("#key-status").textContent = adminKey() ? "set" : "not set";
+}
+
+export function askForKey() {
+  const dialog = $("#key-dialog");
+  if (!dialog.open) dialog.showModal();
+}
+
+function setUpKeyDialog() {
+  $("#key-button").addEventListener("click", askForKey);
+  $("#key-form").addEventListener("submit", () => {
+    sessionStorage.setItem(KEY, $("#key-input").value.trim());
+    $("#key-input").value = "";
+    showKeyStatus();
+    toast("success", "Admin key saved for this tab.");
+    window.dispatchEvent(new Event("admin-key"));
+  });
+  $("#key-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    showKeyStatus();
+    $("#key-dialog").close();
+    toast("info", "Admin key forgotten.");
+  });
+  showKeyStatus();
+}
+
+export async function refreshQuickStats() {
+  try {
+    const models = await api("/v1/models", { admin: false });
+    const healthy = models.data.reduce((sum, m) => sum + m.available_servers, 0);
+    $("#quick-healthy").textContent = `${healthy} healthy`;
+    if (adminKey()) {
+      const servers = await api("/admin/servers");
+      $("#quick-servers").textContent = `${servers.length} servers`;
+    }
+  } catch { /* the header is a convenience; pages report their own errors */ }
+}
+
+setUpKeyDialog();
+refreshQuickStats();
+const page = document.body.dataset.page;
+const pages = { dashboard: "dashboard", register: "register", server: "server", models: "models", playground: "playground" };
+if (pages[page]) import(`/static/${pages[page]}.js`).then((module) => module.start());

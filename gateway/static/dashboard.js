@@ -1,0 +1,74 @@
+import { api, adminKey, ago, askForKey, escapeHtml, statusBadge, toast } from "/static/app.js";
+
+const $ = (s) => document.querySelector(s);
+let servers = [];
+let timer = null;
+
+function visible() {
+  const model = $("#filter-model").value.trim().toLowerCase();
+  const status = $("#filter-status").value;
+  const student = $("#filter-student").value.trim().toLowerCase();
+  const key = $("#sort").value;
+  return servers
+    .filter((s) => !model || s.model_name.toLowerCase().includes(model))
+    .filter((s) => !status || s.health_status === status)
+    .filter((s) => !student || (s.metadata.student_id || "").toLowerCase().includes(student))
+    .sort((a, b) => {
+      const x = a[key] || "", y = b[key] || "";
+      const descending = key === "registered_at" || key === "last_checked_at";
+      return descending ? String(y).localeCompare(String(x)) : String(x).localeCompare(String(y));
+    });
+}
+
+function render() {
+  const rows = visible();
+  $("#stat-total").textContent = servers.length;
+  for (const status of ["healthy", "unhealthy", "unknown"]) {
+    $(`#stat-${status}`).textContent = servers.filter((s) => s.health_status === status).length;
+  }
+  $("#stat-models").textContent = new Set(servers.map((s) => s.model_name)).size;
+  const body = $("#servers tbody");
+  if (!rows.length) {
+    body.innerHTML = `<tr><td colspan="6" class="muted">${servers.length ? "No server matches the filters." : "No server registered yet. <a href=\"/register\">Register one</a>."}</td></tr>`;
+    return;
+  }
+  body.innerHTML = rows.map((s) => `
+    <tr>
+      <td><a href="/servers/${encodeURIComponent(s.registration_id)}">${escapeHtml(s.model_name)}</a></td>
+      <td>${statusBadge(s.health_status)}</td>
+      <td><details class="url"><summary>${escapeHtml(s.endpoint_url.length > 32 ? s.endpoint_url.slice(0, 32) + "…" : s.endpoint_url)}</summary><code>${escapeHtml(s.endpoint_url)}</code></details></td>
+      <td title="${escapeHtml(s.last_checked_at || "")}">${ago(s.last_checked_at)}</td>
+      <td>${s.last_response_time_ms == null ? "–" : `${Math.round(s.last_response_time_ms)} ms`}</td>
+      <td>${escapeHtml(s.metadata.student_id || "–")}</td>
+    </tr>`).join("");
+}
+
+async function load() {
+  if (!adminKey()) {
+    $("#servers tbody").innerHTML = `<tr><td colspan="6" class="muted">Enter the admin key to see the servers.</td></tr>`;
+    askForKey();
+    return;
+  }
+  try {
+    servers = await api("/admin/servers");
+    $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+    render();
+  } catch (error) {
+    toast("error", `${error.message}`);
+    $("#updated").innerHTML = `Could not refresh. <button type="button" id="retry">Retry</button>`;
+    $("#retry").addEventListener("click", load);
+  }
+}
+
+export function start() {
+  for (const id of ["#filter-model", "#filter-student"]) {
+    let pending;
+    $(id).addEventListener("input", () => { clearTimeout(pending); pending = setTimeout(render, 200); });
+  }
+  $("#filter-status").addEventListener("change", render);
+  $("#sort").addEventListener("change", render);
+  $("#refresh").addEventListener("click", load);
+  window.addEventListener("admin-key", load);
+  load();
+  timer = setInterval(load, 30000);
+}

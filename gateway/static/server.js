@@ -1,0 +1,71 @@
+import { api, ago, escapeHtml, statusBadge, toast } from "/static/app.js";
+
+const $ = (s) => document.querySelector(s);
+const id = () => $("#server").dataset.id;
+let server = null;
+
+function render() {
+  const s = server;
+  const row = (label, value) => `<dt>${label}</dt><dd>${value}</dd>`;
+  $("#server").innerHTML = `<dl class="details">
+    ${row("Model", escapeHtml(s.model_name))}
+    ${row("Status", `${statusBadge(s.health_status)} since ${ago(s.status_changed_at)}`)}
+    ${row("Endpoint URL", `<code>${escapeHtml(s.endpoint_url)}</code>`)}
+    ${row("Registration ID", `<code>${escapeHtml(s.registration_id)}</code>`)}
+    ${row("Registered", new Date(s.registered_at).toLocaleString())}
+    ${row("Last check", `${ago(s.last_checked_at)}${s.last_error ? ` — ${escapeHtml(s.last_error)}` : ""}`)}
+    ${row("Consecutive failures", s.consecutive_failures)}
+    ${row("Uptime (24 h)", s.uptime_percent == null ? "–" : `${s.uptime_percent} %`)}
+    ${row("Success rate (last 100)", s.success_rate == null ? "–" : `${s.success_rate} %`)}
+    ${row("Mean response", s.avg_response_time_ms == null ? "–" : `${s.avg_response_time_ms} ms`)}
+    ${row("Reported models", escapeHtml(s.reported_models.join(", ") || "–"))}
+    ${row("Owner", escapeHtml(s.metadata.student_id || "–"))}
+    ${row("Description", escapeHtml(s.metadata.description || "–"))}
+    ${row("Capabilities", `max tokens ${s.capabilities.max_tokens ?? "–"}, context ${s.capabilities.context_length ?? "–"}, streaming ${s.capabilities.streaming ? "yes" : "no"}`)}
+    ${row("Routing", `priority ${s.priority}, weight ${s.weight}, max concurrent ${s.max_concurrent ?? "–"}, tags ${escapeHtml(s.tags.join(", ") || "–")}`)}
+    ${row("Backend API key", s.api_key_set ? "set (hidden)" : "none")}
+    ${row("Active", s.is_active ? "yes" : "no (deregistered)")}
+  </dl>`;
+  const checks = [...s.recent_checks].reverse();
+  $("#timeline").innerHTML = checks.map((c) => `<span role="listitem" class="tick ${c.status}" title="${escapeHtml(new Date(c.checked_at).toLocaleString())}: ${c.status}${c.error_message ? " — " + escapeHtml(c.error_message) : ""}"><span class="sr">${c.status}</span></span>`).join("") || `<span class="muted">No checks yet.</span>`;
+  $("#checks tbody").innerHTML = s.recent_checks.map((c) => `<tr><td>${new Date(c.checked_at).toLocaleString()}</td><td>${statusBadge(c.status === "success" ? "healthy" : "unhealthy").replace(/healthy|unhealthy/, c.status)}</td><td>${c.response_time_ms == null ? "–" : `${Math.round(c.response_time_ms)} ms`}</td><td>${escapeHtml(c.error_message || "")}</td></tr>`).join("");
+  $("#server-actions").hidden = false;
+}
+
+async function load() {
+  try { server = await api(`/admin/servers/${encodeURIComponent(id())}`); render(); }
+  catch (error) { $("#server").innerHTML = `<p class="result bad">${escapeHtml(error.message)}</p>`; }
+}
+
+export function start() {
+  $("#force-check").addEventListener("click", async () => {
+    const before = server?.recent_checks.length ? server.recent_checks[0].checked_at : null;
+    try {
+      await api(`/admin/servers/${encodeURIComponent(id())}/check`, { method: "POST" });
+      toast("info", "Health check requested; the result appears in a moment.");
+      for (let attempt = 0; attempt < 20; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        await load();
+        if (server?.recent_checks.length && server.recent_checks[0].checked_at !== before) {
+          toast("success", `Checked: ${server.recent_checks[0].status}.`);
+          return;
+        }
+      }
+      toast("warning", "No result yet: is healthd running?");
+    } catch (error) { toast("error", error.message); }
+  });
+  $("#copy-url").addEventListener("click", async () => {
+    await navigator.clipboard.writeText(server.endpoint_url);
+    toast("info", "Endpoint URL copied.");
+  });
+  $("#delete-server").addEventListener("click", async () => {
+    if (!confirm(`Deregister ${server.model_name} at ${server.endpoint_url}? Requests stop going to it at once.`)) return;
+    try {
+      await api(`/admin/register/${encodeURIComponent(id())}`, { method: "DELETE" });
+      toast("success", "Server deregistered.");
+      setTimeout(() => { location.href = "/"; }, 800);
+    } catch (error) { toast("error", error.message); }
+  });
+  window.addEventListener("admin-key", load);
+  load();
+}

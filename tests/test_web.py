@@ -1,0 +1,155 @@
+"""The web UI: pages served by the gateway, and a real headless Chromium using them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.demo_backend import create_demo_app
+from gateway.web import PAGES
+from tests.conftest import ADMIN_KEY
+from tests.support import BIN, REPO, ThreadedServer, clean_environment
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+
+
+@pytest.mark.parametrize("path", [p.replace("{server_id}", "abc") for p in PAGES])
+def test_pages_are_served_without_external_assets(gateway: ThreadedServer, path: str) -> None:
+    response = httpx.get(f"{gateway.url}{path}")
+    assert response.status_code == 200
+    assert "Multiverse Inference Gateway" in response.text
+    assert 'aria-current="page"' in response.text
+    assert not re.search(r"""(src|href)=["']https?://""", response.text)
+
+
+def test_static_assets_are_served(gateway: ThreadedServer) -> None:
+    for asset in ("app.js", "app.css", "dashboard.js", "register.js", "server.js"):
+        assert httpx.get(f"{gateway.url}/static/{asset}").status_code == 200
+
+
+def test_test_connection_endpoint(gateway: ThreadedServer, demo_backend: ThreadedServer) -> None:
+    headers = {"X-API-Key": ADMIN_KEY}
+    good = httpx.post(
+        f"{gateway.url}/admin/probe", json={"endpoint_url": demo_backend.url}, headers=headers
+    )
+    assert good.status_code == 200 and good.json()["reported_models"] == ["demo"]
+    listed = httpx.get(f"{gateway.url}/admin/servers", headers=headers).json()
+    assert listed == []  # nothing was stored
+
+
+@pytest.fixture
+def healthd(tmp_path: Path, database_url: str) -> Iterator[None]:
+    settings = {
+        "DATABASE_URL": database_url,
+        "ALLOW_PRIVATE_BACKENDS": "true",
+        "LOG_DIR": str(tmp_path / "logs"),
+        "HEALTH_CHECK_INTERVAL_SECONDS": "300",
+    }
+    process = subprocess.Popen(
+        [str(BIN / "healthd")],
+        cwd=tmp_path,
+        env=clean_environment(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="make test installs Debian's chromium")
+def test_a_person_registers_checks_and_deletes_a_server_and_chats(
+    start_gateway: Callable[..., ThreadedServer], healthd: None
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    gateway = start_gateway(rate_limit_per_minute=0, slow_start_seconds=0)
+    errors: list[str] = []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with (
+        ThreadedServer(create_demo_app("demo", chunk_interval_ms=10)) as backend,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda dialog: dialog.accept())
+
+        page.goto(f"{gateway.url}/")
+        page.fill("#key-input", ADMIN_KEY)
+        page.click("#key-form button[type=submit]")
+        expect(page.locator("#key-status")).to_have_text("set")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-empty.png"))
+
+        page.goto(f"{gateway.url}/register")
+        page.fill("#model_name", "bad name!")
+        expect(page.locator("#model_name-error")).not_to_be_empty()
+        page.fill("#model_name", "demo")
+        page.fill("#endpoint_url", backend.url)
+        page.fill("#student_id", "alice")
+        page.click("#test-connection")
+        expect(page.locator("#test-result")).to_contain_text("Reachable and healthy")
+        page.click("#register-submit")
+        expect(page.locator("#registered")).to_be_visible()
+        registration_id = page.locator("#registration-id").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "register.png"))
+
+        page.goto(f"{gateway.url}/")
+        row = page.locator("#servers tbody tr").first
+        expect(row).to_contain_text("demo")
+        expect(row).to_contain_text("alice")
+        page.fill("#filter-model", "nothing-like-this")
+        expect(page.locator("#servers tbody")).to_contain_text("No server matches")
+        page.fill("#filter-model", "dem")
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        page.set_viewport_size({"width": 375, "height": 800})
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+        page.click(f"a[href='/servers/{registration_id}']")
+        expect(page.locator("#server")).to_contain_text(backend.url)
+        checks_before = page.locator("#checks tbody tr").count()
+        page.click("#force-check")
+        page.wait_for_function(
+            "n => document.querySelectorAll('#checks tbody tr').length > n",
+            arg=checks_before,
+            timeout=15000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "server.png"))
+
+        page.goto(f"{gateway.url}/models")
+        expect(page.locator("#models")).to_contain_text("1 healthy of 1")
+
+        page.goto(f"{gateway.url}/playground")
+        expect(page.locator("#pg-model option")).to_have_count(1)
+        page.fill("#pg-message", "tell me something")
+        page.click("#pg-send")
+        expect(page.locator("#pg-reply")).to_contain_text("Hello from the demo backend!")
+        expect(page.locator("#pg-server")).to_have_text(registration_id)
+        expect(page.locator("#pg-tokens")).to_contain_text("completion")
+        page.screenshot(path=str(ARTIFACTS / "playground.png"))
+
+        page.goto(f"{gateway.url}/servers/{registration_id}")
+        page.click("#delete-server")
+        page.wait_for_url(f"{gateway.url}/")
+        expect(page.locator("#servers tbody")).to_contain_text("No server registered yet")
+        browser.close()
+    assert errors == []
