@@ -29,6 +29,7 @@ from gateway.proxy import ProxyRuntime
 from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
 from gateway.ratelimit import RateLimiter
 from gateway.snapshot import SnapshotHolder, load_snapshot, watch_registry
+from gateway.system_api import system_routes
 from gateway.upstream import create_session
 from gateway.web import web_routes
 from shared.db import Database, ensure_schema_current
@@ -136,7 +137,7 @@ def create_app(
         ),
         Mount(
             "/admin",
-            routes=admin_routes(),
+            routes=[*admin_routes(), *system_routes()],
             middleware=[
                 Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value()),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),

@@ -22,6 +22,8 @@ NAV = (
     ("/register", "Register Server"),
     ("/models", "Models"),
     ("/playground", "Test Inference"),
+    ("/logs", "Logs"),
+    ("/settings", "Settings"),
 )
 # path → (template, title, the navigation entry it belongs to, the page's script)
 PAGES = {
@@ -29,7 +31,10 @@ PAGES = {
     "/register": ("register.html", "Register a server", "/register", "register"),
     "/models": ("models.html", "Models", "/models", "models"),
     "/playground": ("playground.html", "Test inference", "/playground", "playground"),
+    "/logs": ("logs.html", "Logs", "/logs", "logs"),
+    "/settings": ("settings.html", "Settings", "/settings", "settings"),
     "/servers/{server_id}": ("server.html", "Server details", "/", "server"),
+    "/servers/{server_id}/edit": ("edit.html", "Edit server", "/", "edit"),
 }
 
 

@@ -135,6 +135,24 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         )
         page.screenshot(path=str(ARTIFACTS / "server.png"))
 
+        page.click("#edit-link")
+        expect(page.locator("#e-model_name")).to_have_value("demo")  # pre-filled
+        page.fill("#e-description", "moved to the lab")
+        expect(page.locator(".field.changed")).to_have_count(1)
+        page.click("#edit-save")
+        page.wait_for_url(f"{gateway.url}/servers/{registration_id}")
+        expect(page.locator("#server")).to_contain_text("moved to the lab")
+
+        page.goto(f"{gateway.url}/logs")
+        page.fill("#log-text", "server registered")
+        expect(page.locator("#logs tbody")).to_contain_text("server registered")
+        page.screenshot(path=str(ARTIFACTS / "logs.png"))
+
+        page.goto(f"{gateway.url}/settings")
+        expect(page.locator("#system")).to_contain_text("ADMIN_API_KEY")
+        expect(page.locator("#system")).not_to_contain_text(ADMIN_KEY)
+        page.screenshot(path=str(ARTIFACTS / "settings.png"))
+
         page.goto(f"{gateway.url}/models")
         expect(page.locator("#models")).to_contain_text("1 healthy of 1")
 
@@ -153,3 +171,29 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         expect(page.locator("#servers tbody")).to_contain_text("No server registered yet")
         browser.close()
     assert errors == []
+
+
+def test_logs_and_system_endpoints(gateway: ThreadedServer, demo_backend: ThreadedServer) -> None:
+    headers = {"X-API-Key": ADMIN_KEY}
+    httpx.post(
+        f"{gateway.url}/admin/register",
+        json={"model_name": "demo", "endpoint_url": demo_backend.url},
+        headers=headers,
+    )
+    entries = httpx.get(
+        f"{gateway.url}/admin/logs", params={"q": "server registered"}, headers=headers
+    ).json()["entries"]
+    assert entries and entries[0]["message"] == "server registered"
+    assert entries[0]["component"] == "registry" and entries[0]["process"] == "gateway"
+    errors_only = httpx.get(
+        f"{gateway.url}/admin/logs", params={"level": "error"}, headers=headers
+    ).json()["entries"]
+    assert all(e["level"] in ("error", "critical") for e in errors_only)
+    bad = httpx.get(f"{gateway.url}/admin/logs", params={"level": "loud"}, headers=headers)
+    assert bad.status_code == 400
+    system = httpx.get(f"{gateway.url}/admin/system", headers=headers)
+    assert system.status_code == 200
+    assert ADMIN_KEY not in system.text
+    info = system.json()
+    assert info["settings"]["ADMIN_API_KEY"] == "•••••• (set)"
+    assert info["database"]["registrations"] == 1 and info["versions"]["gateway"]

@@ -97,5 +97,5 @@ export async function refreshQuickStats() {
 setUpKeyDialog();
 refreshQuickStats();
 const page = document.body.dataset.page;
-const pages = { dashboard: "dashboard", register: "register", server: "server", models: "models", playground: "playground" };
-if (pages[page]) import(`/static/${pages[page]}.js`).then((module) => module.start());
+const pages = new Set(["dashboard", "register", "server", "edit", "models", "playground", "logs", "settings"]);
+if (pages.has(page)) import(`/static/${page}.js`).then((module) => module.start());

@@ -1,0 +1,73 @@
+import { api, toast } from "/static/app.js";
+
+const $ = (s) => document.querySelector(s);
+const form = () => $("#edit-form");
+let original = {};
+
+const read = (input) => input.type === "checkbox" ? input.checked : input.value.trim();
+
+function flatten(s) {
+  return {
+    model_name: s.model_name, endpoint_url: s.endpoint_url, api_key: "",
+    max_tokens: s.capabilities.max_tokens ?? "", context_length: s.capabilities.context_length ?? "",
+    streaming: s.capabilities.streaming, student_id: s.metadata.student_id ?? "",
+    description: s.metadata.description ?? "", tags: s.tags.join(", "), priority: s.priority,
+    weight: s.weight, max_concurrent: s.max_concurrent ?? "",
+  };
+}
+
+function changed() {
+  const result = {};
+  for (const input of form().querySelectorAll("[data-field]")) {
+    const field = input.dataset.field;
+    const value = read(input);
+    const differs = String(value) !== String(original[field]);
+    input.closest(".field").classList.toggle("changed", differs);
+    if (differs) result[field] = value;
+  }
+  return result;
+}
+
+function body(changes) {
+  const number = (v) => (v === "" ? null : Number(v));
+  const out = {};
+  const capabilities = {}, metadata = {};
+  for (const [field, value] of Object.entries(changes)) {
+    if (["max_tokens", "context_length"].includes(field)) capabilities[field] = number(value);
+    else if (field === "streaming") capabilities.streaming = value;
+    else if (["student_id", "description"].includes(field)) metadata[field] = value || null;
+    else if (field === "tags") out.tags = value ? value.split(",").map((t) => t.trim()).filter(Boolean) : [];
+    else if (["priority", "weight", "max_concurrent"].includes(field)) out[field] = number(value);
+    else out[field] = value;
+  }
+  if (Object.keys(capabilities).length) out.capabilities = capabilities;
+  if (Object.keys(metadata).length) out.metadata = metadata;
+  return out;
+}
+
+export async function start() {
+  const id = form().dataset.id;
+  try {
+    original = flatten(await api(`/admin/servers/${encodeURIComponent(id)}`));
+  } catch (error) { toast("error", error.message); return; }
+  for (const input of form().querySelectorAll("[data-field]")) {
+    const value = original[input.dataset.field];
+    if (input.type === "checkbox") input.checked = Boolean(value); else input.value = value;
+    input.addEventListener("input", changed);
+  }
+  form().addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const changes = changed();
+    const names = Object.keys(changes);
+    if (!names.length) { toast("info", "Nothing has changed."); return; }
+    if (!confirm(`Save changes to: ${names.join(", ")}?`)) return;
+    $("#edit-busy").hidden = false;
+    $("#edit-save").disabled = true;
+    try {
+      await api(`/admin/register/${encodeURIComponent(id)}`, { method: "PUT", body: body(changes) });
+      toast("success", "Saved.");
+      setTimeout(() => { location.href = `/servers/${encodeURIComponent(id)}`; }, 600);
+    } catch (error) { toast("error", error.message); }
+    finally { $("#edit-busy").hidden = true; $("#edit-save").disabled = false; }
+  });
+}
