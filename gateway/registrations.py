@@ -21,10 +21,12 @@ from gateway.schemas import (
     ServerDetail,
     ServerOut,
     UpdateRequest,
+    Usage,
 )
 from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.models import (
+    BackendUsage,
     CheckOutcome,
     CheckRequest,
     HealthCheck,
@@ -38,7 +40,24 @@ from shared.probe import ProbeResult
 RECENT_CHECKS = 20
 
 
-def server_out(server: ModelServer, latest_check: datetime | None = None) -> ServerOut:
+def usage_out(row: BackendUsage | None) -> Usage:
+    if row is None:
+        return Usage()
+    return Usage(
+        requests=row.requests_total,
+        failures=row.failures_total,
+        prompt_tokens=row.prompt_tokens_total,
+        completion_tokens=row.completion_tokens_total,
+        mean_latency_ms=(
+            round(row.latency_ms_total / row.requests_total, 2) if row.requests_total else None
+        ),
+        last_request_at=row.last_request_at,
+    )
+
+
+def server_out(
+    server: ModelServer, latest_check: datetime | None = None, usage: BackendUsage | None = None
+) -> ServerOut:
     """The public view of a registration (its key only as `api_key_set`).
 
     healthd rewrites the server row only when something changed, so the last
@@ -76,6 +95,7 @@ def server_out(server: ModelServer, latest_check: datetime | None = None) -> Ser
         registered_at=server.registered_at,
         updated_at=server.updated_at,
         deregistered_at=server.deregistered_at,
+        usage=usage_out(usage),
     )
 
 
@@ -272,7 +292,8 @@ def list_servers(
                 ).group_by(HealthCheck.server_id)
             ).all()
         )
-        return [server_out(row, latest.get(row.id)) for row in rows]
+        usage = {row.server_id: row for row in session.scalars(select(BackendUsage))}
+        return [server_out(row, latest.get(row.id), usage.get(row.id)) for row in rows]
 
 
 def server_detail(db: Database, server_id: str) -> ServerDetail:
@@ -289,6 +310,6 @@ def server_detail(db: Database, server_id: str) -> ServerDetail:
         ).all()
         latest = checks[0].checked_at if checks else None
         return ServerDetail(
-            **server_out(server, latest).model_dump(),
+            **server_out(server, latest, session.get(BackendUsage, server_id)).model_dump(),
             recent_checks=[_check_out(c) for c in checks],
         )

@@ -148,6 +148,17 @@ class HealthCheckOut(BaseModel):
     error_message: str | None
 
 
+class Usage(BaseModel):
+    """What the gateway served through this backend (flushed every few seconds)."""
+
+    requests: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    mean_latency_ms: float | None = None
+    last_request_at: datetime | None = None
+
+
 class ServerOut(BaseModel):
     """A registration as the API shows it: the backend's key is never included."""
 
@@ -175,6 +186,7 @@ class ServerOut(BaseModel):
     registered_at: datetime
     updated_at: datetime
     deregistered_at: datetime | None
+    usage: Usage = Field(default_factory=Usage)
 
 
 class ServerDetail(ServerOut):

@@ -331,6 +331,9 @@ def test_usage_is_counted_and_flushed(
             )
 
     assert wait_for(totals, timeout=10, what="usage flush") == (2, 0, 3 + 5, 4 + 6)
+    shown = httpx.get(f"{proxy.url}/admin/servers/{registration_id}", headers=HEADERS).json()
+    assert shown["usage"]["requests"] == 2 and shown["usage"]["completion_tokens"] == 10
+    assert shown["usage"]["mean_latency_ms"] is not None
 
 
 def test_client_keys(

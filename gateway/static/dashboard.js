@@ -27,6 +27,7 @@ function render() {
     $(`#stat-${status}`).textContent = servers.filter((s) => s.health_status === status).length;
   }
   $("#stat-models").textContent = new Set(servers.map((s) => s.model_name)).size;
+  $("#stat-requests").textContent = servers.reduce((sum, s) => sum + s.usage.requests, 0).toLocaleString();
   const body = $("#servers tbody");
   if (!rows.length) {
     body.innerHTML = `<tr><td colspan="6" class="muted">${servers.length ? "No server matches the filters." : "No server registered yet. <a href=\"/register\">Register one</a>."}</td></tr>`;

@@ -23,6 +23,7 @@ function render() {
     ${row("Description", escapeHtml(s.metadata.description || "–"))}
     ${row("Capabilities", `max tokens ${s.capabilities.max_tokens ?? "–"}, context ${s.capabilities.context_length ?? "–"}, streaming ${s.capabilities.streaming ? "yes" : "no"}`)}
     ${row("Routing", `priority ${s.priority}, weight ${s.weight}, max concurrent ${s.max_concurrent ?? "–"}, tags ${escapeHtml(s.tags.join(", ") || "–")}`)}
+    ${row("Requests served", `${s.usage.requests} (${s.usage.failures} failed), tokens ${s.usage.prompt_tokens} in / ${s.usage.completion_tokens} out${s.usage.mean_latency_ms == null ? "" : `, mean ${s.usage.mean_latency_ms} ms`}`)}
     ${row("Backend API key", s.api_key_set ? "set (hidden)" : "none")}
     ${row("Active", s.is_active ? "yes" : "no (deregistered)")}
   </dl>`;
