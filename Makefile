@@ -31,10 +31,12 @@ test: $(STAMP) check tools
 	$(BIN)/python -m pytest
 
 # System tools the tests use: systemd-analyze for the units, Debian's Chromium
-# for the UI tests (Playwright drives it; no browser is ever downloaded).
+# for the UI tests (Playwright drives it; no browser is ever downloaded), and
+# axe-core from npm for the accessibility check.
 tools:
 	@command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	@test -f node_modules/axe-core/axe.min.js || npm install --no-save --no-audit --no-fund --silent axe-core@4.14.1
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -112,10 +112,27 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         registration_id = page.locator("#registration-id").inner_text()
         page.screenshot(path=str(ARTIFACTS / "register.png"))
 
+        with ThreadedServer(create_demo_app("alpha")) as other:
+            httpx.post(
+                f"{gateway.url}/admin/register",
+                json={"model_name": "alpha", "endpoint_url": other.url},
+                headers={"X-API-Key": ADMIN_KEY},
+            ).raise_for_status()
         page.goto(f"{gateway.url}/")
-        row = page.locator("#servers tbody tr").first
+        rows = page.locator("#servers tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("alpha")  # newest registration first
+        page.select_option("#sort", "model_name")
+        expect(rows.first).to_contain_text("alpha")
+        page.select_option("#filter-status", "healthy")
+        expect(rows).to_have_count(2)
+        page.fill("#filter-student", "ali")
+        expect(rows).to_have_count(1)
+        row = rows.first
         expect(row).to_contain_text("demo")
         expect(row).to_contain_text("alice")
+        page.fill("#filter-student", "")
+        page.select_option("#filter-status", "")
         page.fill("#filter-model", "nothing-like-this")
         expect(page.locator("#servers tbody")).to_contain_text("No server matches")
         page.fill("#filter-model", "dem")
@@ -155,9 +172,12 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
 
         page.goto(f"{gateway.url}/models")
         expect(page.locator("#models")).to_contain_text("1 healthy of 1")
+        page.fill("#model-search", "alp")
+        expect(page.locator("#models .card")).to_have_count(1)
 
         page.goto(f"{gateway.url}/playground")
-        expect(page.locator("#pg-model option")).to_have_count(1)
+        expect(page.locator("#pg-model option")).to_have_count(2)
+        page.select_option("#pg-model", "demo")
         page.fill("#pg-message", "tell me something")
         page.click("#pg-send")
         expect(page.locator("#pg-reply")).to_contain_text("Hello from the demo backend!")
@@ -168,7 +188,8 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         page.goto(f"{gateway.url}/servers/{registration_id}")
         page.click("#delete-server")
         page.wait_for_url(f"{gateway.url}/")
-        expect(page.locator("#servers tbody")).to_contain_text("No server registered yet")
+        expect(page.locator("#servers tbody tr")).to_have_count(1)
+        expect(page.locator("#servers tbody")).not_to_contain_text("alice")
         browser.close()
     assert errors == []
 
@@ -197,3 +218,46 @@ def test_logs_and_system_endpoints(gateway: ThreadedServer, demo_backend: Thread
     info = system.json()
     assert info["settings"]["ADMIN_API_KEY"] == "•••••• (set)"
     assert info["database"]["registrations"] == 1 and info["versions"]["gateway"]
+
+
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_pages_pass_axe(
+    start_gateway: Callable[..., ThreadedServer], demo_backend: ThreadedServer
+) -> None:
+    """WCAG 2.1 A and AA rules (labels, contrast, names, landmarks) on every page,
+    checked by axe-core (installed from npm by make test)."""
+    from playwright.sync_api import sync_playwright
+
+    assert AXE.exists(), "make test installs axe-core from npm"
+    gateway = start_gateway(rate_limit_per_minute=0)
+    registered = httpx.post(
+        f"{gateway.url}/admin/register",
+        json={"model_name": "demo", "endpoint_url": demo_backend.url},
+        headers={"X-API-Key": ADMIN_KEY},
+    ).json()["registration_id"]
+    problems: dict[str, list[str]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{gateway.url}/")
+        page.evaluate(f"sessionStorage.setItem('multiverse.adminKey', {ADMIN_KEY!r})")
+        for path in PAGES:
+            page.goto(f"{gateway.url}{path.replace('{server_id}', registered)}")
+            page.wait_for_load_state("networkidle")
+            name = path.strip("/").replace("/", "-").replace("{server_id}", "id") or "dashboard"
+            for width, label in ((1280, "desktop"), (375, "phone")):
+                page.set_viewport_size({"width": width, "height": 900})
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+            page.add_script_tag(path=str(AXE))
+            violations = page.evaluate(
+                """async () => (await axe.run(document, {runOnly: {type: 'tag',
+                     values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}))
+                   .violations.map(v => `${v.id}: ${v.nodes.length} x ${v.help}`)"""
+            )
+            if violations:
+                problems[path] = violations
+        browser.close()
+    assert problems == {}

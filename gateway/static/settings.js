@@ -1,7 +1,7 @@
 import { api, escapeHtml, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
-const table = (rows) => `<div class="table-wrap"><table><tbody>${rows.map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td><code>${escapeHtml(typeof v === "string" ? v : JSON.stringify(v))}</code></td></tr>`).join("")}</tbody></table></div>`;
+const table = (rows) => `<div class="table-wrap" tabindex="0" role="region" aria-label="Scrollable table"><table><tbody>${rows.map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td><code>${escapeHtml(typeof v === "string" ? v : JSON.stringify(v))}</code></td></tr>`).join("")}</tbody></table></div>`;
 
 function duration(seconds) {
   const hours = Math.floor(seconds / 3600), minutes = Math.floor((seconds % 3600) / 60);
