@@ -28,7 +28,7 @@ from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.proxy import ProxyRuntime
 from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
 from gateway.ratelimit import RateLimiter
-from gateway.snapshot import SnapshotHolder, load_snapshot, watch_registry
+from gateway.snapshot import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
 from gateway.system_api import system_routes
 from gateway.upstream import create_session
 from gateway.web import web_routes
@@ -63,13 +63,17 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ensure_schema_current(database.engine)
         feedback = feedback_module.Feedback()
-        holder = SnapshotHolder(
-            await asyncio.to_thread(load_snapshot, database),
-            on_change=lambda snapshot: feedback.on_snapshot(snapshot.generation),
-        )
-        for backends in holder.current.by_model.values():
-            for backend in backends:
-                context.redactor.add_secret(backend.api_key)
+
+        def on_snapshot(snapshot: RegistrySnapshot) -> None:
+            feedback.on_snapshot(snapshot.generation)
+            # Keys registered through another worker are redacted here too.
+            for backends in snapshot.by_model.values():
+                for backend in backends:
+                    context.redactor.add_secret(backend.api_key)
+
+        initial = await asyncio.to_thread(load_snapshot, database)
+        holder = SnapshotHolder(initial, on_change=on_snapshot)
+        on_snapshot(initial)
         runtime = ProxyRuntime(
             settings=settings,
             holder=holder,
