@@ -120,6 +120,7 @@ def banner(gateway_url: str, new_key: str | None) -> str:
     return f"""
 Multiverse Inference Gateway is running.
   Gateway:    {gateway_url}
+  Dashboard:  {gateway_url}/   (paste the admin key when it asks)
   API docs:   {gateway_url}/docs
 {key_line}
   Model:      demo (a demo backend; register your own with gateway-admin register)
