@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from bench.asgi import run_lifespan
+
 MODEL = "bench"
 
 COMPLETION = json.dumps(
@@ -49,13 +51,8 @@ def chunk(index: int) -> bytes:
 def create_app(chunks: int, interval: float) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await run_lifespan(receive, send)
+            return
         body = b""
         more = True
         while more:

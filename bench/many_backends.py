@@ -12,18 +12,15 @@ from typing import Any
 
 import uvicorn
 
+from bench.asgi import run_lifespan
+
 MODELS = b'{"object": "list", "data": [{"id": "scale"}]}'
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await run_lifespan(receive, send)
+        return
     path = scope["path"]
     index = path.split("/")[1].removeprefix("b")
     if index.isdigit() and int(index) % 4 == 0:

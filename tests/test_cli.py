@@ -52,28 +52,38 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     assert after.returncode == 0 and "up to date" in after.stdout
 
 
-def test_register_list_show_update_deregister(
-    gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
-) -> None:
-    connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
+def register_demo(backend: ThreadedServer, connection: list[str], cwd: Path, *extra: str) -> str:
     registered = admin(
         "register",
         "--model",
         "demo",
         "--endpoint",
-        demo_backend.url,
+        backend.url,
+        "--json",
+        *extra,
+        *connection,
+        cwd=cwd,
+    )
+    assert registered.returncode == 0, registered.stderr
+    registration_id: str = json.loads(registered.stdout)["registration_id"]
+    return registration_id
+
+
+def test_register_list_show_update_deregister(
+    gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
+) -> None:
+    connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
+    registration_id = register_demo(
+        demo_backend,
+        connection,
+        tmp_path,
         "--student-id",
         "alice",
         "--tag",
         "gpu",
         "--backend-key",
         "cli-backend-secret",
-        "--json",
-        *connection,
-        cwd=tmp_path,
     )
-    assert registered.returncode == 0, registered.stderr
-    registration_id = json.loads(registered.stdout)["registration_id"]
 
     table = admin("servers", *connection, cwd=tmp_path)
     assert table.returncode == 0
@@ -146,16 +156,6 @@ def test_check_command(
     gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
 ) -> None:
     connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
-    registered = admin(
-        "register",
-        "--model",
-        "demo",
-        "--endpoint",
-        demo_backend.url,
-        "--json",
-        *connection,
-        cwd=tmp_path,
-    )
-    registration_id = json.loads(registered.stdout)["registration_id"]
+    registration_id = register_demo(demo_backend, connection, tmp_path)
     result = admin("check", registration_id, *connection, cwd=tmp_path)
     assert result.returncode == 0 and f"check requested for {registration_id}" in result.stdout

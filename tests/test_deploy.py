@@ -250,6 +250,26 @@ def _revision(db_path: Path) -> str:
         return str(connection.execute("SELECT version_num FROM alembic_version").fetchone()[0])
 
 
+def _run_update(
+    tmp_path: Path, prefix: Path, ref: str, env_file: Path, systemctl: Path, health_url: str
+) -> subprocess.CompletedProcess[str]:
+    """deploy/update.sh on the temporary checkout, dependencies left as they are."""
+    return subprocess.run(
+        ["bash", str(DEPLOY / "update.sh"), ref],
+        env=_script_env(
+            tmp_path,
+            env_file,
+            PREFIX=str(prefix),
+            SYSTEMCTL=str(systemctl),
+            SKIP_INSTALL="1",
+            HEALTH_URL=health_url,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def test_update_migrates_and_restarts(tmp_path: Path, checkout: tuple[Path, str, str]) -> None:
     prefix, _, head = checkout
     db_path = _database_at(tmp_path, "0002")
@@ -257,20 +277,7 @@ def test_update_migrates_and_restarts(tmp_path: Path, checkout: tuple[Path, str,
     systemctl, calls = _recording_systemctl(tmp_path, env_file)
 
     with ThreadedServer(_health_app()) as health:
-        result = subprocess.run(
-            ["bash", str(DEPLOY / "update.sh"), head],
-            env=_script_env(
-                tmp_path,
-                env_file,
-                PREFIX=str(prefix),
-                SYSTEMCTL=str(systemctl),
-                SKIP_INSTALL="1",
-                HEALTH_URL=f"{health.url}/health",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = _run_update(tmp_path, prefix, head, env_file, systemctl, f"{health.url}/health")
     assert result.returncode == 0, result.stdout + result.stderr
     assert _revision(db_path) == _head_revision()
     assert calls.read_text().splitlines() == [
@@ -293,20 +300,8 @@ def test_update_rolls_back_when_the_gateway_is_not_healthy(
     dead.bind(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()
-    result = subprocess.run(
-        ["bash", str(DEPLOY / "update.sh"), head],
-        env=_script_env(
-            tmp_path,
-            env_file,
-            PREFIX=str(prefix),
-            SYSTEMCTL=str(systemctl),
-            SKIP_INSTALL="1",
-            HEALTH_URL=f"http://127.0.0.1:{dead_port}/health",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    dead_url = f"http://127.0.0.1:{dead_port}/health"
+    result = _run_update(tmp_path, prefix, head, env_file, systemctl, dead_url)
     assert result.returncode != 0
     assert "rolled back" in result.stderr
     assert _git_head(prefix) == previous
