@@ -178,6 +178,10 @@ def create_registration(db: Database, request: RegisterRequest, probe: ProbeResu
         session.add(server)
         session.flush()
         session.add(_apply_probe(server, probe))
+        # Its one check so far passed: the metrics start from it (healthd keeps them).
+        server.success_rate = 100.0
+        server.uptime_percent = 100.0
+        server.avg_response_time_ms = probe.response_time_ms
         session.flush()
         return server_out(server)
 

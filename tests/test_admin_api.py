@@ -63,6 +63,7 @@ def test_register_a_healthy_backend(gateway: ThreadedServer, demo_backend: Threa
     assert detail["metadata"] == {"student_id": "alice", "description": "laptop"}
     assert detail["capabilities"]["context_length"] == 8192
     assert [c["status"] for c in detail["recent_checks"]] == ["success"]
+    assert detail["success_rate"] == 100.0 and detail["uptime_percent"] == 100.0
     assert detail["last_checked_at"] is not None and detail["status_changed_at"] is not None
 
 
