@@ -80,17 +80,18 @@ class Feedback:
         *,
         ok: bool,
         latency_ms: float,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
+        usage: tuple[int, int] | None = None,
     ) -> None:
+        """Count one attempt; `usage` is (prompt_tokens, completion_tokens) when known."""
         delta = self.pending.usage.get(backend_id)
         if delta is None:
             delta = self.pending.usage[backend_id] = UsageDelta()
         delta.requests += 1
         delta.failures += 0 if ok else 1
         delta.latency_ms += latency_ms
-        delta.prompt_tokens += prompt_tokens
-        delta.completion_tokens += completion_tokens
+        if usage is not None:
+            delta.prompt_tokens += usage[0]
+            delta.completion_tokens += usage[1]
         delta.last_request_at = utcnow()
 
     def mark_unhealthy(self, backend_id: str, reason: str) -> None:

@@ -234,8 +234,7 @@ class Forwarder:
                 backend.id,
                 ok=True,
                 latency_ms=latency,
-                prompt_tokens=usage[0] if usage else 0,
-                completion_tokens=usage[1] if usage else 0,
+                usage=usage,
             )
             log.info(
                 "request served",
@@ -301,8 +300,7 @@ class Forwarder:
             backend.id,
             ok=not failed,
             latency_ms=latency,
-            prompt_tokens=usage[0] if usage else 0,
-            completion_tokens=usage[1] if usage else 0,
+            usage=usage,
         )
         if failed:
             self.runtime.feedback.mark_unhealthy(backend.id, f"mid-stream: {outcome.failure}")

@@ -41,6 +41,16 @@ def available(gateway: ThreadedServer, model: str) -> int:
     return -1
 
 
+def set_health(database: Database, registration_id: str, status: str) -> None:
+    """Write a health status as healthd would."""
+    with database.writing() as session:
+        session.execute(
+            update(ModelServer)
+            .where(ModelServer.id == registration_id)
+            .values(health_status=status)
+        )
+
+
 def wait_routable(gateway: ThreadedServer, model: str, count: int) -> None:
     wait_for(lambda: available(gateway, model) == count, timeout=5, what=f"{count} x {model}")
 
@@ -194,12 +204,7 @@ def test_all_unhealthy_is_503(
     _, server = scripted()
     registration_id = register(proxy, "m", server.url)
     wait_routable(proxy, "m", 1)
-    with database.writing() as session:
-        session.execute(
-            update(ModelServer)
-            .where(ModelServer.id == registration_id)
-            .values(health_status="unhealthy")
-        )
+    set_health(database, registration_id, "unhealthy")
     wait_routable(proxy, "m", 0)
     response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
     assert response.status_code == 503
@@ -402,15 +407,7 @@ def test_queue_waits_for_a_backend_to_recover(
     registration_id = register(gateway, "m", server.url)
     wait_routable(gateway, "m", 1)
 
-    def set_health(status: str) -> None:
-        with database.writing() as session:
-            session.execute(
-                update(ModelServer)
-                .where(ModelServer.id == registration_id)
-                .values(health_status=status)
-            )
-
-    set_health("unhealthy")
+    set_health(database, registration_id, "unhealthy")
     wait_routable(gateway, "m", 0)
 
     async def scenario() -> httpx.Response:
@@ -420,7 +417,7 @@ def test_queue_waits_for_a_backend_to_recover(
             )
             await asyncio.sleep(0.5)
             assert not pending.done()  # still waiting for a healthy backend
-            await asyncio.to_thread(set_health, "healthy")
+            await asyncio.to_thread(set_health, database, registration_id, "healthy")
             return await pending
 
     response = asyncio.run(scenario())

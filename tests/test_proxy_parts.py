@@ -108,9 +108,9 @@ def test_feedback_keeps_suspensions_until_a_snapshot_shows_the_write() -> None:
 
 def test_feedback_gives_back_a_failed_batch() -> None:
     feedback = Feedback()
-    feedback.record("a", ok=True, latency_ms=5, prompt_tokens=1, completion_tokens=2)
+    feedback.record("a", ok=True, latency_ms=5, usage=(1, 2))
     batch = feedback.take()
-    feedback.record("a", ok=True, latency_ms=5, prompt_tokens=1, completion_tokens=2)
+    feedback.record("a", ok=True, latency_ms=5, usage=(1, 2))
     feedback.give_back(batch)
     delta = feedback.pending.usage["a"]
     assert (delta.requests, delta.prompt_tokens, delta.completion_tokens) == (2, 2, 4)
