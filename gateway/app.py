@@ -30,7 +30,7 @@ from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
 from gateway.ratelimit import RateLimiter
 from gateway.snapshot import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
 from gateway.system_api import system_routes
-from gateway.upstream import create_session
+from gateway.upstream_http import UpstreamPool
 from gateway.web import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import Redactor, configure_logging, get_logger
@@ -80,7 +80,7 @@ def create_app(
             balancer=Balancer(settings.routing_strategy, settings.slow_start_seconds),
             feedback=feedback,
             access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
-            session=create_session(
+            pool=UpstreamPool(
                 verify_tls=settings.verify_backend_tls,
                 connect_timeout=settings.connect_timeout_seconds,
             ),
@@ -112,8 +112,8 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await feedback_module.flush(feedback, database)
-                if runtime.session is not None:
-                    await runtime.session.close()
+                if runtime.pool is not None:
+                    runtime.pool.close()
                 context.proxy = None
                 context.probe_client = None
                 log.info("gateway stopped")

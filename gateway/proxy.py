@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
@@ -26,11 +25,11 @@ from gateway.upstream import (
     RelayedStream,
     StreamOutcome,
     UpstreamFailure,
-    describe_client_error,
     extract_usage,
     relayed_headers,
     upstream_headers,
 )
+from gateway.upstream_http import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 from shared.errors import GatewayTimeout, InvalidRequest, NotFound, ServiceUnavailable
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -56,21 +55,7 @@ class ProxyRuntime:
     balancer: Balancer
     feedback: Feedback
     access: ClientAccess
-    session: aiohttp.ClientSession | None = None
-
-    def __post_init__(self) -> None:
-        connect = self.settings.connect_timeout_seconds
-        # A stream may be silent at most STREAM_IDLE_TIMEOUT_SECONDS between reads;
-        # a plain answer is bounded by the request deadline instead.
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=connect,
-            sock_connect=connect,
-            sock_read=self.settings.stream_idle_timeout_seconds,
-        )
-        self.plain_timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect, sock_connect=connect
-        )
+    pool: UpstreamPool | None = None
 
 
 class BufferedResponse:
@@ -118,7 +103,6 @@ class Forwarder:
 
     async def run(self, target: ProxiedRequest) -> RelayedStream | BufferedResponse:
         runtime = self.runtime
-        self.read_timeout = runtime.stream_timeout if target.stream else runtime.plain_timeout
         if not runtime.holder.current.backends(target.model):
             available = sorted(runtime.holder.current.by_model)
             raise NotFound(
@@ -181,26 +165,20 @@ class Forwarder:
     def elapsed_ms(self) -> float:
         return round((self.loop.time() - self.started) * 1000, 2)
 
-    async def _send(self, backend: Backend) -> aiohttp.ClientResponse:
-        session = self.runtime.session
-        assert session is not None
+    async def _send(self, backend: Backend, stream: bool) -> UpstreamResponse:
+        pool = self.runtime.pool
+        assert pool is not None
         incoming = self.incoming
         headers = upstream_headers(backend, incoming.content_type, incoming.request_id)
-        url = f"{backend.base_url}{incoming.path}"
-        for fresh_try in (False, True):
-            try:
-                async with asyncio.timeout_at(self.deadline):
-                    return await session.post(
-                        url, data=incoming.body, headers=headers, timeout=self.read_timeout
-                    )
-            except aiohttp.ServerDisconnectedError as error:
-                # Most often a pooled keep-alive connection the backend just closed:
-                # one retry on a new connection before calling the backend broken.
-                if fresh_try:
-                    raise UpstreamFailure(describe_client_error(error)) from None
-            except (aiohttp.ClientError, TimeoutError) as error:
-                raise UpstreamFailure(describe_client_error(error)) from None
-        raise AssertionError("unreachable")
+        url, path, body = backend.base_url, incoming.path, incoming.body
+        # A stream's headers may take at most STREAM_IDLE_TIMEOUT_SECONDS, like its chunks.
+        deadline = self.deadline
+        if stream:
+            deadline = min(deadline, self.loop.time() + self.settings.stream_idle_timeout_seconds)
+        try:
+            return await pool.post(url, path, headers, body, deadline)
+        except UpstreamError as error:
+            raise UpstreamFailure(error.reason) from None
 
     async def attempt(
         self, backend: Backend, target: ProxiedRequest
@@ -208,11 +186,11 @@ class Forwarder:
         balancer = self.runtime.balancer
         balancer.started(backend.id)
         handed_over = False
+        upstream: UpstreamResponse | None = None
         try:
-            upstream = await self._send(backend)
+            upstream = await self._send(backend, target.stream)
             status = upstream.status
             if status >= 500 or status == 429:
-                upstream.close()
                 raise UpstreamFailure(f"HTTP {status}", backend_fault=status != 429)
             headers = relayed_headers(upstream.headers, backend.id)
             if status == 200 and upstream.content_type == "text/event-stream":
@@ -248,46 +226,26 @@ class Forwarder:
         finally:
             if not handed_over:
                 balancer.finished(backend.id, None)
+                if upstream is not None:  # failed or cancelled half-way: drop the connection
+                    upstream.close()
 
-    async def _first_chunk(self, upstream: aiohttp.ClientResponse) -> bytes:
-        timeout = min(
-            self.settings.stream_idle_timeout_seconds, max(0.0, self.deadline - self.loop.time())
-        )
+    async def _first_chunk(self, upstream: UpstreamResponse) -> bytes:
+        deadline = min(self.deadline, self.loop.time() + self.settings.stream_idle_timeout_seconds)
         try:
-            async with asyncio.timeout(timeout):
-                chunk = await upstream.content.readany()
-        except TimeoutError:
-            upstream.close()
-            raise UpstreamFailure(f"no first chunk within {timeout:g}s") from None
-        except aiohttp.ClientError as error:
-            upstream.close()
-            raise UpstreamFailure(describe_client_error(error)) from None
+            chunk = await upstream.read_chunk(deadline)
+        except UpstreamTimeout:
+            raise UpstreamFailure("timed out waiting for the first chunk") from None
+        except UpstreamError as error:
+            raise UpstreamFailure(error.reason) from None
         if not chunk:
-            upstream.close()
             raise UpstreamFailure("the stream ended before its first event")
         return chunk
 
-    async def _read_all(self, upstream: aiohttp.ClientResponse) -> bytes:
-        if (upstream.content_length or 0) > MAX_RESPONSE_BYTES:
-            upstream.close()
-            raise UpstreamFailure("the response is too large")
+    async def _read_all(self, upstream: UpstreamResponse) -> bytes:
         try:
-            async with asyncio.timeout_at(self.deadline):
-                data = await upstream.content.read(MAX_RESPONSE_BYTES + 1)
-                if len(data) > MAX_RESPONSE_BYTES:
-                    raise UpstreamFailure("the response is too large")
-                if not upstream.content.at_eof():
-                    # read(n) may stop early; collect the rest within the cap.
-                    rest = await upstream.content.read()
-                    data += rest
-                    if len(data) > MAX_RESPONSE_BYTES:
-                        raise UpstreamFailure("the response is too large")
-        except UpstreamFailure:
-            upstream.close()
-            raise
-        except (aiohttp.ClientError, TimeoutError) as error:
-            upstream.close()
-            raise UpstreamFailure(describe_client_error(error)) from None
+            data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
+        except UpstreamError as error:
+            raise UpstreamFailure(error.reason) from None
         upstream.release()
         return data
 

@@ -170,7 +170,7 @@ class ProxyEndpoint:
     ) -> ASGIApp:
         runtime = self.context.proxy
         try:
-            if runtime is None or runtime.session is None:
+            if runtime is None or runtime.pool is None:
                 raise ServiceUnavailable("the gateway is starting or stopping")
             client = scope.get("client")
             runtime.access.admit(

@@ -170,7 +170,7 @@ async def system(request: Request) -> Response:
             versions={
                 "gateway": package_version(),
                 "python": platform.python_version(),
-                **{p: _version(p) for p in ("starlette", "uvicorn", "aiohttp", "sqlalchemy")},
+                **{p: _version(p) for p in ("starlette", "uvicorn", "httptools", "sqlalchemy")},
             },
             database=stats,
             uptime_seconds=round(time.monotonic() - context.started_monotonic, 1),

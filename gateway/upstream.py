@@ -1,22 +1,20 @@
-"""Talking to backends: the upstream HTTP client, one attempt, and relaying a stream.
+"""Talking to backends: headers both ways, usage in answers, and relaying a stream.
 
-The proxy's upstream client is aiohttp (httpx stays the client for probes,
-the CLI and tests): measured here, a Starlette proxy forwarding through
-aiohttp served several times the requests per second of the same proxy on
-httpx.AsyncClient, with a far lower p99 (see the commit that added it).
+The connections themselves are gateway/upstream_http.py's (why it is not a
+general-purpose client is said there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.routing import Backend
+from gateway.upstream_http import UpstreamError, UpstreamResponse, UpstreamTimeout
 from shared.errors import error_body
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -24,26 +22,26 @@ USAGE_TAIL_BYTES = 16 * 1024
 
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
 # Never relayed from a backend: hop-by-hop, lengths we recompute, and its identity.
 DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
-    "content-length",
-    "content-encoding",
-    "server",
-    "date",
-    "set-cookie",
-    "x-gateway-server-id",
-    "x-request-id",
+    b"content-length",
+    b"content-encoding",
+    b"server",
+    b"date",
+    b"set-cookie",
+    b"x-gateway-server-id",
+    b"x-request-id",
 }
 
 
@@ -54,27 +52,6 @@ class UpstreamFailure(Exception):
         super().__init__(reason)
         self.reason = reason
         self.backend_fault = backend_fault  # False for 429: busy, not broken
-
-
-def create_session(*, verify_tls: bool, connect_timeout: float) -> aiohttp.ClientSession:
-    """One pooled session per gateway process."""
-    connector = aiohttp.TCPConnector(
-        limit=0,  # no global cap: max_concurrent per backend is routing's job
-        ssl=verify_tls,
-        ttl_dns_cache=10,
-        # Shorter than the usual server keep-alive (uvicorn 5 s), so a pooled
-        # connection is rarely one the backend is closing.
-        keepalive_timeout=4,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        trust_env=False,
-        skip_auto_headers=("User-Agent",),
-        timeout=aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout
-        ),
-    )
 
 
 def upstream_headers(backend: Backend, content_type: str | None, request_id: str) -> dict[str, str]:
@@ -90,34 +67,13 @@ def upstream_headers(backend: Backend, content_type: str | None, request_id: str
     return headers
 
 
-def relayed_headers(upstream: Mapping[str, str], backend_id: str) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in upstream.items()
-        if name.lower() not in DROPPED_RESPONSE_HEADERS
-    ]
+def relayed_headers(
+    upstream: Iterable[tuple[bytes, bytes]], backend_id: str
+) -> list[tuple[bytes, bytes]]:
+    """The backend's headers (names lower-case) worth passing on, plus who answered."""
+    headers = [(name, value) for name, value in upstream if name not in DROPPED_RESPONSE_HEADERS]
     headers.append((b"x-gateway-server-id", backend_id.encode()))
     return headers
-
-
-def describe_client_error(error: BaseException) -> str:
-    """A URL-free reason for a failed attempt."""
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        text = str(error.os_error).lower()
-        if "refused" in text:
-            return "connection refused"
-        if "ssl" in text or "certificate" in text:
-            return "TLS error"
-        return "could not connect"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "the backend closed the connection"
-    if isinstance(error, aiohttp.ClientPayloadError):
-        return "the backend's response broke off"
-    if isinstance(error, aiohttp.ClientResponseError):
-        return "the backend sent an invalid HTTP response"
-    return f"request failed ({type(error).__name__})"
 
 
 def extract_usage(data: bytes) -> tuple[int, int] | None:
@@ -168,7 +124,7 @@ class RelayedStream:
 
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         first_chunk: bytes,
         *,
         headers: list[tuple[bytes, bytes]],
@@ -220,16 +176,15 @@ class RelayedStream:
             )
             self._remember(self.first_chunk)
             await send({"type": "http.response.body", "body": self.first_chunk, "more_body": True})
+            loop = asyncio.get_running_loop()
             while True:
-                # The idle limit is aiohttp's sock_read timeout on this request (set
-                # by the proxy): cheaper than a timeout context around every chunk.
                 try:
-                    chunk = await self.upstream.content.readany()
-                except (aiohttp.ServerTimeoutError, TimeoutError):
+                    chunk = await self.upstream.read_chunk(loop.time() + self.idle_timeout)
+                except UpstreamTimeout:
                     self.outcome.failure = f"the stream was silent for {self.idle_timeout:g}s"
                     break
-                except aiohttp.ClientError as error:
-                    self.outcome.failure = describe_client_error(error)
+                except UpstreamError as error:
+                    self.outcome.failure = error.reason
                     break
                 if not chunk:
                     self.outcome.completed = True

@@ -8,6 +8,7 @@ step runs last before rendering, on our own entries and on those of libraries
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -61,6 +62,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret_field(name: str) -> bool:
     normalized = name.lower().replace("-", "_")
     return normalized in _SECRET_FIELDS or normalized.endswith(_SECRET_SUFFIXES)
@@ -75,18 +77,22 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        # All known values in one pattern (longest first): one scan per string,
+        # however many backends have keys. None while there are no secrets.
+        self._known: re.Pattern[str] | None = None
         for secret in secrets:
             self.add_secret(secret)
 
     def add_secret(self, secret: str | None) -> None:
         # Very short values would redact ordinary words; keys are never that short.
-        if secret and len(secret) >= 6:
+        if secret and len(secret) >= 6 and secret not in self._secrets:
             self._secrets.add(secret)
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._known = re.compile("|".join(re.escape(known) for known in ordered))
 
     def text(self, value: str) -> str:
-        for secret in self._secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
+        if self._known is not None:
+            value = self._known.sub(REDACTED, value)
         if _TRIGGER.search(value) is None:
             return value
         for pattern, replacement in _PATTERNS:

@@ -71,15 +71,15 @@ def test_upstream_headers_carry_the_backend_key_only() -> None:
 def test_relayed_headers_drop_hop_by_hop_and_identity() -> None:
     relayed = dict(
         relayed_headers(
-            {
-                "Content-Type": "application/json",
-                "Connection": "keep-alive",
-                "Transfer-Encoding": "chunked",
-                "Content-Length": "10",
-                "Server": "uvicorn",
-                "Set-Cookie": "a=b",
-                "X-Ratelimit-Remaining": "9",
-            },
+            [
+                (b"content-type", b"application/json"),
+                (b"connection", b"keep-alive"),
+                (b"transfer-encoding", b"chunked"),
+                (b"content-length", b"10"),
+                (b"server", b"uvicorn"),
+                (b"set-cookie", b"a=b"),
+                (b"x-ratelimit-remaining", b"9"),
+            ],
             "server-1",
         )
     )
