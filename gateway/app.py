@@ -33,7 +33,7 @@ from gateway.system_api import system_routes
 from gateway.upstream_http import UpstreamPool
 from gateway.web import web_routes
 from shared.db import Database, ensure_schema_current
-from shared.logging import Redactor, configure_logging, get_logger
+from shared.logging import LogOutputs, Redactor, RequestLog, configure_logging, get_logger
 from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
 from shared.urls import Resolver, system_resolver
@@ -50,8 +50,12 @@ def create_app(
     *,
     redactor: Redactor | None = None,
     resolver: Resolver = system_resolver,
+    log_outputs: LogOutputs | None = None,
 ) -> Dispatcher:
-    """Build the app. The caller owns configuration; nothing is read from the environment."""
+    """Build the app. The caller owns configuration; nothing is read from the environment.
+
+    `log_outputs` (what configure_logging returned) lets the proxy write its
+    line per request straight to them (see RequestLog)."""
     context = GatewayContext(
         settings=settings,
         database=database,
@@ -80,6 +84,9 @@ def create_app(
             balancer=Balancer(settings.routing_strategy, settings.slow_start_seconds),
             feedback=feedback,
             access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
+            request_log=RequestLog(
+                log_outputs, context.redactor, level=settings.log_level, component="api"
+            ),
             pool=UpstreamPool(
                 verify_tls=settings.verify_backend_tls,
                 connect_timeout=settings.connect_timeout_seconds,
@@ -166,11 +173,16 @@ def create_app_from_environment() -> Dispatcher:
     """The factory uvicorn calls in each worker: settings, logging, database, app."""
     settings = load_settings()
     redactor = redactor_for(settings)
-    configure_logging(
+    outputs = configure_logging(
         process="gateway",
         level=settings.log_level,
         log_dir=settings.log_dir,
         default_component="api",
         redactor=redactor,
     )
-    return create_app(settings, Database.connect(settings.database_url), redactor=redactor)
+    return create_app(
+        settings,
+        Database.connect(settings.database_url),
+        redactor=redactor,
+        log_outputs=outputs,
+    )

@@ -21,13 +21,21 @@ import structlog
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.context import GatewayContext, context_of
 from gateway.http import json_response
 from gateway.middleware import choose_request_id
 from gateway.openapi import DocumentedRoute, Operation
-from gateway.proxy import Forwarder, Incoming, ProxiedRequest, ProxyRuntime, parse_proxied
+from gateway.proxy import (
+    BufferedResponse,
+    Forwarder,
+    Incoming,
+    ProxiedRequest,
+    ProxyRuntime,
+    parse_proxied,
+)
+from gateway.upstream import RelayedStream
 from shared.errors import GatewayError, PayloadTooLarge, ServiceUnavailable, body_for, error_body
 from shared.logging import get_logger
 
@@ -50,21 +58,26 @@ class ModelList(BaseModel):
     data: list[ModelEntry]
 
 
-def _json_error(
-    status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]]
-) -> ASGIApp:
-    payload = json.dumps(body).encode()
-    response_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *headers,
-    ]
+class JSONAnswer:
+    """A JSON answer made by the gateway itself (an error), sent as plain ASGI."""
 
-    async def respond(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        self.status = status
+        self.payload = json.dumps(body).encode()
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.payload)).encode()),
+            *headers,
+        ]
 
-    return respond
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.payload})
+
+
+Answer = JSONAnswer | BufferedResponse | RelayedStream
 
 
 _WANTED_HEADERS = frozenset(
@@ -150,24 +163,19 @@ class ProxyEndpoint:
         request_id = state.get("request_id") or choose_request_id(
             _text(headers.get(b"x-request-id"))
         )
-        extra: list[tuple[bytes, bytes]] = []
+        # uvicorn runs each request in a task of its own, so the binding ends with it
+        # (cheaper than a context manager around the whole request).
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        response = await self._respond(scope, headers, receive, request_id)
         if not through_starlette:
             state["request_id"] = request_id
-            extra.append((b"x-request-id", request_id.encode()))
-            extra += self._cors_headers(_text(headers.get(b"origin")))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and extra:
-                message["headers"] = [*message["headers"], *extra]
-            await send(message)
-
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            response = await self._respond(scope, headers, receive, request_id)
-            await response(scope, receive, send_with_headers)
+            response.headers.append((b"x-request-id", request_id.encode()))
+            response.headers += self._cors_headers(_text(headers.get(b"origin")))
+        await response(scope, receive, send)
 
     async def _respond(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, request_id: str
-    ) -> ASGIApp:
+    ) -> Answer:
         runtime = self.context.proxy
         try:
             if runtime is None or runtime.pool is None:
@@ -190,10 +198,10 @@ class ProxyEndpoint:
             if error.status_code >= 500:
                 log.warning("request failed", status=error.status_code, reason=error.message)
             extra = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-            return _json_error(error.status_code, body_for(error), extra)
+            return JSONAnswer(error.status_code, body_for(error), extra)
         except Exception as error:  # the one place a proxy bug becomes a 500
             log.error("unhandled error", path=scope.get("path"), exc_info=error)
-            return _json_error(
+            return JSONAnswer(
                 500, error_body(500, "internal error; the gateway's log has the details"), []
             )
 

@@ -73,7 +73,7 @@ def start_gateway(
 
     def start(resolver: Resolver | None = None, **overrides: Any) -> ThreadedServer:
         settings = make_settings(**overrides)
-        configure_logging(
+        outputs = configure_logging(
             process="gateway",
             level="INFO",
             log_dir=settings.log_dir,
@@ -81,7 +81,7 @@ def start_gateway(
             redactor=redactor,
             console=False,
         )
-        kwargs: dict[str, Any] = {"redactor": redactor}
+        kwargs: dict[str, Any] = {"redactor": redactor, "log_outputs": outputs}
         if resolver is not None:
             kwargs["resolver"] = resolver
         app = create_app(settings, database, **kwargs)
