@@ -176,10 +176,9 @@ class RelayedStream:
             )
             self._remember(self.first_chunk)
             await send({"type": "http.response.body", "body": self.first_chunk, "more_body": True})
-            loop = asyncio.get_running_loop()
             while True:
                 try:
-                    chunk = await self.upstream.read_chunk(loop.time() + self.idle_timeout)
+                    chunk = await self.upstream.read_chunk(idle=self.idle_timeout)
                 except UpstreamTimeout:
                     self.outcome.failure = f"the stream was silent for {self.idle_timeout:g}s"
                     break

@@ -129,6 +129,9 @@ class UpstreamResponse:
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
+        # For read_chunk(idle=...): when data last came, or a wait for it began.
+        self._active_at = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- fed by the connection ------------------------------------------------
     def _wake(self) -> None:
@@ -142,6 +145,7 @@ class UpstreamResponse:
             self._wake()
 
     def _body(self, data: bytes) -> None:
+        self._active_at = self._loop.time()
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > PAUSE_ABOVE_BYTES:
@@ -160,20 +164,61 @@ class UpstreamResponse:
             if timer is not None:
                 timer.cancel()
 
+    async def _wait_idle(self, idle: float) -> None:
+        """Wait for data, failing once none came for `idle` seconds.
+
+        One timer per response, re-armed only when it fires early: a stream of
+        many chunks costs a float per chunk instead of a timer per chunk.
+        """
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        self._active_at = self._loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_at(self._active_at + idle, self._check_idle, idle)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _check_idle(self, idle: float) -> None:
+        self._idle_timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting now; the next wait arms a new timer
+        due = self._active_at + idle
+        if self._loop.time() >= due:
+            waiter.set_exception(UpstreamTimeout(f"no data for {idle:g}s"))
+        else:
+            self._idle_timer = self._loop.call_at(due, self._check_idle, idle)
+
+    def _stop_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
     async def wait_headers(self, deadline: float | None) -> None:
         while not self.headers_done:
             if self.error is not None:
                 raise self.error
             await self._wait(deadline, "timed out waiting for the answer")
 
-    async def read_chunk(self, deadline: float | None) -> bytes:
-        """What arrived since the last call (waiting for something); b"" at the end."""
+    async def read_chunk(
+        self, deadline: float | None = None, *, idle: float | None = None
+    ) -> bytes:
+        """What arrived since the last call (waiting for something); b"" at the end.
+
+        Waits until `deadline` (loop time), or while data keeps coming at most
+        `idle` seconds apart.
+        """
         while not self._chunks:
             if self.error is not None:
                 raise self.error
             if self.complete:
                 return b""
-            await self._wait(deadline, "timed out waiting for data")
+            if idle is not None:
+                await self._wait_idle(idle)
+            else:
+                await self._wait(deadline, "timed out waiting for data")
         data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
@@ -317,6 +362,7 @@ class _Connection(asyncio.Protocol):
     def finished(self, response: UpstreamResponse, *, reusable: bool) -> None:
         if response is not self.response:
             return
+        response._stop_timer()
         self.response = None
         if reusable and self.keep_alive and not self.closed and not self.paused:
             self.pool.put(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import logging
 import os
 import re
@@ -157,9 +158,10 @@ class LogOutputs:
         self.lock = threading.Lock()
         # People at a terminal get structlog's aligned, coloured lines; a console
         # that is a pipe (systemd, make run under a tool) gets cheaper key=value lines.
+        self.plain_console = console is not None and not console.isatty()
         self.console_renderer: Processor = (
             structlog.dev.ConsoleRenderer(colors=True)
-            if console is not None and console.isatty()
+            if console is not None and not self.plain_console
             else structlog.processors.KeyValueRenderer(
                 key_order=["timestamp", "level", "component", "event"], drop_missing=True
             )
@@ -203,6 +205,10 @@ class LogOutputs:
         json_entry = dict(event_dict)
         json_entry["message"] = json_entry.pop("event", "")
         json_line = str(self.json_renderer(None, method, json_entry)) if self.path else None
+        self.emit(console_line, json_line, flush=flush)
+
+    def emit(self, console_line: str | None, json_line: str | None, *, flush: bool = True) -> None:
+        """Write lines already rendered (RequestLog renders its own)."""
         with self.lock:
             if console_line is not None and self.console is not None:
                 self.console.write(f"{console_line}\n")
@@ -294,16 +300,32 @@ class RequestLog:
         if self.outputs is None:
             self.fallback.info("request served", **fields)
             return
-        entry: EventDict = {
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "level": "info",
-            "component": self.component,
-            "event": "request served",
-            **fields,
-        }
         if request_id is not None:
-            entry["request_id"] = request_id
-        self.outputs.write("info", entry, flush=False)
+            fields["request_id"] = request_id
+        outputs = self.outputs
+        timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        if outputs.console is not None and not outputs.plain_console:  # a terminal: pretty
+            entry = {"timestamp": timestamp, "component": self.component, **fields}
+            outputs.write("info", {**entry, "event": "request served"}, flush=False)
+            return
+        console_line = None
+        if outputs.console is not None:  # what KeyValueRenderer would write, in a fifth the time
+            console_line = (
+                f"timestamp={timestamp!r} level='info' component={self.component!r} "
+                "event='request served' " + " ".join(f"{k}={v!r}" for k, v in fields.items())
+            )
+        json_line = None
+        if outputs.path is not None:
+            json_line = json.dumps(
+                {
+                    "timestamp": timestamp,
+                    "level": "info",
+                    "component": self.component,
+                    "message": "request served",
+                    **fields,
+                }
+            )
+        outputs.emit(console_line, json_line, flush=False)
 
 
 def _hand_over(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Any:
