@@ -276,14 +276,15 @@ class _Connection(asyncio.Protocol):
             return
         if not response.headers_done:
             self.header_bytes += len(data)
-            if self.header_bytes > MAX_HEADER_BYTES:
-                response._fail(InvalidResponse("the response headers are too large"))
-                self.abort()
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             response._fail(InvalidResponse("the backend sent an invalid HTTP response"))
+            self.abort()
+            return
+        # httptools gathers a header until it ends: bound what an endless one takes.
+        if not response.headers_done and self.header_bytes > MAX_HEADER_BYTES:
+            response._fail(InvalidResponse("the response headers are too large"))
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:

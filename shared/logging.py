@@ -224,10 +224,9 @@ class LogOutputs:
 
     def _flush(self) -> None:
         self.unflushed = False
-        if self.console is not None:
-            self.console.flush()
-        if self.file is not None:
-            self.file.flush()
+        for stream in (self.console, self.file):
+            if stream is not None and not stream.closed:
+                stream.flush()
 
     def flush(self) -> None:
         with self.lock:
@@ -248,6 +247,7 @@ class LogOutputs:
 
     def close(self) -> None:
         self.stopped.set()
+        atexit.unregister(self.flush)
         with self.lock:
             self._flush()
             if self.file is not None:

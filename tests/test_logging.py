@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import structlog
 
-from shared.logging import REDACTED, Redactor, configure_logging, get_logger
+from shared.logging import (
+    REDACTED,
+    LogOutputs,
+    Redactor,
+    RequestLog,
+    configure_logging,
+    get_logger,
+)
+from tests.support import wait_for
 
 
 @pytest.mark.parametrize(
@@ -97,3 +105,53 @@ def test_tracebacks_are_redacted(tmp_path: Path) -> None:
     text = (tmp_path / "healthd.log").read_text()
     assert "probe crashed" in text and "ValueError" in text
     assert "trace-secret-42" not in text
+
+
+def test_the_request_line_is_what_structlog_would_write(tmp_path: Path) -> None:
+    """RequestLog skips structlog's chain: same JSON and console lines, the model redacted."""
+    console = (tmp_path / "console.txt").open("w")
+    outputs = LogOutputs(console, tmp_path / "gateway.log")
+    fields = {
+        "model": "m sk-proj-ABCDEFGH12345678",
+        "registration_id": "r-1",
+        "status": 200,
+        "latency_ms": 1.5,
+        "stream": False,
+    }
+    redactor = Redactor()
+    RequestLog(outputs, redactor, level="INFO", component="api").served("req-1", **fields)
+    expected = {
+        "component": "api",
+        "request_id": "req-1",
+        "event": "request served",
+        **fields,
+        "model": redactor.text(fields["model"]),  # type: ignore[arg-type]
+    }
+    outputs.write("info", {"timestamp": "T", **expected})
+    outputs.close()
+    console.close()
+
+    fast, slow = _read_json_lines(tmp_path / "gateway.log")
+    assert REDACTED in fast["model"] and "ABCDEFGH" not in fast["model"]
+    assert datetime.fromisoformat(fast.pop("timestamp")).utcoffset() is not None
+    slow.pop("timestamp")
+    assert fast == slow
+    fast_line, slow_line = (tmp_path / "console.txt").read_text().splitlines()
+    strip = lambda line: line.split(" ", 1)[1]  # noqa: E731 - everything after the timestamp
+    assert sorted(strip(fast_line).split(" ")) == sorted(strip(slow_line).split(" "))
+    assert fast_line.startswith("timestamp=") and " level='info' component='api'" in fast_line
+
+
+def test_request_lines_reach_the_file_without_a_flush_of_their_own(tmp_path: Path) -> None:
+    outputs = LogOutputs(None, tmp_path / "gateway.log")
+    RequestLog(outputs, Redactor(), level="INFO", component="api").served("r", model="m")
+    # The flusher thread writes it out within FLUSH_SECONDS; nothing else is logged.
+    wait_for(lambda: (tmp_path / "gateway.log").read_text(), timeout=5, what="the flush")
+    outputs.close()
+
+
+def test_request_lines_follow_the_level(tmp_path: Path) -> None:
+    outputs = LogOutputs(None, tmp_path / "gateway.log")
+    RequestLog(outputs, Redactor(), level="WARNING", component="api").served("r", model="m")
+    outputs.close()
+    assert (tmp_path / "gateway.log").read_text() == ""
