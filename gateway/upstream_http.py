@@ -23,6 +23,7 @@ Errors, all URL-free (the reason is shown to clients and logged):
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ class Origin:
     port: int
     tls: bool
     prefix: str  # path the registered URL carries, without a trailing slash
-    host_header: bytes
+    host_header: str  # ASCII (IDNA)
 
 
 @lru_cache(maxsize=4096)
@@ -86,26 +87,28 @@ def parse_origin(base_url: str) -> Origin:
     shown = f"[{host}]" if ":" in host else host
     default_port = parts.port is None or parts.port == (443 if tls else 80)
     host_header = shown if default_port else f"{shown}:{port}"
-    return Origin(host, port, tls, parts.path.rstrip("/"), host_header.encode("idna"))
+    return Origin(host, port, tls, parts.path.rstrip("/"), host_header.encode("idna").decode())
 
 
-def _checked(text: str) -> bytes:
-    encoded = text.encode("latin-1")
-    if b"\r" in encoded or b"\n" in encoded or b"\0" in encoded:
-        raise UpstreamError("a request header contains a line break")
-    return encoded
+# What would end a header line or the request line early: never sent.
+_UNSAFE_IN_HEADERS = re.compile(r"[\r\n\0]")
+_UNSAFE_IN_TARGET = re.compile(r"[\r\n\0 ]")
 
 
 def encode_request(origin: Origin, path: str, headers: dict[str, str], body: bytes) -> bytes:
     """One POST, framed with Content-Length (no chunked uploads: the body is in hand)."""
-    target = _checked(origin.prefix + path)
-    if b" " in target:
-        raise UpstreamError("the request path contains a space")
-    lines = [b"POST ", target, b" HTTP/1.1\r\nHost: ", origin.host_header]
-    for name, value in headers.items():
-        lines += (b"\r\n", _checked(name), b": ", _checked(value))
-    lines += (b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)
-    return b"".join(lines)
+    target = origin.prefix + path
+    if _UNSAFE_IN_TARGET.search(target):
+        raise UpstreamError("the request path contains a space or a line break")
+    lines = "".join([f"\r\n{name}: {value}" for name, value in headers.items()])
+    if _UNSAFE_IN_HEADERS.search("".join([*headers, *headers.values()])):
+        raise UpstreamError("a request header contains a line break")
+    head = f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}{lines}\r\n"
+    try:
+        encoded = head.encode("latin-1")
+    except UnicodeEncodeError:
+        raise UpstreamError("a request header is not Latin-1 text") from None
+    return b"%sContent-Length: %d\r\n\r\n%s" % (encoded, len(body), body)
 
 
 class UpstreamResponse:

@@ -34,18 +34,18 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\
 @pytest.mark.parametrize(
     ("url", "origin"),
     [
-        ("http://127.0.0.1:8000", Origin("127.0.0.1", 8000, False, "", b"127.0.0.1:8000")),
-        ("http://h", Origin("h", 80, False, "", b"h")),
-        ("http://h:80/", Origin("h", 80, False, "", b"h")),
+        ("http://127.0.0.1:8000", Origin("127.0.0.1", 8000, False, "", "127.0.0.1:8000")),
+        ("http://h", Origin("h", 80, False, "", "h")),
+        ("http://h:80/", Origin("h", 80, False, "", "h")),
         (
             "https://x.ngrok.app/ollama/",
-            Origin("x.ngrok.app", 443, True, "/ollama", b"x.ngrok.app"),
+            Origin("x.ngrok.app", 443, True, "/ollama", "x.ngrok.app"),
         ),
-        ("https://h:8443", Origin("h", 8443, True, "", b"h:8443")),
-        ("http://[::1]:8000", Origin("::1", 8000, False, "", b"[::1]:8000")),
+        ("https://h:8443", Origin("h", 8443, True, "", "h:8443")),
+        ("http://[::1]:8000", Origin("::1", 8000, False, "", "[::1]:8000")),
         (
             "http://bücher.example",
-            Origin("bücher.example", 80, False, "", b"xn--bcher-kva.example"),
+            Origin("bücher.example", 80, False, "", "xn--bcher-kva.example"),
         ),
     ],
 )
@@ -72,6 +72,7 @@ def test_encode_request_frames_one_post() -> None:
         ("/v1/x", {"X-Request-ID": "a\nb"}),
         ("/v1/x HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /", {}),
         ("/v1/a b", {}),
+        ("/v1/x", {"Authorization": "Bearer clé-€"}),
     ],
 )
 def test_encode_request_refuses_injection(path: str, headers: dict[str, str]) -> None:
