@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -137,22 +138,23 @@ class RelayedStream:
         self.idle_timeout = idle_timeout
         self.on_done = on_done
         self.outcome = StreamOutcome()
-        self.tail = b""
+        # The last chunks, about USAGE_TAIL_BYTES of them: the usage is in the last event.
+        self.tail: deque[bytes] = deque()
+        self.tail_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump = asyncio.ensure_future(self._pump(send))
+        # The relay runs in the request's own task; a second one only listens for
+        # the client leaving, which closes the upstream and so ends the relay.
         watch = asyncio.ensure_future(self._watch_disconnect(receive))
         try:
-            await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+            await self._pump(send)
         finally:
-            for task in (pump, watch):
-                task.cancel()
-            await asyncio.gather(pump, watch, return_exceptions=True)
+            watch.cancel()
             if not self.outcome.completed:
                 self.upstream.close()  # abort: the backend stops generating
             else:
                 self.upstream.release()
-            self.outcome.usage = extract_usage(self.tail)
+            self.outcome.usage = extract_usage(b"".join(self.tail))
             self.on_done(self.outcome)
 
     async def _watch_disconnect(self, receive: Receive) -> None:
@@ -160,10 +162,14 @@ class RelayedStream:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 self.outcome.client_gone = True
+                self.upstream.close()
                 return
 
     def _remember(self, chunk: bytes) -> None:
-        self.tail = (self.tail + chunk)[-USAGE_TAIL_BYTES:]
+        self.tail.append(chunk)
+        self.tail_bytes += len(chunk)
+        while self.tail_bytes - len(self.tail[0]) >= USAGE_TAIL_BYTES:
+            self.tail_bytes -= len(self.tail.popleft())
 
     async def _pump(self, send: Send) -> None:
         try:
@@ -183,13 +189,16 @@ class RelayedStream:
                     self.outcome.failure = f"the stream was silent for {self.idle_timeout:g}s"
                     break
                 except UpstreamError as error:
-                    self.outcome.failure = error.reason
+                    if not self.outcome.client_gone:  # else: we closed it ourselves
+                        self.outcome.failure = error.reason
                     break
                 if not chunk:
                     self.outcome.completed = True
                     break
                 self._remember(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if self.outcome.client_gone:
+                return
             if self.outcome.failure is not None:
                 status, kind = (
                     (504, "timeout_error")

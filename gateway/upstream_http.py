@@ -244,6 +244,7 @@ class UpstreamResponse:
         self._connection.finished(self, reusable=self.complete)
 
     def close(self) -> None:
+        self._fail(Disconnected("the request was abandoned", before_response=False))
         self._connection.finished(self, reusable=False)
 
 

@@ -193,9 +193,14 @@ def test_malformed_event_is_passed_on(
 def test_client_disconnect_cancels_the_upstream_stream(
     proxy: ThreadedServer, pair: Callable[[str], tuple[Started, str, Started, str]]
 ) -> None:
-    (bad, _), _, _, _ = pair("slow_stream")
+    (bad, _), bad_id, _, _ = pair("slow_stream")
     with httpx.stream(
         "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}, timeout=10
     ) as response:
         next(response.iter_raw())  # the first event arrived; now hang up
     wait_for(lambda: bad.streams_cancelled == 1, timeout=5, what="the backend to stop")
+    # The client left; the backend did nothing wrong and still serves.
+    bad.behavior = "ok"
+    answer = post(proxy)
+    assert answer.status_code == 200 and answer.headers["x-gateway-server-id"] == bad_id
+    assert health_of(proxy, bad_id) == "healthy"
