@@ -57,19 +57,25 @@ def test_secrets_added_later_are_redacted() -> None:
     assert redactor.text("x backend-key-123 y") == f"x {REDACTED} y"
 
 
+def log_to_files(
+    tmp_path: Path, redactor: Redactor, process: str = "gateway", component: str = "api"
+) -> None:
+    configure_logging(
+        process=process,
+        level="INFO",
+        log_dir=str(tmp_path),
+        default_component=component,
+        redactor=redactor,
+        console=False,
+    )
+
+
 def _read_json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_json_file_entries_have_the_agreed_fields(tmp_path: Path) -> None:
-    configure_logging(
-        process="gateway",
-        level="INFO",
-        log_dir=str(tmp_path),
-        default_component="api",
-        redactor=Redactor(["admin-secret-777"]),
-        console=False,
-    )
+    log_to_files(tmp_path, Redactor(["admin-secret-777"]))
     with structlog.contextvars.bound_contextvars(request_id="req-1"):
         get_logger("registry").info("server registered", api_key="k-123456789")
     logging.getLogger("uvicorn.error").warning("library says admin-secret-777")
@@ -89,14 +95,7 @@ def test_json_file_entries_have_the_agreed_fields(tmp_path: Path) -> None:
 
 
 def test_tracebacks_are_redacted(tmp_path: Path) -> None:
-    configure_logging(
-        process="healthd",
-        level="INFO",
-        log_dir=str(tmp_path),
-        default_component="health_checker",
-        redactor=Redactor(["trace-secret-42"]),
-        console=False,
-    )
+    log_to_files(tmp_path, Redactor(["trace-secret-42"]), "healthd", "health_checker")
     try:
         raise ValueError("failed with key trace-secret-42")
     except ValueError:
@@ -165,14 +164,7 @@ def test_request_lines_follow_the_level(tmp_path: Path) -> None:
 
 
 def test_request_lines_without_outputs_go_through_structlog(tmp_path: Path) -> None:
-    configure_logging(
-        process="gateway",
-        level="INFO",
-        log_dir=str(tmp_path),
-        default_component="api",
-        redactor=Redactor(),
-        console=False,
-    )
+    log_to_files(tmp_path, Redactor())
     with structlog.contextvars.bound_contextvars(request_id="req-9"):
         RequestLog(None, Redactor(), level="INFO", component="api").served("req-9", **SERVED)
     (entry,) = _read_json_lines(tmp_path / "gateway.log")
