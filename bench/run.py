@@ -314,10 +314,10 @@ def main() -> None:
             f"| {g.requests_per_second / d.requests_per_second:.2f}x |"
         )
         print(
-            f"| {label}: p50 ms | {d.p50_ms:.2f} | {g.p50_ms:.2f} | +{g.p50_ms - d.p50_ms:.2f} ms |"
+            f"| {label}: p50 ms | {d.p50_ms:.2f} | {g.p50_ms:.2f} | {g.p50_ms - d.p50_ms:+.2f} ms |"
         )
         print(
-            f"| {label}: p99 ms | {d.p99_ms:.2f} | {g.p99_ms:.2f} | +{g.p99_ms - d.p99_ms:.2f} ms |"
+            f"| {label}: p99 ms | {d.p99_ms:.2f} | {g.p99_ms:.2f} | {g.p99_ms - d.p99_ms:+.2f} ms |"
         )
         print(f"| {label}: errors | {d.errors} | {g.errors} | |")
     sd, sg = stream_direct, stream_gateway
@@ -326,11 +326,11 @@ def main() -> None:
     print(f"| {label}: out of order | {sd.out_of_order} | {sg.out_of_order} | |")
     print(
         f"| {label}: first byte p50 ms | {sd.first_byte_p50_ms:.1f} | {sg.first_byte_p50_ms:.1f} "
-        f"| +{sg.first_byte_p50_ms - sd.first_byte_p50_ms:.1f} ms |"
+        f"| {sg.first_byte_p50_ms - sd.first_byte_p50_ms:+.1f} ms |"
     )
     print(
         f"| {label}: first byte p99 ms | {sd.first_byte_p99_ms:.1f} | {sg.first_byte_p99_ms:.1f} "
-        f"| +{sg.first_byte_p99_ms - sd.first_byte_p99_ms:.1f} ms |"
+        f"| {sg.first_byte_p99_ms - sd.first_byte_p99_ms:+.1f} ms |"
     )
     print(f"| {label}: peak open at once | {sd.peak_concurrent} | {sg.peak_concurrent} | |")
     print(f"| {label}: wall s | {sd.wall_seconds:.2f} | {sg.wall_seconds:.2f} | |")
