@@ -30,7 +30,7 @@ from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
 from gateway.ratelimit import RateLimiter
 from gateway.snapshot import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
 from gateway.system_api import system_routes
-from gateway.upstream_http import UpstreamPool
+from gateway.upstream_pool import UpstreamPool
 from gateway.web import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, RequestLog, configure_logging, get_logger
@@ -90,6 +90,8 @@ def create_app(
             pool=UpstreamPool(
                 verify_tls=settings.verify_backend_tls,
                 connect_timeout=settings.connect_timeout_seconds,
+                resolver=context.resolver,
+                allow_private=settings.allow_private_backends,
             ),
         )
         background = [

@@ -30,7 +30,8 @@ from gateway.upstream import (
     relayed_headers,
     upstream_headers,
 )
-from gateway.upstream_http import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from gateway.upstream_http import UpstreamError, UpstreamResponse, UpstreamTimeout
+from gateway.upstream_pool import UpstreamPool
 from shared.errors import GatewayTimeout, InvalidRequest, NotFound, ServiceUnavailable
 from shared.logging import RequestLog, get_logger
 from shared.settings import Settings

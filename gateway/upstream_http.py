@@ -1,4 +1,4 @@
-"""The proxy's upstream HTTP/1.1 client: asyncio protocols, httptools parsing, a keep-alive pool.
+"""The proxy's upstream HTTP/1.1 client: one exchange on an asyncio protocol, parsed by httptools.
 
 Why not a general-purpose client: measured with bare proxies in one
 `make bench`-style run (same backend, wrk, 64 connections, one worker),
@@ -9,7 +9,7 @@ forwarding through aiohttp's ClientSession served 3,600-4,600 requests/s
 general client: one POST with a byte body, an answer read whole or relayed
 chunk by chunk, timeouts, keep-alive, TLS. Parsing is httptools (llhttp, the
 parser uvicorn itself uses); what is left here is framing one request and
-pooling connections.
+reading its answer. Connections are made and kept by upstream_pool.py.
 
 Errors, all URL-free (the reason is shown to clients and logged):
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -118,7 +118,7 @@ class UpstreamResponse:
     `close()` (abort: the backend sees the connection drop and stops).
     """
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._loop = connection.loop
         self.status = 0
@@ -253,12 +253,21 @@ def _expire(waiter: asyncio.Future[None], what: str) -> None:
         waiter.set_exception(UpstreamTimeout(what))
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection to a backend, carrying one request at a time."""
+class Connection(asyncio.Protocol):
+    """One keep-alive connection to a backend, carrying one request at a time.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pool: UpstreamPool, origin: Origin) -> None:
+    `on_idle` is called when it finished an exchange and may carry another
+    (the pool keeps it); otherwise it is closed.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        origin: Origin,
+        on_idle: Callable[[Connection], None],
+    ) -> None:
         self.loop = loop
-        self.pool = pool
+        self.on_idle = on_idle
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -370,7 +379,7 @@ class _Connection(asyncio.Protocol):
         response._stop_timer()
         self.response = None
         if reusable and self.keep_alive and not self.closed and not self.paused:
-            self.pool.put(self)
+            self.on_idle(self)
         else:
             self.abort()
 
@@ -378,118 +387,3 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
-
-
-class UpstreamPool:
-    """Keep-alive connections per origin, most recently used first."""
-
-    def __init__(
-        self, *, verify_tls: bool, connect_timeout: float, keepalive_seconds: float = 4.0
-    ) -> None:
-        self.connect_timeout = connect_timeout
-        # Shorter than the usual server keep-alive (uvicorn 5 s), so a pooled
-        # connection is rarely one the backend is closing.
-        self.keepalive_seconds = keepalive_seconds
-        self.ssl_context = ssl.create_default_context()
-        if not verify_tls:
-            self.ssl_context.check_hostname = False
-            self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.idle: dict[Origin, list[_Connection]] = {}
-        self.sweeping: asyncio.TimerHandle | None = None
-
-    async def post(
-        self, base_url: str, path: str, headers: dict[str, str], body: bytes, deadline: float
-    ) -> UpstreamResponse:
-        """Send the request and wait for the answer's status and headers."""
-        origin = parse_origin(base_url)
-        request = encode_request(origin, path, headers, body)
-        connection = self._take(origin)
-        if connection is not None:
-            try:
-                return await self._exchange(connection, request, deadline)
-            except Disconnected as error:
-                # Most often a pooled connection the backend closed just now:
-                # one more try on a new connection before calling the backend broken.
-                if not error.before_response:
-                    raise
-        connection = await self._connect(origin, deadline)
-        return await self._exchange(connection, request, deadline)
-
-    async def _exchange(
-        self, connection: _Connection, request: bytes, deadline: float
-    ) -> UpstreamResponse:
-        response = connection.send(request)
-        try:
-            await response.wait_headers(deadline)
-        except BaseException:
-            response.close()
-            raise
-        return response
-
-    async def _connect(self, origin: Origin, deadline: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        timeout = min(self.connect_timeout, max(0.0, deadline - loop.time()))
-        try:
-            async with asyncio.timeout(timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(loop, self, origin),
-                    origin.host,
-                    origin.port,
-                    ssl=self.ssl_context if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None,
-                    ssl_handshake_timeout=timeout if origin.tls else None,
-                )
-        except TimeoutError:
-            raise ConnectFailed("timed out connecting") from None
-        except ssl.SSLError:
-            raise ConnectFailed("TLS error") from None
-        except ConnectionRefusedError:
-            raise ConnectFailed("connection refused") from None
-        except OSError:
-            raise ConnectFailed("could not connect") from None
-        return connection
-
-    def _take(self, origin: Origin) -> _Connection | None:
-        stack = self.idle.get(origin)
-        now = asyncio.get_running_loop().time()
-        while stack:
-            connection = stack.pop()
-            if not connection.closed and now - connection.idle_since < self.keepalive_seconds:
-                return connection
-            connection.abort()
-        return None
-
-    def put(self, connection: _Connection) -> None:
-        connection.idle_since = connection.loop.time()
-        self.idle.setdefault(connection.origin, []).append(connection)
-        if self.sweeping is None:
-            self.sweeping = connection.loop.call_later(self.keepalive_seconds, self._sweep)
-
-    def _sweep(self) -> None:
-        """Close connections idle past the keep-alive time (the oldest sit at the bottom)."""
-        self.sweeping = None
-        now = asyncio.get_running_loop().time()
-        for origin, stack in list(self.idle.items()):
-            keep = []
-            for connection in stack:
-                if not connection.closed and now - connection.idle_since < self.keepalive_seconds:
-                    keep.append(connection)
-                else:
-                    connection.abort()
-            if keep:
-                self.idle[origin] = keep
-            else:
-                del self.idle[origin]
-        if self.idle:
-            self.sweeping = asyncio.get_running_loop().call_later(
-                self.keepalive_seconds / 2, self._sweep
-            )
-
-    def close(self) -> None:
-        if self.sweeping is not None:
-            self.sweeping.cancel()
-            self.sweeping = None
-        for stack in self.idle.values():
-            for connection in stack:
-                connection.abort()
-        self.idle.clear()

@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from shared.db import Database
+from shared.models import ModelServer, utcnow
 from tests.fakes import ScriptedBackend
 from tests.support import ThreadedServer, wait_for
 from tests.test_proxy import CHAT, HEADERS, health_of, register, wait_routable
@@ -204,3 +206,32 @@ def test_client_disconnect_cancels_the_upstream_stream(
     answer = post(proxy)
     assert answer.status_code == 200 and answer.headers["x-gateway-server-id"] == bad_id
     assert health_of(proxy, bad_id) == "healthy"
+
+
+def test_a_backend_name_rebound_to_a_private_address_is_not_connected(
+    start_gateway: Callable[..., ThreadedServer], database: Database
+) -> None:
+    """Registered while its name was public; now the name resolves inside the network.
+    The gateway refuses to connect (504 naming why, no address shown) and marks it."""
+
+    async def rebound(host: str, port: int) -> list[str]:
+        return ["10.20.30.40"]
+
+    gateway = start_gateway(resolver=rebound, rate_limit_per_minute=0, allow_private_backends=False)
+    now = utcnow()
+    server = ModelServer(
+        model_name="m",
+        endpoint_url="http://backend.test:8000",
+        registered_at=now,
+        created_at=now,
+        updated_at=now,
+        health_status="healthy",
+    )
+    with database.writing() as session:
+        session.add(server)
+    wait_routable(gateway, "m", 1)
+    response = post(gateway)
+    assert response.status_code == 504
+    message = response.json()["error"]["message"]
+    assert "points to a private address" in message and "10.20.30.40" not in message
+    wait_for(lambda: health_of(gateway, server.id) == "unhealthy", timeout=10, what="mark")

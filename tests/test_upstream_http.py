@@ -19,11 +19,12 @@ from gateway.upstream_http import (
     InvalidResponse,
     Origin,
     UpstreamError,
-    UpstreamPool,
     UpstreamTimeout,
     encode_request,
     parse_origin,
 )
+from gateway.upstream_pool import UpstreamPool
+from shared.urls import system_resolver
 from tests.support import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -130,7 +131,9 @@ def answering(*replies: bytes, then_close: bool = True) -> Handler:
 
 @pytest.fixture
 async def pool() -> AsyncIterator[UpstreamPool]:
-    pool = UpstreamPool(verify_tls=True, connect_timeout=1.0)
+    pool = UpstreamPool(
+        verify_tls=True, connect_timeout=1.0, resolver=system_resolver, allow_private=True
+    )
     yield pool
     pool.close()
 
@@ -305,7 +308,13 @@ async def test_reading_pauses_ahead_of_a_slow_reader(pool: UpstreamPool) -> None
 
 
 async def test_idle_connections_are_closed_after_the_keep_alive_time() -> None:
-    pool = UpstreamPool(verify_tls=True, connect_timeout=1.0, keepalive_seconds=0.2)
+    pool = UpstreamPool(
+        verify_tls=True,
+        connect_timeout=1.0,
+        resolver=system_resolver,
+        allow_private=True,
+        keepalive_seconds=0.2,
+    )
     closed = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
