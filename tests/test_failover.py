@@ -11,9 +11,9 @@ import openai
 import pytest
 
 from shared.db import Database
-from shared.models import ModelServer, utcnow
 from tests.fakes import ScriptedBackend
 from tests.support import ThreadedServer, wait_for
+from tests.test_healthd import add_server
 from tests.test_proxy import CHAT, HEADERS, health_of, register, wait_routable
 
 Started = tuple[ScriptedBackend, ThreadedServer]
@@ -218,20 +218,10 @@ def test_a_backend_name_rebound_to_a_private_address_is_not_connected(
         return ["10.20.30.40"]
 
     gateway = start_gateway(resolver=rebound, rate_limit_per_minute=0, allow_private_backends=False)
-    now = utcnow()
-    server = ModelServer(
-        model_name="m",
-        endpoint_url="http://backend.test:8000",
-        registered_at=now,
-        created_at=now,
-        updated_at=now,
-        health_status="healthy",
-    )
-    with database.writing() as session:
-        session.add(server)
+    server_id = add_server(database, "http://backend.test:8000", health_status="healthy")
     wait_routable(gateway, "m", 1)
     response = post(gateway)
     assert response.status_code == 504
     message = response.json()["error"]["message"]
     assert "points to a private address" in message and "10.20.30.40" not in message
-    wait_for(lambda: health_of(gateway, server.id) == "unhealthy", timeout=10, what="mark")
+    wait_for(lambda: health_of(gateway, server_id) == "unhealthy", timeout=10, what="mark")
