@@ -35,9 +35,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Never relayed from a backend: hop-by-hop, lengths we recompute, and its identity.
+# Content-Encoding is kept: we ask for identity, but a backend that compresses
+# anyway sends bytes that only its header explains, and the bytes pass unchanged.
 DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
     b"content-length",
-    b"content-encoding",
     b"server",
     b"date",
     b"set-cookie",

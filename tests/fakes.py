@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 
@@ -49,7 +50,7 @@ class ScriptedBackend:
 
     `behavior` (changeable while running): ok, error400, error500, error429, hang,
     sse_no_first_chunk, drop_before_first_byte, drop_mid_stream, stall_mid_stream, malformed_chunk,
-    slow_stream, echo.
+    slow_stream, echo, gzip (a plain answer compressed although identity was asked for).
     """
 
     def __init__(self, model: str, behavior: str = "ok") -> None:
@@ -100,7 +101,7 @@ class ScriptedBackend:
             return Response(self.last_body, media_type="application/json")
         document = json.loads(self.last_body)
         if not document.get("stream"):
-            return JSONResponse(
+            answer = JSONResponse(
                 {
                     "id": "chatcmpl-1",
                     "object": "chat.completion",
@@ -116,6 +117,13 @@ class ScriptedBackend:
                     "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
                 }
             )
+            if behavior == "gzip":
+                return Response(
+                    gzip.compress(answer.body),
+                    media_type="application/json",
+                    headers={"Content-Encoding": "gzip"},
+                )
+            return answer
 
         async def events() -> Any:
             completed = False

@@ -152,6 +152,20 @@ def test_body_and_headers_are_forwarded_as_they_should(
     assert "backend-secret-123" not in response.text
 
 
+def test_a_compressed_answer_keeps_its_encoding(
+    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+) -> None:
+    """We ask for identity; a backend that gzips anyway is relayed byte for byte with its
+    Content-Encoding, so the client can still read it."""
+    _, server = scripted(behavior="gzip")
+    register(proxy, "m", server.url)
+    wait_routable(proxy, "m", 1)
+    answer = sdk(proxy).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    )
+    assert answer.choices[0].message.content == "hi from m"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
