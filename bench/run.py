@@ -6,8 +6,9 @@ Scenarios (all on 127.0.0.1, bounded in time, stopping by themselves):
 3. 1,000 concurrent streams of 20 chunks 100 ms apart (raw sockets on uvloop,
    the lightest client we could write): errors, chunk order, first-byte delay
    added, and the gateway's peak memory.
-Figures are medians and p99 taken in the same run: compare ratios, not
-absolute numbers, on a shared machine.
+Each wrk figure is the median over alternating rounds (direct, gateway,
+direct, ...), so both see the same noise; compare ratios, not absolute
+numbers, on a shared machine.
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> WrkResult:
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         errors=data["errors"],
+    )
+
+
+def median_of(results: list[WrkResult]) -> WrkResult:
+    """Each figure's median over the rounds (errors: the total)."""
+    return WrkResult(
+        requests_per_second=statistics.median(r.requests_per_second for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
     )
 
 
@@ -237,7 +248,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="wrk runs per target, alternating; medians shown"
+    )
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument(
         "--ramp", type=float, default=1.0, help="seconds over which the streams start"
@@ -292,9 +306,13 @@ def main() -> None:
         for connections in (64, 1):
             wrk(direct, connections, 2, script)  # warm-up
             wrk(proxied, connections, 2, script)
-            measured_direct = wrk(direct, connections, arguments.seconds, script)
-            measured_gateway = wrk(proxied, connections, arguments.seconds, script)
-            rows.append((f"{connections} conn", measured_direct, measured_gateway))
+            rounds_direct, rounds_gateway = [], []
+            for _ in range(arguments.rounds):  # alternating, so both see the same noise
+                rounds_direct.append(wrk(direct, connections, arguments.seconds, script))
+                rounds_gateway.append(wrk(proxied, connections, arguments.seconds, script))
+            rows.append(
+                (f"{connections} conn", median_of(rounds_direct), median_of(rounds_gateway))
+            )
 
         rss_before = rss_mib(gateway.pid)
         stream_direct = uvloop.run(streams(direct, arguments.streams, 20, arguments.ramp))
@@ -306,6 +324,10 @@ def main() -> None:
 
     today = time.strftime("%Y-%m-%d")
     print(f"\n## make bench ({today}, {os.cpu_count()} cores, one gateway worker)\n")
+    print(
+        f"wrk: {arguments.rounds} alternating runs of {arguments.seconds} s per target; "
+        "each figure is the median of its runs, errors the total.\n"
+    )
     print("| scenario | direct | gateway | ratio / added |")
     print("|---|---|---|---|")
     for label, d, g in rows:
