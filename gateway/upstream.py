@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -78,26 +79,33 @@ def relayed_headers(
     return headers
 
 
+_JSON = json.JSONDecoder()
+_AFTER_KEY = re.compile(rb"\s*:\s*")
+USAGE_OBJECT_BYTES = 4096
+
+
 def extract_usage(data: bytes) -> tuple[int, int] | None:
-    """(prompt_tokens, completion_tokens) from the last JSON object or SSE event that has them."""
+    """(prompt_tokens, completion_tokens) from the last `"usage"` in a JSON answer or SSE tail.
+
+    Only the usage object is parsed, not the whole answer (a few µs on every
+    request). A `"usage"` inside a string would be escaped (`\\"usage\\"`), so
+    the last bare one is the answer's own.
+    """
     position = data.rfind(b'"usage"')
     if position < 0:
         return None
-    start = data.rfind(b"data:", 0, position)
-    if start >= 0:
-        end = data.find(b"\n", position)
-        candidate = data[start + 5 : end if end >= 0 else len(data)]
-    else:
-        candidate = data
+    colon = _AFTER_KEY.match(data, position + len(b'"usage"'))
+    if colon is None or not colon.group().strip():
+        return None
+    value = data[colon.end() : colon.end() + USAGE_OBJECT_BYTES].decode("utf-8", "replace")
     try:
-        document = json.loads(candidate)
+        usage, _ = _JSON.raw_decode(value)
     except ValueError:
         return None
-    usage = document.get("usage") if isinstance(document, dict) else None
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    if type(prompt) is not int or type(completion) is not int:
         return None
     return prompt, completion
 

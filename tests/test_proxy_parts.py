@@ -53,7 +53,16 @@ def test_rate_limiter_per_client() -> None:
         (b'data: {"usage": null}\n\ndata: [DONE]\n\n', None),
         (b'data: {"usage": {"prompt_tokens": "x"}}\n\n', None),
         (b'data: {broken "usage"\n\n', None),
-        (b'tail only": 1, "usage": {"prompt_tokens": 1}}', None),
+        # The start of the answer fell out of the stream's tail window: the usage is whole.
+        (b'tail only": 1, "usage": {"prompt_tokens": 1}}', (1, 0)),
+        (b'{"usage": {"prompt_tok', None),  # cut inside the usage object
+        (b'{"usage": {"prompt_tokens": true, "completion_tokens": 1}}', None),
+        (
+            b'{"usage": {"prompt_tokens": 9, "completion_tokens": 1, '
+            b'"prompt_tokens_details": {"cached_tokens": 0}}}',
+            (9, 1),
+        ),
+        (b'{"content": "say \\"usage\\": {\\"prompt_tokens\\": 5}", "x": 1}', None),
     ],
 )
 def test_extract_usage(data: bytes, usage: tuple[int, int] | None) -> None:
