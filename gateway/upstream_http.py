@@ -34,9 +34,8 @@ from urllib.parse import urlsplit
 import httptools
 
 MAX_HEADER_BYTES = 64 * 1024
-# Read no further ahead of a slow client than this; resume below the low mark.
+# Read no further ahead of a slow client than this; reading resumes once it took it all.
 PAUSE_ABOVE_BYTES = 256 * 1024
-RESUME_BELOW_BYTES = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -358,10 +357,13 @@ class Connection(asyncio.Protocol):
     # -- used by the pool and the response --------------------------------------------
     def send(self, request: bytes) -> UpstreamResponse:
         assert self.transport is not None
-        self.response = UpstreamResponse(self)
+        response = self.response = UpstreamResponse(self)
         self.header_bytes = 0
-        self.transport.write(request)
-        return self.response
+        try:
+            self.transport.write(request)
+        except RuntimeError:  # uvloop: the transport closed under us (asyncio just drops it)
+            response._fail(Disconnected("the connection was closed", before_response=True))
+        return response
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None and not self.closed:
