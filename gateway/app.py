@@ -28,12 +28,13 @@ from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.proxy import ProxyRuntime
 from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
 from gateway.ratelimit import RateLimiter
+from gateway.request_log import RequestLog
 from gateway.snapshot import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
 from gateway.system_api import system_routes
 from gateway.upstream_pool import UpstreamPool
 from gateway.web import web_routes
 from shared.db import Database, ensure_schema_current
-from shared.logging import LogOutputs, Redactor, RequestLog, configure_logging, get_logger
+from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
 from shared.urls import Resolver, system_resolver
@@ -55,7 +56,7 @@ def create_app(
     """Build the app. The caller owns configuration; nothing is read from the environment.
 
     `log_outputs` (what configure_logging returned) lets the proxy write its
-    line per request straight to them (see RequestLog)."""
+    line per request straight to them, in batches (see gateway/request_log.py)."""
     context = GatewayContext(
         settings=settings,
         database=database,
@@ -123,6 +124,7 @@ def create_app(
                 await feedback_module.flush(feedback, database)
                 if runtime.pool is not None:
                     runtime.pool.close()
+                runtime.request_log.drain()
                 context.proxy = None
                 context.probe_client = None
                 log.info("gateway stopped")

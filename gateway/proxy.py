@@ -19,6 +19,7 @@ from gateway.balancer import Balancer
 from gateway.client_access import ClientAccess
 from gateway.feedback import Feedback
 from gateway.http import parse_json_object, validate
+from gateway.request_log import RequestLog
 from gateway.routing import Backend, parse_tags
 from gateway.snapshot import SnapshotHolder
 from gateway.upstream import (
@@ -33,7 +34,7 @@ from gateway.upstream import (
 from gateway.upstream_http import UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.upstream_pool import UpstreamPool
 from shared.errors import GatewayTimeout, InvalidRequest, NotFound, ServiceUnavailable
-from shared.logging import RequestLog, get_logger
+from shared.logging import get_logger
 from shared.settings import Settings
 
 log = get_logger("api")

@@ -8,9 +8,7 @@ step runs last before rendering, on our own entries and on those of libraries
 
 from __future__ import annotations
 
-import atexit
 import functools
-import json
 import logging
 import os
 import re
@@ -147,9 +145,6 @@ class LogOutputs:
     """
 
     REOPEN_CHECK_SECONDS = 1.0
-    # Entries written with flush=False (the proxy's line per request) reach the
-    # files at most this much later: one write(2) per batch instead of two per line.
-    FLUSH_SECONDS = 0.2
 
     def __init__(self, console: TextIO | None, path: Path | None) -> None:
         self.console = console
@@ -169,9 +164,9 @@ class LogOutputs:
         self.file: TextIO | None = None
         self.inode: int | None = None
         self.checked = 0.0
-        self.unflushed = False
-        self.flusher: threading.Thread | None = None
-        self.stopped = threading.Event()
+        # Writers that hold entries back to write them in batches (gateway's
+        # RequestLog): drained before any other entry, so the files keep the order.
+        self.deferred_sources: list[Callable[[], None]] = []
         if path is not None:
             self._open()
 
@@ -194,9 +189,9 @@ class LogOutputs:
                 self._open()
         return self.file
 
-    def write(self, method: str, event_dict: EventDict, *, flush: bool = True) -> None:
-        """Render and write one entry; `flush=False` leaves it to the flusher thread
-        (at most FLUSH_SECONDS later, or with the next flushed entry, in order)."""
+    def write(self, method: str, event_dict: EventDict) -> None:
+        """Render one entry both ways and write it, after anything held back."""
+        self.drain_deferred()
         event_dict.setdefault("level", method)
         console_line = (
             str(self.console_renderer(None, method, dict(event_dict))) if self.console else None
@@ -204,51 +199,30 @@ class LogOutputs:
         json_entry = dict(event_dict)
         json_entry["message"] = json_entry.pop("event", "")
         json_line = str(self.json_renderer(None, method, json_entry)) if self.path else None
-        self.emit(console_line, json_line, flush=flush)
+        self.emit(
+            [console_line] if console_line is not None else [],
+            [json_line] if json_line is not None else [],
+        )
 
-    def emit(self, console_line: str | None, json_line: str | None, *, flush: bool = True) -> None:
-        """Write lines already rendered (RequestLog renders its own)."""
+    def emit(self, console_lines: list[str], json_lines: list[str]) -> None:
+        """Write lines already rendered (one write per output), and flush."""
         with self.lock:
-            if console_line is not None and self.console is not None:
-                self.console.write(f"{console_line}\n")
-            if json_line is not None:
+            if console_lines and self.console is not None and not self.console.closed:
+                self.console.write("\n".join(console_lines) + "\n")
+                self.console.flush()
+            if json_lines:
                 file = self._file_for_now()
                 if file is not None:
-                    file.write(f"{json_line}\n")
-            if flush:
-                self._flush()
-            elif not self.unflushed:
-                self.unflushed = True
-                self._start_flusher()
+                    file.write("\n".join(json_lines) + "\n")
+                    file.flush()
 
-    def _flush(self) -> None:
-        self.unflushed = False
-        for stream in (self.console, self.file):
-            if stream is not None and not stream.closed:
-                stream.flush()
-
-    def flush(self) -> None:
-        with self.lock:
-            self._flush()
-
-    def _start_flusher(self) -> None:
-        if self.flusher is None:
-            self.flusher = threading.Thread(
-                target=self._flush_periodically, name="log-flusher", daemon=True
-            )
-            self.flusher.start()
-            atexit.register(self.flush)
-
-    def _flush_periodically(self) -> None:
-        while not self.stopped.wait(self.FLUSH_SECONDS):
-            if self.unflushed:
-                self.flush()
+    def drain_deferred(self) -> None:
+        for drain in self.deferred_sources:
+            drain()
 
     def close(self) -> None:
-        self.stopped.set()
-        atexit.unregister(self.flush)
+        self.drain_deferred()
         with self.lock:
-            self._flush()
             if self.file is not None:
                 self.file.close()
                 self.file = None
@@ -265,102 +239,6 @@ class _OutputsLogger:
             self._outputs.write(method, event_dict)
 
         return write
-
-
-class RequestLog:
-    """The proxy's one line per request ("request served"), without structlog's chain.
-
-    Measured with `make bench` (two gateways side by side, one with the line at
-    debug): through structlog's processors this line cost ~70 µs of the
-    worker's core per request, more than routing and forwarding together. Its
-    fields are known: ids and numbers the gateway made, and the model name,
-    the only client text, which is redacted. So the entry is built in its final
-    form (the same keys as `log.info(...)` would write) and handed to the same
-    outputs. Without outputs (logging set up some other way) it goes through
-    structlog after all.
-    """
-
-    def __init__(
-        self, outputs: LogOutputs | None, redactor: Redactor, *, level: str, component: str
-    ) -> None:
-        self.outputs = outputs
-        self.redactor = redactor
-        self.component = component
-        self.enabled = logging.getLevelName(level) <= logging.INFO
-        self.fallback = get_logger(component)
-        self.clock = _UtcClock()
-
-    def served(
-        self,
-        request_id: str,
-        *,
-        model: str,
-        registration_id: str,
-        status: int,
-        latency_ms: float,
-        stream: bool,
-        client_gone: bool | None = None,
-    ) -> None:
-        if not self.enabled:
-            return
-        fields: dict[str, str | int | float | bool] = {
-            "model": self.redactor.text(model),
-            "registration_id": registration_id,
-            "status": status,
-            "latency_ms": latency_ms,
-            "stream": stream,
-        }
-        if client_gone is not None:
-            fields["client_gone"] = client_gone
-        outputs = self.outputs
-        if outputs is None:
-            self.fallback.info("request served", **fields)
-            return
-        fields["request_id"] = request_id
-        timestamp = self.clock.now()
-        if outputs.console is not None and not outputs.plain_console:  # a terminal: pretty
-            entry = {"timestamp": timestamp, "component": self.component, **fields}
-            outputs.write("info", {**entry, "event": "request served"}, flush=False)
-            return
-        # What KeyValueRenderer and JSONRenderer would write, from templates: a
-        # fifth of the time. Only the model is free text (escaped by repr / json);
-        # ids are UUIDs or match [A-Za-z0-9._:-] (choose_request_id).
-        gone = "" if client_gone is None else f" client_gone={client_gone!r}"
-        gone_json = "" if client_gone is None else f', "client_gone": {json.dumps(client_gone)}'
-        console_line = None
-        if outputs.console is not None:
-            console_line = (
-                f"timestamp={timestamp!r} level='info' component={self.component!r} "
-                f"event='request served' model={fields['model']!r} "
-                f"registration_id={registration_id!r} status={status!r} "
-                f"latency_ms={latency_ms!r} stream={stream!r}{gone} request_id={request_id!r}"
-            )
-        json_line = None
-        if outputs.path is not None:
-            json_line = (
-                f'{{"timestamp": "{timestamp}", "level": "info", "component": "{self.component}", '
-                f'"message": "request served", "model": {json.dumps(fields["model"])}, '
-                f'"registration_id": "{registration_id}", "status": {status!r}, '
-                f'"latency_ms": {latency_ms!r}, "stream": {json.dumps(stream)}{gone_json}, '
-                f'"request_id": "{request_id}"}}'
-            )
-        outputs.emit(console_line, json_line, flush=False)
-
-
-class _UtcClock:
-    """ISO 8601 UTC timestamps as TimeStamper writes them, the date part made once a second."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
-
-    def now(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self.second:
-            self.second = second
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self.prefix}.{int((now - second) * 1_000_000):06d}Z"
 
 
 def _hand_over(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Any:

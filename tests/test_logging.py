@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,15 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from shared.logging import (
-    REDACTED,
-    LogOutputs,
-    Redactor,
-    RequestLog,
-    configure_logging,
-    get_logger,
-)
-from tests.support import wait_for
+from shared.logging import REDACTED, Redactor, configure_logging, get_logger
 
 
 @pytest.mark.parametrize(
@@ -105,68 +96,3 @@ def test_tracebacks_are_redacted(tmp_path: Path) -> None:
     text = (tmp_path / "healthd.log").read_text()
     assert "probe crashed" in text and "ValueError" in text
     assert "trace-secret-42" not in text
-
-
-SERVED: dict[str, Any] = {
-    "model": "m 'quoted' \"too\" sk-proj-ABCDEFGH12345678",
-    "registration_id": "0b0f6f5e-2d54-4c33-9d4a-5f1c2d3e4f50",
-    "status": 200,
-    "latency_ms": 1.5,
-    "stream": False,
-}
-
-
-@pytest.mark.parametrize("extra", [{}, {"stream": True, "client_gone": True}])
-def test_the_request_line_is_what_structlog_would_write(
-    tmp_path: Path, extra: dict[str, Any]
-) -> None:
-    """RequestLog skips structlog's chain: same JSON and console lines, the model redacted."""
-    console = (tmp_path / "console.txt").open("w")
-    outputs = LogOutputs(console, tmp_path / "gateway.log")
-    fields = {**SERVED, **extra}
-    redactor = Redactor()
-    RequestLog(outputs, redactor, level="INFO", component="api").served("req-1", **fields)
-    expected = {
-        "component": "api",
-        "event": "request served",
-        **fields,
-        "model": redactor.text(fields["model"]),
-        "request_id": "req-1",
-    }
-    outputs.write("info", {"timestamp": "2026-01-01T00:00:00.000001Z", **expected})
-    outputs.close()
-    console.close()
-
-    fast, slow = _read_json_lines(tmp_path / "gateway.log")
-    assert REDACTED in fast["model"] and "ABCDEFGH" not in fast["model"]
-    assert datetime.fromisoformat(fast.pop("timestamp")).utcoffset() is not None
-    slow.pop("timestamp")
-    assert fast == slow
-    fast_line, slow_line = (tmp_path / "console.txt").read_text().splitlines()
-    after_timestamp = re.compile(r"^timestamp='[0-9T:.-]+Z' ")
-    assert after_timestamp.match(fast_line) and after_timestamp.match(slow_line)
-    assert after_timestamp.sub("", fast_line) == after_timestamp.sub("", slow_line)
-
-
-def test_request_lines_reach_the_file_without_a_flush_of_their_own(tmp_path: Path) -> None:
-    outputs = LogOutputs(None, tmp_path / "gateway.log")
-    RequestLog(outputs, Redactor(), level="INFO", component="api").served("r", **SERVED)
-    # The flusher thread writes it out within FLUSH_SECONDS; nothing else is logged.
-    wait_for(lambda: (tmp_path / "gateway.log").read_text(), timeout=5, what="the flush")
-    outputs.close()
-
-
-def test_request_lines_follow_the_level(tmp_path: Path) -> None:
-    outputs = LogOutputs(None, tmp_path / "gateway.log")
-    RequestLog(outputs, Redactor(), level="WARNING", component="api").served("r", **SERVED)
-    outputs.close()
-    assert (tmp_path / "gateway.log").read_text() == ""
-
-
-def test_request_lines_without_outputs_go_through_structlog(tmp_path: Path) -> None:
-    log_to_files(tmp_path, Redactor())
-    with structlog.contextvars.bound_contextvars(request_id="req-9"):
-        RequestLog(None, Redactor(), level="INFO", component="api").served("req-9", **SERVED)
-    (entry,) = _read_json_lines(tmp_path / "gateway.log")
-    assert entry["message"] == "request served" and entry["request_id"] == "req-9"
-    assert entry["status"] == 200 and REDACTED in entry["model"]
