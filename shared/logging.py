@@ -78,8 +78,10 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         # All known values in one pattern (longest first): one scan per string,
-        # however many backends have keys. None while there are no secrets.
+        # however many backends have keys. Compiled when next needed after a change,
+        # so loading a thousand keys compiles it once.
         self._known: re.Pattern[str] | None = None
+        self._stale = False
         for secret in secrets:
             self.add_secret(secret)
 
@@ -87,12 +89,19 @@ class Redactor:
         # Very short values would redact ordinary words; keys are never that short.
         if secret and len(secret) >= 6 and secret not in self._secrets:
             self._secrets.add(secret)
+            self._stale = True
+
+    def _known_values(self) -> re.Pattern[str] | None:
+        if self._stale:
+            self._stale = False
             ordered = sorted(self._secrets, key=len, reverse=True)
             self._known = re.compile("|".join(re.escape(known) for known in ordered))
+        return self._known
 
     def text(self, value: str) -> str:
-        if self._known is not None:
-            value = self._known.sub(REDACTED, value)
+        known = self._known_values()
+        if known is not None:
+            value = known.sub(REDACTED, value)
         if _TRIGGER.search(value) is None:
             return value
         for pattern, replacement in _PATTERNS:
