@@ -7,8 +7,12 @@ leaves the machine, and a private address is refused before any connection.
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+import trustme
 
 from gateway.upstream_http import ConnectFailed
 from gateway.upstream_pool import UpstreamPool
@@ -80,4 +84,57 @@ async def test_a_name_that_does_not_resolve() -> None:
     pool = pool_with(FakeResolver(error=OSError("no such host")), allow_private=False)
     with pytest.raises(ConnectFailed, match="did not resolve"):
         await pool.post("http://backend.test:8000", "/v1/x", HEADERS, b"{}", soon())
+    pool.close()
+
+
+@asynccontextmanager
+async def tls_backend(ca: trustme.CA, name: str) -> AsyncIterator[str]:
+    """An HTTPS server on 127.0.0.1 whose certificate, signed by `ca`, is for `name`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_head(reader)
+            writer.write(OK)
+            await writer.drain()
+            await reader.read()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
+    async with server:
+        yield f"https://backend.test:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("certificate_for", "verify", "accepted"),
+    [
+        ("backend.test", True, True),  # pinned to 127.0.0.1, verified against the name
+        ("someone-else.test", True, False),
+        ("someone-else.test", False, True),  # VERIFY_BACKEND_TLS=false
+    ],
+)
+async def test_tls_is_verified_against_the_name(
+    certificate_for: str, verify: bool, accepted: bool
+) -> None:
+    ca = trustme.CA()
+    pool = UpstreamPool(
+        verify_tls=verify,
+        connect_timeout=2.0,
+        resolver=FakeResolver("127.0.0.1"),
+        allow_private=True,
+    )
+    if verify:
+        ca.configure_trust(pool.ssl_context)
+    async with tls_backend(ca, certificate_for) as url:
+        if accepted:
+            answer = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+            assert answer.status == 200 and await answer.read_all(1024, soon()) == b"{}"
+            answer.release()
+        else:
+            with pytest.raises(ConnectFailed, match="TLS error"):
+                await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
     pool.close()
