@@ -67,38 +67,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ensure_schema_current(database.engine)
-        feedback = feedback_module.Feedback()
-
-        def on_snapshot(snapshot: RegistrySnapshot) -> None:
-            feedback.on_snapshot(snapshot.generation)
-            # Keys registered through another worker are redacted here too.
-            for backends in snapshot.by_model.values():
-                for backend in backends:
-                    context.redactor.add_secret(backend.api_key)
-
-        initial = await asyncio.to_thread(load_snapshot, database)
-        holder = SnapshotHolder(initial, on_change=on_snapshot)
-        on_snapshot(initial)
-        runtime = ProxyRuntime(
-            settings=settings,
-            holder=holder,
-            balancer=Balancer(settings.routing_strategy, settings.slow_start_seconds),
-            feedback=feedback,
-            access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
-            request_log=RequestLog(
-                log_outputs, context.redactor, level=settings.log_level, component="api"
-            ),
-            pool=UpstreamPool(
-                verify_tls=settings.verify_backend_tls,
-                connect_timeout=settings.connect_timeout_seconds,
-                resolver=context.resolver,
-                allow_private=settings.allow_private_backends,
-            ),
-        )
+        runtime = await build_runtime(context, log_outputs)
         background = [
-            asyncio.create_task(watch_registry(holder, database), name="registry-watch"),
+            asyncio.create_task(watch_registry(runtime.holder, database), name="registry-watch"),
             asyncio.create_task(
-                feedback_module.flush_forever(feedback, database), name="feedback-flush"
+                feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"
             ),
         ]
         async with httpx.AsyncClient(
@@ -106,22 +79,13 @@ def create_app(
         ) as probe_client:
             context.probe_client = probe_client
             context.proxy = runtime
-            # Everything loaded so far lives as long as the process: move it out of
-            # the collector's sight, so a full collection does not walk ~100k
-            # objects (tens of milliseconds) in the middle of requests.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(20_000, 20, 20)
+            freeze_startup_objects()
             log.info("gateway started", host=settings.host, port=settings.port)
             try:
                 yield
             finally:
-                for task in background:
-                    task.cancel()
-                for task in background:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                await feedback_module.flush(feedback, database)
+                await cancel_all(background)
+                await feedback_module.flush(runtime.feedback, database)
                 if runtime.pool is not None:
                     runtime.pool.close()
                 runtime.request_log.drain()
@@ -171,6 +135,56 @@ def create_app(
     )
     app.state.context = context
     return Dispatcher(app, fast_routes)
+
+
+async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None) -> ProxyRuntime:
+    """The proxy's parts, the registry loaded; every snapshot's backend keys join the
+    redactor (keys registered through another worker are redacted too)."""
+    settings = context.settings
+    feedback = feedback_module.Feedback()
+
+    def on_snapshot(snapshot: RegistrySnapshot) -> None:
+        feedback.on_snapshot(snapshot.generation)
+        for backends in snapshot.by_model.values():
+            for backend in backends:
+                context.redactor.add_secret(backend.api_key)
+
+    initial = await asyncio.to_thread(load_snapshot, context.database)
+    holder = SnapshotHolder(initial, on_change=on_snapshot)
+    on_snapshot(initial)
+    return ProxyRuntime(
+        settings=settings,
+        holder=holder,
+        balancer=Balancer(settings.routing_strategy, settings.slow_start_seconds),
+        feedback=feedback,
+        access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
+        request_log=RequestLog(
+            log_outputs, context.redactor, level=settings.log_level, component="api"
+        ),
+        pool=UpstreamPool(
+            verify_tls=settings.verify_backend_tls,
+            connect_timeout=settings.connect_timeout_seconds,
+            resolver=context.resolver,
+            allow_private=settings.allow_private_backends,
+        ),
+    )
+
+
+def freeze_startup_objects() -> None:
+    """Everything loaded so far lives as long as the process: move it out of the
+    collector's sight, so a full collection does not walk ~100k objects (tens of
+    milliseconds) in the middle of requests."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app_from_environment() -> Dispatcher:
