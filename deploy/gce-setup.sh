@@ -9,7 +9,7 @@ DOMAIN=${DOMAIN:-}
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q python3 python3-venv git nginx certbot python3-certbot-nginx \
+apt-get install -y -q python3 python3-venv git nginx certbot \
   sqlite3 ufw unattended-upgrades logrotate
 
 # Firewall: SSH and the web, nothing else (the gateway listens on loopback).
@@ -22,11 +22,21 @@ dpkg-reconfigure -f noninteractive unattended-upgrades
 
 bash "$here/install.sh"
 
+site() {  # site NAME FILE: install deploy/FILE for $DOMAIN and enable it
+  sed "s/gateway.example.edu/$DOMAIN/g" "$here/$2" > "/etc/nginx/sites-available/$1"
+  ln -sf "/etc/nginx/sites-available/$1" "/etc/nginx/sites-enabled/$1"
+}
+
 if [ -n "$DOMAIN" ]; then
-  sed "s/gateway.example.edu/$DOMAIN/g" "$here/nginx.conf" > /etc/nginx/sites-available/multiverse
-  ln -sf /etc/nginx/sites-available/multiverse /etc/nginx/sites-enabled/multiverse
+  # Port 80 first, alone: the HTTPS site cannot load before its certificate exists.
   rm -f /etc/nginx/sites-enabled/default
-  certbot --nginx --non-interactive --agree-tos --register-unsafely-without-email -d "$DOMAIN"
+  mkdir -p /var/www/html
+  site multiverse-http nginx-http.conf
+  nginx -t
+  systemctl reload nginx
+  certbot certonly --webroot -w /var/www/html --non-interactive --agree-tos \
+    --register-unsafely-without-email -d "$DOMAIN" --deploy-hook "systemctl reload nginx"
+  site multiverse nginx.conf
   nginx -t
   systemctl reload nginx
 fi
