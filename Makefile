@@ -30,12 +30,15 @@ run: $(STAMP)
 test: $(STAMP) check tools
 	$(BIN)/python -m pytest
 
-# System tools the tests use: systemd-analyze for the units, nginx for `nginx -t`
-# on the site files, Debian's Chromium for the UI tests (Playwright drives it;
-# no browser is ever downloaded), and axe-core from npm for the accessibility check.
+# System tools the tests use: systemd-analyze for the units; nginx and caddy to
+# check the reverse-proxy files (stopped if their packages started them: the
+# tests only run `nginx -t` and `caddy adapt`); Debian's Chromium for the UI
+# tests (Playwright drives it; no browser is ever downloaded); and axe-core
+# from npm for the accessibility check.
 tools:
 	@command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 	@test -x /usr/sbin/nginx || (apt-get update -q && apt-get install -y -q nginx-light && (/usr/sbin/nginx -s quit 2>/dev/null; true))
+	@test -x /usr/bin/caddy || (apt-get update -q && apt-get install -y -q caddy && (systemctl stop caddy 2>/dev/null; true))
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	@test -f node_modules/axe-core/axe.min.js || npm install --no-save --no-audit --no-fund --silent axe-core@4.14.1
 
