@@ -15,9 +15,7 @@ from shared.db import Database, upgrade_to_head
 from shared.logging import Redactor, configure_logging
 from shared.settings import Settings
 from shared.urls import Resolver
-from tests.support import ThreadedServer
-
-ADMIN_KEY = "test-admin-key-0123456789abcdef"
+from tests.support import ADMIN_KEY, ThreadedServer
 
 
 @pytest.fixture(autouse=True)

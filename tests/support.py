@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -86,6 +87,28 @@ def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if k.upper() not in names}
     environment.update(extra)
     return environment
+
+
+def process_settings(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """The settings of a gateway or healthd that a test runs as a real process."""
+    return {
+        "DATABASE_URL": database_url,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "ALLOW_PRIVATE_BACKENDS": "true",
+        "LOG_DIR": str(tmp_path / "logs"),
+        **extra,
+    }
+
+
+def start_healthd(workdir: Path, settings: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """`healthd` as a real process (its output discarded: its log file has it)."""
+    return subprocess.Popen(
+        [str(BIN / "healthd")],
+        cwd=workdir,
+        env=clean_environment(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 class GatewayProcess:

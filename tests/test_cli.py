@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 
 from shared.db import alembic_config
 from tests.conftest import ADMIN_KEY
-from tests.support import BIN, GatewayProcess, ThreadedServer, clean_environment
+from tests.support import BIN, GatewayProcess, ThreadedServer, clean_environment, process_settings
 
 
 def admin(
@@ -30,13 +30,7 @@ def admin(
 
 @pytest.fixture
 def gateway_process(tmp_path: Path, database_url: str) -> Iterator[GatewayProcess]:
-    settings = {
-        "DATABASE_URL": database_url,
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "ALLOW_PRIVATE_BACKENDS": "true",
-        "LOG_DIR": str(tmp_path / "logs"),
-    }
-    with GatewayProcess(tmp_path, settings) as process:
+    with GatewayProcess(tmp_path, process_settings(tmp_path, database_url)) as process:
         yield process
 
 

@@ -28,6 +28,8 @@ from tests.support import (
     GatewayProcess,
     ThreadedServer,
     clean_environment,
+    process_settings,
+    start_healthd,
     wait_for,
 )
 
@@ -159,21 +161,10 @@ def test_backup_is_consistent_while_both_processes_write(
                         updated_at=now,
                     )
                 )
-        settings = {
-            "DATABASE_URL": database_url,
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "ALLOW_PRIVATE_BACKENDS": "true",
-            "LOG_DIR": str(tmp_path / "logs"),
-            "HEALTH_CHECK_INTERVAL_SECONDS": "1",
-            "RATE_LIMIT_PER_MINUTE": "0",
-        }
-        healthd = subprocess.Popen(
-            [str(BIN / "healthd")],
-            cwd=tmp_path,
-            env=clean_environment(settings),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        settings = process_settings(
+            tmp_path, database_url, HEALTH_CHECK_INTERVAL_SECONDS="1", RATE_LIMIT_PER_MINUTE="0"
         )
+        healthd = start_healthd(tmp_path, settings)
         try:
             with GatewayProcess(tmp_path, settings):
                 wait_for(lambda: _count(db_path, "health_checks") > 40, timeout=20)
@@ -338,13 +329,7 @@ async def test_sigterm_lets_twenty_streams_finish(tmp_path: Path, database_url: 
     """Graceful shutdown: stop accepting, finish the streams in flight, exit 0."""
     import asyncio
 
-    settings = {
-        "DATABASE_URL": database_url,
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "ALLOW_PRIVATE_BACKENDS": "true",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "RATE_LIMIT_PER_MINUTE": "0",
-    }
+    settings = process_settings(tmp_path, database_url, RATE_LIMIT_PER_MINUTE="0")
     with ThreadedServer(create_demo_app("m", chunk_interval_ms=100)) as backend:
         gateway = GatewayProcess(tmp_path, settings).__enter__()
         assert gateway.process is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from itertools import pairwise
@@ -25,7 +24,13 @@ from shared.db import Database
 from shared.models import HealthCheck, ModelServer, utcnow
 from shared.settings import Settings
 from tests.conftest import ADMIN_KEY
-from tests.support import BIN, GatewayProcess, ThreadedServer, clean_environment, free_port
+from tests.support import (
+    GatewayProcess,
+    ThreadedServer,
+    free_port,
+    process_settings,
+    start_healthd,
+)
 
 
 class Switchable:
@@ -207,20 +212,16 @@ def test_gateway_and_healthd_as_two_processes(tmp_path: Path, database_url: str)
     """The two processes share only the database: a backend that dies stops getting
     traffic, and traffic resumes when it comes back."""
     port = free_port()
-    settings = {
-        "DATABASE_URL": database_url,
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "ALLOW_PRIVATE_BACKENDS": "true",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "RATE_LIMIT_PER_MINUTE": "0",
-        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
-        "HEALTH_CHECK_TIMEOUT_SECONDS": "1",
-    }
+    settings = process_settings(
+        tmp_path,
+        database_url,
+        RATE_LIMIT_PER_MINUTE="0",
+        HEALTH_CHECK_INTERVAL_SECONDS="1",
+        HEALTH_CHECK_TIMEOUT_SECONDS="1",
+    )
     backend = ThreadedServer(create_demo_app("m"), port=port).__enter__()
     with GatewayProcess(tmp_path, settings) as gateway:
-        healthd = subprocess.Popen(
-            [str(BIN / "healthd")], cwd=tmp_path, env=clean_environment(settings)
-        )
+        healthd = start_healthd(tmp_path, settings)
         try:
             headers = {"X-API-Key": ADMIN_KEY}
             httpx.post(

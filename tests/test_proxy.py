@@ -33,6 +33,13 @@ def register(gateway: ThreadedServer, model: str, url: str, **extra: Any) -> str
     return registration_id
 
 
+def register_routable(gateway: ThreadedServer, url: str, **extra: Any) -> str:
+    """Register the only backend of model "m" and wait until the gateway routes to it."""
+    registration_id = register(gateway, "m", url, **extra)
+    wait_routable(gateway, "m", 1)
+    return registration_id
+
+
 def available(gateway: ThreadedServer, model: str) -> int:
     for entry in httpx.get(f"{gateway.url}/v1/models").json()["data"]:
         if entry["id"] == model:
@@ -127,8 +134,7 @@ def test_body_and_headers_are_forwarded_as_they_should(
     proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
 ) -> None:
     backend, server = scripted(behavior="echo")
-    register(proxy, "m", server.url, api_key="backend-secret-123")
-    wait_routable(proxy, "m", 1)
+    register_routable(proxy, server.url, api_key="backend-secret-123")
     body = (
         b'{"model":"m",  "messages":[{"role":"user","content":"h\\u00e9"}], "x_custom": [1,2.50]}'
     )
@@ -158,8 +164,7 @@ def test_a_compressed_answer_keeps_its_encoding(
     """We ask for identity; a backend that gzips anyway is relayed byte for byte with its
     Content-Encoding, so the client can still read it."""
     _, server = scripted(behavior="gzip")
-    register(proxy, "m", server.url)
-    wait_routable(proxy, "m", 1)
+    register_routable(proxy, server.url)
     answer = sdk(proxy).chat.completions.create(
         model="m", messages=[{"role": "user", "content": "x"}]
     )
@@ -186,8 +191,7 @@ def test_client_errors(
 ) -> None:
     """TC-INF-002 and FR-ERROR-001: clear errors in the OpenAI shape, nothing forwarded."""
     backend, server = scripted()
-    register(proxy, "m", server.url)
-    wait_routable(proxy, "m", 1)
+    register_routable(proxy, server.url)
     response = httpx.post(f"{proxy.url}/v1/chat/completions", content=body)
     assert response.status_code == status
     error = response.json()["error"]
@@ -216,8 +220,7 @@ def test_all_unhealthy_is_503(
 ) -> None:
     """TC-INF-003: healthd (simulated by a write) marked the only backend unhealthy."""
     _, server = scripted()
-    registration_id = register(proxy, "m", server.url)
-    wait_routable(proxy, "m", 1)
+    registration_id = register_routable(proxy, server.url)
     set_health(database, registration_id, "unhealthy")
     wait_routable(proxy, "m", 0)
     response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
@@ -234,8 +237,7 @@ def test_a_registry_change_reaches_routing_quickly(
     """Written straight to the database, as healthd would: routing follows within the poll
     interval (0.2 s). The deadline here is looser than the 0.5 s promise, for busy CI."""
     _, server = scripted()
-    registration_id = register(proxy, "m", server.url)
-    wait_routable(proxy, "m", 1)
+    registration_id = register_routable(proxy, server.url)
     with database.writing() as session:
         session.execute(
             update(ModelServer).where(ModelServer.id == registration_id).values(is_active=False)
@@ -314,8 +316,7 @@ def test_request_timeout_is_504(
     """TC-INF-006."""
     gateway = start_gateway(rate_limit_per_minute=0, request_timeout_seconds=0.5)
     _, server = scripted(behavior="hang")
-    register(gateway, "m", server.url)
-    wait_routable(gateway, "m", 1)
+    register_routable(gateway, server.url)
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10)
     assert response.status_code == 504
     assert "timed out" in response.json()["error"]["message"]
@@ -327,8 +328,7 @@ def test_usage_is_counted_and_flushed(
     database: Database,
 ) -> None:
     _, server = scripted()
-    registration_id = register(proxy, "m", server.url)
-    wait_routable(proxy, "m", 1)
+    registration_id = register_routable(proxy, server.url)
     httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
     with httpx.stream(
         "POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}
@@ -418,8 +418,7 @@ def test_queue_waits_for_a_backend_to_recover(
     written while it waits (as healthd would) lets it through."""
     gateway = start_gateway(rate_limit_per_minute=0, queue_timeout_seconds=10)
     _, server = scripted()
-    registration_id = register(gateway, "m", server.url)
-    wait_routable(gateway, "m", 1)
+    registration_id = register_routable(gateway, server.url)
 
     set_health(database, registration_id, "unhealthy")
     wait_routable(gateway, "m", 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +14,12 @@ import pytest
 from gateway.demo_backend import create_demo_app
 from gateway.web import PAGES
 from tests.conftest import ADMIN_KEY
-from tests.support import BIN, REPO, ThreadedServer, clean_environment
+from tests.support import (
+    REPO,
+    ThreadedServer,
+    process_settings,
+    start_healthd,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,18 +60,8 @@ def test_test_connection_endpoint(gateway: ThreadedServer, demo_backend: Threade
 
 @pytest.fixture
 def healthd(tmp_path: Path, database_url: str) -> Iterator[None]:
-    settings = {
-        "DATABASE_URL": database_url,
-        "ALLOW_PRIVATE_BACKENDS": "true",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "HEALTH_CHECK_INTERVAL_SECONDS": "300",
-    }
-    process = subprocess.Popen(
-        [str(BIN / "healthd")],
-        cwd=tmp_path,
-        env=clean_environment(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = start_healthd(
+        tmp_path, process_settings(tmp_path, database_url, HEALTH_CHECK_INTERVAL_SECONDS="300")
     )
     yield
     process.send_signal(signal.SIGTERM)
