@@ -35,6 +35,15 @@ log = get_logger("registry")
 _AUTH_ERRORS = {401: "X-API-Key header missing", 403: "X-API-Key is wrong"}
 
 
+def revealed_key(
+    context: GatewayContext, payload: RegisterRequest | ProbeRequest | UpdateRequest
+) -> str | None:
+    """The backend key a request carries, in clear; known to the redactor before any use."""
+    api_key = payload.api_key.get_secret_value() if payload.api_key else None
+    context.redactor.add_secret(api_key)
+    return api_key
+
+
 async def probe_target(
     context: GatewayContext, endpoint_url: str, api_key: str | None
 ) -> ProbeResult:
@@ -65,8 +74,7 @@ async def probe_target(
 async def register(request: Request) -> Response:
     context = context_of(request)
     payload = await parse_body(request, RegisterRequest)
-    api_key = payload.api_key.get_secret_value() if payload.api_key else None
-    context.redactor.add_secret(api_key)
+    api_key = revealed_key(context, payload)
     probe = await probe_target(context, payload.endpoint_url, api_key)
     server = await run_in_threadpool(
         registrations.create_registration, context.database, payload, probe
@@ -92,8 +100,7 @@ async def register(request: Request) -> Response:
 async def test_connection(request: Request) -> Response:
     context = context_of(request)
     payload = await parse_body(request, ProbeRequest)
-    api_key = payload.api_key.get_secret_value() if payload.api_key else None
-    context.redactor.add_secret(api_key)
+    api_key = revealed_key(context, payload)
     probe = await probe_target(context, payload.endpoint_url, api_key)
     return json_response(
         ProbeResponse(response_time_ms=probe.response_time_ms, reported_models=list(probe.models))
@@ -109,8 +116,7 @@ async def update(request: Request) -> Response:
     current = await run_in_threadpool(registrations.current_target, context.database, server_id)
     new_url = payload.endpoint_url or current.endpoint_url
     if "api_key" in payload.model_fields_set:
-        new_key = payload.api_key.get_secret_value() if payload.api_key else None
-        context.redactor.add_secret(new_key)
+        new_key = revealed_key(context, payload)
     else:
         new_key = current.api_key
     probe = None
