@@ -40,11 +40,14 @@ class Balancer:
         exclude: frozenset[str],
         streaming: bool,
     ) -> Backend | None:
-        if len(backends) == 1 and not required_tags and not exclude:
-            # The common case of a model with one backend: nothing to choose.
+        if len(backends) == 1:
+            # The common case of a model with one backend: nothing to choose
+            # (every strategy returns the only candidate).
             only = backends[0]
-            eligible = only.healthy and (only.streaming or not streaming)
-            if eligible and not routing.at_capacity(only, self.loads.get(only.id, routing.NO_LOAD)):
+            load = self.loads.get(only.id, routing.NO_LOAD)
+            if routing.is_eligible(
+                only, required_tags=required_tags, exclude=exclude, load=load, streaming=streaming
+            ):
                 return only
             return None
         candidates = routing.best_tier(

@@ -70,6 +70,24 @@ def at_capacity(backend: Backend, load: Load) -> bool:
     return backend.max_concurrent is not None and load.in_flight >= backend.max_concurrent
 
 
+def is_eligible(
+    backend: Backend,
+    *,
+    required_tags: frozenset[str] = frozenset(),
+    exclude: frozenset[str] = frozenset(),
+    load: Load = NO_LOAD,
+    streaming: bool = False,
+) -> bool:
+    """Healthy, able to stream if asked, carrying the tags, not excluded, not full."""
+    return (
+        backend.healthy
+        and (backend.streaming or not streaming)
+        and required_tags <= backend.tags
+        and backend.id not in exclude
+        and not at_capacity(backend, load)
+    )
+
+
 def eligible(
     backends: Iterable[Backend],
     *,
@@ -82,11 +100,13 @@ def eligible(
     return [
         backend
         for backend in backends
-        if backend.healthy
-        and (backend.streaming or not streaming)
-        and required_tags <= backend.tags
-        and backend.id not in exclude
-        and not at_capacity(backend, loads.get(backend.id, NO_LOAD))
+        if is_eligible(
+            backend,
+            required_tags=required_tags,
+            exclude=exclude,
+            load=loads.get(backend.id, NO_LOAD),
+            streaming=streaming,
+        )
     ]
 
 
