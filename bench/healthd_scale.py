@@ -9,9 +9,7 @@ say whether a "database is locked" ever reached a client.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,10 +18,18 @@ from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 
-import httpx
 from sqlalchemy import func, select
 
-from bench.run import ADMIN_KEY, BIN, free_port, start, stop, wait_http, wrk
+from bench.run import (
+    BIN,
+    free_port,
+    gateway_environment,
+    register_bench_backend,
+    start,
+    stop,
+    wait_http,
+    wrk,
+)
 from shared.db import Database
 from shared.models import HealthCheck, ModelServer, utcnow
 
@@ -84,20 +90,13 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="healthd-scale-"))
     many_port, bench_port, gateway_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'scale.db'}",
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "ALLOW_PRIVATE_BACKENDS": "true",
-        "RATE_LIMIT_PER_MINUTE": "0",
-        "LOG_DIR": str(workdir / "logs"),
-        "LOG_LEVEL": "INFO",
-        "HOST": "127.0.0.1",
-        "PORT": str(gateway_port),
-        "HEALTH_CHECK_INTERVAL_SECONDS": str(INTERVAL),
-        "HEALTH_CHECK_TIMEOUT_SECONDS": str(TIMEOUT),
-    }
-    subprocess.run([str(BIN / "gateway-admin"), "db", "upgrade"], env=env, check=True)
+    env = gateway_environment(
+        workdir,
+        gateway_port,
+        LOG_LEVEL="INFO",
+        HEALTH_CHECK_INTERVAL_SECONDS=str(INTERVAL),
+        HEALTH_CHECK_TIMEOUT_SECONDS=str(TIMEOUT),
+    )
     database = Database.connect(env["DATABASE_URL"])
     many = start(
         [sys.executable, "-m", "bench.many_backends", "--port", str(many_port)],
@@ -117,14 +116,7 @@ def main() -> None:
     script.write_text(WRK_SCRIPT)
     try:
         wait_http(f"http://127.0.0.1:{many_port}/b1/v1/models")
-        wait_http(f"http://127.0.0.1:{bench_port}/v1/models")
-        wait_http(f"http://127.0.0.1:{gateway_port}/health")
-        httpx.post(
-            f"http://127.0.0.1:{gateway_port}/admin/register",
-            json={"model_name": "bench", "endpoint_url": f"http://127.0.0.1:{bench_port}"},
-            headers={"X-API-Key": ADMIN_KEY},
-            timeout=30,
-        ).raise_for_status()
+        register_bench_backend(gateway_port, bench_port)
         add_backends(database, f"http://127.0.0.1:{many_port}", arguments.backends)
         started = utcnow()
         healthd = start([str(BIN / "healthd")], env, workdir / "healthd.stdout")

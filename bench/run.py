@@ -77,6 +77,35 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def gateway_environment(workdir: Path, gateway_port: int, **extra: str) -> dict[str, str]:
+    """Settings for the bench's gateway (and healthd) in `workdir`, its database migrated."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "ALLOW_PRIVATE_BACKENDS": "true",
+        "RATE_LIMIT_PER_MINUTE": "0",
+        "LOG_DIR": str(workdir / "logs"),
+        "HOST": "127.0.0.1",
+        "PORT": str(gateway_port),
+        **extra,
+    }
+    subprocess.run([str(BIN / "gateway-admin"), "db", "upgrade"], env=env, check=True)
+    return env
+
+
+def register_bench_backend(gateway_port: int, backend_port: int) -> None:
+    """Once both answer, register the bench backend (model `bench`) through the admin API."""
+    wait_http(f"http://127.0.0.1:{backend_port}/v1/models")
+    wait_http(f"http://127.0.0.1:{gateway_port}/health")
+    httpx.post(
+        f"http://127.0.0.1:{gateway_port}/admin/register",
+        json={"model_name": "bench", "endpoint_url": f"http://127.0.0.1:{backend_port}"},
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=30,
+    ).raise_for_status()
+
+
 @dataclass
 class WrkResult:
     requests_per_second: float
@@ -263,20 +292,13 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     backend_port, gateway_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "ALLOW_PRIVATE_BACKENDS": "true",
-        "RATE_LIMIT_PER_MINUTE": "0",
-        "LOG_DIR": str(workdir / "logs"),
-        "LOG_LEVEL": arguments.log_level,
-        "HOST": "127.0.0.1",
-        "PORT": str(gateway_port),
-        "WORKERS": "1",
-        "HEALTH_CHECK_INTERVAL_SECONDS": "60",
-    }
-    subprocess.run([str(BIN / "gateway-admin"), "db", "upgrade"], env=env, check=True)
+    env = gateway_environment(
+        workdir,
+        gateway_port,
+        LOG_LEVEL=arguments.log_level,
+        WORKERS="1",
+        HEALTH_CHECK_INTERVAL_SECONDS="60",
+    )
     backend = start(
         [sys.executable, "-m", "bench.backend", "--port", str(backend_port)],
         env,
@@ -288,14 +310,7 @@ def main() -> None:
     direct = f"http://127.0.0.1:{backend_port}/v1/chat/completions"
     proxied = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
     try:
-        wait_http(f"http://127.0.0.1:{backend_port}/v1/models")
-        wait_http(f"http://127.0.0.1:{gateway_port}/health")
-        httpx.post(
-            f"http://127.0.0.1:{gateway_port}/admin/register",
-            json={"model_name": "bench", "endpoint_url": f"http://127.0.0.1:{backend_port}"},
-            headers={"X-API-Key": ADMIN_KEY},
-            timeout=30,
-        ).raise_for_status()
+        register_bench_backend(gateway_port, backend_port)
         deadline = time.monotonic() + 10
         while httpx.post(proxied, content=REQUEST).status_code != 200:
             if time.monotonic() > deadline:
