@@ -16,23 +16,23 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from gateway import feedback as feedback_module
-from gateway.admin_api import admin_routes
-from gateway.balancer import Balancer
-from gateway.client_access import ClientAccess
+from gateway.admin.api import admin_routes
+from gateway.admin.system import system_routes
 from gateway.context import GatewayContext
-from gateway.error_handlers import EXCEPTION_HANDLERS
-from gateway.health import health_route, package_version
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.liveness import health_route, package_version
 from gateway.middleware import AdminKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from gateway.openapi import docs_endpoint, openapi_endpoint
-from gateway.proxy import ProxyRuntime
-from gateway.proxy_endpoint import Dispatcher, proxy_endpoints, proxy_routes
-from gateway.ratelimit import RateLimiter
-from gateway.request_log import RequestLog
-from gateway.snapshot import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
-from gateway.system_api import system_routes
-from gateway.upstream_pool import UpstreamPool
-from gateway.web import web_routes
+from gateway.proxy import feedback as feedback_module
+from gateway.proxy.access import ClientAccess
+from gateway.proxy.endpoint import Dispatcher, proxy_endpoints, proxy_routes
+from gateway.proxy.forward import ProxyRuntime
+from gateway.proxy.ratelimit import RateLimiter
+from gateway.proxy.request_log import RequestLog
+from gateway.routing.balancer import Balancer
+from gateway.routing.registry import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
+from gateway.upstream.pool import UpstreamPool
+from gateway.web.pages import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings

@@ -10,7 +10,7 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http import status_error_response
+from gateway.json_bodies import status_error_response
 from shared.errors import PayloadTooLarge
 
 REQUEST_ID_HEADER = "x-request-id"

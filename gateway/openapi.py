@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from gateway.schemas import ErrorResponse
+from gateway.admin.schemas import ErrorResponse
 
 _PATH_PARAMETER = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.app import create_app
-from gateway.demo_backend import create_demo_app
+from gateway.cli.demo_backend import create_demo_app
 from shared.db import Database, upgrade_to_head
 from shared.logging import Redactor, configure_logging
 from shared.settings import Settings

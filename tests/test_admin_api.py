@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.demo_backend import create_demo_app
+from gateway.cli.demo_backend import create_demo_app
 from tests.conftest import ADMIN_KEY
 from tests.fakes import CountingApp, models_answering
 from tests.support import ThreadedServer, free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from gateway.demo_backend import create_demo_app
+from gateway.cli.demo_backend import create_demo_app
 from tests.support import ThreadedServer
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from alembic import command
 
-from gateway.demo_backend import create_demo_app
+from gateway.cli.demo_backend import create_demo_app
 from shared.db import Database, alembic_config, upgrade_to_head
 from shared.models import ModelServer, utcnow
 from tests.conftest import ADMIN_KEY

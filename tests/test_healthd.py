@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.demo_backend import create_demo_app
+from gateway.cli.demo_backend import create_demo_app
 from healthd.daemon import Daemon
 from shared.db import Database
 from shared.models import HealthCheck, ModelServer, utcnow
@@ -325,7 +325,7 @@ async def test_unchanged_results_write_history_only(settings: Settings, database
     history = checks(database, server_id)
     server = row(database, server_id)
     assert server.last_checked_at == history[0].checked_at  # written once, at the transition
-    from gateway.registrations import server_detail
+    from gateway.admin.registrations import server_detail
 
     assert server_detail(database, server_id).last_checked_at == history[-1].checked_at
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.demo_backend import create_demo_app
+from gateway.cli.demo_backend import create_demo_app
 from shared.probe import ProbeResult, probe_backend
 from tests.fakes import models_answering
 from tests.support import ThreadedServer, free_port

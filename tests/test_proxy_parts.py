@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.feedback import Batch, Feedback, UsageDelta
-from gateway.ratelimit import Bucket, RateLimiter, take_token
-from gateway.routing import Backend
-from gateway.upstream import extract_usage, relayed_headers, upstream_headers
+from gateway.proxy.feedback import Batch, Feedback, UsageDelta
+from gateway.proxy.ratelimit import Bucket, RateLimiter, take_token
+from gateway.proxy.relay import extract_usage, relayed_headers, upstream_headers
+from gateway.routing.policy import Backend
 
 
 @pytest.mark.parametrize(

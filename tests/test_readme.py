@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.admin_cli import cli
+from gateway.cli.admin import cli
 from shared.settings import Settings
 from tests.support import REPO
 

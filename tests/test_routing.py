@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.balancer import Balancer
-from gateway.routing import (
+from gateway.routing.balancer import Balancer
+from gateway.routing.policy import (
     Backend,
     Draws,
     Load,

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream_http import (
+from gateway.upstream.connection import (
     ConnectFailed,
     Disconnected,
     InvalidResponse,
@@ -23,7 +23,7 @@ from gateway.upstream_http import (
     encode_request,
     parse_origin,
 )
-from gateway.upstream_pool import UpstreamPool
+from gateway.upstream.pool import UpstreamPool
 from shared.urls import system_resolver
 from tests.support import free_port
 

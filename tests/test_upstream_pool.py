@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from gateway.upstream_http import ConnectFailed
-from gateway.upstream_pool import UpstreamPool
+from gateway.upstream.connection import ConnectFailed
+from gateway.upstream.pool import UpstreamPool
 from tests.test_upstream_http import HEADERS, OK, read_head, scripted, soon
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.demo_backend import create_demo_app
-from gateway.web import PAGES
+from gateway.cli.demo_backend import create_demo_app
+from gateway.web.pages import PAGES
 from tests.conftest import ADMIN_KEY
 from tests.support import (
     REPO,

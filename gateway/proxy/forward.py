@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from gateway.balancer import Balancer
-from gateway.client_access import ClientAccess
-from gateway.feedback import Feedback
-from gateway.http import parse_json_object, validate
-from gateway.request_log import RequestLog
-from gateway.routing import Backend, parse_tags
-from gateway.snapshot import SnapshotHolder
-from gateway.upstream import (
+from gateway.json_bodies import parse_json_object, validate
+from gateway.proxy.access import ClientAccess
+from gateway.proxy.feedback import Feedback
+from gateway.proxy.relay import (
     MAX_RESPONSE_BYTES,
     RelayedStream,
     StreamOutcome,
@@ -31,8 +27,12 @@ from gateway.upstream import (
     relayed_headers,
     upstream_headers,
 )
-from gateway.upstream_http import UpstreamError, UpstreamResponse, UpstreamTimeout
-from gateway.upstream_pool import UpstreamPool
+from gateway.proxy.request_log import RequestLog
+from gateway.routing.balancer import Balancer
+from gateway.routing.policy import Backend, parse_tags
+from gateway.routing.registry import SnapshotHolder
+from gateway.upstream.connection import UpstreamError, UpstreamResponse, UpstreamTimeout
+from gateway.upstream.pool import UpstreamPool
 from shared.errors import GatewayTimeout, InvalidRequest, NotFound, ServiceUnavailable
 from shared.logging import get_logger
 from shared.settings import Settings

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.context import context_of
-from gateway.health import package_version
-from gateway.http import json_response
+from gateway.json_bodies import json_response
+from gateway.liveness import package_version
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from shared.db import Database
 from shared.errors import InvalidRequest

@@ -408,7 +408,7 @@ def demo_backend(
     """Run a small OpenAI-compatible server (chat, completions, streaming, embeddings)."""
     import uvicorn
 
-    from gateway.demo_backend import create_demo_app
+    from gateway.cli.demo_backend import create_demo_app
 
     app = create_demo_app(
         model, latency_ms=latency_ms, chunk_interval_ms=chunk_interval_ms, api_key=backend_key
@@ -420,7 +420,7 @@ def demo_backend(
 @click.option("--demo-port", type=click.IntRange(1, 65535), default=9001, show_default=True)
 def run_local_command(demo_port: int) -> None:
     """Migrate, then run gateway, healthd and a demo backend until Ctrl-C (`make run`)."""
-    from gateway.run_local import run_local
+    from gateway.cli.run_local import run_local
 
     run_local(demo_port)
 

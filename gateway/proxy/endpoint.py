@@ -24,10 +24,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import GatewayContext, context_of
-from gateway.http import json_response
+from gateway.json_bodies import json_response
 from gateway.middleware import choose_request_id
 from gateway.openapi import DocumentedRoute, Operation
-from gateway.proxy import (
+from gateway.proxy.forward import (
     BufferedResponse,
     Forwarder,
     Incoming,
@@ -35,7 +35,7 @@ from gateway.proxy import (
     ProxyRuntime,
     parse_proxied,
 )
-from gateway.upstream import RelayedStream
+from gateway.proxy.relay import RelayedStream
 from shared.errors import GatewayError, PayloadTooLarge, ServiceUnavailable, body_for, error_body
 from shared.logging import get_logger
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.schemas import (
+from gateway.admin.schemas import (
     Capabilities,
     HealthCheckOut,
     OwnerMetadata,

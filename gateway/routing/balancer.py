@@ -10,8 +10,8 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway import routing
-from gateway.routing import Backend, Draws, Load
+from gateway.routing import policy as routing
+from gateway.routing.policy import Backend, Draws, Load
 
 
 class Balancer:

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from gateway.http import error_response, status_error_response
+from gateway.json_bodies import error_response, status_error_response
 from shared.errors import GatewayError
 from shared.logging import get_logger
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.routing import Backend
+from gateway.routing.policy import Backend
 from shared.db import Database
 from shared.logging import get_logger
 from shared.models import HealthStatus, ModelServer, RegistryGeneration

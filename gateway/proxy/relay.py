@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.routing import Backend
-from gateway.upstream_http import UpstreamError, UpstreamResponse, UpstreamTimeout
+from gateway.routing.policy import Backend
+from gateway.upstream.connection import UpstreamError, UpstreamResponse, UpstreamTimeout
 from shared.errors import error_body
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024

@@ -10,10 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admin.schemas import HealthResponse
 from gateway.context import context_of
-from gateway.http import json_response
+from gateway.json_bodies import json_response
 from gateway.openapi import DocumentedRoute, Operation
-from gateway.schemas import HealthResponse
 from shared.db import Database
 from shared.logging import get_logger
 

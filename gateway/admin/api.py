@@ -10,11 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import registrations
-from gateway.context import GatewayContext, context_of
-from gateway.http import json_response, parse_body
-from gateway.openapi import DocumentedRoute, Operation, QueryParameter
-from gateway.schemas import (
+from gateway.admin import registrations
+from gateway.admin.schemas import (
     CheckRequested,
     DeregisterResponse,
     ProbeRequest,
@@ -25,6 +22,9 @@ from gateway.schemas import (
     ServerOut,
     UpdateRequest,
 )
+from gateway.context import GatewayContext, context_of
+from gateway.json_bodies import json_response, parse_body
+from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.logging import get_logger
 from shared.probe import ProbeResult, probe_backend

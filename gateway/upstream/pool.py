@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from gateway.upstream_http import (
+from gateway.upstream.connection import (
     ConnectFailed,
     Connection,
     Disconnected,
