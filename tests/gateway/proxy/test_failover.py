@@ -12,9 +12,9 @@ import pytest
 
 from shared.db import Database
 from tests.fakes import ScriptedBackend
+from tests.gateway.proxy.test_proxy import CHAT, HEADERS, health_of, register, wait_routable
+from tests.healthd.test_daemon import add_server
 from tests.support import ThreadedServer, wait_for
-from tests.test_healthd import add_server
-from tests.test_proxy import CHAT, HEADERS, health_of, register, wait_routable
 
 Started = tuple[ScriptedBackend, ThreadedServer]
 

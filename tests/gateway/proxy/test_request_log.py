@@ -14,7 +14,7 @@ import structlog
 
 from gateway.proxy.request_log import BATCH_SECONDS, RequestLog
 from shared.logging import REDACTED, LogOutputs, Redactor
-from tests.test_logging import _read_json_lines, log_to_files
+from tests.shared.test_logging import _read_json_lines, log_to_files
 
 SERVED: dict[str, Any] = {
     "model": "m 'quoted' \"too\" sk-proj-ABCDEFGH12345678",

@@ -16,7 +16,7 @@ import trustme
 
 from gateway.upstream.connection import ConnectFailed
 from gateway.upstream.pool import UpstreamPool
-from tests.test_upstream_http import HEADERS, OK, read_head, scripted, soon
+from tests.gateway.upstream.test_connection import HEADERS, OK, read_head, scripted, soon
 
 
 class FakeResolver:
