@@ -17,21 +17,28 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway.admin.api import admin_routes
+from gateway.admin.auth import AdminKeyMiddleware
 from gateway.admin.system import system_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version
-from gateway.middleware import AdminKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.proxy import feedback as feedback_module
 from gateway.proxy.access import ClientAccess
-from gateway.proxy.endpoint import Dispatcher, proxy_endpoints, proxy_routes
-from gateway.proxy.forward import ProxyRuntime
+from gateway.proxy.endpoint import Dispatcher, proxy_routes
+from gateway.proxy.models import models_route
 from gateway.proxy.ratelimit import RateLimiter
 from gateway.proxy.request_log import RequestLog
+from gateway.proxy.runtime import ProxyRuntime
 from gateway.routing.balancer import Balancer
-from gateway.routing.registry import RegistrySnapshot, SnapshotHolder, load_snapshot, watch_registry
-from gateway.upstream.pool import UpstreamPool
+from gateway.routing.registry import (
+    RegistrySnapshot,
+    SnapshotHolder,
+    load_snapshot,
+    watch_registry,
+)
+from gateway.upstream import UpstreamPool
 from gateway.web.pages import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
@@ -86,8 +93,7 @@ def create_app(
             finally:
                 await cancel_all(background)
                 await feedback_module.flush(runtime.feedback, database)
-                if runtime.pool is not None:
-                    runtime.pool.close()
+                runtime.transport.close()
                 runtime.request_log.drain()
                 context.proxy = None
                 context.probe_client = None
@@ -95,25 +101,10 @@ def create_app(
 
     middleware = [Middleware(RequestIdMiddleware)]
     if settings.enable_cors:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["*"],
-                allow_headers=["*"],
-                expose_headers=["X-Request-ID", "X-Gateway-Server-ID"],
-            )
-        )
-    fast_routes = proxy_endpoints(context)
+        middleware.append(Middleware(CORSMiddleware, **cors_options(settings)))
     routes = [
         health_route(),
-        Mount(
-            "/v1",
-            routes=proxy_routes(fast_routes),
-            middleware=[
-                Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-            ],
-        ),
+        Mount("/v1", routes=[*proxy_routes(context), models_route()]),
         Mount(
             "/admin",
             routes=[*admin_routes(), *system_routes()],
@@ -134,7 +125,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    return Dispatcher(app, fast_routes)
+    return Dispatcher(app, routes)
 
 
 async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None) -> ProxyRuntime:
@@ -161,7 +152,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"
         ),
-        pool=UpstreamPool(
+        transport=UpstreamPool(
             verify_tls=settings.verify_backend_tls,
             connect_timeout=settings.connect_timeout_seconds,
             resolver=context.resolver,

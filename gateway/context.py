@@ -15,7 +15,7 @@ from shared.settings import Settings
 from shared.urls import Resolver
 
 if TYPE_CHECKING:
-    from gateway.proxy.forward import ProxyRuntime
+    from gateway.proxy.runtime import ProxyRuntime
 
 
 @dataclass

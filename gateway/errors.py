@@ -1,17 +1,27 @@
-"""Every exception becomes an OpenAI-format error here, and nowhere else."""
+"""Every error becomes an OpenAI-format answer here, and nowhere else.
+
+Two shapes of the same thing: Starlette's exception handlers for the routes
+behind its middleware, and `error_answer` for the proxy's plain-ASGI path
+(a JSONResponse costs more than the answer it carries).
+"""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ExceptionHandler
+from starlette.types import ExceptionHandler, Receive, Scope, Send
 
 from gateway.json_bodies import error_response, status_error_response
-from shared.errors import GatewayError
+from shared.errors import GatewayError, body_for, error_body
 from shared.logging import get_logger
 
 log = get_logger("api")
+
+INTERNAL_ERROR_MESSAGE = "internal error; the gateway's log has the details"
 
 _FRAMEWORK_MESSAGES = {
     404: "no such route: {method} {path}",
@@ -20,10 +30,48 @@ _FRAMEWORK_MESSAGES = {
 }
 
 
-async def handle_gateway_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, GatewayError)
+class JSONAnswer:
+    """A JSON answer made by the gateway itself, sent as plain ASGI.
+
+    `headers` is a list the caller may still append to before it is sent."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.status = status
+        self.payload = json.dumps(body).encode()
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.payload)).encode()),
+            *headers,
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.payload})
+
+
+def note_error(error: GatewayError) -> None:
+    """Our own 5xx answers are worth a line in the log; 4xx are the client's business."""
     if error.status_code >= 500:
         log.warning("request failed", status=error.status_code, reason=error.message)
+
+
+def error_answer(error: GatewayError) -> JSONAnswer:
+    note_error(error)
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    return JSONAnswer(error.status_code, body_for(error), headers)
+
+
+def internal_error_answer(path: str, error: BaseException) -> JSONAnswer:
+    # The traceback goes to the log (redacted), never to the client.
+    log.error("unhandled error", path=path, exc_info=error)
+    return JSONAnswer(500, error_body(500, INTERNAL_ERROR_MESSAGE), [])
+
+
+async def handle_gateway_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, GatewayError)
+    note_error(error)
     return error_response(error)
 
 
@@ -37,9 +85,8 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, error: Exception) -> Response:
-    # The traceback goes to the log (redacted), never to the client.
     log.error("unhandled error", path=request.url.path, exc_info=error)
-    return status_error_response(500, "internal error; the gateway's log has the details")
+    return status_error_response(500, INTERNAL_ERROR_MESSAGE)
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {

@@ -1,10 +1,11 @@
-"""Plain ASGI middleware: request ids, and the admin key check."""
+"""Plain ASGI middleware, and what the proxy's own path shares with it: request ids,
+CORS options, the body limit."""
 
 from __future__ import annotations
 
-import hmac
 import os
 import re
+from typing import Any
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
@@ -12,9 +13,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.json_bodies import status_error_response
 from shared.errors import PayloadTooLarge
+from shared.settings import Settings
+
+EXPOSED_HEADERS = ("X-Request-ID", "X-Gateway-Server-ID")
 
 REQUEST_ID_HEADER = "x-request-id"
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def cors_options(settings: Settings) -> dict[str, Any]:
+    """Starlette's CORSMiddleware options: the one CORS policy, for every route."""
+    return {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["*"],
+        "allow_headers": ["*"],
+        "expose_headers": list(EXPOSED_HEADERS),
+    }
+
+
+def body_too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than the limit of {max_bytes} bytes")
 
 
 def choose_request_id(sent: str | None) -> str:
@@ -46,40 +64,6 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-class AdminKeyMiddleware:
-    """Require `X-API-Key` equal to ADMIN_API_KEY (compared in constant time).
-
-    An empty ADMIN_API_KEY turns the admin API off instead of leaving it open.
-    """
-
-    def __init__(self, app: ASGIApp, admin_key: str) -> None:
-        self.app = app
-        self.admin_key = admin_key.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not self.admin_key:
-            response = status_error_response(
-                503, "the admin API is disabled: set ADMIN_API_KEY and restart the gateway"
-            )
-            await response(scope, receive, send)
-            return
-        sent = Headers(scope=scope).get("x-api-key")
-        if not sent:
-            response = status_error_response(
-                401, "missing X-API-Key header: the admin API needs the admin key"
-            )
-            await response(scope, receive, send)
-            return
-        if not hmac.compare_digest(sent.encode("latin-1", "replace"), self.admin_key):
-            response = status_error_response(403, "invalid admin API key")
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 class BodySizeLimitMiddleware:
     """Refuse request bodies over `max_bytes` with an OpenAI-format 413.
 
@@ -108,13 +92,11 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise PayloadTooLarge(self._message())
+                    raise body_too_large(self.max_bytes)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _message(self) -> str:
-        return f"the request body is larger than the limit of {self.max_bytes} bytes"
-
     def _too_large(self) -> ASGIApp:
-        return status_error_response(413, self._message(), headers={"Connection": "close"})
+        message = body_too_large(self.max_bytes).message
+        return status_error_response(413, message, headers={"Connection": "close"})

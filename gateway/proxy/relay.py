@@ -1,23 +1,23 @@
-"""Talking to backends: headers both ways, usage in answers, and relaying a stream.
+"""What passes between client and backend: headers both ways, a whole answer, a stream.
 
-The connections themselves are gateway/upstream_http.py's (why it is not a
-general-purpose client is said there).
+The connections themselves are the upstream room's (gateway/upstream/).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.proxy.accounting import Attempt, StreamOutcome
+from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend
-from gateway.upstream.connection import UpstreamError, UpstreamResponse, UpstreamTimeout
+from gateway.upstream import ResponseStream, UpstreamError, UpstreamTimeout
 from shared.errors import error_body
+from shared.failures import policy_of
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 USAGE_TAIL_BYTES = 16 * 1024
@@ -48,15 +48,6 @@ DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
 }
 
 
-class UpstreamFailure(Exception):
-    """An attempt failed in a way that allows trying another backend."""
-
-    def __init__(self, reason: str, *, backend_fault: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.backend_fault = backend_fault  # False for 429: busy, not broken
-
-
 def upstream_headers(backend: Backend, content_type: str | None, request_id: str) -> dict[str, str]:
     """What the backend sees: never the client's own credentials or cookies."""
     headers = {
@@ -79,48 +70,25 @@ def relayed_headers(
     return headers
 
 
-_JSON = json.JSONDecoder()
-_AFTER_KEY = re.compile(rb"\s*:\s*")
-USAGE_OBJECT_BYTES = 4096
+class BufferedResponse:
+    """A complete upstream answer, relayed with its status and useful headers."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = [*headers, (b"content-length", str(len(body)).encode())]
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
-def extract_usage(data: bytes) -> tuple[int, int] | None:
-    """(prompt_tokens, completion_tokens) from the last `"usage"` in a JSON answer or SSE tail.
-
-    Only the usage object is parsed, not the whole answer (a few µs on every
-    request). A `"usage"` inside a string would be escaped (`\\"usage\\"`), so
-    the last bare one is the answer's own.
-    """
-    position = data.rfind(b'"usage"')
-    if position < 0:
-        return None
-    colon = _AFTER_KEY.match(data, position + len(b'"usage"'))
-    if colon is None or not colon.group().strip():
-        return None
-    value = data[colon.end() : colon.end() + USAGE_OBJECT_BYTES].decode("utf-8", "replace")
-    try:
-        usage, _ = _JSON.raw_decode(value)
-    except ValueError:
-        return None
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    if type(prompt) is not int or type(completion) is not int:
-        return None
-    return prompt, completion
-
-
-def sse_error_event(status: int, message: str, error_type: str) -> bytes:
-    body = error_body(status, message, error_type)
+def sse_error_event(failure: UpstreamError) -> bytes:
+    """The OpenAI-shaped error event that ends a stream the backend broke."""
+    policy = policy_of(failure.kind)
+    message = f"the backend failed mid-stream: {failure.reason}"
+    body = error_body(policy.status, message, policy.error_type)
     return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-
-@dataclass
-class StreamOutcome:
-    completed: bool = False
-    client_gone: bool = False
-    failure: str | None = None
-    usage: tuple[int, int] | None = None
 
 
 class RelayedStream:
@@ -134,18 +102,18 @@ class RelayedStream:
 
     def __init__(
         self,
-        upstream: UpstreamResponse,
+        upstream: ResponseStream,
         first_chunk: bytes,
         *,
         headers: list[tuple[bytes, bytes]],
         idle_timeout: float,
-        on_done: Callable[[StreamOutcome], None],
+        attempt: Attempt,
     ) -> None:
         self.upstream = upstream
         self.first_chunk = first_chunk
         self.headers = headers
         self.idle_timeout = idle_timeout
-        self.on_done = on_done
+        self.attempt = attempt
         self.outcome = StreamOutcome()
         # The last chunks, about USAGE_TAIL_BYTES of them: the usage is in the last event.
         self.tail: deque[bytes] = deque()
@@ -164,7 +132,7 @@ class RelayedStream:
             else:
                 self.upstream.release()
             self.outcome.usage = extract_usage(b"".join(self.tail))
-            self.on_done(self.outcome)
+            self.attempt.streamed(self.outcome)
 
     async def _watch_disconnect(self, receive: Receive) -> None:
         while True:
@@ -195,11 +163,13 @@ class RelayedStream:
                 try:
                     chunk = await self.upstream.read_chunk(idle=self.idle_timeout)
                 except UpstreamTimeout:
-                    self.outcome.failure = f"the stream was silent for {self.idle_timeout:g}s"
+                    self.outcome.failure = UpstreamTimeout(
+                        f"the stream was silent for {self.idle_timeout:g}s"
+                    )
                     break
                 except UpstreamError as error:
                     if not self.outcome.client_gone:  # else: we closed it ourselves
-                        self.outcome.failure = error.reason
+                        self.outcome.failure = error
                     break
                 if not chunk:
                     self.outcome.completed = True
@@ -209,14 +179,7 @@ class RelayedStream:
             if self.outcome.client_gone:
                 return
             if self.outcome.failure is not None:
-                status, kind = (
-                    (504, "timeout_error")
-                    if "silent" in self.outcome.failure
-                    else (502, "server_error")
-                )
-                event = sse_error_event(
-                    status, f"the backend failed mid-stream: {self.outcome.failure}", kind
-                )
+                event = sse_error_event(self.outcome.failure)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:

@@ -1,4 +1,4 @@
-"""The proxy's upstream HTTP/1.1 client: one exchange on an asyncio protocol, parsed by httptools.
+"""One exchange on one keep-alive connection: an asyncio protocol, parsed by httptools.
 
 Why not a general-purpose client: measured with bare proxies in one
 `make bench`-style run (same backend, wrk, 64 connections, one worker),
@@ -6,108 +6,30 @@ forwarding through aiohttp's ClientSession served 3,600-4,600 requests/s
 (p99 39-48 ms) and added ~0.3 ms at one connection; pyreqwest 6,500-7,000
 (p99 18-19 ms, +0.3 ms); this design 10,600-12,000 (p99 10-13 ms,
 +0.15 ms). httpx did a few hundred. The proxy needs a small part of a
-general client: one POST with a byte body, an answer read whole or relayed
+general client: one request with a byte body, an answer read whole or relayed
 chunk by chunk, timeouts, keep-alive, TLS. Parsing is httptools (llhttp, the
-parser uvicorn itself uses); what is left here is framing one request and
-reading its answer. Connections are made and kept by upstream_pool.py.
-
-Errors, all URL-free (the reason is shown to clients and logged):
-
-    UpstreamError
-    ├── ConnectFailed      no connection (refused, DNS, TLS, connect timeout)
-    ├── UpstreamTimeout    no answer, or no next chunk, in time
-    ├── Disconnected       the backend closed before its answer was complete
-    └── InvalidResponse    not HTTP/1.x as we know it
+parser uvicorn itself uses, strict about framing: both length headers,
+duplicate or invalid lengths are refused); what is left here is feeding it
+and reading the answer. Connections are made and kept by pool.py; failures
+are gateway/upstream/errors.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import cast
-from urllib.parse import urlsplit
 
 import httptools
+
+from gateway.upstream.errors import Disconnected, InvalidResponse, UpstreamError, UpstreamTimeout
+from gateway.upstream.framing import Origin
+from shared.failures import FailureKind
 
 MAX_HEADER_BYTES = 64 * 1024
 # Read no further ahead of a slow client than this; reading resumes once it took it all.
 PAUSE_ABOVE_BYTES = 256 * 1024
-
-
-class UpstreamError(Exception):
-    """A failed exchange with a backend; `reason` never contains its URL."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ConnectFailed(UpstreamError):
-    pass
-
-
-class UpstreamTimeout(UpstreamError):
-    pass
-
-
-class Disconnected(UpstreamError):
-    def __init__(self, reason: str, *, before_response: bool) -> None:
-        super().__init__(reason)
-        self.before_response = before_response
-
-
-class InvalidResponse(UpstreamError):
-    pass
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a backend lives, parsed once per base URL."""
-
-    host: str
-    port: int
-    tls: bool
-    prefix: str  # path the registered URL carries, without a trailing slash
-    host_header: str  # ASCII (IDNA)
-
-
-@lru_cache(maxsize=4096)
-def parse_origin(base_url: str) -> Origin:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConnectFailed("the backend URL is not http(s)")
-    tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
-    host = parts.hostname
-    shown = f"[{host}]" if ":" in host else host
-    default_port = parts.port is None or parts.port == (443 if tls else 80)
-    host_header = shown if default_port else f"{shown}:{port}"
-    return Origin(host, port, tls, parts.path.rstrip("/"), host_header.encode("idna").decode())
-
-
-# What would end a header line or the request line early: never sent.
-_UNSAFE_IN_HEADERS = re.compile(r"[\r\n\0]")
-_UNSAFE_IN_TARGET = re.compile(r"[\r\n\0 ]")
-
-
-def encode_request(origin: Origin, path: str, headers: dict[str, str], body: bytes) -> bytes:
-    """One POST, framed with Content-Length (no chunked uploads: the body is in hand)."""
-    target = origin.prefix + path
-    if _UNSAFE_IN_TARGET.search(target):
-        raise UpstreamError("the request path contains a space or a line break")
-    lines = "".join([f"\r\n{name}: {value}" for name, value in headers.items()])
-    if _UNSAFE_IN_HEADERS.search("".join([*headers, *headers.values()])):
-        raise UpstreamError("a request header contains a line break")
-    head = f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}{lines}\r\n"
-    try:
-        encoded = head.encode("latin-1")
-    except UnicodeEncodeError:
-        raise UpstreamError("a request header is not Latin-1 text") from None
-    return b"%sContent-Length: %d\r\n\r\n%s" % (encoded, len(body), body)
 
 
 class UpstreamResponse:
@@ -229,13 +151,13 @@ class UpstreamResponse:
 
     async def read_all(self, limit: int, deadline: float | None) -> bytes:
         if (self.content_length or 0) > limit:
-            raise InvalidResponse("the response is too large")
+            raise InvalidResponse("the response is too large", FailureKind.TOO_LARGE)
         parts: list[bytes] = []
         size = 0
         while chunk := await self.read_chunk(deadline):
             size += len(chunk)
             if size > limit:
-                raise InvalidResponse("the response is too large")
+                raise InvalidResponse("the response is too large", FailureKind.TOO_LARGE)
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -243,7 +165,9 @@ class UpstreamResponse:
         self._connection.finished(self, reusable=self.complete)
 
     def close(self) -> None:
-        self._fail(Disconnected("the request was abandoned", before_response=False))
+        self._fail(
+            Disconnected(FailureKind.RESET, "the request was abandoned", before_response=False)
+        )
         self._connection.finished(self, reusable=False)
 
 
@@ -275,6 +199,8 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.keep_alive = True
         self.header_bytes = 0
+        self.trailer_bytes = 0
+        self.head_request = False
         self.idle_since = 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -290,7 +216,8 @@ class Connection(asyncio.Protocol):
             self.header_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            # An upgrade (101) nobody asked for is as wrong as bad framing.
             response._fail(InvalidResponse("the backend sent an invalid HTTP response"))
             self.abort()
             return
@@ -304,29 +231,47 @@ class Connection(asyncio.Protocol):
         response = self.response
         if response is None or response.complete:
             return
-        if response.headers_done and response.content_length is None and not response.chunked:
-            # A body without length or chunking ends where the connection does.
+        if not response.headers_done:
+            response._fail(
+                Disconnected(
+                    FailureKind.RESET,
+                    "the backend closed the connection",
+                    before_response=self.header_bytes == 0,
+                )
+            )
+            return
+        if response.content_length is None and not response.chunked and exc is None:
+            # A body without length or chunking ends where the connection does,
+            # when it ends cleanly (FIN); a reset (`exc`) cut it short.
             response.complete = True
             response._wake()
             return
         response._fail(
             Disconnected(
-                "the backend closed the connection"
-                if not response.headers_done
-                else "the backend's response broke off",
-                before_response=self.header_bytes == 0,
+                FailureKind.TRUNCATED, "the backend's response broke off", before_response=False
             )
         )
 
     # -- httptools callbacks ------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.response is not None
-        self.response.headers.append((name.lower(), value))
+        response = self.response
+        assert response is not None
+        if not response.headers_done:
+            response.headers.append((name.lower(), value))
+            return
+        # A trailer (after a chunked body): not relayed, but bounded like headers.
+        self.trailer_bytes += len(name) + len(value)
+        if self.trailer_bytes > MAX_HEADER_BYTES:
+            response._fail(InvalidResponse("the response trailers are too large"))
+            self.abort()
 
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
         status = self.parser.get_status_code()
+        if status == 101:  # switching protocols we never asked for (the parser stops too)
+            response._fail(InvalidResponse("the backend switched protocols"))
+            return
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
             response.headers.clear()
             return
@@ -339,6 +284,9 @@ class Connection(asyncio.Protocol):
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
                 response.chunked = True
         response.headers_done = True
+        if self.head_request:  # the answer to HEAD has no body, whatever its length says
+            self.keep_alive = False
+            response.complete = True
         response._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -355,14 +303,18 @@ class Connection(asyncio.Protocol):
         response._wake()
 
     # -- used by the pool and the response --------------------------------------------
-    def send(self, request: bytes) -> UpstreamResponse:
+    def send(self, request: bytes, *, head: bool = False) -> UpstreamResponse:
         assert self.transport is not None
         response = self.response = UpstreamResponse(self)
         self.header_bytes = 0
+        self.trailer_bytes = 0
+        self.head_request = head
         try:
             self.transport.write(request)
         except RuntimeError:  # uvloop: the transport closed under us (asyncio just drops it)
-            response._fail(Disconnected("the connection was closed", before_response=True))
+            response._fail(
+                Disconnected(FailureKind.RESET, "the connection was closed", before_response=True)
+            )
         return response
 
     def pause(self) -> None:

@@ -12,22 +12,18 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from gateway.upstream.connection import (
-    ConnectFailed,
-    Connection,
-    Disconnected,
-    Origin,
-    UpstreamResponse,
-    encode_request,
-    parse_origin,
-)
+from gateway.upstream.connection import Connection, UpstreamResponse
+from gateway.upstream.errors import ConnectFailed, Disconnected
+from gateway.upstream.framing import Origin, encode_request, parse_origin
+from gateway.upstream.transport import UpstreamRequest
+from shared.failures import FailureKind
 from shared.urls import IPAddress, Resolver, UnresolvableHost, first_problem, resolve_host
 
 DNS_CACHE_SECONDS = 10.0
 
 
 class UpstreamPool:
-    """Keep-alive connections per origin, most recently used first."""
+    """Keep-alive connections per origin, most recently used first (a `Transport`)."""
 
     def __init__(
         self,
@@ -52,28 +48,29 @@ class UpstreamPool:
         self.idle: dict[Origin, list[Connection]] = {}
         self.sweeping: asyncio.TimerHandle | None = None
 
-    async def post(
-        self, base_url: str, path: str, headers: dict[str, str], body: bytes, deadline: float
-    ) -> UpstreamResponse:
+    async def send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
         """Send the request and wait for the answer's status and headers."""
-        origin = parse_origin(base_url)
-        request = encode_request(origin, path, headers, body)
+        origin = parse_origin(request.base_url)
+        data = encode_request(
+            origin, request.path, dict(request.headers), request.body, request.method
+        )
+        head = request.method == "HEAD"
         connection = self._take(origin)
         if connection is not None:
             try:
-                return await self._exchange(connection, request, deadline)
+                return await self._exchange(connection, data, deadline, head)
             except Disconnected as error:
                 # Most often a pooled connection the backend closed just now:
                 # one more try on a new connection before calling the backend broken.
                 if not error.before_response:
                     raise
         connection = await self._connect(origin, deadline)
-        return await self._exchange(connection, request, deadline)
+        return await self._exchange(connection, data, deadline, head)
 
     async def _exchange(
-        self, connection: Connection, request: bytes, deadline: float
+        self, connection: Connection, request: bytes, deadline: float, head: bool
     ) -> UpstreamResponse:
-        response = connection.send(request)
+        response = connection.send(request, head=head)
         try:
             await response.wait_headers(deadline)
         except BaseException:
@@ -90,11 +87,16 @@ class UpstreamPool:
         try:
             addresses = await resolve_host(origin.host, origin.port, self.resolver)
         except UnresolvableHost:
-            raise ConnectFailed("the backend's host name did not resolve") from None
+            raise ConnectFailed(
+                FailureKind.DNS, "the backend's host name did not resolve"
+            ) from None
         if not self.allow_private:
             found = first_problem(addresses)
             if found is not None:
-                raise ConnectFailed(f"the backend's host name now points to a {found[1]}")
+                raise ConnectFailed(
+                    FailureKind.ADDRESS_REFUSED,
+                    f"the backend's host name now points to a {found[1]}",
+                )
         self.addresses[key] = (loop.time() + DNS_CACHE_SECONDS, addresses)
         return addresses
 
@@ -106,7 +108,7 @@ class UpstreamPool:
                 addresses = await self._addresses(origin)
                 return await self._connect_to_one(loop, origin, addresses, timeout)
         except TimeoutError:
-            raise ConnectFailed("timed out connecting") from None
+            raise ConnectFailed(FailureKind.CONNECT_TIMEOUT, "timed out connecting") from None
 
     async def _connect_to_one(
         self,
@@ -116,7 +118,7 @@ class UpstreamPool:
         timeout: float,
     ) -> Connection:
         """The first address that takes the connection (the pool's DNS answer, pinned)."""
-        failure = ConnectFailed("could not connect")
+        failure = ConnectFailed(FailureKind.UNREACHABLE, "could not connect")
         for address in addresses:
             try:
                 _, connection = await loop.create_connection(
@@ -129,11 +131,11 @@ class UpstreamPool:
                 )
                 return connection
             except ssl.SSLError:
-                failure = ConnectFailed("TLS error")
+                failure = ConnectFailed(FailureKind.TLS, "TLS error")
             except ConnectionRefusedError:
-                failure = ConnectFailed("connection refused")
+                failure = ConnectFailed(FailureKind.REFUSED, "connection refused")
             except OSError:
-                failure = ConnectFailed("could not connect")
+                failure = ConnectFailed(FailureKind.UNREACHABLE, "could not connect")
         raise failure
 
     def _take(self, origin: Origin) -> Connection | None:

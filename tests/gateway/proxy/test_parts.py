@@ -6,7 +6,8 @@ import pytest
 
 from gateway.proxy.feedback import Batch, Feedback, UsageDelta
 from gateway.proxy.ratelimit import Bucket, RateLimiter, take_token
-from gateway.proxy.relay import extract_usage, relayed_headers, upstream_headers
+from gateway.proxy.relay import relayed_headers, upstream_headers
+from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend
 
 

@@ -14,9 +14,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from gateway.upstream.connection import ConnectFailed
-from gateway.upstream.pool import UpstreamPool
-from tests.gateway.upstream.test_connection import HEADERS, OK, read_head, scripted, soon
+from gateway.upstream import ConnectFailed, UpstreamPool, UpstreamRequest
+from tests.gateway.upstream.test_client import HEADERS, OK, read_head, scripted, soon
 
 
 class FakeResolver:
@@ -51,7 +50,7 @@ async def test_a_name_is_resolved_once_and_the_address_pinned() -> None:
     async with scripted(handler) as (url, connections):
         named = url.replace("127.0.0.1", "backend.test")
         answers = await asyncio.gather(
-            *(pool.post(named, "/v1/x", HEADERS, b"{}", soon()) for _ in range(3))
+            *(pool.send(UpstreamRequest(named, "/v1/x", HEADERS, b"{}"), soon()) for _ in range(3))
         )
         assert [answer.status for answer in answers] == [200, 200, 200]
         for answer in answers:
@@ -75,7 +74,9 @@ async def test_a_name_that_now_points_inside_is_refused(answer: str, problem: st
     """DNS rebinding: registered while public, the name later resolves inside; never connected."""
     pool = pool_with(FakeResolver(answer), allow_private=False)
     with pytest.raises(ConnectFailed, match=problem) as raised:
-        await pool.post("http://backend.test:8000", "/v1/x", HEADERS, b"{}", soon())
+        await pool.send(
+            UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS, b"{}"), soon()
+        )
     assert answer not in raised.value.reason and "backend.test" not in raised.value.reason
     pool.close()
 
@@ -83,7 +84,9 @@ async def test_a_name_that_now_points_inside_is_refused(answer: str, problem: st
 async def test_a_name_that_does_not_resolve() -> None:
     pool = pool_with(FakeResolver(error=OSError("no such host")), allow_private=False)
     with pytest.raises(ConnectFailed, match="did not resolve"):
-        await pool.post("http://backend.test:8000", "/v1/x", HEADERS, b"{}", soon())
+        await pool.send(
+            UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS, b"{}"), soon()
+        )
     pool.close()
 
 
@@ -131,10 +134,10 @@ async def test_tls_is_verified_against_the_name(
         ca.configure_trust(pool.ssl_context)
     async with tls_backend(ca, certificate_for) as url:
         if accepted:
-            answer = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+            answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
             assert answer.status == 200 and await answer.read_all(1024, soon()) == b"{}"
             answer.release()
         else:
             with pytest.raises(ConnectFailed, match="TLS error"):
-                await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+                await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
     pool.close()

@@ -13,17 +13,16 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream.connection import (
+from gateway.upstream import (
     ConnectFailed,
     Disconnected,
     InvalidResponse,
-    Origin,
     UpstreamError,
+    UpstreamPool,
+    UpstreamRequest,
     UpstreamTimeout,
-    encode_request,
-    parse_origin,
 )
-from gateway.upstream.pool import UpstreamPool
+from gateway.upstream.framing import Origin, encode_request, parse_origin
 from shared.urls import system_resolver
 from tests.support import free_port
 
@@ -145,7 +144,7 @@ def soon(seconds: float = 2.0) -> float:
 async def test_a_plain_answer_and_keep_alive(pool: UpstreamPool) -> None:
     async with scripted(answering(OK, OK, then_close=False)) as (url, connections):
         for _ in range(2):
-            response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+            response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
             assert response.status == 200 and response.content_type == "application/json"
             assert (b"content-type", b"application/json") in response.headers
             assert await response.read_all(1024, soon()) == b"{}"
@@ -167,7 +166,7 @@ async def test_chunks_arrive_as_they_are_sent(pool: UpstreamPool) -> None:
         await reader.read()
 
     async with scripted(handler) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         assert response.content_type == "text/event-stream" and response.chunked
         assert await response.read_chunk(soon()) == b"data: "
         go_on.set()
@@ -179,17 +178,17 @@ async def test_chunks_arrive_as_they_are_sent(pool: UpstreamPool) -> None:
 async def test_a_body_without_length_ends_with_the_connection(pool: UpstreamPool) -> None:
     reply = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n"
     async with scripted(answering(reply)) as (url, connections):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         assert await response.read_all(1024, soon()) == b"data: 1\n\ndata: 2\n\n"
         response.release()
         async with scripted(answering(OK)) as (other, _):
-            await pool.post(other, "/v1/x", HEADERS, b"{}", soon())
+            await pool.send(UpstreamRequest(other, "/v1/x", HEADERS, b"{}"), soon())
         assert len(connections) == 1 and not pool.idle.get(parse_origin(url))
 
 
 async def test_an_interim_answer_is_skipped(pool: UpstreamPool) -> None:
     async with scripted(answering(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         assert response.status == 200
         assert await response.read_all(1024, soon()) == b"{}"
 
@@ -208,21 +207,21 @@ async def test_broken_answers(
 ) -> None:
     async with scripted(answering(reply)) as (url, _):
         with pytest.raises(error, match=reason) as raised:
-            await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+            await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
     assert "127.0.0.1" not in raised.value.reason
 
 
 async def test_a_body_that_breaks_off(pool: UpstreamPool) -> None:
     reply = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial": '
     async with scripted(answering(reply)) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         with pytest.raises(Disconnected, match="broke off"):
             await response.read_all(1024, soon())
 
 
 async def test_a_response_over_the_limit(pool: UpstreamPool) -> None:
     async with scripted(answering(OK)) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         with pytest.raises(InvalidResponse, match="too large"):
             await response.read_all(1, soon())
 
@@ -230,18 +229,20 @@ async def test_a_response_over_the_limit(pool: UpstreamPool) -> None:
 async def test_a_pooled_connection_closed_by_the_backend_is_replaced(pool: UpstreamPool) -> None:
     """The backend closes its keep-alive connection without saying so: one quiet retry."""
     async with scripted(answering(OK)) as (url, connections):
-        first = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        first = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         await first.read_all(1024, soon())
         first.release()
         assert pool.idle[parse_origin(url)]
-        second = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        second = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         assert await second.read_all(1024, soon()) == b"{}"
         assert len(connections) == 2
 
 
 async def test_refused_connection(pool: UpstreamPool) -> None:
     with pytest.raises(ConnectFailed, match="connection refused"):
-        await pool.post(f"http://127.0.0.1:{free_port()}", "/v1/x", HEADERS, b"{}", soon())
+        await pool.send(
+            UpstreamRequest(f"http://127.0.0.1:{free_port()}", "/v1/x", HEADERS, b"{}"), soon()
+        )
 
 
 async def test_tls_to_a_plain_server(pool: UpstreamPool) -> None:
@@ -251,7 +252,9 @@ async def test_tls_to_a_plain_server(pool: UpstreamPool) -> None:
 
     async with scripted(silent) as (url, _):
         with pytest.raises(ConnectFailed, match="TLS"):
-            await pool.post(url.replace("http:", "https:"), "/v1/x", HEADERS, b"{}", soon())
+            await pool.send(
+                UpstreamRequest(url.replace("http:", "https:"), "/v1/x", HEADERS, b"{}"), soon()
+            )
 
 
 async def test_no_answer_in_time(pool: UpstreamPool) -> None:
@@ -260,7 +263,7 @@ async def test_no_answer_in_time(pool: UpstreamPool) -> None:
 
     async with scripted(hang) as (url, _):
         with pytest.raises(UpstreamTimeout):
-            await pool.post(url, "/v1/x", HEADERS, b"{}", soon(0.2))
+            await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon(0.2))
 
 
 async def test_idle_limit_between_chunks(pool: UpstreamPool) -> None:
@@ -275,7 +278,7 @@ async def test_idle_limit_between_chunks(pool: UpstreamPool) -> None:
         await reader.read()  # then silence
 
     async with scripted(trickle) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         received = b""
         with pytest.raises(UpstreamTimeout, match=r"no data for 0\.3s"):
             while True:
@@ -296,7 +299,7 @@ async def test_reading_pauses_ahead_of_a_slow_reader(pool: UpstreamPool) -> None
         await reader.read()
 
     async with scripted(flood) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         connection = response._connection
         deadline = soon(5)
         while not connection.paused:
@@ -324,7 +327,7 @@ async def test_idle_connections_are_closed_after_the_keep_alive_time() -> None:
         closed.set()
 
     async with scripted(handler) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         await response.read_all(1024, soon())
         response.release()
         await asyncio.wait_for(closed.wait(), timeout=5)
@@ -343,7 +346,7 @@ async def test_closing_mid_answer_drops_the_connection(pool: UpstreamPool) -> No
         ended.set()
 
     async with scripted(endless) as (url, _):
-        response = await pool.post(url, "/v1/x", HEADERS, b"{}", soon())
+        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         assert await response.read_chunk(soon()) == b"x"
         response.close()
         await asyncio.wait_for(ended.wait(), timeout=5)

@@ -1,0 +1,139 @@
+"""One attempt on one backend, accounted exactly once whatever its outcome.
+
+An `Attempt` takes a balancer slot when it is made. It is then settled once,
+by whichever of these happens: `answered` (a whole answer relayed),
+`streamed` (a stream ended: completed, cut, or the client left), `failed`
+(an upstream failure: the request may be failed over) or `abandoned`
+(cancelled: the client left before an answer). Settling frees the slot,
+records usage or the failure in Feedback, marks the backend when the
+failure's kind counts against it, and writes the request line. A second
+settle is a no-op, so a `finally` may always call `abandoned()`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from gateway.proxy.feedback import Feedback
+from gateway.proxy.request_log import RequestLog
+from gateway.routing.balancer import Balancer
+from gateway.routing.policy import Backend
+from gateway.upstream import UpstreamError
+from shared.failures import policy_of
+from shared.logging import get_logger
+
+log = get_logger("api")
+
+
+@dataclass
+class StreamOutcome:
+    """How a relayed stream ended."""
+
+    completed: bool = False
+    client_gone: bool = False
+    failure: UpstreamError | None = None
+    usage: tuple[int, int] | None = None
+
+
+class Attempt:
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        model: str,
+        request_id: str,
+        started: float,
+        balancer: Balancer,
+        feedback: Feedback,
+        request_log: RequestLog,
+    ) -> None:
+        self.backend = backend
+        self.model = model
+        self.request_id = request_id
+        self.started = started  # time.perf_counter() when the client's request began
+        self.balancer = balancer
+        self.feedback = feedback
+        self.request_log = request_log
+        self.settled = False
+        balancer.started(backend.id)
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 2)
+
+    def _settle(self) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        return True
+
+    def answered(self, status: int, usage: tuple[int, int] | None) -> None:
+        """A whole answer (any status below 500, bar 429) goes to the client."""
+        if not self._settle():
+            return
+        latency = self.elapsed_ms()
+        ok = status < 400
+        self.balancer.finished(self.backend.id, latency if ok else None)
+        self.feedback.record(
+            self.backend.id, ok=True, latency_ms=latency, usage=usage if ok else None
+        )
+        self.request_log.served(
+            self.request_id,
+            model=self.model,
+            registration_id=self.backend.id,
+            status=status,
+            latency_ms=latency,
+            stream=False,
+        )
+
+    def failed(self, failure: UpstreamError) -> None:
+        """No answer from this backend; the caller may try another."""
+        if not self._settle():
+            return
+        self.balancer.finished(self.backend.id, None)
+        self._count_failure(failure, "")
+        log.warning(
+            "backend attempt failed",
+            registration_id=self.backend.id,
+            model=self.backend.model_name,
+            reason=failure.reason,
+        )
+
+    def streamed(self, outcome: StreamOutcome) -> None:
+        """A stream that had started ended, however it ended."""
+        if not self._settle():
+            return
+        latency = self.elapsed_ms()
+        failure = outcome.failure
+        self.balancer.finished(self.backend.id, None if failure else latency)
+        if failure is not None:
+            self._count_failure(failure, "mid-stream: ", usage=outcome.usage)
+            log.warning(
+                "stream failed mid-way",
+                registration_id=self.backend.id,
+                model=self.model,
+                reason=failure.reason,
+            )
+            return
+        self.feedback.record(self.backend.id, ok=True, latency_ms=latency, usage=outcome.usage)
+        self.request_log.served(
+            self.request_id,
+            model=self.model,
+            registration_id=self.backend.id,
+            status=200,
+            latency_ms=latency,
+            stream=True,
+            client_gone=outcome.client_gone,
+        )
+
+    def abandoned(self) -> None:
+        """Cancelled before an answer (the client left): only the slot is freed."""
+        if self._settle():
+            self.balancer.finished(self.backend.id, None)
+
+    def _count_failure(
+        self, failure: UpstreamError, prefix: str, usage: tuple[int, int] | None = None
+    ) -> None:
+        self.feedback.record(self.backend.id, ok=False, latency_ms=self.elapsed_ms(), usage=usage)
+        if policy_of(failure.kind).counts_against_backend:
+            self.feedback.mark_unhealthy(self.backend.id, prefix + failure.reason)

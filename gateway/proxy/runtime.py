@@ -1,0 +1,24 @@
+"""The proxy's moving parts, built once per app by `gateway.app.build_runtime`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.proxy.access import ClientAccess
+from gateway.proxy.feedback import Feedback
+from gateway.proxy.request_log import RequestLog
+from gateway.routing.balancer import Balancer
+from gateway.routing.registry import SnapshotHolder
+from gateway.upstream import Transport
+from shared.settings import Settings
+
+
+@dataclass
+class ProxyRuntime:
+    settings: Settings
+    holder: SnapshotHolder
+    balancer: Balancer
+    feedback: Feedback
+    access: ClientAccess
+    request_log: RequestLog
+    transport: Transport
