@@ -8,7 +8,6 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -38,12 +37,12 @@ from gateway.routing.registry import (
     load_snapshot,
     watch_registry,
 )
-from gateway.upstream import UpstreamPool
 from gateway.web.pages import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
+from shared.upstream import UpstreamPool, probe_transport
 from shared.urls import Resolver, system_resolver
 
 TITLE = "Multiverse Inference Gateway"
@@ -81,23 +80,21 @@ def create_app(
                 feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"
             ),
         ]
-        async with httpx.AsyncClient(
-            verify=settings.verify_backend_tls, follow_redirects=False, trust_env=False
-        ) as probe_client:
-            context.probe_client = probe_client
-            context.proxy = runtime
-            freeze_startup_objects()
-            log.info("gateway started", host=settings.host, port=settings.port)
-            try:
-                yield
-            finally:
-                await cancel_all(background)
-                await feedback_module.flush(runtime.feedback, database)
-                runtime.transport.close()
-                runtime.request_log.drain()
-                context.proxy = None
-                context.probe_client = None
-                log.info("gateway stopped")
+        probes = context.probes = probe_transport(settings, resolver)
+        context.proxy = runtime
+        freeze_startup_objects()
+        log.info("gateway started", host=settings.host, port=settings.port)
+        try:
+            yield
+        finally:
+            await cancel_all(background)
+            await feedback_module.flush(runtime.feedback, database)
+            runtime.transport.close()
+            probes.close()
+            runtime.request_log.drain()
+            context.proxy = None
+            context.probes = None
+            log.info("gateway stopped")
 
     middleware = [Middleware(RequestIdMiddleware)]
     if settings.enable_cors:

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import httpx
 from starlette.requests import Request
 
 from shared.db import Database
 from shared.logging import Redactor
 from shared.settings import Settings
+from shared.upstream import Transport
 from shared.urls import Resolver
 
 if TYPE_CHECKING:
@@ -27,13 +27,13 @@ class GatewayContext:
     redactor: Redactor
     resolver: Resolver
     started_monotonic: float = field(default_factory=time.monotonic)
-    probe_client: httpx.AsyncClient | None = None
+    probes: Transport | None = None  # for registration probes (not the proxy's pool)
     proxy: ProxyRuntime | None = None
 
-    def probe_http(self) -> httpx.AsyncClient:
-        if self.probe_client is None:
-            raise RuntimeError("the probe client exists only while the app runs (lifespan)")
-        return self.probe_client
+    def probe_transport(self) -> Transport:
+        if self.probes is None:
+            raise RuntimeError("the probe transport exists only while the app runs (lifespan)")
+        return self.probes
 
 
 def context_of(request: Request) -> GatewayContext:

@@ -16,7 +16,6 @@ import random
 import time
 from collections.abc import Callable
 
-import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
@@ -26,13 +25,7 @@ from shared.logging import Redactor, get_logger
 from shared.models import utcnow
 from shared.probe import ProbeResult, probe_backend
 from shared.settings import Settings
-from shared.urls import (
-    BadBackendURL,
-    Resolver,
-    UnresolvableHost,
-    check_backend_url,
-    system_resolver,
-)
+from shared.upstream import Transport
 
 TICK_SECONDS = 0.25
 CONCURRENCY = 500
@@ -47,9 +40,8 @@ class Daemon:
         self,
         settings: Settings,
         database: Database,
-        client: httpx.AsyncClient,
+        transport: Transport,
         *,
-        resolver: Resolver = system_resolver,
         redactor: Redactor | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -57,8 +49,7 @@ class Daemon:
         self.settings = settings
         self.redactor = redactor
         self.database = database
-        self.client = client
-        self.resolver = resolver
+        self.transport = transport
         self.clock = clock
         self.rng = rng
         self.targets: dict[str, store.Target] = {}
@@ -169,16 +160,10 @@ class Daemon:
         return self.settings.health_check_interval_seconds
 
     async def probe(self, target: store.Target) -> ProbeResult:
-        try:
-            await check_backend_url(
-                target.endpoint_url,
-                allow_private=self.settings.allow_private_backends,
-                resolver=self.resolver,
-            )
-        except (BadBackendURL, UnresolvableHost) as error:
-            return ProbeResult(False, 0.0, error=str(error))
+        """The transport resolves the name, refuses a forbidden address and connects
+        to the address it checked (unless ALLOW_PRIVATE_BACKENDS)."""
         return await probe_backend(
-            self.client,
+            self.transport,
             target.endpoint_url,
             target.api_key,
             timeout=self.settings.health_check_timeout_seconds,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import httpx
-
 from healthd.daemon import Daemon
 from shared.db import Database
 from shared.logging import Redactor
 from shared.settings import Settings
 from shared.startup import start_process
+from shared.upstream import probe_transport
+from shared.urls import system_resolver
 
 
 async def run_until_stopped(settings: Settings, database: Database, redactor: Redactor) -> None:
@@ -24,13 +24,11 @@ async def run_until_stopped(settings: Settings, database: Database, redactor: Re
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with httpx.AsyncClient(
-        verify=settings.verify_backend_tls,
-        follow_redirects=False,
-        trust_env=False,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
-    ) as client:
-        await Daemon(settings, database, client, redactor=redactor).run(stop)
+    transport = probe_transport(settings, system_resolver)
+    try:
+        await Daemon(settings, database, transport, redactor=redactor).run(stop)
+    finally:
+        transport.close()
 
 
 def main() -> None:

@@ -1,19 +1,22 @@
 """The backend probe: GET `{url}/v1/models`, used by registration and healthd.
 
 Healthy means HTTP 200 with a JSON model list (`{"data": [{"id": ...}]}`)
-within the timeout. The reason for a failure is said in words a server owner
-can act on, and never contains the URL or the key.
+within the timeout. The probe goes through the same Transport as the proxy
+(shared/upstream/), so it connects to the address it checked, the way the
+proxy does, and its failures are the same typed `FailureKind`s. The reason for
+a failure is said in words a server owner can act on, and never contains the
+URL or the key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from dataclasses import dataclass, field
 
-import httpx
+from shared.failures import FailureKind
+from shared.upstream import Transport, UpstreamError, UpstreamRequest
 
 MAX_PROBE_BYTES = 1024 * 1024
 
@@ -44,69 +47,42 @@ def parse_model_list(body: bytes) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def describe_transport_error(error: Exception, timeout: float) -> str:
-    """A short, URL-free reason for a failed connection."""
-    causes = _causes(error)
-    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
-        return "connection refused"
-    if isinstance(error, httpx.ConnectTimeout):
+def describe_failure(error: UpstreamError, *, timeout: float, max_bytes: int) -> str:
+    """The words for a failed probe: the failure's own, with the limits it ran into."""
+    if error.kind is FailureKind.CONNECT_TIMEOUT:
         return f"connection timed out after {timeout:g}s"
-    if isinstance(error, httpx.TimeoutException | TimeoutError):
+    if error.kind is FailureKind.TIMEOUT:
         return f"no complete answer within {timeout:g}s"
-    text = " ".join(str(cause) for cause in causes).lower()
-    if (
-        any(isinstance(cause, ssl.SSLError) for cause in causes)
-        or "ssl" in text
-        or ("certificate" in text)
-    ):
-        return "TLS error: the certificate could not be verified or the handshake failed"
-    if (
-        "name or service not known" in text
-        or "nodename nor servname" in text
-        or ("temporary failure in name resolution" in text)
-    ):
-        return "DNS lookup failed"
-    if "refused" in text:
-        return "connection refused"
-    if isinstance(error, httpx.RemoteProtocolError):
-        return "the backend closed the connection or sent an invalid HTTP answer"
-    if isinstance(error, httpx.ConnectError):
-        return "could not connect"
-    if isinstance(error, httpx.ReadError | httpx.WriteError):
-        return "the connection broke while talking to the backend"
-    return f"request failed ({type(error).__name__})"
+    if error.kind is FailureKind.TOO_LARGE:
+        return f"the answer is larger than {max_bytes // 1024} KiB"
+    return error.reason
 
 
 async def _fetch_models(
-    client: httpx.AsyncClient, base_url: str, api_key: str | None, timeout: float, max_bytes: int
+    transport: Transport, base_url: str, api_key: str | None, deadline: float, max_bytes: int
 ) -> tuple[int, bytes]:
-    headers = {"Accept": "application/json"}
+    headers = {
+        "Accept": "application/json",
+        "Accept-Encoding": "identity",
+        "User-Agent": "multiverse-gateway",
+    }
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    async with client.stream(
-        "GET", f"{base_url}/v1/models", headers=headers, timeout=timeout
-    ) as response:
-        if response.status_code != 200:
-            return response.status_code, b""
-        chunks = bytearray()
-        async for chunk in response.aiter_bytes():
-            chunks.extend(chunk)
-            if len(chunks) > max_bytes:
-                raise ValueError(f"the answer is larger than {max_bytes // 1024} KiB")
-        return 200, bytes(chunks)
+    request = UpstreamRequest(base_url, "/v1/models", headers, method="GET")
+    response = await transport.send(request, deadline)
+    try:
+        if response.status != 200:
+            return response.status, b""
+        body = await response.read_all(max_bytes, deadline)
+    except BaseException:
+        response.close()
+        raise
+    response.release()
+    return 200, body
 
 
 async def probe_backend(
-    client: httpx.AsyncClient,
+    transport: Transport,
     base_url: str,
     api_key: str | None,
     *,
@@ -115,17 +91,16 @@ async def probe_backend(
 ) -> ProbeResult:
     """Probe one backend; never raises for anything the backend does."""
     started = time.perf_counter()
+    deadline = asyncio.get_running_loop().time() + timeout
 
     def elapsed() -> float:
         return round((time.perf_counter() - started) * 1000, 2)
 
     try:
-        async with asyncio.timeout(timeout):
-            status, body = await _fetch_models(client, base_url, api_key, timeout, max_bytes)
-    except ValueError as error:
-        return ProbeResult(False, elapsed(), 200, error=str(error))
-    except (httpx.HTTPError, OSError, TimeoutError) as error:
-        return ProbeResult(False, elapsed(), error=describe_transport_error(error, timeout))
+        status, body = await _fetch_models(transport, base_url, api_key, deadline, max_bytes)
+    except UpstreamError as error:
+        reason = describe_failure(error, timeout=timeout, max_bytes=max_bytes)
+        return ProbeResult(False, elapsed(), error=reason)
     if status != 200:
         return ProbeResult(False, elapsed(), status, error=f"GET /v1/models answered HTTP {status}")
     try:

@@ -59,7 +59,7 @@ async def probe_target(
     except UnresolvableHost as error:
         raise ServiceUnavailable(f"the backend is unreachable: {error}") from None
     result = await probe_backend(
-        context.probe_http(),
+        context.probe_transport(),
         endpoint_url,
         api_key,
         timeout=context.settings.health_check_timeout_seconds,

@@ -19,9 +19,9 @@ from gateway.proxy.feedback import Feedback
 from gateway.proxy.request_log import RequestLog
 from gateway.routing.balancer import Balancer
 from gateway.routing.policy import Backend
-from gateway.upstream import UpstreamError
 from shared.failures import policy_of
 from shared.logging import get_logger
+from shared.upstream import UpstreamError
 
 log = get_logger("api")
 

@@ -26,9 +26,9 @@ from gateway.proxy.relay import (
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend, parse_tags
-from gateway.upstream import ResponseStream, UpstreamError, UpstreamRequest, UpstreamTimeout
 from shared.errors import GatewayTimeout, InvalidRequest, NotFound, ServiceUnavailable
 from shared.failures import FailureKind
+from shared.upstream import ResponseStream, UpstreamError, UpstreamRequest, UpstreamTimeout
 
 MAX_MODEL_NAME = 256
 

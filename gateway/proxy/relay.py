@@ -1,6 +1,6 @@
 """What passes between client and backend: headers both ways, a whole answer, a stream.
 
-The connections themselves are the upstream room's (gateway/upstream/).
+The connections themselves are the upstream room's (shared/upstream/).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.proxy.accounting import Attempt, StreamOutcome
 from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend
-from gateway.upstream import ResponseStream, UpstreamError, UpstreamTimeout
 from shared.errors import error_body
 from shared.failures import policy_of
+from shared.upstream import ResponseStream, UpstreamError, UpstreamTimeout
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 USAGE_TAIL_BYTES = 16 * 1024

@@ -9,8 +9,8 @@ from gateway.proxy.feedback import Feedback
 from gateway.proxy.request_log import RequestLog
 from gateway.routing.balancer import Balancer
 from gateway.routing.registry import SnapshotHolder
-from gateway.upstream import Transport
 from shared.settings import Settings
+from shared.upstream import Transport
 
 
 @dataclass

@@ -23,6 +23,8 @@ from healthd.daemon import Daemon
 from shared.db import Database
 from shared.models import HealthCheck, ModelServer, utcnow
 from shared.settings import Settings
+from shared.upstream import probe_transport
+from shared.urls import system_resolver
 from tests.conftest import ADMIN_KEY
 from tests.support import (
     GatewayProcess,
@@ -90,14 +92,15 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
 @asynccontextmanager
 async def running(settings: Settings, database: Database) -> AsyncIterator[Daemon]:
     stop = asyncio.Event()
-    async with httpx.AsyncClient(trust_env=False) as client:
-        daemon = Daemon(settings, database, client)
-        task = asyncio.create_task(daemon.run(stop))
-        try:
-            yield daemon
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, timeout=15)
+    transport = probe_transport(settings, system_resolver)
+    daemon = Daemon(settings, database, transport)
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+        transport.close()
 
 
 @pytest.fixture
@@ -285,12 +288,11 @@ async def test_dns_failure_is_a_failed_check(
 
     server_id = add_server(database, "http://no-such-host.example")
     stop = asyncio.Event()
-    async with httpx.AsyncClient(trust_env=False) as client:
-        daemon = Daemon(settings, database, client, resolver=no_such_name)
-        task = asyncio.create_task(daemon.run(stop))
-        await until(lambda: row(database, server_id).health_status == "unhealthy", 10, "mark")
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    daemon = Daemon(settings, database, probe_transport(settings, no_such_name))
+    task = asyncio.create_task(daemon.run(stop))
+    await until(lambda: row(database, server_id).health_status == "unhealthy", 10, "mark")
+    stop.set()
+    await asyncio.wait_for(task, 15)
     assert "could not be resolved" in (row(database, server_id).last_error or "")
 
 

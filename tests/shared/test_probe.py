@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,13 +13,20 @@ from starlette.routing import Route
 
 from gateway.cli.demo_backend import create_demo_app
 from shared.probe import ProbeResult, probe_backend
+from shared.upstream import UpstreamPool
+from shared.urls import system_resolver
 from tests.fakes import models_answering
 from tests.support import ThreadedServer, free_port
 
 
 async def probe(url: str, timeout: float = 2.0, api_key: str | None = None) -> ProbeResult:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        return await probe_backend(client, url, api_key, timeout=timeout)
+    transport = UpstreamPool(
+        verify_tls=True, connect_timeout=timeout, resolver=system_resolver, allow_private=True
+    )
+    try:
+        return await probe_backend(transport, url, api_key, timeout=timeout)
+    finally:
+        transport.close()
 
 
 def endless_models() -> Starlette:

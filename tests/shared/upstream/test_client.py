@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream import (
+from shared.upstream import (
     ConnectFailed,
     Disconnected,
     InvalidResponse,
@@ -22,7 +22,7 @@ from gateway.upstream import (
     UpstreamRequest,
     UpstreamTimeout,
 )
-from gateway.upstream.framing import Origin, encode_request, parse_origin
+from shared.upstream.framing import Origin, encode_request, parse_origin
 from shared.urls import system_resolver
 from tests.support import free_port
 

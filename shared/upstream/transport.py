@@ -1,6 +1,6 @@
 """The upstream room's interface: send a request, get status, headers and a body stream.
 
-The proxy and the conformance suite (tests/gateway/upstream/test_conformance.py)
+The proxy and the conformance suite (tests/shared/upstream/test_conformance.py)
 speak only this. `UpstreamPool` is the implementation; another client
 (aiohttp's, httpx's) would be wrapped in these two protocols in one place.
 
@@ -11,7 +11,7 @@ speak only this. `UpstreamPool` is the implementation; another client
     response.release()  # or response.close() to abort
 
 Deadlines are on the running loop's clock (`loop.time()`). Every failure is an
-`UpstreamError` (gateway/upstream/errors.py) with a `FailureKind`.
+`UpstreamError` (shared/upstream/errors.py) with a `FailureKind`.
 """
 
 from __future__ import annotations

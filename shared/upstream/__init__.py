@@ -1,18 +1,20 @@
-"""The upstream room: the HTTP/1.1 client to backends. Imports nothing else of gateway/.
+"""The upstream room: the HTTP/1.1 client to backends, for the proxy and the probe.
 
 Public face: `Transport` and `ResponseStream` (transport.py), `UpstreamRequest`,
 the typed failures (errors.py), and `UpstreamPool`, the one implementation.
+It lives in shared/ because gateway and healthd both contact backends through
+it, and it imports nothing of either.
 """
 
-from gateway.upstream.errors import (
+from shared.upstream.errors import (
     ConnectFailed,
     Disconnected,
     InvalidResponse,
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.upstream.pool import UpstreamPool
-from gateway.upstream.transport import ResponseStream, Transport, UpstreamRequest
+from shared.upstream.pool import UpstreamPool, probe_transport
+from shared.upstream.transport import ResponseStream, Transport, UpstreamRequest
 
 __all__ = [
     "ConnectFailed",
@@ -24,4 +26,5 @@ __all__ = [
     "UpstreamPool",
     "UpstreamRequest",
     "UpstreamTimeout",
+    "probe_transport",
 ]

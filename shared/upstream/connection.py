@@ -11,7 +11,7 @@ chunk by chunk, timeouts, keep-alive, TLS. Parsing is httptools (llhttp, the
 parser uvicorn itself uses, strict about framing: both length headers,
 duplicate or invalid lengths are refused); what is left here is feeding it
 and reading the answer. Connections are made and kept by pool.py; failures
-are gateway/upstream/errors.py's.
+are shared/upstream/errors.py's.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import cast
 
 import httptools
 
-from gateway.upstream.errors import Disconnected, InvalidResponse, UpstreamError, UpstreamTimeout
-from gateway.upstream.framing import Origin
 from shared.failures import FailureKind
+from shared.upstream.errors import Disconnected, InvalidResponse, UpstreamError, UpstreamTimeout
+from shared.upstream.framing import Origin
 
 MAX_HEADER_BYTES = 64 * 1024
 # Read no further ahead of a slow client than this; reading resumes once it took it all.

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from gateway.upstream import ConnectFailed, UpstreamPool, UpstreamRequest
-from tests.gateway.upstream.test_client import HEADERS, OK, read_head, scripted, soon
+from shared.upstream import ConnectFailed, UpstreamPool, UpstreamRequest
+from tests.shared.upstream.test_client import HEADERS, OK, read_head, scripted, soon
 
 
 class FakeResolver:
@@ -83,7 +83,7 @@ async def test_a_name_that_now_points_inside_is_refused(answer: str, problem: st
 
 async def test_a_name_that_does_not_resolve() -> None:
     pool = pool_with(FakeResolver(error=OSError("no such host")), allow_private=False)
-    with pytest.raises(ConnectFailed, match="did not resolve"):
+    with pytest.raises(ConnectFailed, match="could not be resolved"):
         await pool.send(
             UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS, b"{}"), soon()
         )

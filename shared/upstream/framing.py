@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from gateway.upstream.errors import ConnectFailed, UpstreamError
 from shared.failures import FailureKind
+from shared.upstream.errors import ConnectFailed, UpstreamError
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from gateway.upstream.connection import Connection, UpstreamResponse
-from gateway.upstream.errors import ConnectFailed, Disconnected
-from gateway.upstream.framing import Origin, encode_request, parse_origin
-from gateway.upstream.transport import UpstreamRequest
 from shared.failures import FailureKind
+from shared.settings import Settings
+from shared.upstream.connection import Connection, UpstreamResponse
+from shared.upstream.errors import ConnectFailed, Disconnected
+from shared.upstream.framing import Origin, encode_request, parse_origin
+from shared.upstream.transport import UpstreamRequest
 from shared.urls import IPAddress, Resolver, UnresolvableHost, first_problem, resolve_host
 
 DNS_CACHE_SECONDS = 10.0
@@ -88,7 +89,7 @@ class UpstreamPool:
             addresses = await resolve_host(origin.host, origin.port, self.resolver)
         except UnresolvableHost:
             raise ConnectFailed(
-                FailureKind.DNS, "the backend's host name did not resolve"
+                FailureKind.DNS, "the backend's host name could not be resolved"
             ) from None
         if not self.allow_private:
             found = first_problem(addresses)
@@ -182,3 +183,14 @@ class UpstreamPool:
             for connection in stack:
                 connection.abort()
         self.idle.clear()
+
+
+def probe_transport(settings: Settings, resolver: Resolver) -> UpstreamPool:
+    """The transport for probes: the whole probe may take HEALTH_CHECK_TIMEOUT_SECONDS,
+    connecting included."""
+    return UpstreamPool(
+        verify_tls=settings.verify_backend_tls,
+        connect_timeout=settings.health_check_timeout_seconds,
+        resolver=resolver,
+        allow_private=settings.allow_private_backends,
+    )
