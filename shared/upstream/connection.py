@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import NoReturn, cast
 
 import httptools
 
@@ -198,8 +198,9 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.keep_alive = True
-        self.header_bytes = 0
-        self.trailer_bytes = 0
+        self.header_bytes = 0  # raw bytes until the head is complete
+        self.field_bytes = 0  # header (then trailer) names and values, as parsed
+        self.refusal: InvalidResponse | None = None
         self.head_request = False
         self.idle_since = 0.0
 
@@ -217,8 +218,11 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            # An upgrade (101) nobody asked for is as wrong as bad framing.
-            response._fail(InvalidResponse("the backend sent an invalid HTTP response"))
+            # A callback's refusal stops the parser with an error of its own; an
+            # upgrade nobody asked for is as wrong as bad framing.
+            response._fail(
+                self.refusal or InvalidResponse("the backend sent an invalid HTTP response")
+            )
             self.abort()
             return
         # httptools gathers a header until it ends: bound what an endless one takes.
@@ -253,27 +257,31 @@ class Connection(asyncio.Protocol):
         )
 
     # -- httptools callbacks ------------------------------------------------------
+    def _refuse(self, reason: str) -> NoReturn:
+        """Stop the parser from a callback; data_received fails the response with this."""
+        self.refusal = InvalidResponse(reason)
+        raise self.refusal
+
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self.response
         assert response is not None
+        self.field_bytes += len(name) + len(value) + 4
         if not response.headers_done:
+            if self.field_bytes > MAX_HEADER_BYTES:
+                self._refuse("the response headers are too large")
             response.headers.append((name.lower(), value))
-            return
-        # A trailer (after a chunked body): not relayed, but bounded like headers.
-        self.trailer_bytes += len(name) + len(value)
-        if self.trailer_bytes > MAX_HEADER_BYTES:
-            response._fail(InvalidResponse("the response trailers are too large"))
-            self.abort()
+        elif self.field_bytes > MAX_HEADER_BYTES:  # trailers: not relayed, bounded the same
+            self._refuse("the response trailers are too large")
 
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
         status = self.parser.get_status_code()
-        if status == 101:  # switching protocols we never asked for (the parser stops too)
-            response._fail(InvalidResponse("the backend switched protocols"))
-            return
+        if status == 101:
+            self._refuse("the backend switched protocols")
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
             response.headers.clear()
+            self.field_bytes = 0
             return
         response.status = status
         for name, value in response.headers:
@@ -284,6 +292,7 @@ class Connection(asyncio.Protocol):
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
                 response.chunked = True
         response.headers_done = True
+        self.field_bytes = 0  # from here on, trailers
         if self.head_request:  # the answer to HEAD has no body, whatever its length says
             self.keep_alive = False
             response.complete = True
@@ -307,7 +316,8 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         response = self.response = UpstreamResponse(self)
         self.header_bytes = 0
-        self.trailer_bytes = 0
+        self.field_bytes = 0
+        self.refusal = None
         self.head_request = head
         try:
             self.transport.write(request)
