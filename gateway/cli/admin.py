@@ -7,114 +7,23 @@ DATABASE_URL directly.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import httpx
-from dotenv import dotenv_values
 
+from gateway.cli.api_client import (
+    AdminClient,
+    F,
+    api_options,
+    fail,
+    format_table,
+    print_document,
+)
 from shared.settings import SettingsError, load_settings
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 SERVER_COLUMNS = ("registration_id", "model_name", "health_status", "endpoint_url", "student_id")
-
-
-def _dotenv() -> dict[str, str | None]:
-    return dotenv_values(".env") if os.path.exists(".env") else {}
-
-
-def default_gateway_url() -> str:
-    """GATEWAY_URL, else the HOST and PORT this machine's gateway listens on."""
-    if url := os.environ.get("GATEWAY_URL"):
-        return url
-    values = {**_dotenv(), **os.environ}
-    host = values.get("HOST") or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{values.get('PORT') or 8000}"
-
-
-def default_api_key() -> str | None:
-    return os.environ.get("ADMIN_API_KEY") or _dotenv().get("ADMIN_API_KEY") or None
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Plain aligned columns, for people (use --json in scripts)."""
-    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
-    widths = [
-        max([len(header)] + [len(row[index]) for row in cells])
-        for index, header in enumerate(headers)
-    ]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-class AdminClient:
-    """The admin API over HTTP; errors become one line on stderr and exit 1."""
-
-    def __init__(self, url: str, api_key: str | None) -> None:
-        if not api_key:
-            _fail("no admin key: pass --api-key, or set ADMIN_API_KEY (environment or .env)")
-        self.base = url.rstrip("/")
-        self.client = httpx.Client(
-            headers={"X-API-Key": api_key or ""}, timeout=60, trust_env=False
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.client.request(method, f"{self.base}{path}", **kwargs)
-        except httpx.HTTPError as error:
-            _fail(f"cannot reach the gateway at {self.base}: {error}")
-            raise AssertionError from error  # unreachable: _fail exits
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400:
-            message = (
-                body["error"]["message"]
-                if isinstance(body, dict) and isinstance(body.get("error"), dict)
-                else response.text[:200]
-            )
-            _fail(f"{message} (HTTP {response.status_code})")
-        return body
-
-
-def api_options(command: F) -> F:
-    """--url, --api-key and --json, shared by every command that calls the admin API."""
-    command = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(
-        command
-    )
-    command = click.option(
-        "--api-key",
-        default=default_api_key,
-        show_default="ADMIN_API_KEY from the environment or .env",
-        help="The gateway's admin key.",
-    )(command)
-    command = click.option(
-        "--url",
-        default=default_gateway_url,
-        show_default="GATEWAY_URL, or http://HOST:PORT from .env",
-        help="The gateway's base URL.",
-    )(command)
-    return command
-
-
-def _print(document: Any, as_json: bool, human: Callable[[Any], str]) -> None:
-    click.echo(json.dumps(document, indent=2) if as_json else human(document))
 
 
 @click.group()
@@ -137,7 +46,7 @@ def _database_url(explicit: str | None) -> str:
     try:
         return load_settings().database_url
     except SettingsError as error:
-        _fail(str(error))
+        fail(str(error))
         raise AssertionError from error
 
 
@@ -281,7 +190,7 @@ def register(url: str, api_key: str | None, as_json: bool, **fields: Any) -> Non
     """Register a backend (the gateway probes it first)."""
     body = _registration_body(**_rename(fields))
     result = AdminClient(url, api_key).call("POST", "/admin/register", json=body)
-    _print(
+    print_document(
         result,
         as_json,
         lambda r: f"registered {r['registration_id']} ({r['health_status']})",
@@ -302,9 +211,9 @@ def update(
     """Change fields of a registration (only the options given)."""
     body = _registration_body(**_rename(fields))
     if not body:
-        _fail("nothing to change: give at least one option (see --help)")
+        fail("nothing to change: give at least one option (see --help)")
     result = AdminClient(url, api_key).call("PUT", f"/admin/register/{registration_id}", json=body)
-    _print(result, as_json, _server_summary)
+    print_document(result, as_json, _server_summary)
 
 
 @cli.command()
@@ -313,7 +222,7 @@ def update(
 def deregister(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Deregister a backend (soft delete; it can register again)."""
     result = AdminClient(url, api_key).call("DELETE", f"/admin/register/{registration_id}")
-    _print(result, as_json, lambda r: f"deregistered {r['registration_id']}")
+    print_document(result, as_json, lambda r: f"deregistered {r['registration_id']}")
 
 
 @cli.command()
@@ -340,7 +249,7 @@ def servers(
     if include_inactive:
         params["include_inactive"] = "true"
     result = AdminClient(url, api_key).call("GET", "/admin/servers", params=params)
-    _print(
+    print_document(
         result,
         as_json,
         lambda rows: (
@@ -369,7 +278,7 @@ def servers(
 def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Show one registration with its last 20 health checks."""
     result = AdminClient(url, api_key).call("GET", f"/admin/servers/{registration_id}")
-    _print(result, as_json, _server_summary)
+    print_document(result, as_json, _server_summary)
 
 
 @cli.command()
@@ -378,7 +287,7 @@ def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> 
 def check(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Ask healthd to probe a backend now (see the result with `show`)."""
     result = AdminClient(url, api_key).call("POST", f"/admin/servers/{registration_id}/check")
-    _print(result, as_json, lambda r: f"check requested for {r['registration_id']}")
+    print_document(result, as_json, lambda r: f"check requested for {r['registration_id']}")
 
 
 # --- demo backend --------------------------------------------------------

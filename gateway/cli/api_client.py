@@ -1,0 +1,109 @@
+"""What the `gateway-admin` commands share: where the gateway is, its admin API over
+HTTP, and printing for people or scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+import httpx
+from dotenv import dotenv_values
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _dotenv() -> dict[str, str | None]:
+    return dotenv_values(".env") if os.path.exists(".env") else {}
+
+
+def default_gateway_url() -> str:
+    """GATEWAY_URL, else the HOST and PORT this machine's gateway listens on."""
+    if url := os.environ.get("GATEWAY_URL"):
+        return url
+    values = {**_dotenv(), **os.environ}
+    host = values.get("HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{values.get('PORT') or 8000}"
+
+
+def default_api_key() -> str | None:
+    return os.environ.get("ADMIN_API_KEY") or _dotenv().get("ADMIN_API_KEY") or None
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain aligned columns, for people (use --json in scripts)."""
+    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    widths = [
+        max([len(header)] + [len(row[index]) for row in cells])
+        for index, header in enumerate(headers)
+    ]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class AdminClient:
+    """The admin API over HTTP; errors become one line on stderr and exit 1."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        if not api_key:
+            fail("no admin key: pass --api-key, or set ADMIN_API_KEY (environment or .env)")
+        self.base = url.rstrip("/")
+        self.client = httpx.Client(
+            headers={"X-API-Key": api_key or ""}, timeout=60, trust_env=False
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, f"{self.base}{path}", **kwargs)
+        except httpx.HTTPError as error:
+            fail(f"cannot reach the gateway at {self.base}: {error}")
+            raise AssertionError from error  # unreachable: _fail exits
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            message = (
+                body["error"]["message"]
+                if isinstance(body, dict) and isinstance(body.get("error"), dict)
+                else response.text[:200]
+            )
+            fail(f"{message} (HTTP {response.status_code})")
+        return body
+
+
+def api_options(command: F) -> F:
+    """--url, --api-key and --json, shared by every command that calls the admin API."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(
+        command
+    )
+    command = click.option(
+        "--api-key",
+        default=default_api_key,
+        show_default="ADMIN_API_KEY from the environment or .env",
+        help="The gateway's admin key.",
+    )(command)
+    command = click.option(
+        "--url",
+        default=default_gateway_url,
+        show_default="GATEWAY_URL, or http://HOST:PORT from .env",
+        help="The gateway's base URL.",
+    )(command)
+    return command
+
+
+def print_document(document: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(document, indent=2) if as_json else human(document))

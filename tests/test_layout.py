@@ -1,0 +1,75 @@
+"""The house rules of the layout, checked: who may import whom, and room sizes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO
+
+PACKAGES = ("gateway", "healthd", "shared")
+# A package may import only these of the project's packages.
+ALLOWED = {
+    "gateway": {"gateway", "shared"},
+    "healthd": {"healthd", "shared"},
+    "shared": {"shared"},
+}
+MAX_MODULE_LINES = 400
+MAX_MODULES_PER_FOLDER = 12
+
+
+def modules() -> list[Path]:
+    return sorted(path for package in PACKAGES for path in (REPO / package).rglob("*.py"))
+
+
+def project_imports(path: Path) -> set[str]:
+    """The dotted names of project modules `path` imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name for name in names if name.split(".")[0] in PACKAGES}
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda path: str(path.relative_to(REPO)))
+def test_imports_stay_inside_their_layer(path: Path) -> None:
+    package = path.relative_to(REPO).parts[0]
+    wrong = {name for name in project_imports(path) if name.split(".")[0] not in ALLOWED[package]}
+    assert not wrong, f"{package} must not import {sorted(wrong)}"
+
+
+def test_the_upstream_room_imports_only_what_it_stands_on() -> None:
+    allowed = {"shared.upstream", "shared.failures", "shared.urls", "shared.settings"}
+    for path in (REPO / "shared" / "upstream").glob("*.py"):
+        imported = {
+            name for name in project_imports(path) if not name.startswith("shared.upstream")
+        }
+        assert imported <= allowed, f"{path.name} imports {sorted(imported - allowed)}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda path: str(path.relative_to(REPO)))
+def test_no_module_is_too_long_to_read(path: Path) -> None:
+    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
+
+
+def test_no_folder_holds_too_many_modules() -> None:
+    folders = {path.parent for path in modules()}
+    crowded = {
+        str(folder.relative_to(REPO)): count
+        for folder in folders
+        if (count := len(list(folder.glob("*.py")))) > MAX_MODULES_PER_FOLDER
+    }
+    assert not crowded
+
+
+def test_tests_mirror_the_packages() -> None:
+    """Every test folder below tests/ is a package folder of the same name (or deploy/)."""
+    for folder in (REPO / "tests").rglob("*/"):
+        if folder.name == "__pycache__" or not list(folder.glob("test_*.py")):
+            continue
+        relative = folder.relative_to(REPO / "tests")
+        assert relative.parts[0] == "deploy" or (REPO / relative).is_dir(), relative
