@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -43,7 +44,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 
 
 def encode_request(
-    origin: Origin, path: str, headers: dict[str, str], body: bytes, method: str = "POST"
+    origin: Origin, path: str, headers: Mapping[str, str], body: bytes, method: str = "POST"
 ) -> bytes:
     """One request, its body framed with Content-Length (the body is in hand: no chunking).
 

@@ -52,9 +52,7 @@ class UpstreamPool:
     async def send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
         """Send the request and wait for the answer's status and headers."""
         origin = parse_origin(request.base_url)
-        data = encode_request(
-            origin, request.path, dict(request.headers), request.body, request.method
-        )
+        data = encode_request(origin, request.path, request.headers, request.body, request.method)
         head = request.method == "HEAD"
         connection = self._take(origin)
         if connection is not None:

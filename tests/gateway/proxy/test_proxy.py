@@ -409,6 +409,36 @@ def test_cors_preflight(proxy: ThreadedServer) -> None:
     assert response.headers["access-control-allow-origin"] == "*"
 
 
+@pytest.mark.parametrize(
+    ("cors_origins", "origin", "allowed"),
+    [
+        ("*", "https://app.example", "*"),
+        ("https://app.example", "https://app.example", "https://app.example"),
+        ("https://app.example", "https://evil.example", None),
+    ],
+)
+def test_cors_on_a_proxied_answer(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    cors_origins: str,
+    origin: str,
+    allowed: str | None,
+) -> None:
+    """The fast path answers with Starlette's CORS policy, like every other route."""
+    gateway = start_gateway(rate_limit_per_minute=0, cors_origins=[cors_origins])
+    _, server = scripted()
+    register_routable(gateway, server.url)
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Origin": origin}
+    )
+    assert response.status_code == 200
+    assert response.headers.get("access-control-allow-origin") == allowed
+    exposed = response.headers.get("access-control-expose-headers", "")
+    assert "X-Gateway-Server-ID" in exposed and "X-Request-ID" in exposed
+    plain = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
+    assert "access-control-allow-origin" not in plain.headers
+
+
 def test_queue_waits_for_a_backend_to_recover(
     start_gateway: Callable[..., ThreadedServer],
     scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],

@@ -1,0 +1,132 @@
+"""Two builds of the gateway side by side on one backend: is a data-path change faster or slower?
+
+    python -m bench.ab --a /path/to/old/.venv/bin --b .venv/bin
+
+`make bench` compares the gateway with the backend called directly; on a
+shared machine whose speed drifts by a quarter within an hour, two `make
+bench` runs minutes apart cannot tell a 5 % change from noise. Here both
+gateways run at once against the same backend, wrk alternates between them
+round by round (so both see the same drift), and each gateway's CPU time per
+request is read from /proc: that figure hardly moves with the load generator.
+Everything runs on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.run import (
+    REQUEST,
+    WRK_SCRIPT,
+    free_port,
+    gateway_environment,
+    register_bench_backend,
+    start,
+    stop,
+    wrk,
+)
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--a", type=Path, required=True, help="bin folder of build A's venv")
+    parser.add_argument("--b", type=Path, required=True, help="bin folder of build B's venv")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only"
+    )
+    arguments = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-ab-"))
+    backend_port = free_port()
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    processes = []
+    try:
+        backend_env = {**os.environ}
+        backend = start(
+            [sys.executable, "-m", "bench.backend", "--port", str(backend_port)],
+            backend_env,
+            workdir / "backend.log",
+        )
+        processes.append(backend)
+        gateways: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
+        b_settings = dict(item.split("=", 1) for item in arguments.b_env)
+        for name, bin_dir in (("A", arguments.a), ("B", arguments.b)):
+            folder = workdir / name
+            folder.mkdir()
+            port = free_port()
+            env = gateway_environment(
+                folder,
+                port,
+                WORKERS="1",
+                LOG_LEVEL="INFO",
+                HEALTH_CHECK_INTERVAL_SECONDS="60",
+                **(b_settings if name == "B" else {}),
+            )
+            process = start([str(bin_dir / "gateway")], env, folder / "gateway.stdout")
+            processes.append(process)
+            register_bench_backend(port, backend_port)
+            gateways[name] = (port, process.pid)
+        for port, _ in gateways.values():
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            deadline = time.monotonic() + 10
+            while httpx.post(url, content=REQUEST).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a gateway never routed to the bench backend")
+                time.sleep(0.1)
+            wrk(url, arguments.connections, 2, script)  # warm-up
+
+        rates: dict[str, list[float]] = {"A": [], "B": []}
+        p99s: dict[str, list[float]] = {"A": [], "B": []}
+        cpu_us: dict[str, list[float]] = {"A": [], "B": []}
+        for round_number in range(arguments.rounds):
+            order = ("A", "B") if round_number % 2 == 0 else ("B", "A")
+            for name in order:
+                port, pid = gateways[name]
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                before = cpu_seconds(pid)
+                result = wrk(url, arguments.connections, arguments.seconds, script)
+                used = cpu_seconds(pid) - before
+                requests = result.requests_per_second * arguments.seconds
+                rates[name].append(result.requests_per_second)
+                p99s[name].append(result.p99_ms)
+                cpu_us[name].append(used / requests * 1e6 if requests else float("nan"))
+        print(
+            f"{arguments.rounds} alternating rounds of {arguments.seconds} s, "
+            f"{arguments.connections} connections; medians"
+        )
+        print("| build | requests/s | p99 ms | CPU µs per request |")
+        print("|---|---|---|---|")
+        for name in ("A", "B"):
+            print(
+                f"| {name} | {statistics.median(rates[name]):,.0f} | "
+                f"{statistics.median(p99s[name]):.2f} | {statistics.median(cpu_us[name]):.0f} |"
+            )
+        ratio = statistics.median(b / a for a, b in zip(rates["A"], rates["B"], strict=True))
+        print(f"B/A requests/s, median of the rounds' ratios: {ratio:.3f}")
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+if __name__ == "__main__":
+    main()
