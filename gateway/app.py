@@ -31,6 +31,7 @@ from gateway.proxy.ratelimit import RateLimiter
 from gateway.proxy.request_log import RequestLog
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.routing.balancer import Balancer
+from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.registry import (
     RegistrySnapshot,
     SnapshotHolder,
@@ -132,7 +133,6 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     feedback = feedback_module.Feedback()
 
     def on_snapshot(snapshot: RegistrySnapshot) -> None:
-        feedback.on_snapshot(snapshot.generation)
         for backends in snapshot.by_model.values():
             for backend in backends:
                 context.redactor.add_secret(backend.api_key)
@@ -143,7 +143,15 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     return ProxyRuntime(
         settings=settings,
         holder=holder,
-        balancer=Balancer(settings.routing_strategy, settings.slow_start_seconds),
+        balancer=Balancer(
+            settings.routing_strategy,
+            settings.slow_start_seconds,
+            outliers=OutlierPolicy(
+                consecutive=settings.outlier_consecutive_failures,
+                base_seconds=settings.outlier_ejection_seconds,
+                max_percent=settings.outlier_max_ejection_percent,
+            ),
+        ),
         feedback=feedback,
         access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
         request_log=RequestLog(

@@ -8,6 +8,7 @@
     ├── Conflict                      (409 conflict_error)
     ├── PayloadTooLarge               (413 invalid_request_error)
     ├── RateLimited                   (429 rate_limit_error)
+    ├── BadGateway                    (502 server_error)
     ├── ServiceUnavailable            (503 service_unavailable)
     └── GatewayTimeout                (504 timeout_error)
 
@@ -68,6 +69,13 @@ class PayloadTooLarge(GatewayError):
 class RateLimited(GatewayError):
     status_code = 429
     error_type = "rate_limit_error"
+
+
+class BadGateway(GatewayError):
+    """No usable answer from a backend: unreachable, reset, a bad or cut answer."""
+
+    status_code = 502
+    error_type = "server_error"
 
 
 class ServiceUnavailable(GatewayError):

@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     stream_idle_timeout_seconds: float = Field(
         60, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
     )
+    first_byte_timeout_seconds: float = Field(
+        300, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
+    )
+    outlier_consecutive_failures: int = Field(
+        3, ge=1, le=1000, description="an integer from 1 to 1000"
+    )
+    outlier_ejection_seconds: float = Field(
+        30, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
+    )
+    outlier_max_ejection_percent: int = Field(
+        50, ge=0, le=100, description="an integer from 0 to 100"
+    )
+    backend_max_connections: int = Field(
+        100, ge=1, le=100_000, description="an integer from 1 to 100000"
+    )
+    shutdown_grace_seconds: float = Field(
+        300, ge=0, le=3600, description="a number of seconds from 0 to 3600"
+    )
     routing_strategy: RoutingStrategy = Field(
         "round_robin", description="round_robin, least_loaded, fastest_response or weighted"
     )

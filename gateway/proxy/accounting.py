@@ -5,9 +5,10 @@ by whichever of these happens: `answered` (a whole answer relayed),
 `streamed` (a stream ended: completed, cut, or the client left), `failed`
 (an upstream failure: the request may be failed over) or `abandoned`
 (cancelled: the client left before an answer). Settling frees the slot,
-records usage or the failure in Feedback, marks the backend when the
-failure's kind counts against it, and writes the request line. A second
-settle is a no-op, so a `finally` may always call `abandoned()`.
+records usage or the failure in Feedback, tells outlier detection (the
+Balancer) whether the backend answered or faulted, and writes the request
+line. A second settle is a no-op, so a `finally` may always call
+`abandoned()`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Attempt:
         self,
         *,
         backend: Backend,
+        peers: tuple[Backend, ...],
         model: str,
         request_id: str,
         started: float,
@@ -49,6 +51,7 @@ class Attempt:
         request_log: RequestLog,
     ) -> None:
         self.backend = backend
+        self.peers = peers  # the model's backends, for outlier detection's share
         self.model = model
         self.request_id = request_id
         self.started = started  # time.perf_counter() when the client's request began
@@ -74,6 +77,7 @@ class Attempt:
         latency = self.elapsed_ms()
         ok = status < 400
         self.balancer.finished(self.backend.id, latency if ok else None)
+        self.balancer.answered(self.backend.id)
         self.feedback.record(
             self.backend.id, ok=True, latency_ms=latency, usage=usage if ok else None
         )
@@ -115,6 +119,7 @@ class Attempt:
                 reason=failure.reason,
             )
             return
+        self.balancer.answered(self.backend.id)
         self.feedback.record(self.backend.id, ok=True, latency_ms=latency, usage=outcome.usage)
         self.request_log.served(
             self.request_id,
@@ -135,5 +140,7 @@ class Attempt:
         self, failure: UpstreamError, prefix: str, usage: tuple[int, int] | None = None
     ) -> None:
         self.feedback.record(self.backend.id, ok=False, latency_ms=self.elapsed_ms(), usage=usage)
-        if policy_of(failure.kind).counts_against_backend:
-            self.feedback.mark_unhealthy(self.backend.id, prefix + failure.reason)
+        if not policy_of(failure.kind).counts_against_backend:
+            return
+        if self.balancer.faulted(self.backend, self.peers, prefix + failure.reason):
+            self.feedback.request_check(self.backend.id)  # healthd: is it really down?

@@ -16,6 +16,7 @@ third to about the throughput of a bare proxy.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 
@@ -29,7 +30,9 @@ from gateway.context import GatewayContext
 from gateway.errors import JSONAnswer, error_answer, internal_error_answer
 from gateway.middleware import body_too_large, choose_request_id, cors_options
 from gateway.openapi import DocumentedRoute, Operation, walk_routes
+from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming, ProxiedRequest, parse_proxied
+from gateway.proxy.relay import RelayedStream
 from shared.errors import GatewayError, ServiceUnavailable
 
 FORWARDED_PATHS = ("/chat/completions", "/completions", "/embeddings")
@@ -93,16 +96,31 @@ class ProxyEndpoint:
         # uvicorn runs each request in a task of its own, so the binding ends with it
         # (cheaper than a context manager around the whole request).
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        response = await self._respond(scope, headers, receive, request_id)
-        response.headers.append((b"x-request-id", request_id.encode()))
-        if self.cors is not None and b"origin" in headers:
-            send = functools.partial(
-                self.cors.send, send=send, request_headers=Headers(scope=scope)
-            )
-        await response(scope, receive, send)
+        watch = ClientWatch(receive)
+        try:
+            response = await self._respond(scope, headers, receive, request_id, watch)
+            response.headers.append((b"x-request-id", request_id.encode()))
+            if self.cors is not None and b"origin" in headers:
+                send = functools.partial(
+                    self.cors.send, send=send, request_headers=Headers(scope=scope)
+                )
+            if not isinstance(response, RelayedStream):
+                watch.stop()  # the work is done; a stream stops it before its end
+            await response(scope, receive, send)
+        except asyncio.CancelledError:
+            if not watch.absorb_cancellation():
+                raise
+            # The client left: the attempt closed the backend's connection; nothing to send.
+        finally:
+            watch.stop()
 
     async def _respond(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, request_id: str
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        request_id: str,
+        watch: ClientWatch,
     ) -> Answer | JSONAnswer:
         runtime = self.context.proxy
         try:
@@ -121,7 +139,8 @@ class ProxyEndpoint:
                 tags_header=_text(headers.get(b"x-gateway-tags")),
                 request_id=request_id,
             )
-            return await Forwarder(runtime, incoming).run(target)
+            watch.start()
+            return await Forwarder(runtime, incoming, watch).run(target)
         except GatewayError as error:
             return error_answer(error)
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)

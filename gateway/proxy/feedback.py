@@ -1,14 +1,11 @@
 """What the request path learns, buffered in memory and written off the path.
 
-Requests call `record()` and `mark_unhealthy()`, which only touch dicts. A
+Requests call `record()` and `request_check()`, which only touch dicts. A
 background task (`flush_forever`) writes everything gathered since the last
-flush in one transaction: usage totals into `backend_usage`, and passive
-failures into `model_servers` (health_status=unhealthy, which healthd later
-reverses once the backend answers again).
-
-A backend marked unhealthy is *suspended* in this process at once, and stays
-suspended until a registry snapshot that includes the write has been loaded,
-so routing never flips back to it in between.
+flush in one transaction: usage totals into `backend_usage`, and a check
+request (`check_requests`, as the dashboard's "check now" does) for every
+backend this process ejected, so healthd probes it at once and, if it is
+really down, takes it out of every worker's routing.
 """
 
 from __future__ import annotations
@@ -17,21 +14,13 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.db import Database
 from shared.logging import get_logger
-from shared.models import (
-    BackendUsage,
-    CheckOutcome,
-    HealthCheck,
-    HealthStatus,
-    ModelServer,
-    RegistryGeneration,
-    utcnow,
-)
+from shared.models import BackendUsage, CheckRequest, ModelServer, utcnow
 
 FLUSH_SECONDS = 2.0
 
@@ -62,17 +51,15 @@ class UsageDelta:
 @dataclass
 class Batch:
     usage: dict[str, UsageDelta] = field(default_factory=dict)
-    marks: dict[str, str] = field(default_factory=dict)
+    checks: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.usage or self.marks)
+        return bool(self.usage or self.checks)
 
 
 class Feedback:
     def __init__(self) -> None:
         self.pending = Batch()
-        # backend id → registry generation that contains its mark (None: not written yet)
-        self.suspended: dict[str, int | None] = {}
 
     def record(
         self,
@@ -94,18 +81,9 @@ class Feedback:
             delta.completion_tokens += usage[1]
         delta.last_request_at = utcnow()
 
-    def mark_unhealthy(self, backend_id: str, reason: str) -> None:
-        self.pending.marks[backend_id] = reason
-        self.suspended[backend_id] = None
-
-    def suspended_ids(self) -> frozenset[str]:
-        return frozenset(self.suspended)
-
-    def on_snapshot(self, generation: int) -> None:
-        """A snapshot at `generation` was loaded: lift suspensions it already reflects."""
-        for backend_id, written_at in list(self.suspended.items()):
-            if written_at is not None and written_at <= generation:
-                del self.suspended[backend_id]
+    def request_check(self, backend_id: str) -> None:
+        """Ask healthd to probe this backend now."""
+        self.pending.checks.add(backend_id)
 
     def take(self) -> Batch:
         batch, self.pending = self.pending, Batch()
@@ -115,23 +93,17 @@ class Feedback:
         """A flush failed: merge its contents back so nothing is lost."""
         for backend_id, delta in batch.usage.items():
             self.pending.usage.setdefault(backend_id, UsageDelta()).add(delta)
-        for backend_id, reason in batch.marks.items():
-            self.pending.marks.setdefault(backend_id, reason)
-
-    def written(self, batch: Batch, generation: int) -> None:
-        for backend_id in batch.marks:
-            if backend_id in self.suspended and self.suspended[backend_id] is None:
-                self.suspended[backend_id] = generation
+        self.pending.checks |= batch.checks
 
 
-def write_batch(database: Database, batch: Batch) -> int:
-    """Write one batch in one transaction; return the registry generation after it."""
+def write_batch(database: Database, batch: Batch) -> None:
+    """Write one batch in one transaction (registrations gone since are skipped)."""
     now = utcnow()
     with database.writing() as session:
         existing = set(
             session.scalars(
                 select(ModelServer.id).where(
-                    ModelServer.id.in_(list(batch.usage) + list(batch.marks))
+                    ModelServer.id.in_(list(batch.usage) + list(batch.checks))
                 )
             )
         )
@@ -164,40 +136,8 @@ def write_batch(database: Database, batch: Batch) -> int:
                     },
                 )
             )
-        for backend_id, reason in batch.marks.items():
-            if backend_id not in existing:
-                continue
-            changed = session.execute(
-                update(ModelServer)
-                .where(
-                    ModelServer.id == backend_id,
-                    ModelServer.health_status != HealthStatus.UNHEALTHY.value,
-                )
-                .values(
-                    health_status=HealthStatus.UNHEALTHY.value,
-                    status_changed_at=now,
-                    last_error=f"request failed: {reason}",
-                )
-            )
-            if changed.rowcount:  # type: ignore[attr-defined]
-                session.add(
-                    HealthCheck(
-                        server_id=backend_id,
-                        checked_at=now,
-                        status=CheckOutcome.FAILURE.value,
-                        error_message=f"marked unhealthy by the gateway: {reason}",
-                    )
-                )
-                log.warning(
-                    "server marked unhealthy after a failed request",
-                    registration_id=backend_id,
-                    reason=reason,
-                )
-        session.flush()
-        generation = session.scalar(
-            select(RegistryGeneration.value).where(RegistryGeneration.id == 1)
-        )
-        return int(generation or 0)
+        for backend_id in batch.checks & existing:
+            session.add(CheckRequest(server_id=backend_id, requested_at=now))
 
 
 async def flush(feedback: Feedback, database: Database) -> None:
@@ -205,12 +145,10 @@ async def flush(feedback: Feedback, database: Database) -> None:
     if not batch:
         return
     try:
-        generation = await asyncio.to_thread(write_batch, database, batch)
+        await asyncio.to_thread(write_batch, database, batch)
     except SQLAlchemyError as error:
         feedback.give_back(batch)
-        log.warning("could not write usage and failures; will retry", error=str(error))
-        return
-    feedback.written(batch, generation)
+        log.warning("could not write usage and check requests; will retry", error=str(error))
 
 
 async def flush_forever(

@@ -16,19 +16,29 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.json_bodies import parse_json_object, validate
 from gateway.proxy.accounting import Attempt
+from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.relay import (
     MAX_RESPONSE_BYTES,
     BufferedResponse,
+    EventReader,
     RelayedStream,
+    first_event_missing,
     relayed_headers,
     upstream_headers,
 )
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.usage import extract_usage
+from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.policy import Backend, parse_tags
-from shared.errors import GatewayTimeout, InvalidRequest, NotFound, ServiceUnavailable
+from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 from shared.failures import FailureKind
-from shared.upstream import ResponseStream, UpstreamError, UpstreamRequest, UpstreamTimeout
+from shared.upstream import (
+    FailedStatus,
+    ResponseStream,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamTimeout,
+)
 
 MAX_MODEL_NAME = 256
 
@@ -68,25 +78,21 @@ class Incoming:
     request_id: str
 
 
-def status_failure(status: int) -> UpstreamError | None:
-    """A backend's answer that is not passed on but failed over: 5xx and 429."""
-    if status == 429:
-        return UpstreamError(FailureKind.BUSY, "HTTP 429")
-    if status >= 500:
-        return UpstreamError(FailureKind.HTTP_ERROR, f"HTTP {status}")
-    return None
-
-
 Answer = RelayedStream | BufferedResponse
 
 
 class Forwarder:
-    """One client request: pick, try, fail over, answer."""
+    """One client request: pick, try, fail over, answer.
 
-    def __init__(self, runtime: ProxyRuntime, incoming: Incoming) -> None:
+    Every attempt shares the request's one deadline (REQUEST_TIMEOUT_SECONDS):
+    no backend is tried once it has passed. A stream's first event must also
+    come within FIRST_BYTE_TIMEOUT_SECONDS (a long prompt's prefill)."""
+
+    def __init__(self, runtime: ProxyRuntime, incoming: Incoming, watch: ClientWatch) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.incoming = incoming
+        self.watch = watch
         self.loop = asyncio.get_running_loop()
         # Deadlines on the loop's clock (uvloop's ticks in milliseconds), latency on a fine one.
         self.started = self.loop.time()
@@ -112,7 +118,7 @@ class Forwarder:
             backend = runtime.balancer.pick(
                 backends,
                 required_tags=tags,
-                exclude=frozenset(tried) | runtime.feedback.suspended_ids(),
+                exclude=frozenset(tried) | runtime.balancer.ejected_ids(),
                 streaming=target.stream,
             )
             if backend is None:
@@ -131,22 +137,26 @@ class Forwarder:
                 break
             tried.append(backend.id)
             try:
-                return await self.attempt(backend, target)
+                return await self.attempt(backend, backends, target)
             except UpstreamError as failure:
                 failures.append(failure)
-        if not failures:
-            limit = self.settings.request_timeout_seconds
-            raise GatewayTimeout(f"no answer within REQUEST_TIMEOUT_SECONDS ({limit:g}s)")
-        raise GatewayTimeout(
-            f"all {len(tried)} attempt(s) for model {target.model!r} failed; "
-            f"last: {failures[-1].reason}"
+                if failure.kind is FailureKind.UNSENDABLE:
+                    break  # the request itself cannot be sent: no backend would take it
+        raise no_answer(
+            target.model,
+            failures,
+            deadline_passed=self.loop.time() >= self.deadline,
+            request_timeout=self.settings.request_timeout_seconds,
         )
 
-    async def attempt(self, backend: Backend, target: ProxiedRequest) -> Answer:
+    async def attempt(
+        self, backend: Backend, peers: tuple[Backend, ...], target: ProxiedRequest
+    ) -> Answer:
         """One try on `backend`: its answer, or an UpstreamError (the attempt is accounted)."""
         runtime = self.runtime
         attempt = Attempt(
             backend=backend,
+            peers=peers,
             model=target.model,
             request_id=self.incoming.request_id,
             started=self.started_precise,
@@ -155,37 +165,45 @@ class Forwarder:
             request_log=runtime.request_log,
         )
         upstream: ResponseStream | None = None
+        # A stream's head and first event: within FIRST_BYTE_TIMEOUT_SECONDS too.
+        deadline = self.deadline
+        if target.stream:
+            first_byte = self.loop.time() + self.settings.first_byte_timeout_seconds
+            deadline = min(deadline, first_byte)
         try:
-            upstream = await self._send(backend, target.stream)
-            failure = status_failure(upstream.status)
-            if failure is not None:
-                raise failure
+            upstream = await self._send(backend, deadline)
+            status = upstream.status
+            if status >= 500 or status == 429 or 300 <= status < 400:
+                retry_after = dict(upstream.headers).get(b"retry-after")
+                raise FailedStatus(status, parse_retry_after(retry_after))
             headers = relayed_headers(upstream.headers, backend.id)
-            if upstream.status == 200 and upstream.content_type == "text/event-stream":
-                first = await self._first_chunk(upstream)
+            if status == 200 and upstream.content_type == "text/event-stream":
+                events = EventReader(upstream)
+                first = await self._first_events(events, deadline)
                 return RelayedStream(
-                    upstream,
+                    events,
                     first,
                     headers=headers,
                     idle_timeout=self.settings.stream_idle_timeout_seconds,
                     attempt=attempt,
+                    watch=self.watch,
                 )
             data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
             upstream.release()
-            attempt.answered(upstream.status, extract_usage(data))
-            return BufferedResponse(upstream.status, headers, data)
+            attempt.answered(status, extract_usage(data))
+            return BufferedResponse(status, headers, data)
         except UpstreamError as failure:
             attempt.failed(failure)
             if upstream is not None:
                 upstream.close()
             raise
         except BaseException:
-            attempt.abandoned()  # cancelled half-way: drop the connection
+            attempt.abandoned()  # cancelled half-way (the client left): drop the connection
             if upstream is not None:
                 upstream.close()
             raise
 
-    async def _send(self, backend: Backend, stream: bool) -> ResponseStream:
+    async def _send(self, backend: Backend, deadline: float) -> ResponseStream:
         incoming = self.incoming
         request = UpstreamRequest(
             backend.base_url,
@@ -193,18 +211,18 @@ class Forwarder:
             upstream_headers(backend, incoming.content_type, incoming.request_id),
             incoming.body,
         )
-        # A stream's headers may take at most STREAM_IDLE_TIMEOUT_SECONDS, like its chunks.
-        deadline = self.deadline
-        if stream:
-            deadline = min(deadline, self.loop.time() + self.settings.stream_idle_timeout_seconds)
         return await self.runtime.transport.send(request, deadline)
 
-    async def _first_chunk(self, upstream: ResponseStream) -> bytes:
-        deadline = min(self.deadline, self.loop.time() + self.settings.stream_idle_timeout_seconds)
+    async def _first_events(self, events: EventReader, deadline: float) -> bytes:
         try:
-            chunk = await upstream.read_chunk(deadline)
+            first = await events.read(deadline)
         except UpstreamTimeout:
-            raise UpstreamTimeout("timed out waiting for the first chunk") from None
-        if not chunk:
-            raise UpstreamError(FailureKind.TRUNCATED, "the stream ended before its first event")
-        return chunk
+            if deadline >= self.deadline:
+                raise
+            limit = self.settings.first_byte_timeout_seconds
+            raise UpstreamTimeout(
+                f"no first event within FIRST_BYTE_TIMEOUT_SECONDS ({limit:g}s)"
+            ) from None
+        if not first:
+            raise first_event_missing()
+        return first

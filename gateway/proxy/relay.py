@@ -5,47 +5,41 @@ The connections themselves are the upstream room's (shared/upstream/).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import deque
 from collections.abc import Iterable
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.proxy.accounting import Attempt, StreamOutcome
+from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend
 from shared.errors import error_body
-from shared.failures import policy_of
-from shared.upstream import ResponseStream, UpstreamError, UpstreamTimeout
+from shared.failures import FailureKind, policy_of
+from shared.upstream import InvalidResponse, ResponseStream, UpstreamError, UpstreamTimeout
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # one unfinished server-sent event held back, at most
 USAGE_TAIL_BYTES = 16 * 1024
 
-HOP_BY_HOP = frozenset(
+# The backend's response headers a client may see: what describes the body, and
+# what OpenAI-style clients read (rate limits, processing time). Nothing else:
+# not its CORS headers (a second Access-Control-Allow-Origin makes browsers
+# refuse the answer), cookies, Server, Location or hop-by-hop headers. Lengths
+# are recomputed. Content-Encoding is kept: we ask for identity, but a backend
+# that compresses anyway sends bytes that only its header explains.
+RELAYED_RESPONSE_HEADERS = frozenset(
     {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
+        b"content-type",
+        b"content-encoding",
+        b"content-language",
+        b"content-disposition",
+        b"cache-control",
+        b"retry-after",
     }
 )
-# Never relayed from a backend: hop-by-hop, lengths we recompute, and its identity.
-# Content-Encoding is kept: we ask for identity, but a backend that compresses
-# anyway sends bytes that only its header explains, and the bytes pass unchanged.
-DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
-    b"content-length",
-    b"server",
-    b"date",
-    b"set-cookie",
-    b"x-gateway-server-id",
-    b"x-request-id",
-}
+RELAYED_RESPONSE_PREFIXES = (b"openai-", b"x-ratelimit-", b"anthropic-ratelimit-")
 
 
 def upstream_headers(backend: Backend, content_type: str | None, request_id: str) -> dict[str, str]:
@@ -65,7 +59,11 @@ def relayed_headers(
     upstream: Iterable[tuple[bytes, bytes]], backend_id: str
 ) -> list[tuple[bytes, bytes]]:
     """The backend's headers (names lower-case) worth passing on, plus who answered."""
-    headers = [(name, value) for name, value in upstream if name not in DROPPED_RESPONSE_HEADERS]
+    headers = [
+        (name, value)
+        for name, value in upstream
+        if name in RELAYED_RESPONSE_HEADERS or name.startswith(RELAYED_RESPONSE_PREFIXES)
+    ]
     headers.append((b"x-gateway-server-id", backend_id.encode()))
     return headers
 
@@ -83,6 +81,21 @@ class BufferedResponse:
         await send({"type": "http.response.body", "body": self.body})
 
 
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\n\n")
+
+
+def complete_events_end(data: bytes) -> int:
+    """Where the last complete server-sent event in `data` ends (0: none is complete).
+
+    An event ends with an empty line; a line ends with CRLF, LF or CR."""
+    end = 0
+    for blank_line in _EVENT_ENDS:
+        found = data.rfind(blank_line)
+        if found >= 0:
+            end = max(end, found + len(blank_line))
+    return end
+
+
 def sse_error_event(failure: UpstreamError) -> bytes:
     """The OpenAI-shaped error event that ends a stream the backend broke."""
     policy = policy_of(failure.kind)
@@ -91,56 +104,81 @@ def sse_error_event(failure: UpstreamError) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-class RelayedStream:
-    """An ASGI response that relays an upstream SSE stream as its bytes arrive.
+class EventReader:
+    """Reads an upstream SSE body as whole events: a partial event is held back
+    until its end arrives, so a break never leaves half an event with the client."""
 
-    Headers and the first chunk were already received (so a backend that
-    failed before its first byte was failed over). Afterwards: a broken or
-    silent backend ends the stream with an OpenAI-shaped SSE error event; a
-    client that leaves closes the upstream connection at once.
+    def __init__(self, upstream: ResponseStream) -> None:
+        self.upstream = upstream
+        self.held = b""
+
+    async def read(self, deadline: float | None = None, *, idle: float | None = None) -> bytes:
+        """The next run of complete events; b"" at the end of the body.
+
+        A body that ends cleanly with an unfinished event passes it on as it is
+        (its bytes are the backend's; a client ignores an unfinished event)."""
+        while True:
+            chunk = await self.upstream.read_chunk(deadline, idle=idle)
+            if not chunk:
+                rest, self.held = self.held, b""
+                return rest
+            data = self.held + chunk if self.held else chunk
+            end = complete_events_end(data)
+            if end == len(data):
+                self.held = b""
+                return data
+            self.held = data[end:]
+            if len(self.held) > MAX_EVENT_BYTES:
+                raise InvalidResponse("a server-sent event is too large", FailureKind.TOO_LARGE)
+            if end:
+                return data[:end]
+
+
+class RelayedStream:
+    """An ASGI response that relays an upstream SSE stream, whole events as they arrive.
+
+    Headers and the first events were already received (so a backend that
+    failed before its first event was failed over). Afterwards: a broken or
+    silent backend ends the stream with an OpenAI-shaped SSE error event after
+    the last whole event; a client that leaves (the ClientWatch cancels the
+    request's task) closes the upstream connection at once.
     """
 
     def __init__(
         self,
-        upstream: ResponseStream,
-        first_chunk: bytes,
+        events: EventReader,
+        first_events: bytes,
         *,
         headers: list[tuple[bytes, bytes]],
         idle_timeout: float,
         attempt: Attempt,
+        watch: ClientWatch,
     ) -> None:
-        self.upstream = upstream
-        self.first_chunk = first_chunk
+        self.events = events
+        self.upstream = events.upstream
+        self.first_events = first_events
         self.headers = headers
         self.idle_timeout = idle_timeout
         self.attempt = attempt
+        self.watch = watch
         self.outcome = StreamOutcome()
         # The last chunks, about USAGE_TAIL_BYTES of them: the usage is in the last event.
         self.tail: deque[bytes] = deque()
         self.tail_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The relay runs in the request's own task; a second one only listens for
-        # the client leaving, which closes the upstream and so ends the relay.
-        watch = asyncio.ensure_future(self._watch_disconnect(receive))
         try:
             await self._pump(send)
         finally:
-            watch.cancel()
+            self.outcome.client_gone = self.outcome.client_gone or self.watch.gone
+            if self.outcome.client_gone:
+                self.outcome.failure = None  # we closed it: not the backend's fault
             if not self.outcome.completed:
                 self.upstream.close()  # abort: the backend stops generating
             else:
                 self.upstream.release()
             self.outcome.usage = extract_usage(b"".join(self.tail))
             self.attempt.streamed(self.outcome)
-
-    async def _watch_disconnect(self, receive: Receive) -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                self.outcome.client_gone = True
-                self.upstream.close()
-                return
 
     def _remember(self, chunk: bytes) -> None:
         self.tail.append(chunk)
@@ -157,30 +195,32 @@ class RelayedStream:
                     "headers": self.headers,
                 }
             )
-            self._remember(self.first_chunk)
-            await send({"type": "http.response.body", "body": self.first_chunk, "more_body": True})
+            self._remember(self.first_events)
+            await send({"type": "http.response.body", "body": self.first_events, "more_body": True})
             while True:
                 try:
-                    chunk = await self.upstream.read_chunk(idle=self.idle_timeout)
+                    chunk = await self.events.read(idle=self.idle_timeout)
                 except UpstreamTimeout:
                     self.outcome.failure = UpstreamTimeout(
                         f"the stream was silent for {self.idle_timeout:g}s"
                     )
                     break
                 except UpstreamError as error:
-                    if not self.outcome.client_gone:  # else: we closed it ourselves
-                        self.outcome.failure = error
+                    self.outcome.failure = error
                     break
                 if not chunk:
                     self.outcome.completed = True
                     break
                 self._remember(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if self.outcome.client_gone:
-                return
+            self.watch.stop()
             if self.outcome.failure is not None:
                 event = sse_error_event(self.outcome.failure)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             self.outcome.client_gone = True
+
+
+def first_event_missing() -> UpstreamError:
+    return UpstreamError(FailureKind.TRUNCATED, "the stream ended before its first event")

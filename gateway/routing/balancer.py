@@ -1,7 +1,8 @@
-"""The stateful side of routing: turn counters, in-flight counts, observed latency.
+"""The stateful side of routing: turn counters, in-flight counts, observed latency, ejections.
 
 One Balancer per gateway process (on the app context). It feeds the pure
-policy in `routing.py` and remembers what happened; it does no I/O.
+policies in `policy.py` and `outlier.py` and remembers what happened; it does
+no I/O.
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ import random
 import time
 from collections.abc import Callable
 
+from gateway.routing import outlier
 from gateway.routing import policy as routing
+from gateway.routing.outlier import OutlierPolicy, OutlierState
 from gateway.routing.policy import Backend, Draws, Load
+from shared.logging import get_logger
+
+log = get_logger("api")
 
 
 class Balancer:
@@ -20,7 +26,9 @@ class Balancer:
         strategy: str,
         slow_start_seconds: float,
         *,
+        outliers: OutlierPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
         if strategy not in routing.STRATEGIES:
@@ -31,6 +39,10 @@ class Balancer:
         self.rng = rng
         self.loads: dict[str, Load] = {}
         self.turns: dict[str, int] = {}
+        self.outlier_policy = outliers or OutlierPolicy()
+        self.monotonic = monotonic
+        self.outliers: dict[str, OutlierState] = {}
+        self.ejected: dict[str, float] = {}  # backend id -> until (monotonic)
 
     def pick(
         self,
@@ -80,6 +92,48 @@ class Balancer:
         return routing.explain_no_backend(
             backends, required_tags=required_tags, loads=self.loads, streaming=streaming
         )
+
+    def ejected_ids(self) -> frozenset[str]:
+        """The backends out of routing now (the usual answer, none, costs a dict check)."""
+        if not self.ejected:
+            return frozenset()
+        now = self.monotonic()
+        for backend_id, until in list(self.ejected.items()):
+            if until <= now:
+                del self.ejected[backend_id]
+                log.info("backend back in routing after its ejection", registration_id=backend_id)
+        return frozenset(self.ejected)
+
+    def answered(self, backend_id: str) -> None:
+        """The backend answered (not a backend fault): its run of faults ends."""
+        state = self.outliers.get(backend_id)
+        if state is not None and state.consecutive:
+            self.outliers[backend_id] = outlier.after_answer(state)
+
+    def faulted(self, backend: Backend, peers: tuple[Backend, ...], reason: str) -> bool:
+        """A backend fault; True when it ejected the backend (the policy said so)."""
+        now = self.monotonic()
+        in_routing = [peer.id for peer in peers if peer.healthy]
+        ejected_ids = self.ejected_ids()
+        state = outlier.after_fault(
+            self.outliers.get(backend.id, outlier.CLEAN),
+            now=now,
+            policy=self.outlier_policy,
+            peers=len(in_routing),
+            ejected_peers=sum(1 for peer in in_routing if peer in ejected_ids),
+        )
+        self.outliers[backend.id] = state
+        if not outlier.is_ejected(state, now) or backend.id in ejected_ids:
+            return False
+        self.ejected[backend.id] = state.ejected_until
+        log.warning(
+            "backend ejected from routing",
+            registration_id=backend.id,
+            model=backend.model_name,
+            seconds=round(state.ejected_until - now, 1),
+            reason=reason,
+        )
+        return True
 
     def started(self, backend_id: str) -> None:
         load = self.loads.get(backend_id, routing.NO_LOAD)

@@ -9,6 +9,7 @@ it, and it imports nothing of either.
 from shared.upstream.errors import (
     ConnectFailed,
     Disconnected,
+    FailedStatus,
     InvalidResponse,
     UpstreamError,
     UpstreamTimeout,
@@ -19,6 +20,7 @@ from shared.upstream.transport import ResponseStream, Transport, UpstreamRequest
 __all__ = [
     "ConnectFailed",
     "Disconnected",
+    "FailedStatus",
     "InvalidResponse",
     "ResponseStream",
     "Transport",

@@ -165,9 +165,7 @@ class UpstreamResponse:
         self._connection.finished(self, reusable=self.complete)
 
     def close(self) -> None:
-        self._fail(
-            Disconnected(FailureKind.RESET, "the request was abandoned", before_response=False)
-        )
+        self._fail(Disconnected(FailureKind.RESET, "the request was abandoned"))
         self._connection.finished(self, reusable=False)
 
 
@@ -240,7 +238,6 @@ class Connection(asyncio.Protocol):
                 Disconnected(
                     FailureKind.RESET,
                     "the backend closed the connection",
-                    before_response=self.header_bytes == 0,
                 )
             )
             return
@@ -250,11 +247,7 @@ class Connection(asyncio.Protocol):
             response.complete = True
             response._wake()
             return
-        response._fail(
-            Disconnected(
-                FailureKind.TRUNCATED, "the backend's response broke off", before_response=False
-            )
-        )
+        response._fail(Disconnected(FailureKind.TRUNCATED, "the backend's response broke off"))
 
     # -- httptools callbacks ------------------------------------------------------
     def _refuse(self, reason: str) -> NoReturn:
@@ -319,11 +312,16 @@ class Connection(asyncio.Protocol):
         self.field_bytes = 0
         self.refusal = None
         self.head_request = head
+        if self.closed or self.transport.is_closing():
+            response._fail(
+                Disconnected(FailureKind.RESET, "the connection was closed", unsent=True)
+            )
+            return response
         try:
             self.transport.write(request)
         except RuntimeError:  # uvloop: the transport closed under us (asyncio just drops it)
             response._fail(
-                Disconnected(FailureKind.RESET, "the connection was closed", before_response=True)
+                Disconnected(FailureKind.RESET, "the connection was closed", unsent=True)
             )
         return response
 

@@ -34,11 +34,33 @@ class UpstreamTimeout(UpstreamError):
 
 
 class Disconnected(UpstreamError):
-    """`before_response` is true when not a byte of an answer had arrived."""
+    """`unsent` is true when the backend cannot have received the request: the
+    connection was found closed before a byte of it was written. Only then may
+    the request be sent again (on a new connection) without a second attempt."""
 
-    def __init__(self, kind: FailureKind, reason: str, *, before_response: bool) -> None:
+    def __init__(self, kind: FailureKind, reason: str, *, unsent: bool = False) -> None:
         super().__init__(kind, reason)
-        self.before_response = before_response
+        self.unsent = unsent
+
+
+class FailedStatus(UpstreamError):
+    """The backend answered with a status the proxy does not pass on: 5xx, 429, 3xx.
+
+    `retry_after` is its Retry-After in seconds, when it gave one."""
+
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        if status == 429:
+            kind, reason = FailureKind.BUSY, "HTTP 429"
+        elif 300 <= status < 400:
+            kind, reason = (
+                FailureKind.BAD_RESPONSE,
+                f"the backend answered with a redirect ({status})",
+            )
+        else:
+            kind, reason = FailureKind.HTTP_ERROR, f"HTTP {status}"
+        super().__init__(kind, reason)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class InvalidResponse(UpstreamError):

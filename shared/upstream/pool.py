@@ -59,9 +59,11 @@ class UpstreamPool:
             try:
                 return await self._exchange(connection, data, deadline, head)
             except Disconnected as error:
-                # Most often a pooled connection the backend closed just now:
-                # one more try on a new connection before calling the backend broken.
-                if not error.before_response:
+                # A pooled connection found closed before the request was written:
+                # the backend cannot have seen it, so it goes out again on a new
+                # connection. Anything else may have reached the backend (which may be
+                # generating): the attempt failed, and only the caller may try again.
+                if not error.unsent:
                     raise
         connection = await self._connect(origin, deadline)
         return await self._exchange(connection, data, deadline, head)

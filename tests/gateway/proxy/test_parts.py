@@ -102,20 +102,42 @@ def test_relayed_headers_drop_hop_by_hop_and_identity() -> None:
     }
 
 
-def test_feedback_keeps_suspensions_until_a_snapshot_shows_the_write() -> None:
+def test_relayed_headers_are_an_allow_list() -> None:
+    """A backend's CORS headers, cookies, redirects and identity never reach the client."""
+    relayed = relayed_headers(
+        [
+            (b"content-type", b"text/event-stream"),
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-credentials", b"true"),
+            (b"set-cookie", b"session=1"),
+            (b"location", b"http://127.0.0.1/elsewhere"),
+            (b"x-powered-by", b"vllm"),
+            (b"keep-alive", b"timeout=5"),
+            (b"cache-control", b"no-cache"),
+            (b"retry-after", b"3"),
+            (b"openai-processing-ms", b"12"),
+        ],
+        "s",
+    )
+    assert [name for name, _ in relayed] == [
+        b"content-type",
+        b"cache-control",
+        b"retry-after",
+        b"openai-processing-ms",
+        b"x-gateway-server-id",
+    ]
+
+
+def test_feedback_gathers_check_requests() -> None:
     feedback = Feedback()
     feedback.record("a", ok=False, latency_ms=5)
-    feedback.mark_unhealthy("a", "HTTP 500")
-    assert feedback.suspended_ids() == {"a"}
+    feedback.request_check("a")
+    feedback.request_check("a")
     batch = feedback.take()
-    assert batch.marks == {"a": "HTTP 500"} and batch.usage["a"].failures == 1
-    feedback.on_snapshot(100)  # a snapshot from before the write changes nothing
-    assert feedback.suspended_ids() == {"a"}
-    feedback.written(batch, generation=7)
-    feedback.on_snapshot(6)
-    assert feedback.suspended_ids() == {"a"}
-    feedback.on_snapshot(7)
-    assert feedback.suspended_ids() == frozenset()
+    assert batch.checks == {"a"} and batch.usage["a"].failures == 1
+    assert not feedback.take()
+    feedback.give_back(batch)
+    assert feedback.pending.checks == {"a"}
 
 
 def test_feedback_gives_back_a_failed_batch() -> None:
