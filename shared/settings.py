@@ -116,8 +116,8 @@ class Settings(BaseSettings):
     backend_max_connections: int = Field(
         100, ge=1, le=100_000, description="an integer from 1 to 100000"
     )
-    shutdown_grace_seconds: float = Field(
-        300, ge=0, le=3600, description="a number of seconds from 0 to 3600"
+    shutdown_grace_seconds: int = Field(
+        300, ge=0, le=3600, description="whole seconds from 0 to 3600"
     )
     routing_strategy: RoutingStrategy = Field(
         "round_robin", description="round_robin, least_loaded, fastest_response or weighted"
