@@ -138,7 +138,8 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
                 context.redactor.add_secret(backend.api_key)
 
     initial = await asyncio.to_thread(load_snapshot, context.database)
-    holder = SnapshotHolder(initial, on_change=on_snapshot)
+    holder = SnapshotHolder(initial, on_change=on_snapshot, database=context.database)
+    holder.confirmed_at = asyncio.get_running_loop().time()
     on_snapshot(initial)
     return ProxyRuntime(
         settings=settings,

@@ -30,6 +30,11 @@ class GatewayContext:
     probes: Transport | None = None  # for registration probes (not the proxy's pool)
     proxy: ProxyRuntime | None = None
 
+    async def registry_written(self) -> None:
+        """A registry write committed: this worker routes by it before the answer goes out."""
+        if self.proxy is not None:
+            await self.proxy.holder.catch_up()
+
     def probe_transport(self) -> Transport:
         if self.probes is None:
             raise RuntimeError("the probe transport exists only while the app runs (lifespan)")

@@ -79,6 +79,7 @@ async def register(request: Request) -> Response:
     server = await run_in_threadpool(
         registrations.create_registration, context.database, payload, probe
     )
+    await context.registry_written()
     log.info(
         "server registered",
         registration_id=server.registration_id,
@@ -125,6 +126,7 @@ async def update(request: Request) -> Response:
     server = await run_in_threadpool(
         registrations.update_registration, context.database, server_id, payload, probe
     )
+    await context.registry_written()
     log.info(
         "server updated",
         registration_id=server_id,
@@ -138,6 +140,7 @@ async def deregister(request: Request) -> Response:
     context = context_of(request)
     server_id = request.path_params["registration_id"]
     await run_in_threadpool(registrations.deactivate_registration, context.database, server_id)
+    await context.registry_written()
     log.info("server deregistered", registration_id=server_id)
     return json_response(DeregisterResponse(registration_id=server_id))
 

@@ -41,6 +41,7 @@ from shared.upstream import (
 )
 
 MAX_MODEL_NAME = 256
+CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
 
 
 class ProxiedRequest(BaseModel):
@@ -101,6 +102,9 @@ class Forwarder:
 
     async def run(self, target: ProxiedRequest) -> Answer:
         runtime = self.runtime
+        if not runtime.holder.current.backends(target.model):
+            # Registered a moment ago, perhaps through another worker: look once.
+            await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)
         if not runtime.holder.current.backends(target.model):
             available = sorted(runtime.holder.current.by_model)
             raise NotFound(

@@ -90,16 +90,27 @@ def load_snapshot(database: Database) -> RegistrySnapshot:
 
 
 class SnapshotHolder:
-    """Holds the current snapshot and wakes waiters when a new one arrives."""
+    """Holds the current snapshot and wakes waiters when a new one arrives.
+
+    `confirmed_at` (loop time) is when the snapshot was last found to match the
+    database. `catch_up` brings it up to date now, one read for any number of
+    callers at once: an admin write calls it before answering, so a registration
+    is routable in this worker when its 201 returns, and a request for a model the
+    snapshot does not know calls it once before answering 404 (a write through
+    another worker may be newer than the last poll)."""
 
     def __init__(
         self,
         snapshot: RegistrySnapshot = EMPTY,
         on_change: Callable[[RegistrySnapshot], None] | None = None,
+        database: Database | None = None,
     ) -> None:
         self.current = snapshot
         self.on_change = on_change
+        self.database = database
+        self.confirmed_at = -float("inf")
         self._changed = asyncio.Event()
+        self._catching_up: asyncio.Future[None] | None = None
 
     def replace(self, snapshot: RegistrySnapshot) -> None:
         self.current = snapshot
@@ -107,6 +118,23 @@ class SnapshotHolder:
             self.on_change(snapshot)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def catch_up(self, *, unless_confirmed_within: float = 0.0) -> None:
+        """Reload now if the database moved on (skipped when confirmed that recently)."""
+        if self.database is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.confirmed_at < unless_confirmed_within:
+            return
+        if self._catching_up is None:
+            self._catching_up = asyncio.ensure_future(refresh(self, self.database))
+            self._catching_up.add_done_callback(self._caught_up)
+        await asyncio.shield(self._catching_up)
+
+    def _caught_up(self, future: asyncio.Future[None]) -> None:
+        self._catching_up = None
+        if not future.cancelled():
+            future.exception()  # retrieved here; the awaiting callers see it too
 
     async def wait_for_change(self, timeout: float) -> bool:
         try:
@@ -117,13 +145,13 @@ class SnapshotHolder:
             return False
 
 
-async def refresh(holder: SnapshotHolder, database: Database) -> bool:
-    """Reload if the generation moved; True when a new snapshot was installed."""
+async def refresh(holder: SnapshotHolder, database: Database) -> None:
+    """Reload if the generation moved; either way the snapshot is now confirmed."""
+    started = asyncio.get_running_loop().time()
     generation = await asyncio.to_thread(read_generation, database)
-    if generation == holder.current.generation:
-        return False
-    holder.replace(await asyncio.to_thread(load_snapshot, database))
-    return True
+    if generation != holder.current.generation:
+        holder.replace(await asyncio.to_thread(load_snapshot, database))
+    holder.confirmed_at = started
 
 
 async def watch_registry(

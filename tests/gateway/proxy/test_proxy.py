@@ -466,3 +466,21 @@ def test_queue_waits_for_a_backend_to_recover(
     response = asyncio.run(scenario())
     assert response.status_code == 200
     assert response.headers["x-gateway-server-id"] == registration_id
+
+
+def test_a_registration_is_routable_when_its_201_returns(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+) -> None:
+    """No wait after registering: through the worker that registered it, and through
+    another worker on the same registry (which looks again before answering 404)."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    other_worker = start_gateway(rate_limit_per_minute=0)
+    for index in range(4):
+        model = f"fresh-{index}"
+        _, server = scripted(model)
+        register(gateway, model, server.url)
+        for worker in (gateway, other_worker):
+            body = {**CHAT, "model": model}
+            response = httpx.post(f"{worker.url}/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
