@@ -178,7 +178,8 @@ class Connection(asyncio.Protocol):
     """One keep-alive connection to a backend, carrying one request at a time.
 
     `on_idle` is called when it finished an exchange and may carry another
-    (the pool keeps it); otherwise it is closed.
+    (the pool keeps it); otherwise it is closed. `on_closed` is called once,
+    when the connection is gone.
     """
 
     def __init__(
@@ -186,9 +187,11 @@ class Connection(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         origin: Origin,
         on_idle: Callable[[Connection], None],
+        on_closed: Callable[[Origin], None] | None = None,
     ) -> None:
         self.loop = loop
         self.on_idle = on_idle
+        self.on_closed = on_closed
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -200,7 +203,9 @@ class Connection(asyncio.Protocol):
         self.field_bytes = 0  # header (then trailer) names and values, as parsed
         self.refusal: InvalidResponse | None = None
         self.head_request = False
-        self.idle_since = 0.0
+        self.fresh = True  # has not carried an exchange yet
+        self.idle_until = 0.0  # loop time; set by the pool
+        self.keep_alive_header: bytes | None = None  # the last answer's Keep-Alive
 
     # -- asyncio.Protocol -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -230,6 +235,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_closed is not None:
+            on_closed, self.on_closed = self.on_closed, None
+            on_closed(self.origin)
         response = self.response
         if response is None or response.complete:
             return
@@ -284,6 +292,8 @@ class Connection(asyncio.Protocol):
                 response.content_length = int(value)
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
                 response.chunked = True
+            elif name == b"keep-alive":
+                self.keep_alive_header = value
         response.headers_done = True
         self.field_bytes = 0  # from here on, trailers
         if self.head_request:  # the answer to HEAD has no body, whatever its length says
@@ -312,6 +322,7 @@ class Connection(asyncio.Protocol):
         self.field_bytes = 0
         self.refusal = None
         self.head_request = head
+        self.keep_alive_header = None
         if self.closed or self.transport.is_closing():
             response._fail(
                 Disconnected(FailureKind.RESET, "the connection was closed", unsent=True)

@@ -1,26 +1,40 @@
-"""Connections to backends: made with the address checked and pinned, kept alive, swept.
+"""Connections to backends: dialled (dialing.py), kept alive, limited, swept.
 
-A connection is made to an address resolved here and checked like the
-registration was (unless ALLOW_PRIVATE_BACKENDS): a name that re-resolves
-to a private address later (DNS rebinding) is refused, not connected to. TLS
-still verifies the certificate against the name. Answers are cached for
-DNS_CACHE_SECONDS, so a burst of new connections costs one look-up.
+Per origin, at most `max_connections` are open (BACKEND_MAX_CONNECTIONS); a
+request that finds none free waits for one, within its deadline. An idle
+connection is kept `keepalive_seconds`, less when the backend's Keep-Alive
+header says it closes sooner, so a pooled connection is rarely one the
+backend is closing; the most recently used is taken first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
+from collections import deque
 
-from shared.failures import FailureKind
 from shared.settings import Settings
 from shared.upstream.connection import Connection, UpstreamResponse
-from shared.upstream.errors import ConnectFailed, Disconnected
+from shared.upstream.dialing import Dialer
+from shared.upstream.errors import Disconnected, UpstreamTimeout
 from shared.upstream.framing import Origin, encode_request, parse_origin
 from shared.upstream.transport import UpstreamRequest
-from shared.urls import IPAddress, Resolver, UnresolvableHost, first_problem, resolve_host
+from shared.urls import Resolver
 
-DNS_CACHE_SECONDS = 10.0
+DEFAULT_MAX_CONNECTIONS = 100
+_KEEP_ALIVE_TIMEOUT = re.compile(rb"timeout\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def keepalive_for(header: bytes | None, default: float) -> float:
+    """How long to keep a connection idle, given the backend's Keep-Alive header:
+    a second less than it promises, never more than `default`."""
+    if header is None:
+        return default
+    found = _KEEP_ALIVE_TIMEOUT.search(header)
+    if found is None:
+        return default
+    return max(0.0, min(default, int(found.group(1)) - 1.0))
 
 
 class UpstreamPool:
@@ -34,19 +48,24 @@ class UpstreamPool:
         resolver: Resolver,
         allow_private: bool,
         keepalive_seconds: float = 4.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
-        self.connect_timeout = connect_timeout
-        self.resolver = resolver
-        self.allow_private = allow_private
-        self.addresses: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
-        # Shorter than the usual server keep-alive (uvicorn 5 s), so a pooled
-        # connection is rarely one the backend is closing.
-        self.keepalive_seconds = keepalive_seconds
-        self.ssl_context = ssl.create_default_context()
+        ssl_context = ssl.create_default_context()
         if not verify_tls:
-            self.ssl_context.check_hostname = False
-            self.ssl_context.verify_mode = ssl.CERT_NONE
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
+        self.dialer = Dialer(
+            resolver=resolver,
+            allow_private=allow_private,
+            ssl_context=ssl_context,
+            connect_timeout=connect_timeout,
+        )
+        # Shorter than the usual server keep-alive (uvicorn 5 s, llama.cpp 5 s).
+        self.keepalive_seconds = keepalive_seconds
+        self.max_connections = max_connections
         self.idle: dict[Origin, list[Connection]] = {}
+        self.open: dict[Origin, int] = {}  # connected or connecting
+        self.waiting: dict[Origin, deque[asyncio.Future[None]]] = {}
         self.sweeping: asyncio.TimerHandle | None = None
 
     async def send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
@@ -54,8 +73,8 @@ class UpstreamPool:
         origin = parse_origin(request.base_url)
         data = encode_request(origin, request.path, request.headers, request.body, request.method)
         head = request.method == "HEAD"
-        connection = self._take(origin)
-        if connection is not None:
+        connection = await self._obtain(origin, deadline)
+        if not connection.fresh:
             try:
                 return await self._exchange(connection, data, deadline, head)
             except Disconnected as error:
@@ -65,7 +84,7 @@ class UpstreamPool:
                 # generating): the attempt failed, and only the caller may try again.
                 if not error.unsent:
                     raise
-        connection = await self._connect(origin, deadline)
+            connection = await self._obtain(origin, deadline, new=True)
         return await self._exchange(connection, data, deadline, head)
 
     async def _exchange(
@@ -79,90 +98,98 @@ class UpstreamPool:
             raise
         return response
 
-    async def _addresses(self, origin: Origin) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
-        key = (origin.host, origin.port)
-        cached = self.addresses.get(key)
-        if cached is not None and cached[0] > loop.time():
-            return cached[1]
-        try:
-            addresses = await resolve_host(origin.host, origin.port, self.resolver)
-        except UnresolvableHost:
-            raise ConnectFailed(
-                FailureKind.DNS, "the backend's host name could not be resolved"
-            ) from None
-        if not self.allow_private:
-            found = first_problem(addresses)
-            if found is not None:
-                raise ConnectFailed(
-                    FailureKind.ADDRESS_REFUSED,
-                    f"the backend's host name now points to a {found[1]}",
-                )
-        self.addresses[key] = (loop.time() + DNS_CACHE_SECONDS, addresses)
-        return addresses
-
-    async def _connect(self, origin: Origin, deadline: float) -> Connection:
-        loop = asyncio.get_running_loop()
-        timeout = min(self.connect_timeout, max(0.0, deadline - loop.time()))
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await self._addresses(origin)
-                return await self._connect_to_one(loop, origin, addresses, timeout)
-        except TimeoutError:
-            raise ConnectFailed(FailureKind.CONNECT_TIMEOUT, "timed out connecting") from None
-
-    async def _connect_to_one(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        origin: Origin,
-        addresses: list[IPAddress],
-        timeout: float,
-    ) -> Connection:
-        """The first address that takes the connection (the pool's DNS answer, pinned)."""
-        failure = ConnectFailed(FailureKind.UNREACHABLE, "could not connect")
-        for address in addresses:
-            try:
-                _, connection = await loop.create_connection(
-                    lambda: Connection(loop, origin, self.put),
-                    str(address),
-                    origin.port,
-                    ssl=self.ssl_context if origin.tls else None,
-                    server_hostname=origin.host if origin.tls else None,
-                    ssl_handshake_timeout=timeout if origin.tls else None,
-                )
+    async def _obtain(self, origin: Origin, deadline: float, *, new: bool = False) -> Connection:
+        """A kept-alive connection, or a new one while the origin is below its limit;
+        else wait for either, until `deadline`."""
+        while True:
+            connection = None if new else self._take(origin)
+            if connection is not None:
                 return connection
-            except ssl.SSLError:
-                failure = ConnectFailed(FailureKind.TLS, "TLS error")
-            except ConnectionRefusedError:
-                failure = ConnectFailed(FailureKind.REFUSED, "connection refused")
-            except OSError:
-                failure = ConnectFailed(FailureKind.UNREACHABLE, "could not connect")
-        raise failure
+            if self.open.get(origin, 0) < self.max_connections:
+                return await self._dial(origin, deadline)
+            await self._wait_for_room(origin, deadline)
+
+    async def _dial(self, origin: Origin, deadline: float) -> Connection:
+        self.open[origin] = self.open.get(origin, 0) + 1  # a place taken while connecting
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await self.dialer.dial(
+                origin, deadline, lambda: Connection(loop, origin, self.put)
+            )
+        except BaseException:
+            self._closed(origin)
+            raise
+        # Only the connection that won holds the place (a losing happy-eyeballs
+        # attempt may still connect and close without ever counting).
+        if connection.closed:
+            self._closed(origin)
+        else:
+            connection.on_closed = self._closed
+        return connection
+
+    async def _wait_for_room(self, origin: Origin, deadline: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        queue = self.waiting.setdefault(origin, deque())
+        queue.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except TimeoutError:
+            raise UpstreamTimeout(
+                "no free connection to the backend in time (BACKEND_MAX_CONNECTIONS)"
+            ) from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            if waiter in queue:
+                queue.remove(waiter)
+
+    def _wake_one(self, origin: Origin) -> None:
+        queue = self.waiting.get(origin)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _closed(self, origin: Origin) -> None:
+        """A connection of `origin` closed (or never came to be): room for another."""
+        self.open[origin] -= 1
+        if not self.open[origin]:
+            del self.open[origin]
+        self._wake_one(origin)
 
     def _take(self, origin: Origin) -> Connection | None:
         stack = self.idle.get(origin)
         now = asyncio.get_running_loop().time()
         while stack:
             connection = stack.pop()
-            if not connection.closed and now - connection.idle_since < self.keepalive_seconds:
+            if not connection.closed and now < connection.idle_until:
                 return connection
             connection.abort()
         return None
 
     def put(self, connection: Connection) -> None:
-        connection.idle_since = connection.loop.time()
+        """An exchange ended and the connection may carry another."""
+        keep = keepalive_for(connection.keep_alive_header, self.keepalive_seconds)
+        if keep <= 0:
+            connection.abort()
+            return
+        connection.fresh = False
+        connection.idle_until = connection.loop.time() + keep
         self.idle.setdefault(connection.origin, []).append(connection)
+        self._wake_one(connection.origin)
         if self.sweeping is None:
             self.sweeping = connection.loop.call_later(self.keepalive_seconds, self._sweep)
 
     def _sweep(self) -> None:
-        """Close connections idle past the keep-alive time (the oldest sit at the bottom)."""
+        """Close connections idle past their keep-alive time."""
         self.sweeping = None
         now = asyncio.get_running_loop().time()
         for origin, stack in list(self.idle.items()):
             keep = []
             for connection in stack:
-                if not connection.closed and now - connection.idle_since < self.keepalive_seconds:
+                if not connection.closed and now < connection.idle_until:
                     keep.append(connection)
                 else:
                     connection.abort()

@@ -8,11 +8,14 @@ every way a backend can break are exercised on real sockets.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
+from shared.failures import FailureKind
 from shared.upstream import (
     ConnectFailed,
     Disconnected,
@@ -227,15 +230,53 @@ async def test_a_response_over_the_limit(pool: UpstreamPool) -> None:
 
 
 async def test_a_pooled_connection_closed_by_the_backend_is_replaced(pool: UpstreamPool) -> None:
-    """The backend closes its keep-alive connection without saying so: one quiet retry."""
+    """The backend closed its kept-alive connection without saying so, and the pool
+    knows before it writes: the request goes out on a new connection, quietly."""
     async with scripted(answering(OK)) as (url, connections):
         first = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         await first.read_all(1024, soon())
         first.release()
-        assert pool.idle[parse_origin(url)]
+        (kept,) = pool.idle[parse_origin(url)]
+        await until(lambda: kept.closed)
+        kept.closed = False  # as if its close were still unseen: found closed at write time
+        kept.transport.abort()  # type: ignore[union-attr]
         second = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         assert await second.read_all(1024, soon()) == b"{}"
         assert len(connections) == 2
+
+
+async def test_a_request_the_backend_may_have_read_is_not_sent_again(pool: UpstreamPool) -> None:
+    """The backend resets a kept-alive connection after reading the request: it may be
+    generating, so the request fails instead of going out a second time."""
+    requests: list[bytes] = []
+
+    async def answer_once_then_reset(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        requests.append(await read_head(reader))
+        writer.write(OK)
+        await writer.drain()
+        requests.append(await read_head(reader))
+        writer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        writer.transport.abort()
+
+    async with scripted(answer_once_then_reset) as (url, connections):
+        first = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+        await first.read_all(1024, soon())
+        first.release()
+        with pytest.raises(Disconnected) as raised:
+            await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+        assert raised.value.kind is FailureKind.RESET and not raised.value.unsent
+        assert len(requests) == 2 and len(connections) == 1
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 async def test_refused_connection(pool: UpstreamPool) -> None:

@@ -7,14 +7,17 @@ leaves the machine, and a private address is refused before any connection.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import trustme
 
-from shared.upstream import ConnectFailed, UpstreamPool, UpstreamRequest
+from shared.upstream import ConnectFailed, UpstreamPool, UpstreamRequest, UpstreamTimeout
+from shared.upstream.dialing import interleave_families
+from shared.upstream.pool import keepalive_for
 from tests.shared.upstream.test_client import HEADERS, OK, read_head, scripted, soon
 
 
@@ -131,7 +134,7 @@ async def test_tls_is_verified_against_the_name(
         allow_private=True,
     )
     if verify:
-        ca.configure_trust(pool.ssl_context)
+        ca.configure_trust(pool.dialer.ssl_context)
     async with tls_backend(ca, certificate_for) as url:
         if accepted:
             answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
@@ -140,4 +143,124 @@ async def test_tls_is_verified_against_the_name(
         else:
             with pytest.raises(ConnectFailed, match="TLS error"):
                 await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    pool.close()
+
+
+class SlowResolver(FakeResolver):
+    async def __call__(self, host: str, port: int) -> list[str]:
+        await asyncio.sleep(0.05)
+        return await super().__call__(host, port)
+
+
+async def test_one_look_up_in_flight_per_name() -> None:
+    resolver = SlowResolver("127.0.0.1")
+    pool = pool_with(resolver, allow_private=True)
+    async with scripted(answering_forever()) as (url, _):
+        named = url.replace("127.0.0.1", "backend.test")
+        answers = await asyncio.gather(
+            *(pool.send(UpstreamRequest(named, "/v1/x", HEADERS, b"{}"), soon()) for _ in range(5))
+        )
+        for answer in answers:
+            answer.close()
+    pool.close()
+    assert resolver.calls == ["backend.test"]
+
+
+def answering_forever() -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """Answer every request on the connection with OK, until the client goes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    return handler
+
+
+async def test_at_most_max_connections_per_backend() -> None:
+    """The third concurrent request waits for one of two connections; with none freed
+    in time, a request fails with a timeout rather than opening a third."""
+    pool = UpstreamPool(
+        verify_tls=True,
+        connect_timeout=1.0,
+        resolver=FakeResolver(),
+        allow_private=True,
+        max_connections=2,
+    )
+    async with scripted(answering_forever()) as (url, connections):
+        request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
+        first, second = [await pool.send(request, soon()) for _ in range(2)]
+        third = asyncio.ensure_future(pool.send(request, soon()))
+        await asyncio.sleep(0.1)
+        assert not third.done() and len(connections) == 2
+        with pytest.raises(UpstreamTimeout, match="BACKEND_MAX_CONNECTIONS"):
+            await pool.send(request, soon(0.1))
+        assert await first.read_all(1024, soon()) == b"{}"
+        first.release()  # its connection goes to the waiting request
+        answer = await third
+        assert answer.status == 200 and len(connections) == 2
+        second.close()  # closed: room for a new connection
+        answer.close()
+        fourth = await pool.send(request, soon())
+        assert fourth.status == 200 and len(connections) == 3
+        fourth.close()
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, 4.0),
+        (b"timeout=5", 4.0),
+        (b"timeout=3, max=100", 2.0),
+        (b"Timeout=1", 0.0),  # closes within a second: not worth keeping
+        (b"max=100", 4.0),
+        (b"timeout=60", 4.0),  # never longer than ours
+    ],
+)
+def test_keepalive_for(header: bytes | None, seconds: float) -> None:
+    assert keepalive_for(header, 4.0) == seconds
+
+
+async def test_a_backend_that_closes_idle_connections_soon_is_not_pooled() -> None:
+    reply = OK.replace(b"\r\n\r\n", b"\r\nKeep-Alive: timeout=1\r\n\r\n", 1)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(reply)
+            await writer.drain()
+
+    pool = pool_with(FakeResolver(), allow_private=True)
+    async with scripted(handler) as (url, connections):
+        for _ in range(2):
+            answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+            await answer.read_all(1024, soon())
+            answer.release()
+    pool.close()
+    assert len(connections) == 2
+
+
+@pytest.mark.parametrize(
+    ("answers", "order"),
+    [
+        (["::1", "::2", "10.0.0.1", "10.0.0.2"], ["::1", "10.0.0.1", "::2", "10.0.0.2"]),
+        (["10.0.0.1", "::1"], ["10.0.0.1", "::1"]),
+        (["10.0.0.1", "10.0.0.2"], ["10.0.0.1", "10.0.0.2"]),
+    ],
+)
+def test_families_are_interleaved(answers: list[str], order: list[str]) -> None:
+    addresses = [ipaddress.ip_address(answer) for answer in answers]
+    assert [str(a) for a in interleave_families(addresses)] == order
+
+
+async def test_the_next_address_is_tried_when_one_refuses() -> None:
+    """Happy eyeballs over the checked addresses: ::1 has nothing on the port."""
+    pool = pool_with(FakeResolver("::1", "127.0.0.1"), allow_private=True)
+    async with scripted(answering_forever()) as (url, _):
+        named = url.replace("127.0.0.1", "backend.test")
+        answer = await pool.send(UpstreamRequest(named, "/v1/x", HEADERS, b"{}"), soon())
+        assert answer.status == 200
+        answer.close()
     pool.close()
