@@ -5,7 +5,9 @@ Scenarios (all on 127.0.0.1, bounded in time, stopping by themselves):
 2. 1 connection, non-streaming, wrk: the latency the gateway adds;
 3. 1,000 concurrent streams of 20 chunks 100 ms apart (raw sockets on uvloop,
    the lightest client we could write): errors, chunk order, first-byte delay
-   added, and the gateway's peak memory.
+   added, and the gateway's peak memory;
+4. the same with 5,000 streams (`--big-streams`), BACKEND_MAX_CONNECTIONS
+   set to let them all through (the limit is in force, not in the way).
 Each wrk figure is the median over alternating rounds (direct, gateway,
 direct, ...), so both see the same noise; compare ratios, not absolute
 numbers, on a shared machine.
@@ -275,6 +277,22 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def print_stream_rows(sd: StreamResult, sg: StreamResult) -> None:
+    label = f"{sd.streams} streams x 20 chunks"
+    print(f"| {label}: errors | {sd.errors} | {sg.errors} | |")
+    print(f"| {label}: out of order | {sd.out_of_order} | {sg.out_of_order} | |")
+    print(
+        f"| {label}: first byte p50 ms | {sd.first_byte_p50_ms:.1f} | {sg.first_byte_p50_ms:.1f} "
+        f"| {sg.first_byte_p50_ms - sd.first_byte_p50_ms:+.1f} ms |"
+    )
+    print(
+        f"| {label}: first byte p99 ms | {sd.first_byte_p99_ms:.1f} | {sg.first_byte_p99_ms:.1f} "
+        f"| {sg.first_byte_p99_ms - sd.first_byte_p99_ms:+.1f} ms |"
+    )
+    print(f"| {label}: peak open at once | {sd.peak_concurrent} | {sg.peak_concurrent} | |")
+    print(f"| {label}: wall s | {sd.wall_seconds:.2f} | {sg.wall_seconds:.2f} | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
@@ -282,6 +300,7 @@ def main() -> None:
         "--rounds", type=int, default=3, help="wrk runs per target, alternating; medians shown"
     )
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--big-streams", type=int, default=5000, help="0 skips the scenario")
     parser.add_argument(
         "--ramp", type=float, default=1.0, help="seconds over which the streams start"
     )
@@ -298,6 +317,7 @@ def main() -> None:
         LOG_LEVEL=arguments.log_level,
         WORKERS="1",
         HEALTH_CHECK_INTERVAL_SECONDS="60",
+        BACKEND_MAX_CONNECTIONS=str(max(arguments.streams, arguments.big_streams) + 100),
     )
     backend = start(
         [sys.executable, "-m", "bench.backend", "--port", str(backend_port)],
@@ -318,7 +338,7 @@ def main() -> None:
             time.sleep(0.1)
 
         rows: list[tuple[str, Any, Any]] = []
-        for connections in (64, 1):
+        for connections in (64, 256, 1):
             wrk(direct, connections, 2, script)  # warm-up
             wrk(proxied, connections, 2, script)
             rounds_direct, rounds_gateway = [], []
@@ -330,9 +350,21 @@ def main() -> None:
             )
 
         rss_before = rss_mib(gateway.pid)
-        stream_direct = uvloop.run(streams(direct, arguments.streams, 20, arguments.ramp))
-        stream_gateway = uvloop.run(streams(proxied, arguments.streams, 20, arguments.ramp))
+        stream_rows = [
+            (
+                uvloop.run(streams(direct, arguments.streams, 20, arguments.ramp)),
+                uvloop.run(streams(proxied, arguments.streams, 20, arguments.ramp)),
+            )
+        ]
         peak = peak_rss_mib(gateway.pid)
+        if arguments.big_streams:
+            stream_rows.append(
+                (
+                    uvloop.run(streams(direct, arguments.big_streams, 20, arguments.ramp * 2)),
+                    uvloop.run(streams(proxied, arguments.big_streams, 20, arguments.ramp * 2)),
+                )
+            )
+        big_peak = peak_rss_mib(gateway.pid)
     finally:
         stop(gateway)
         stop(backend)
@@ -357,21 +389,12 @@ def main() -> None:
             f"| {label}: p99 ms | {d.p99_ms:.2f} | {g.p99_ms:.2f} | {g.p99_ms - d.p99_ms:+.2f} ms |"
         )
         print(f"| {label}: errors | {d.errors} | {g.errors} | |")
-    sd, sg = stream_direct, stream_gateway
-    label = f"{sd.streams} streams x 20 chunks"
-    print(f"| {label}: errors | {sd.errors} | {sg.errors} | |")
-    print(f"| {label}: out of order | {sd.out_of_order} | {sg.out_of_order} | |")
-    print(
-        f"| {label}: first byte p50 ms | {sd.first_byte_p50_ms:.1f} | {sg.first_byte_p50_ms:.1f} "
-        f"| {sg.first_byte_p50_ms - sd.first_byte_p50_ms:+.1f} ms |"
-    )
-    print(
-        f"| {label}: first byte p99 ms | {sd.first_byte_p99_ms:.1f} | {sg.first_byte_p99_ms:.1f} "
-        f"| {sg.first_byte_p99_ms - sd.first_byte_p99_ms:+.1f} ms |"
-    )
-    print(f"| {label}: peak open at once | {sd.peak_concurrent} | {sg.peak_concurrent} | |")
-    print(f"| {label}: wall s | {sd.wall_seconds:.2f} | {sg.wall_seconds:.2f} | |")
+    for sd, sg in stream_rows:
+        print_stream_rows(sd, sg)
     print(f"| gateway memory MiB (before streams / peak) | | {rss_before:.0f} / {peak:.0f} | |")
+    if arguments.big_streams:
+        label = f"gateway memory MiB (peak with {arguments.big_streams} streams)"
+        print(f"| {label} | | {big_peak:.0f} | |")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,7 +1,10 @@
 """Connections to backends: dialled (dialing.py), kept alive, limited, swept.
 
 Per origin, at most `max_connections` are open (BACKEND_MAX_CONNECTIONS); a
-request that finds none free waits for one, within its deadline. An idle
+request that finds none free waits for one, within its deadline, first come
+first served: a freed connection (or the room a closed one leaves) is handed
+to the longest waiter, never taken by a request that came later (with
+barging, 256 clients on 110 connections had a p99 six times their p50). An idle
 connection is kept `keepalive_seconds`, less when the backend's Keep-Alive
 header says it closes sooner, so a pooled connection is rarely one the
 backend is closing; the most recently used is taken first.
@@ -65,7 +68,8 @@ class UpstreamPool:
         self.max_connections = max_connections
         self.idle: dict[Origin, list[Connection]] = {}
         self.open: dict[Origin, int] = {}  # connected or connecting
-        self.waiting: dict[Origin, deque[asyncio.Future[None]]] = {}
+        # Waiters get a connection, or None: room to dial one (its place already taken).
+        self.waiting: dict[Origin, deque[asyncio.Future[Connection | None]]] = {}
         self.sweeping: asyncio.TimerHandle | None = None
 
     async def send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
@@ -101,16 +105,17 @@ class UpstreamPool:
     async def _obtain(self, origin: Origin, deadline: float, *, new: bool = False) -> Connection:
         """A kept-alive connection, or a new one while the origin is below its limit;
         else wait for either, until `deadline`."""
-        while True:
-            connection = None if new else self._take(origin)
-            if connection is not None:
-                return connection
-            if self.open.get(origin, 0) < self.max_connections:
-                return await self._dial(origin, deadline)
-            await self._wait_for_room(origin, deadline)
+        connection = None if new else self._take(origin)
+        if connection is not None:
+            return connection
+        if self.open.get(origin, 0) < self.max_connections and not self.waiting.get(origin):
+            self.open[origin] = self.open.get(origin, 0) + 1  # a place taken while connecting
+            return await self._dial(origin, deadline)
+        handed = await self._wait_for_room(origin, deadline)
+        return handed if handed is not None else await self._dial(origin, deadline)
 
     async def _dial(self, origin: Origin, deadline: float) -> Connection:
-        self.open[origin] = self.open.get(origin, 0) + 1  # a place taken while connecting
+        """A new connection, in a place already counted in `open`."""
         loop = asyncio.get_running_loop()
         try:
             connection = await self.dialer.dial(
@@ -127,37 +132,54 @@ class UpstreamPool:
             connection.on_closed = self._closed
         return connection
 
-    async def _wait_for_room(self, origin: Origin, deadline: float) -> None:
-        waiter = asyncio.get_running_loop().create_future()
+    async def _wait_for_room(self, origin: Origin, deadline: float) -> Connection | None:
+        """Wait in line for a freed connection, or for room to dial (None)."""
+        waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
         queue = self.waiting.setdefault(origin, deque())
         queue.append(waiter)
         try:
             async with asyncio.timeout_at(deadline):
-                await waiter
-        except TimeoutError:
-            raise UpstreamTimeout(
-                "no free connection to the backend in time (BACKEND_MAX_CONNECTIONS)"
-            ) from None
-        finally:
-            if not waiter.done():
+                return await asyncio.shield(waiter)
+        except BaseException as error:
+            if waiter.done() and not waiter.cancelled():
+                self._give_back(origin, waiter.result())  # handed over just as we gave up
+            else:
                 waiter.cancel()
+            if isinstance(error, TimeoutError):
+                raise UpstreamTimeout(
+                    "no free connection to the backend in time (BACKEND_MAX_CONNECTIONS)"
+                ) from None
+            raise
+        finally:
             if waiter in queue:
                 queue.remove(waiter)
+            if not queue:
+                self.waiting.pop(origin, None)
 
-    def _wake_one(self, origin: Origin) -> None:
+    def _next_waiter(self, origin: Origin) -> asyncio.Future[Connection | None] | None:
         queue = self.waiting.get(origin)
         while queue:
             waiter = queue.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                return waiter
+        return None
+
+    def _give_back(self, origin: Origin, handed: Connection | None) -> None:
+        if handed is None:
+            self._closed(origin)  # the place it held for us
+        else:
+            self.put(handed)
 
     def _closed(self, origin: Origin) -> None:
-        """A connection of `origin` closed (or never came to be): room for another."""
+        """A connection of `origin` closed (or never came to be): its place goes to the
+        longest waiter, or is freed."""
+        waiter = self._next_waiter(origin)
+        if waiter is not None:
+            waiter.set_result(None)  # the place passes on, still counted
+            return
         self.open[origin] -= 1
         if not self.open[origin]:
             del self.open[origin]
-        self._wake_one(origin)
 
     def _take(self, origin: Origin) -> Connection | None:
         stack = self.idle.get(origin)
@@ -177,8 +199,11 @@ class UpstreamPool:
             return
         connection.fresh = False
         connection.idle_until = connection.loop.time() + keep
+        waiter = self._next_waiter(connection.origin)
+        if waiter is not None:
+            waiter.set_result(connection)
+            return
         self.idle.setdefault(connection.origin, []).append(connection)
-        self._wake_one(connection.origin)
         if self.sweeping is None:
             self.sweeping = connection.loop.call_later(self.keepalive_seconds, self._sweep)
 

@@ -264,3 +264,32 @@ async def test_the_next_address_is_tried_when_one_refuses() -> None:
         assert answer.status == 200
         answer.close()
     pool.close()
+
+
+async def test_a_freed_connection_goes_to_the_longest_waiter() -> None:
+    """First come, first served: a request that arrives as a connection is freed queues
+    behind those already waiting instead of taking it (no barging, no starved tail)."""
+    pool = UpstreamPool(
+        verify_tls=True,
+        connect_timeout=1.0,
+        resolver=FakeResolver(),
+        allow_private=True,
+        max_connections=1,
+    )
+    async with scripted(answering_forever()) as (url, connections):
+        request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
+        holding = await pool.send(request, soon())
+        early = asyncio.ensure_future(pool.send(request, soon()))
+        await asyncio.sleep(0.05)
+        await holding.read_all(1024, soon())
+        holding.release()  # handed to `early` at once
+        late = asyncio.ensure_future(pool.send(request, soon()))
+        first = await early
+        await asyncio.sleep(0.05)
+        assert not late.done()
+        await first.read_all(1024, soon())
+        first.release()
+        second = await late
+        assert second.status == 200 and len(connections) == 1
+        second.close()
+    pool.close()
