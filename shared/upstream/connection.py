@@ -204,6 +204,7 @@ class Connection(asyncio.Protocol):
         self.refusal: InvalidResponse | None = None
         self.head_request = False
         self.fresh = True  # has not carried an exchange yet
+        self.eof = False  # the backend ended its side cleanly (FIN, or TLS close_notify)
         self.idle_until = 0.0  # loop time; set by the pool
         self.keep_alive_header: bytes | None = None  # the last answer's Keep-Alive
 
@@ -233,6 +234,10 @@ class Connection(asyncio.Protocol):
             response._fail(InvalidResponse("the response headers are too large"))
             self.abort()
 
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None  # close the transport
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.on_closed is not None:
@@ -249,9 +254,10 @@ class Connection(asyncio.Protocol):
                 )
             )
             return
-        if response.content_length is None and not response.chunked and exc is None:
-            # A body without length or chunking ends where the connection does,
-            # when it ends cleanly (FIN); a reset (`exc`) cut it short.
+        if response.content_length is None and not response.chunked and self.eof and exc is None:
+            # A body without length or chunking ends where the connection does, when
+            # it ends cleanly: a FIN, or over TLS a close_notify (eof_received). A
+            # reset, or a TCP close under TLS without close_notify, cut it short.
             response.complete = True
             response._wake()
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,14 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from shared.upstream import ConnectFailed, UpstreamPool, UpstreamRequest, UpstreamTimeout
+from shared.failures import FailureKind
+from shared.upstream import (
+    ConnectFailed,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamRequest,
+    UpstreamTimeout,
+)
 from shared.upstream.dialing import interleave_families
 from shared.upstream.pool import keepalive_for
 from tests.shared.upstream.test_client import HEADERS, OK, read_head, scripted, soon
@@ -293,3 +301,54 @@ async def test_a_freed_connection_goes_to_the_longest_waiter() -> None:
         assert second.status == 200 and len(connections) == 1
         second.close()
     pool.close()
+
+
+@pytest.mark.parametrize(
+    ("ending", "outcome"),
+    [
+        ("close_notify", b'{"whole": true}'),
+        pytest.param(
+            "cut",
+            FailureKind.TRUNCATED,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="asyncio's SSL layer reports a TCP close without close_notify as an "
+                "orderly end (sslproto calls eof_received either way): not detectable here",
+            ),
+        ),
+    ],
+)
+async def test_tls_without_close_notify_cuts_a_close_delimited_body(
+    ending: str, outcome: bytes | FailureKind
+) -> None:
+    """Over TLS, the end of a body without a length is the TLS close (close_notify); a
+    TCP close without it may be an attacker's or a crash's, so the body is truncated."""
+    ca = trustme.CA()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"whole": true}')
+        await writer.drain()
+        if ending == "close_notify":
+            writer.close()  # TLS shutdown, then TCP close
+            await writer.wait_closed()
+        else:
+            writer.transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+            writer.transport.abort()
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("backend.test").configure_cert(context)
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
+    pool = UpstreamPool(
+        verify_tls=True, connect_timeout=2.0, resolver=FakeResolver("127.0.0.1"), allow_private=True
+    )
+    ca.configure_trust(pool.dialer.ssl_context)
+    async with server:
+        url = f"https://backend.test:{server.sockets[0].getsockname()[1]}"
+        answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+        try:
+            result: bytes | FailureKind = await answer.read_all(1024, soon())
+        except UpstreamError as error:
+            result = error.kind
+    pool.close()
+    assert result == outcome
