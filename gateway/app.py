@@ -15,6 +15,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from gateway.accounting import feedback as feedback_module
+from gateway.accounting.request_log import RequestLog
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminKeyMiddleware
 from gateway.admin.system import system_routes
@@ -23,12 +25,10 @@ from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
-from gateway.proxy import feedback as feedback_module
 from gateway.proxy.access import ClientAccess
 from gateway.proxy.endpoint import Dispatcher, proxy_routes
 from gateway.proxy.models import models_route
 from gateway.proxy.ratelimit import RateLimiter
-from gateway.proxy.request_log import RequestLog
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.routing.balancer import Balancer
 from gateway.routing.outlier import OutlierPolicy
@@ -63,7 +63,7 @@ def create_app(
     """Build the app. The caller owns configuration; nothing is read from the environment.
 
     `log_outputs` (what configure_logging returned) lets the proxy write its
-    line per request straight to them, in batches (see gateway/request_log.py)."""
+    line per request straight to them, in batches (see gateway/accounting/request_log.py)."""
     context = GatewayContext(
         settings=settings,
         database=database,

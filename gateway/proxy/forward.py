@@ -2,7 +2,7 @@
 
 The body goes to the backend byte for byte; it is parsed only to read `model`
 and `stream`. Backends come from the in-memory snapshot (no database I/O
-here). Each try is an `Attempt` (accounting.py), settled exactly once. A
+here). Each try is an `Attempt` (gateway/accounting/attempt.py), settled exactly once. A
 backend that fails before the client got a byte is failed over.
 """
 
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.accounting.attempt import Attempt
+from gateway.accounting.usage import extract_usage
 from gateway.json_bodies import parse_json_object, validate
-from gateway.proxy.accounting import Attempt
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.relay import (
     MAX_RESPONSE_BYTES,
@@ -27,7 +28,6 @@ from gateway.proxy.relay import (
     upstream_headers,
 )
 from gateway.proxy.runtime import ProxyRuntime
-from gateway.proxy.usage import extract_usage
 from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.policy import Backend, parse_tags
 from shared.errors import InvalidRequest, NotFound, ServiceUnavailable

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.proxy.accounting import Attempt, StreamOutcome
+from gateway.accounting.attempt import Attempt, StreamOutcome
+from gateway.accounting.usage import extract_usage
 from gateway.proxy.client_watch import ClientWatch
-from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend
 from shared.errors import error_body
 from shared.failures import FailureKind, policy_of

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.accounting.feedback import Feedback
+from gateway.accounting.request_log import RequestLog
 from gateway.proxy.access import ClientAccess
-from gateway.proxy.feedback import Feedback
-from gateway.proxy.request_log import RequestLog
 from gateway.routing.balancer import Balancer
 from gateway.routing.registry import SnapshotHolder
 from shared.settings import Settings

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.proxy.feedback import Batch, Feedback, UsageDelta
+from gateway.accounting.feedback import Batch, Feedback, UsageDelta
+from gateway.accounting.usage import extract_usage
 from gateway.proxy.ratelimit import Bucket, RateLimiter, take_token
 from gateway.proxy.relay import relayed_headers, upstream_headers
-from gateway.proxy.usage import extract_usage
 from gateway.routing.policy import Backend
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from gateway.proxy.request_log import BATCH_SECONDS, RequestLog
+from gateway.accounting.request_log import BATCH_SECONDS, RequestLog
 from shared.logging import REDACTED, LogOutputs, Redactor
 from tests.shared.test_logging import _read_json_lines, log_to_files
 

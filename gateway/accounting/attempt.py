@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gateway.proxy.feedback import Feedback
-from gateway.proxy.request_log import RequestLog
+from gateway.accounting.feedback import Feedback
+from gateway.accounting.request_log import RequestLog
 from gateway.routing.balancer import Balancer
 from gateway.routing.policy import Backend
 from shared.failures import policy_of
