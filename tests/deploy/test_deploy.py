@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from alembic import command
 from gateway.cli.demo_backend import create_demo_app
 from shared.db import Database, alembic_config, upgrade_to_head
 from shared.models import ModelServer, utcnow
+from shared.settings import Settings
 from tests.conftest import ADMIN_KEY
 from tests.support import (
     BIN,
@@ -79,6 +81,13 @@ def test_units_are_hardened_and_ordered() -> None:
             assert line in text, f"{name}: {line}"
     migrate = (DEPLOY / "systemd" / "multiverse-migrate.service").read_text()
     assert "ExecStart=/opt/multiverse/.venv/bin/gateway-admin db upgrade" in migrate
+
+
+def test_the_gateway_unit_waits_longer_than_the_shutdown_grace() -> None:
+    """systemd must not kill the gateway while streams still have their grace to finish."""
+    unit = (DEPLOY / "systemd" / "multiverse-gateway.service").read_text()
+    stop_timeout = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert stop_timeout > Settings.model_fields["shutdown_grace_seconds"].default
 
 
 def test_scripts_pass_shellcheck() -> None:
