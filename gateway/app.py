@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
@@ -22,7 +22,7 @@ from gateway.admin.auth import AdminKeyMiddleware
 from gateway.admin.system import system_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.liveness import health_route, package_version
+from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.proxy.access import ClientAccess
@@ -75,8 +75,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ensure_schema_current(database.engine)
         runtime = await build_runtime(context, log_outputs)
+        watcher = asyncio.create_task(
+            watch_registry(runtime.holder, database), name="registry-watch"
+        )
+        context.registry_watch = watcher
         background = [
-            asyncio.create_task(watch_registry(runtime.holder, database), name="registry-watch"),
+            watcher,
             asyncio.create_task(
                 feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"
             ),
@@ -102,10 +106,13 @@ def create_app(
         middleware.append(Middleware(CORSMiddleware, **cors_options(settings)))
     routes = [
         health_route(),
-        Mount("/v1", routes=[*proxy_routes(context), models_route()]),
+        ready_route(),
+        # No redirects for a trailing slash: a 307 built from the client's Host header
+        # is a gift to an attacker, and clients do not follow one for a POST anyway.
+        Mount("/v1", app=Router([*proxy_routes(context), models_route()], redirect_slashes=False)),
         Mount(
             "/admin",
-            routes=[*admin_routes(), *system_routes()],
+            app=Router([*admin_routes(), *system_routes()], redirect_slashes=False),
             middleware=[
                 Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value()),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
@@ -122,6 +129,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
     app.state.context = context
     return Dispatcher(app, routes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ class GatewayContext:
     resolver: Resolver
     started_monotonic: float = field(default_factory=time.monotonic)
     probes: Transport | None = None  # for registration probes (not the proxy's pool)
+    registry_watch: asyncio.Task[None] | None = None  # keeps the snapshot current
     proxy: ProxyRuntime | None = None
 
     async def registry_written(self) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
 from gateway.json_bodies import error_response, status_error_response
+from shared.db import is_busy
 from shared.errors import GatewayError, body_for, error_body
 from shared.logging import get_logger
 
@@ -84,6 +86,19 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
     return status_error_response(error.status_code, message, headers=error.headers)
 
 
+async def handle_database_error(request: Request, error: Exception) -> Response:
+    if is_busy(error):
+        # BEGIN IMMEDIATE took no lock, so nothing was written.
+        log.warning("database busy", path=request.url.path)
+        return status_error_response(
+            503,
+            "the database is busy (a backup or a long write holds it); nothing was changed, "
+            "retry in a few seconds",
+            headers={"Retry-After": "5"},
+        )
+    return await handle_unexpected(request, error)
+
+
 async def handle_unexpected(request: Request, error: Exception) -> Response:
     log.error("unhandled error", path=request.url.path, exc_info=error)
     return status_error_response(500, INTERNAL_ERROR_MESSAGE)
@@ -92,5 +107,6 @@ async def handle_unexpected(request: Request, error: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     GatewayError: handle_gateway_error,
     HTTPException: handle_http_exception,
+    OperationalError: handle_database_error,
     Exception: handle_unexpected,
 }

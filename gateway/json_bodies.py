@@ -36,6 +36,9 @@ def parse_json_object(raw: bytes, *, empty_hint: str = "send a JSON object") -> 
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        # The parser gives up at Python's recursion limit (~1,000 levels), at once.
+        raise InvalidRequest("the request body is nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return document

@@ -18,7 +18,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -49,8 +49,12 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
 
 
 def _on_sqlite_begin(connection: Any) -> None:
-    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-    connection.exec_driver_sql(f"BEGIN {mode}")
+    options = connection.get_execution_options()
+    # A connection's synchronous mode is set per transaction: FULL for the writes
+    # that must survive a power loss (registrations), NORMAL for the rest.
+    synchronous = "FULL" if options.get("sqlite_durable") else "NORMAL"
+    connection.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+    connection.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -86,10 +90,18 @@ class Database:
             yield session
 
     @contextmanager
-    def writing(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
+    def writing(self, *, durable: bool = False) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error.
+
+        `durable`: the commit is on disk before it returns (synchronous=FULL), as
+        registrations must be; in WAL mode NORMAL may lose the last commits on a
+        power loss (never corrupting the file), which is fine for usage and history.
+        A write that cannot get the lock within the busy timeout raises
+        OperationalError (`is_busy`) before anything was written."""
         with self.sessions() as session:
-            session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            session.connection(
+                execution_options={"sqlite_begin": "IMMEDIATE", "sqlite_durable": durable}
+            )
             try:
                 yield session
                 session.commit()
@@ -99,6 +111,25 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether a database error is SQLite's "busy" or "locked" (the lock was not had)."""
+    original = getattr(error, "orig", None)
+    code = getattr(original, "sqlite_errorcode", None)
+    return (
+        isinstance(original, sqlite3.OperationalError)
+        and code is not None
+        and (code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
+    )
+
+
+def check_writable(database: Database) -> None:
+    """Write a row as it is, and roll back: raises when the file cannot be written."""
+    with database.sessions() as session:
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        session.execute(text("UPDATE registry_generation SET value = value"))
+        session.rollback()
 
 
 # --- Alembic -------------------------------------------------------------

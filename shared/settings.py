@@ -61,7 +61,8 @@ class Settings(BaseSettings):
 
     # Database
     database_url: str = Field(
-        "sqlite:///./multiverse.db", description="an SQLAlchemy URL, e.g. sqlite:///./multiverse.db"
+        "sqlite:///./multiverse.db",
+        description="an SQLite URL, e.g. sqlite:///./multiverse.db (the only engine supported)",
     )
 
     # Security
@@ -134,6 +135,21 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         60, ge=0, le=1_000_000, description="requests per minute per client; 0 turns it off"
     )
+    header_timeout_seconds: float = Field(
+        10, gt=0, le=300, description="a number of seconds above 0, at most 300"
+    )
+    max_connections: int = Field(
+        10_000, ge=1, le=1_000_000, description="client connections per worker, from 1"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_only(cls, value: str) -> str:
+        # The registry's change triggers (how every process learns of a change) are
+        # SQLite's; another engine would silently never reload.
+        if not value.startswith("sqlite:"):
+            raise ValueError("only SQLite is supported; use a URL like sqlite:///./multiverse.db")
+        return value
 
     @field_validator("client_api_keys", "cors_origins", mode="before")
     @classmethod
@@ -190,7 +206,9 @@ def describe_errors(error: ValidationError) -> str:
         name = field.upper()
         info = Settings.model_fields.get(field)
         allowed = info.description if info is not None else ""
-        shown = "" if field in SECRET_SETTINGS else f" (got {item.get('input')!r})"
+        # A database URL may carry a password: never echoed either.
+        hidden = field in SECRET_SETTINGS or field == "database_url"
+        shown = "" if hidden else f" (got {item.get('input')!r})"
         lines.append(f"invalid setting {name}{shown}: {item['msg']}; allowed: {allowed}")
     return "\n".join(lines)
 

@@ -9,7 +9,9 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
-from shared.db import Database, SchemaMismatch, ensure_schema_current
+from sqlalchemy.exc import SQLAlchemyError
+
+from shared.db import Database, SchemaMismatch, check_writable, ensure_schema_current
 from shared.logging import Redactor, configure_logging
 from shared.settings import Settings, SettingsError, load_settings
 
@@ -51,7 +53,16 @@ def start_process(program: str, *, default_component: str) -> Process:
     database = Database.connect(settings.database_url)
     try:
         ensure_schema_current(database.engine)
+        check_writable(database)
     except SchemaMismatch as error:
         database.dispose()
         refuse(program, error)
+    except SQLAlchemyError as error:
+        database.dispose()
+        reason = getattr(error, "orig", None) or error
+        refuse(
+            program,
+            f"cannot use the database ({reason}); check that the file and its folder "
+            "exist and are writable by this user",
+        )
     return Process(settings, database, redactor)

@@ -146,7 +146,7 @@ def _active_duplicate(
 
 def create_registration(db: Database, request: RegisterRequest, probe: ProbeResult) -> ServerOut:
     """Insert a registration that passed its probe, with that probe as its first check."""
-    with db.writing() as session:
+    with db.writing(durable=True) as session:
         duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
         if duplicate is not None:
             raise Conflict(
@@ -212,7 +212,7 @@ def update_registration(
 ) -> ServerOut:
     """Apply the fields the client sent; `probe` is given when the target changed."""
     sent = request.model_fields_set
-    with db.writing() as session:
+    with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
         if request.model_name is not None:
             server.model_name = request.model_name
@@ -254,7 +254,7 @@ def update_registration(
 
 def deactivate_registration(db: Database, server_id: str) -> None:
     """Soft-delete: routing stops at once, the history stays."""
-    with db.writing() as session:
+    with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
         now = utcnow()
         server.is_active = False

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+)
 
 from shared.urls import BadBackendURL, normalize_backend_url
 
@@ -62,9 +70,23 @@ EndpointURL = Annotated[
         examples=["https://abc123.ngrok.io"],
     ),
 ]
+
+
+def _sendable_in_a_header(key: SecretStr) -> SecretStr:
+    """A key that cannot travel in an Authorization header would fail every request."""
+    value = key.get_secret_value()
+    if not value or any(not ("\x21" <= character <= "\x7e") for character in value):
+        # Never quote the key, nor the character: both may be secret.
+        raise ValueError(
+            "the key must be printable ASCII without spaces (it is sent as a Bearer token)"
+        )
+    return key
+
+
 BackendKey = Annotated[
     SecretStr,
     Field(max_length=4096, description="Sent to the backend as a Bearer token; never shown."),
+    AfterValidator(_sendable_in_a_header),
 ]
 
 
@@ -195,8 +217,16 @@ class ServerDetail(ServerOut):
 
 class HealthResponse(BaseModel):
     status: Literal["ok"]
-    database: Literal["ok", "unreachable"]
+    database: Literal["ok", "unreachable"] = Field(description="Same as database_read.")
+    database_read: Literal["ok", "failing"]
+    database_write: Literal["ok", "failing"] = Field(
+        description="Whether the write lock can be had now (not while a backup holds it)."
+    )
     version: str
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
 
 
 class ErrorDetail(BaseModel):

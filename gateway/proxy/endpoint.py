@@ -24,7 +24,7 @@ import structlog
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import GatewayContext
 from gateway.errors import JSONAnswer, error_answer, internal_error_answer
@@ -172,12 +172,29 @@ class Dispatcher:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST":
             endpoint = self.fast_routes.get(scope["path"])
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        answered = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except Exception:
+            # Starlette's ServerErrorMiddleware answered the OpenAI-shaped 500 (our
+            # handler logged it with its traceback) and re-raised: swallowed here, so
+            # uvicorn keeps the client's keep-alive connection instead of closing it.
+            if not answered:
+                raise
 
 
 _PROXY_RESPONSES = {

@@ -154,21 +154,30 @@ async def refresh(holder: SnapshotHolder, database: Database) -> None:
     holder.confirmed_at = started
 
 
+MAX_WATCH_BACKOFF = 5.0
+
+
 async def watch_registry(
     holder: SnapshotHolder, database: Database, interval: float = POLL_SECONDS
 ) -> None:
-    """Keep `holder` current until cancelled; a database error is logged and retried."""
-    failing = False
+    """Keep `holder` current until cancelled. Any error (the database's or a bug's) is
+    logged, the snapshot kept, and the reload tried again after a growing pause:
+    routing never stops because one reload failed, and readiness (`/health/ready`)
+    reports a snapshot that stays unconfirmed."""
+    delay = interval
     while True:
         try:
             await refresh(holder, database)
-            if failing:
+            if delay > interval:
                 log.info("registry reload recovered")
-            failing = False
-        except SQLAlchemyError as error:
-            if not failing:
+            delay = interval
+        except Exception as error:
+            if delay == interval:
                 log.warning(
-                    "registry reload failed; routing from the last snapshot", error=str(error)
+                    "registry reload failed; routing from the last snapshot",
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    exc_info=not isinstance(error, SQLAlchemyError),
                 )
-            failing = True
-        await asyncio.sleep(interval)
+            delay = min(MAX_WATCH_BACKOFF, delay * 2)
+        await asyncio.sleep(delay)

@@ -1,0 +1,191 @@
+"""Hostile input and the gateway's own faults: clear answers, nothing lost, no way around
+the address guard."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.cli.demo_backend import create_demo_app
+from shared.db import Database
+from tests.gateway.proxy.test_proxy import CHAT, HEADERS, register
+from tests.support import BIN, ThreadedServer, clean_environment, free_port, process_settings
+
+DEEP = b'{"model": "m", "messages": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/admin/register", "/admin/probe"])
+def test_deeply_nested_json_is_a_400_not_a_500(
+    start_gateway: Callable[..., ThreadedServer], tmp_path: Path, path: str
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0)
+    response = httpx.post(f"{gateway.url}{path}", content=DEEP, headers=HEADERS)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "the request body is nested too deeply"
+    log = (tmp_path / "logs" / "gateway.log").read_text()
+    assert "Traceback" not in log and "RecursionError" not in log
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/", "/admin/servers/", "/v1/nothing"])
+def test_trailing_slashes_and_unknown_routes_are_404_without_a_redirect(
+    start_gateway: Callable[..., ThreadedServer], path: str
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0)
+    response = httpx.post(
+        f"{gateway.url}{path}", json=CHAT, headers={**HEADERS, "Host": "evil.example"}
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("key", ["clé-secrète-123", "two words", "line\nbreak", ""])
+def test_a_backend_key_that_cannot_be_a_header_is_refused(
+    start_gateway: Callable[..., ThreadedServer], key: str
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0)
+    with ThreadedServer(create_demo_app("m")) as backend:
+        response = httpx.post(
+            f"{gateway.url}/admin/register",
+            json={"model_name": "m", "endpoint_url": backend.url, "api_key": key},
+            headers=HEADERS,
+        )
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "printable ASCII" in message
+    for part in key.split():
+        assert part not in message or part in ("",)
+
+
+def test_a_name_rebound_between_check_and_probe_is_refused(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    """DNS rebinding at registration: the check sees a public address, the next look-up
+    a loopback one. The probe connects only to an address it checked itself, so it
+    refuses, and the loopback service's model list is never shown."""
+    with ThreadedServer(create_demo_app("internal-model")) as internal:
+        answers: list[str] = []
+
+        async def rebinding(host: str, port: int) -> list[str]:
+            return [answers.pop(0) if answers else "127.0.0.1"]
+
+        gateway = start_gateway(resolver=rebinding, allow_private_backends=False)
+        url = f"http://rebind.test:{internal.port}"
+        for path, body in (
+            ("/admin/probe", {"endpoint_url": url}),
+            ("/admin/register", {"model_name": "m", "endpoint_url": url}),
+        ):
+            answers[:] = ["93.184.216.34"]  # for the check; every later look-up: loopback
+            response = httpx.post(f"{gateway.url}{path}", json=body, headers=HEADERS)
+            assert response.status_code in (400, 503), response.text
+            message = response.json()["error"]["message"]
+            assert "loopback" in message and "internal-model" not in message
+            assert "127.0.0.1" not in message
+
+
+def test_after_a_500_the_connection_stays_usable(
+    start_gateway: Callable[..., ThreadedServer], database: Database, database_url: str
+) -> None:
+    """A bug (here: a row the code cannot read) is an OpenAI-shaped 500, logged once, and
+    the client's keep-alive connection carries its next request."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    with ThreadedServer(create_demo_app("m")) as backend:
+        server_id = register(gateway, "m", backend.url)
+    path = database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE model_servers SET tags = '{not json' WHERE id = ?", (server_id,))
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    connection.request("GET", "/admin/servers", headers=HEADERS)
+    broken = connection.getresponse()
+    body = json.loads(broken.read())
+    assert broken.status == 500 and body["error"]["type"] == "server_error"
+    assert broken.getheader("connection") != "close"
+    connection.request("GET", "/health")
+    follow_up = connection.getresponse()
+    assert follow_up.status == 200 and json.loads(follow_up.read())["status"] == "ok"
+    connection.close()
+
+
+def test_a_locked_database_answers_503_and_writes_nothing(
+    start_gateway: Callable[..., ThreadedServer], database_url: str
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0)
+    path = database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # a backup, a long admin query
+    released = threading.Event()
+    try:
+        health = httpx.get(f"{gateway.url}/health").json()
+        assert health["database_read"] == "ok" and health["database_write"] == "failing"
+        with ThreadedServer(create_demo_app("m")) as backend:
+            response = httpx.post(
+                f"{gateway.url}/admin/register",
+                json={"model_name": "m", "endpoint_url": backend.url},
+                headers=HEADERS,
+                timeout=30,
+            )
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "5"
+            assert "busy" in response.json()["error"]["message"]
+            holder.execute("ROLLBACK")
+            released.set()
+            servers = httpx.get(f"{gateway.url}/admin/servers", headers=HEADERS).json()
+            assert servers == []  # it did not happen
+            again = httpx.post(
+                f"{gateway.url}/admin/register",
+                json={"model_name": "m", "endpoint_url": backend.url},
+                headers=HEADERS,
+                timeout=30,
+            )
+            assert again.status_code == 201
+        assert httpx.get(f"{gateway.url}/health").json()["database_write"] == "ok"
+    finally:
+        if not released.is_set():
+            holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_ready_when_the_snapshot_is_fresh(start_gateway: Callable[..., ThreadedServer]) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0)
+    response = httpx.get(f"{gateway.url}/health/ready")
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+def run_gateway(settings: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "gateway")],
+        env=clean_environment({**settings, "PORT": str(free_port())}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url_of", "says"),
+    [
+        (lambda path: f"sqlite:///file:{path}?mode=ro&uri=true", "cannot use the database"),
+        (lambda path: "postgresql://user:pw-secret@db.example/gw", "only SQLite is supported"),
+        (lambda path: f"sqlite:///{path}.missing", "no schema yet"),
+    ],
+    ids=["read-only", "another engine", "never migrated"],
+)
+def test_startup_failures_are_one_or_two_lines_and_exit_2(
+    tmp_path: Path, database_url: str, url_of: Callable[[str], str], says: str
+) -> None:
+    path = database_url.removeprefix("sqlite:///")
+    settings = process_settings(tmp_path, url_of(path))
+    finished = run_gateway(settings, tmp_path)
+    assert finished.returncode == 2, finished.stderr
+    lines = finished.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2 and says in finished.stderr
+    assert "pw-secret" not in finished.stderr and "Traceback" not in finished.stderr
