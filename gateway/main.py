@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
+from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
 from shared.startup import start_process
 
 SYSTEMD_FIRST_FD = 3
@@ -40,9 +42,13 @@ def main() -> None:
     # there before it: make that an ordinary exit 0, as systemd and make run expect.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections
+    )
     uvicorn.run(
         "gateway.app:create_app_from_environment",
         factory=True,
+        http=cast(Any, functools.partial(GuardedProtocol, guard=ConnectionGuard(limits))),
         **listen,
         workers=settings.workers,
         log_config=None,

@@ -1,0 +1,202 @@
+"""Client connections: uvicorn's httptools protocol, with the limits it does not have.
+
+uvicorn accepts request heads of any size (five unfinished 20 MB heads held
+130 MB), waits forever for a head that trickles in a byte a minute, and has
+no cap on connections. Like nginx (`large_client_header_buffers`,
+`client_header_timeout`, `limit_conn`), the gateway refuses, with an
+OpenAI-shaped error and `Connection: close`:
+
+- a request head (request line and headers) over MAX_HEAD_BYTES: 431;
+- a head not complete HEADER_TIMEOUT_SECONDS after the connection opened or
+  the request began: 408;
+- a connection beyond MAX_CONNECTIONS open in this worker: 503.
+
+Everything else is uvicorn's own code path. This subclasses uvicorn's
+protocol (its attributes are uvicorn's internals: tests/gateway/
+test_client_connections.py runs them against the real server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from shared.errors import error_body
+from shared.logging import get_logger
+
+MAX_HEAD_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
+SWEEP_SECONDS = 1.0
+
+log = get_logger("api")
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Unavailable"}
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float
+    max_connections: int
+    max_head_bytes: int = MAX_HEAD_BYTES
+
+
+class HeadTimeouts:
+    """One timer per worker instead of one per request (a timer armed and cancelled
+    on every request cost a few µs of each): every second it looks at the
+    connections still reading a head and refuses those past the timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.watched: set[GuardedProtocol] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def watch(self, protocol: GuardedProtocol) -> None:
+        self.watched.add(protocol)
+        if self.handle is None:
+            self.handle = protocol.loop.call_later(SWEEP_SECONDS, self._sweep, protocol.loop)
+
+    def forget(self, protocol: GuardedProtocol) -> None:
+        self.watched.discard(protocol)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = None
+        now = loop.time()
+        for protocol in list(self.watched):
+            if protocol.reading_head and now - protocol.head_started > self.timeout:
+                protocol.head_too_slow()
+        if self.watched:
+            self.handle = loop.call_later(SWEEP_SECONDS, self._sweep, loop)
+
+
+class ConnectionGuard:
+    """The limits, and the per-worker state they need (built in each worker's process)."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._timeouts: HeadTimeouts | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limits": self.limits, "_timeouts": None}  # a worker starts its own
+
+    @property
+    def timeouts(self) -> HeadTimeouts:
+        if self._timeouts is None:
+            self._timeouts = HeadTimeouts(self.limits.header_timeout)
+        return self._timeouts
+
+
+def refusal(status: int, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 answer in the OpenAI error shape, closing the connection."""
+    body = json.dumps(error_body(status, message)).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status].decode()}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a refused request."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = guard.limits
+        self.timeouts = guard.timeouts
+        self.reading_head = True
+        self.head_started = self.loop.time()
+        self.head_bytes = 0  # raw bytes received while the head is incomplete
+        self.refused = False
+
+    # -- connections ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(
+                503,
+                f"this gateway worker has {self.limits.max_connections} connections open "
+                "(MAX_CONNECTIONS); retry shortly",
+                {"Retry-After": "1"},
+            )
+            return
+        self.head_started = self.loop.time()
+        self.timeouts.watch(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timeouts.forget(self)
+        super().connection_lost(exc)
+
+    # -- the head -------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.reading_head:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if self.reading_head and self.head_bytes > self.limits.max_head_bytes:
+            self._refuse(431, f"the request head is larger than {self.limits.max_head_bytes} bytes")
+
+    def on_response_complete(self) -> None:
+        # Idle until the next request begins: uvicorn's keep-alive timeout closes an
+        # idle connection silently; the head timeout starts with the next request.
+        self.reading_head = False
+        self.head_bytes = 0
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self.refused:  # our refusal stopped the parser: the answer is already sent
+            return
+        super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        self.reading_head = True
+        self.head_started = self.loop.time()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        # The raw count may include body bytes that came with the head; only when it
+        # is over the limit is the head itself measured.
+        if self.head_bytes > self.limits.max_head_bytes and self._head_size() > (
+            self.limits.max_head_bytes
+        ):
+            self._refuse(431, f"the request head is larger than {self.limits.max_head_bytes} bytes")
+            raise _Refused  # stops the parser (uvicorn's data_received answers nothing more)
+        self.head_bytes = 0
+        super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    # -- refusals ---------------------------------------------------------------------
+    def head_too_slow(self) -> None:
+        if not self.refused and not self.transport.is_closing():
+            self._refuse(
+                408,
+                f"the request head did not arrive within {self.limits.header_timeout:g}s "
+                "(HEADER_TIMEOUT_SECONDS)",
+            )
+
+    def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        if self.refused:
+            return
+        self.refused = True
+        self.timeouts.forget(self)
+        log.warning("connection refused", status=status, reason=message)
+        if self.transport.is_closing():
+            return
+        self.transport.write(refusal(status, message, headers))
+        # A lingering close, as nginx does: closing with unread data would send a
+        # reset that can destroy the answer before the client reads it. Send FIN
+        # after the answer, read and drop what still comes, close after a moment.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
