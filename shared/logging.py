@@ -8,6 +8,7 @@ step runs last before rendering, on our own entries and on those of libraries
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -154,6 +155,9 @@ class LogOutputs:
     """
 
     REOPEN_CHECK_SECONDS = 1.0
+    # A full or unwritable log disk loses log lines, never an answer: the loss is
+    # reported on stderr at most this often, not once per entry.
+    FAILURE_REPORT_SECONDS = 60.0
 
     def __init__(self, console: TextIO | None, path: Path | None) -> None:
         self.console = console
@@ -176,6 +180,9 @@ class LogOutputs:
         # Writers that hold entries back to write them in batches (gateway's
         # RequestLog): drained before any other entry, so the files keep the order.
         self.deferred_sources: list[Callable[[], None]] = []
+        self.lost_lines = 0
+        self.last_failure: str | None = None
+        self.reported_at = -self.FAILURE_REPORT_SECONDS
         if path is not None:
             self._open()
 
@@ -191,12 +198,27 @@ class LogOutputs:
         if self.path is not None and now - self.checked >= self.REOPEN_CHECK_SECONDS:
             self.checked = now
             try:
-                moved = os.stat(self.path).st_ino != self.inode
+                moved = self.file is None or os.stat(self.path).st_ino != self.inode
             except FileNotFoundError:
                 moved = True
             if moved:
                 self._open()
         return self.file
+
+    def _lost(self, count: int, error: Exception, where: str) -> None:
+        """Lines that could not be written: counted, and said once a minute."""
+        self.lost_lines += count
+        self.last_failure = f"{where}: {type(error).__name__}: {error}"
+        now = time.monotonic()
+        if now - self.reported_at < self.FAILURE_REPORT_SECONDS:
+            return
+        self.reported_at = now
+        report = (
+            f"logging failed ({self.last_failure}); {self.lost_lines} line(s) lost so far; "
+            f"next report in {self.FAILURE_REPORT_SECONDS:g}s at the earliest\n"
+        )
+        with contextlib.suppress(OSError):
+            os.write(2, report.encode("utf-8", "replace"))
 
     def write(self, method: str, event_dict: EventDict) -> None:
         """Render one entry both ways and write it, after anything held back."""
@@ -217,13 +239,28 @@ class LogOutputs:
         """Write lines already rendered (one write per output), and flush."""
         with self.lock:
             if console_lines and self.console is not None and not self.console.closed:
-                self.console.write("\n".join(console_lines) + "\n")
-                self.console.flush()
+                try:
+                    self.console.write("\n".join(console_lines) + "\n")
+                    self.console.flush()
+                except (OSError, ValueError) as error:
+                    self._lost(len(console_lines), error, "console")
             if json_lines:
-                file = self._file_for_now()
-                if file is not None:
-                    file.write("\n".join(json_lines) + "\n")
-                    file.flush()
+                try:
+                    file = self._file_for_now()
+                    if file is not None:
+                        file.write("\n".join(json_lines) + "\n")
+                        file.flush()
+                except (OSError, ValueError) as error:
+                    self._lost(len(json_lines), error, str(self.path))
+                    self._drop_file()
+
+    def _drop_file(self) -> None:
+        """After a failed write: drop what the file object buffered (it would fail
+        again on every flush) and reopen on the next check."""
+        file, self.file = self.file, None
+        if file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                file.close()
 
     def drain_deferred(self) -> None:
         for drain in self.deferred_sources:

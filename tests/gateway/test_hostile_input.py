@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -17,7 +19,14 @@ import pytest
 from gateway.cli.demo_backend import create_demo_app
 from shared.db import Database
 from tests.gateway.proxy.test_proxy import CHAT, HEADERS, register
-from tests.support import BIN, ThreadedServer, clean_environment, free_port, process_settings
+from tests.support import (
+    BIN,
+    ThreadedServer,
+    clean_environment,
+    free_port,
+    process_settings,
+    wait_for,
+)
 
 DEEP = b'{"model": "m", "messages": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
 
@@ -189,3 +198,57 @@ def test_startup_failures_are_one_or_two_lines_and_exit_2(
     lines = finished.stderr.strip().splitlines()
     assert 1 <= len(lines) <= 2 and says in finished.stderr
     assert "pw-secret" not in finished.stderr and "Traceback" not in finished.stderr
+
+
+def can_mount_tmpfs() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
+        capture_output=True,
+        timeout=10,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs root and unshare --mount for a tmpfs")
+def test_a_full_log_disk_changes_no_answer(tmp_path: Path, database_url: str) -> None:
+    """The log folder is a full tmpfs (in a private mount namespace): registrations and
+    requests keep their true status and shape, and stderr gets a report a minute, not
+    a traceback per entry."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = free_port()
+    settings = process_settings(tmp_path, database_url, RATE_LIMIT_PER_MINUTE="0")
+    env = clean_environment({**settings, "HOST": "127.0.0.1", "PORT": str(port)})
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {logs} && "
+        f"(dd if=/dev/zero of={logs}/filler bs=4k count=1000 2>/dev/null; true) && "
+        f"exec {BIN / 'gateway'}"
+    )
+    output = tmp_path / "gateway.output"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", script], env=env, stdout=sink, stderr=sink
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(lambda: httpx.get(f"{url}/health").status_code == 200, timeout=30)
+            with ThreadedServer(create_demo_app("m")) as backend:
+                registered = httpx.post(
+                    f"{url}/admin/register",
+                    json={"model_name": "m", "endpoint_url": backend.url},
+                    headers=HEADERS,
+                    timeout=30,
+                )
+                assert registered.status_code == 201, registered.text
+                assert registered.json()["health_status"] == "healthy"
+                for _ in range(50):
+                    answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=30)
+                    assert answer.status_code == 200 and answer.json()["choices"]
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    printed = output.read_text(errors="replace")
+    assert "--- Logging error ---" not in printed and "Traceback" not in printed
+    assert 1 <= printed.count("logging failed") <= 3
