@@ -252,3 +252,21 @@ def test_a_full_log_disk_changes_no_answer(tmp_path: Path, database_url: str) ->
     printed = output.read_text(errors="replace")
     assert "--- Logging error ---" not in printed and "Traceback" not in printed
     assert 1 <= printed.count("logging failed") <= 3
+
+
+def test_not_ready_while_the_registry_cannot_be_read(
+    start_gateway: Callable[..., ThreadedServer], database_url: str
+) -> None:
+    """Readiness says why; the watcher keeps trying, and readiness returns with it."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    path = database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE registry_generation RENAME TO registry_generation_away")
+    try:
+        response = httpx.get(f"{gateway.url}/health/ready")
+        assert response.status_code == 503
+        assert "the database cannot be read" in response.json()["error"]["message"]
+    finally:
+        with sqlite3.connect(path) as raw:
+            raw.execute("ALTER TABLE registry_generation_away RENAME TO registry_generation")
+    wait_for(lambda: httpx.get(f"{gateway.url}/health/ready").status_code == 200, timeout=15)
