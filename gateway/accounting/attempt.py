@@ -46,6 +46,7 @@ class Attempt:
         model: str,
         request_id: str,
         started: float,
+        trace_id: str | None = None,
         balancer: Balancer,
         feedback: Feedback,
         request_log: RequestLog,
@@ -54,6 +55,7 @@ class Attempt:
         self.peers = peers  # the model's backends, for outlier detection's share
         self.model = model
         self.request_id = request_id
+        self.trace_id = trace_id
         self.started = started  # time.perf_counter() when the client's request began
         self.balancer = balancer
         self.feedback = feedback
@@ -88,6 +90,7 @@ class Attempt:
             status=status,
             latency_ms=latency,
             stream=False,
+            trace_id=self.trace_id,
         )
 
     def failed(self, failure: UpstreamError) -> None:
@@ -129,6 +132,7 @@ class Attempt:
             latency_ms=latency,
             stream=True,
             client_gone=outcome.client_gone,
+            trace_id=self.trace_id,
         )
 
     def abandoned(self) -> None:

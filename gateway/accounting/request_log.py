@@ -37,6 +37,7 @@ class Served(NamedTuple):
     latency_ms: float
     stream: bool
     client_gone: bool | None
+    trace_id: str | None  # 32 hex digits (a W3C traceparent's), when the client sent one
 
 
 class RequestLog:
@@ -67,11 +68,20 @@ class RequestLog:
         latency_ms: float,
         stream: bool,
         client_gone: bool | None = None,
+        trace_id: str | None = None,
     ) -> None:
         if not self.enabled:
             return
         entry = Served(
-            time.time(), request_id, model, registration_id, status, latency_ms, stream, client_gone
+            time.time(),
+            request_id,
+            model,
+            registration_id,
+            status,
+            latency_ms,
+            stream,
+            client_gone,
+            trace_id,
         )
         if not self.batched:
             self._through_structlog(entry)
@@ -108,6 +118,8 @@ class RequestLog:
         }
         if entry.client_gone is not None:
             fields["client_gone"] = entry.client_gone
+        if entry.trace_id is not None:
+            fields["trace_id"] = entry.trace_id
         if self.outputs is None:  # logging set up some other way; request_id from the context
             self.fallback.info("request served", **fields)
             return
@@ -124,9 +136,11 @@ class RequestLog:
 
     # What KeyValueRenderer and JSONRenderer would write, from templates. Only the
     # model is free text (escaped by repr / json); ids are UUIDs or match
-    # choose_request_id's [A-Za-z0-9._:-].
+    # choose_request_id's [A-Za-z0-9._:-]; a trace id is 32 hex digits.
     def _console_line(self, entry: Served) -> str:
         gone = "" if entry.client_gone is None else f" client_gone={entry.client_gone!r}"
+        if entry.trace_id is not None:
+            gone += f" trace_id={entry.trace_id!r}"
         return (
             f"timestamp={self.clock.format(entry.at)!r} level='info' "
             f"component={self.component!r} event='request served' "
@@ -140,6 +154,8 @@ class RequestLog:
         gone = (
             "" if entry.client_gone is None else f', "client_gone": {json.dumps(entry.client_gone)}'
         )
+        if entry.trace_id is not None:
+            gone += f', "trace_id": "{entry.trace_id}"'
         return (
             f'{{"timestamp": "{self.clock.format(entry.at)}", "level": "info", '
             f'"component": "{self.component}", "message": "request served", '

@@ -32,7 +32,7 @@ from gateway.middleware import body_too_large, choose_request_id, cors_options
 from gateway.openapi import DocumentedRoute, Operation, walk_routes
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming, ProxiedRequest, parse_proxied
-from gateway.proxy.relay import RelayedStream
+from gateway.proxy.relay import RelayedStream, trace_context
 from shared.errors import GatewayError, ServiceUnavailable
 
 FORWARDED_PATHS = ("/chat/completions", "/completions", "/embeddings")
@@ -43,6 +43,8 @@ _WANTED_HEADERS = frozenset(
         b"content-length",
         b"content-type",
         b"origin",
+        b"traceparent",
+        b"tracestate",
         b"x-gateway-tags",
         b"x-request-id",
     }
@@ -138,6 +140,9 @@ class ProxyEndpoint:
                 content_type=_text(headers.get(b"content-type")),
                 tags_header=_text(headers.get(b"x-gateway-tags")),
                 request_id=request_id,
+                trace=trace_context(
+                    _text(headers.get(b"traceparent")), _text(headers.get(b"tracestate"))
+                ),
             )
             watch.start()
             return await Forwarder(runtime, incoming, watch).run(target)

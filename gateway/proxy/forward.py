@@ -23,6 +23,7 @@ from gateway.proxy.relay import (
     BufferedResponse,
     EventReader,
     RelayedStream,
+    TraceContext,
     first_event_missing,
     relayed_headers,
     upstream_headers,
@@ -77,6 +78,7 @@ class Incoming:
     content_type: str | None
     tags_header: str | None
     request_id: str
+    trace: TraceContext | None = None
 
 
 Answer = RelayedStream | BufferedResponse
@@ -163,6 +165,7 @@ class Forwarder:
             peers=peers,
             model=target.model,
             request_id=self.incoming.request_id,
+            trace_id=self.incoming.trace.trace_id if self.incoming.trace else None,
             started=self.started_precise,
             balancer=runtime.balancer,
             feedback=runtime.feedback,
@@ -212,7 +215,7 @@ class Forwarder:
         request = UpstreamRequest(
             backend.base_url,
             incoming.path,
-            upstream_headers(backend, incoming.content_type, incoming.request_id),
+            upstream_headers(backend, incoming.content_type, incoming.request_id, incoming.trace),
             incoming.body,
         )
         return await self.runtime.transport.send(request, deadline)

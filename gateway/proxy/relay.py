@@ -6,8 +6,10 @@ The connections themselves are the upstream room's (shared/upstream/).
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
@@ -42,7 +44,40 @@ RELAYED_RESPONSE_HEADERS = frozenset(
 RELAYED_RESPONSE_PREFIXES = (b"openai-", b"x-ratelimit-", b"anthropic-ratelimit-")
 
 
-def upstream_headers(backend: Backend, content_type: str | None, request_id: str) -> dict[str, str]:
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+MAX_TRACESTATE = 512
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """A client's W3C trace context (traceparent, tracestate), passed on to the backend."""
+
+    traceparent: str
+    tracestate: str | None
+    trace_id: str
+
+
+def trace_context(traceparent: str | None, tracestate: str | None) -> TraceContext | None:
+    """The trace context worth passing on: a well-formed version-00 traceparent whose ids
+    are not all zeros (W3C Trace Context), with its tracestate if that is sane."""
+    if traceparent is None:
+        return None
+    parent = traceparent.strip()
+    found = _TRACEPARENT.match(parent)
+    if found is None or set(found.group(1)) == {"0"} or set(found.group(2)) == {"0"}:
+        return None
+    state = tracestate.strip() if tracestate else None
+    if state is not None and (len(state) > MAX_TRACESTATE or not state.isprintable()):
+        state = None
+    return TraceContext(parent, state, found.group(1))
+
+
+def upstream_headers(
+    backend: Backend,
+    content_type: str | None,
+    request_id: str,
+    trace: TraceContext | None = None,
+) -> dict[str, str]:
     """What the backend sees: never the client's own credentials or cookies."""
     headers = {
         "Content-Type": content_type or "application/json",
@@ -50,6 +85,10 @@ def upstream_headers(backend: Backend, content_type: str | None, request_id: str
         "User-Agent": "multiverse-gateway",
         "X-Request-ID": request_id,
     }
+    if trace is not None:
+        headers["traceparent"] = trace.traceparent
+        if trace.tracestate:
+            headers["tracestate"] = trace.tracestate
     if backend.api_key:
         headers["Authorization"] = f"Bearer {backend.api_key}"
     return headers

@@ -25,7 +25,15 @@ SERVED: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("extra", [{}, {"stream": True, "client_gone": True}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"stream": True, "client_gone": True},
+        {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+        {"stream": True, "client_gone": False, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+    ],
+)
 def test_the_line_is_what_structlog_would_write(tmp_path: Path, extra: dict[str, Any]) -> None:
     """Rendered from templates: the same JSON entry and console line, the model redacted."""
     console = (tmp_path / "console.txt").open("w")

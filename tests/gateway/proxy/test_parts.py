@@ -7,7 +7,7 @@ import pytest
 from gateway.accounting.feedback import Batch, Feedback, UsageDelta
 from gateway.accounting.usage import extract_usage
 from gateway.proxy.ratelimit import Bucket, RateLimiter, take_token
-from gateway.proxy.relay import relayed_headers, upstream_headers
+from gateway.proxy.relay import relayed_headers, trace_context, upstream_headers
 from gateway.routing.policy import Backend
 
 
@@ -149,3 +149,33 @@ def test_feedback_gives_back_a_failed_batch() -> None:
     delta = feedback.pending.usage["a"]
     assert (delta.requests, delta.prompt_tokens, delta.completion_tokens) == (2, 2, 4)
     assert not Batch() and Batch(usage={"a": UsageDelta()})
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "tracestate", "passed_on", "state"),
+    [
+        (PARENT, "congo=t61rcWkgMzE", True, "congo=t61rcWkgMzE"),
+        (f" {PARENT} ", None, True, None),
+        (PARENT, "x" * 600, True, None),  # an oversized tracestate is dropped, not the trace
+        (None, "congo=t61rcWkgMzE", False, None),
+        (PARENT.upper(), None, False, None),  # lower-case hex only
+        (PARENT.replace("00-", "ff-", 1), None, False, None),  # version ff is invalid
+        (f"00-{'0' * 32}-00f067aa0ba902b7-01", None, False, None),
+        (f"00-{TRACE}-{'0' * 16}-01", None, False, None),
+        (PARENT + "\r\nX-Evil: 1", None, False, None),
+    ],
+)
+def test_trace_context(
+    traceparent: str | None, tracestate: str | None, passed_on: bool, state: str | None
+) -> None:
+    context = trace_context(traceparent, tracestate)
+    assert (context is not None) is passed_on
+    if context is not None:
+        assert context.trace_id == TRACE and context.tracestate == state
+        headers = upstream_headers(Backend("a", "m", "http://a"), None, "r", context)
+        assert headers["traceparent"] == PARENT
+        assert headers.get("tracestate") == state

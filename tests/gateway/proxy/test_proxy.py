@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -484,3 +486,33 @@ def test_a_registration_is_routable_when_its_201_returns(
             body = {**CHAT, "model": model}
             response = httpx.post(f"{worker.url}/v1/chat/completions", json=body)
             assert response.status_code == 200, response.text
+
+
+def test_trace_context_reaches_the_backend_and_the_request_line(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    tmp_path: Path,
+) -> None:
+    gateway = start_gateway(rate_limit_per_minute=0)
+    backend, server = scripted()
+    register_routable(gateway, server.url)
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = f"00-{trace}-00f067aa0ba902b7-01"
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        headers={"traceparent": parent, "tracestate": "congo=t61rcWkgMzE"},
+    )
+    assert response.status_code == 200
+    assert backend.last_headers["traceparent"] == parent
+    assert backend.last_headers["tracestate"] == "congo=t61rcWkgMzE"
+
+    def served_line() -> dict[str, Any] | None:
+        for line in (tmp_path / "logs" / "gateway.log").read_text().splitlines():
+            entry: dict[str, Any] = json.loads(line)
+            if entry.get("message") == "request served":
+                return entry
+        return None
+
+    entry = wait_for(served_line, timeout=5, what="the request line")
+    assert entry["trace_id"] == trace
