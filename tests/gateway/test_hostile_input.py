@@ -123,6 +123,15 @@ def test_after_a_500_the_connection_stays_usable(
     connection.close()
 
 
+def register_at(gateway_url: str, backend_url: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway_url}/admin/register",
+        json={"model_name": "m", "endpoint_url": backend_url},
+        headers=HEADERS,
+        timeout=30,
+    )
+
+
 def test_a_locked_database_answers_503_and_writes_nothing(
     start_gateway: Callable[..., ThreadedServer], database_url: str
 ) -> None:
@@ -135,12 +144,7 @@ def test_a_locked_database_answers_503_and_writes_nothing(
         health = httpx.get(f"{gateway.url}/health").json()
         assert health["database_read"] == "ok" and health["database_write"] == "failing"
         with ThreadedServer(create_demo_app("m")) as backend:
-            response = httpx.post(
-                f"{gateway.url}/admin/register",
-                json={"model_name": "m", "endpoint_url": backend.url},
-                headers=HEADERS,
-                timeout=30,
-            )
+            response = register_at(gateway.url, backend.url)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "5"
             assert "busy" in response.json()["error"]["message"]
@@ -148,13 +152,7 @@ def test_a_locked_database_answers_503_and_writes_nothing(
             released.set()
             servers = httpx.get(f"{gateway.url}/admin/servers", headers=HEADERS).json()
             assert servers == []  # it did not happen
-            again = httpx.post(
-                f"{gateway.url}/admin/register",
-                json={"model_name": "m", "endpoint_url": backend.url},
-                headers=HEADERS,
-                timeout=30,
-            )
-            assert again.status_code == 201
+            assert register_at(gateway.url, backend.url).status_code == 201
         assert httpx.get(f"{gateway.url}/health").json()["database_write"] == "ok"
     finally:
         if not released.is_set():
@@ -235,12 +233,7 @@ def test_a_full_log_disk_changes_no_answer(tmp_path: Path, database_url: str) ->
             url = f"http://127.0.0.1:{port}"
             wait_for(lambda: httpx.get(f"{url}/health").status_code == 200, timeout=30)
             with ThreadedServer(create_demo_app("m")) as backend:
-                registered = httpx.post(
-                    f"{url}/admin/register",
-                    json={"model_name": "m", "endpoint_url": backend.url},
-                    headers=HEADERS,
-                    timeout=30,
-                )
+                registered = register_at(url, backend.url)
                 assert registered.status_code == 201, registered.text
                 assert registered.json()["health_status"] == "healthy"
                 for _ in range(50):

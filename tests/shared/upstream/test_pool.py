@@ -42,9 +42,15 @@ class FakeResolver:
         return self.answers
 
 
-def pool_with(resolver: FakeResolver, *, allow_private: bool) -> UpstreamPool:
+def pool_with(
+    resolver: FakeResolver, *, allow_private: bool, max_connections: int = 100
+) -> UpstreamPool:
     return UpstreamPool(
-        verify_tls=True, connect_timeout=1.0, resolver=resolver, allow_private=allow_private
+        verify_tls=True,
+        connect_timeout=1.0,
+        resolver=resolver,
+        allow_private=allow_private,
+        max_connections=max_connections,
     )
 
 
@@ -189,13 +195,7 @@ def answering_forever() -> Callable[[asyncio.StreamReader, asyncio.StreamWriter]
 async def test_at_most_max_connections_per_backend() -> None:
     """The third concurrent request waits for one of two connections; with none freed
     in time, a request fails with a timeout rather than opening a third."""
-    pool = UpstreamPool(
-        verify_tls=True,
-        connect_timeout=1.0,
-        resolver=FakeResolver(),
-        allow_private=True,
-        max_connections=2,
-    )
+    pool = pool_with(FakeResolver(), allow_private=True, max_connections=2)
     async with scripted(answering_forever()) as (url, connections):
         request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
         first, second = [await pool.send(request, soon()) for _ in range(2)]
@@ -277,13 +277,7 @@ async def test_the_next_address_is_tried_when_one_refuses() -> None:
 async def test_a_freed_connection_goes_to_the_longest_waiter() -> None:
     """First come, first served: a request that arrives as a connection is freed queues
     behind those already waiting instead of taking it (no barging, no starved tail)."""
-    pool = UpstreamPool(
-        verify_tls=True,
-        connect_timeout=1.0,
-        resolver=FakeResolver(),
-        allow_private=True,
-        max_connections=1,
-    )
+    pool = pool_with(FakeResolver(), allow_private=True, max_connections=1)
     async with scripted(answering_forever()) as (url, connections):
         request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
         holding = await pool.send(request, soon())
