@@ -39,6 +39,7 @@ from shared.upstream import (
     UpstreamError,
     UpstreamRequest,
     UpstreamTimeout,
+    is_failed_status,
 )
 
 MAX_MODEL_NAME = 256
@@ -180,7 +181,7 @@ class Forwarder:
         try:
             upstream = await self._send(backend, deadline)
             status = upstream.status
-            if status >= 500 or status == 429 or 300 <= status < 400:
+            if is_failed_status(status):
                 retry_after = dict(upstream.headers).get(b"retry-after")
                 raise FailedStatus(status, parse_retry_after(retry_after))
             headers = relayed_headers(upstream.headers, backend.id)

@@ -13,6 +13,7 @@ from shared.upstream.errors import (
     InvalidResponse,
     UpstreamError,
     UpstreamTimeout,
+    is_failed_status,
 )
 from shared.upstream.pool import UpstreamPool, probe_transport
 from shared.upstream.transport import ResponseStream, Transport, UpstreamRequest
@@ -28,5 +29,6 @@ __all__ = [
     "UpstreamPool",
     "UpstreamRequest",
     "UpstreamTimeout",
+    "is_failed_status",
     "probe_transport",
 ]

@@ -43,6 +43,11 @@ class Disconnected(UpstreamError):
         self.unsent = unsent
 
 
+def is_failed_status(status: int) -> bool:
+    """Statuses never passed on to a client: they fail the attempt over (5xx, 429, 3xx)."""
+    return status >= 500 or status == 429 or 300 <= status < 400
+
+
 class FailedStatus(UpstreamError):
     """The backend answered with a status the proxy does not pass on: 5xx, 429, 3xx.
 
