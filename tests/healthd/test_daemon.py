@@ -234,7 +234,7 @@ def test_gateway_and_healthd_as_two_processes(tmp_path: Path, database_url: str)
             ).raise_for_status()
 
             def available() -> int:
-                data = httpx.get(f"{gateway.url}/v1/models").json()["data"]
+                data = httpx.get(f"{gateway.url}/v1/models?all=true").json()["data"]
                 return int(data[0]["available_servers"]) if data else -1
 
             body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}

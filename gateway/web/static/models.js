@@ -23,7 +23,7 @@ function render() {
 
 async function load() {
   try {
-    models = (await api("/v1/models", { admin: false })).data;
+    models = (await api("/v1/models?all=true", { admin: false })).data;
     servers = adminKey() ? await api("/admin/servers") : [];
     render();
   } catch (error) { toast("error", error.message); }

@@ -4,7 +4,7 @@ const $ = (s) => document.querySelector(s);
 
 async function loadModels() {
   try {
-    const models = (await api("/v1/models", { admin: false })).data;
+    const models = (await api("/v1/models?all=true", { admin: false })).data;
     $("#pg-model").innerHTML = models.map((m) => `<option value="${escapeHtml(m.id)}">${escapeHtml(m.id)} (${m.available_servers} healthy)</option>`).join("");
     if (!models.length) $("#pg-model").innerHTML = `<option value="">no model registered</option>`;
   } catch (error) { toast("error", error.message); }

@@ -43,7 +43,7 @@ def register_routable(gateway: ThreadedServer, url: str, **extra: Any) -> str:
 
 
 def available(gateway: ThreadedServer, model: str) -> int:
-    for entry in httpx.get(f"{gateway.url}/v1/models").json()["data"]:
+    for entry in httpx.get(f"{gateway.url}/v1/models?all=true").json()["data"]:
         if entry["id"] == model:
             count: int = entry["available_servers"]
             return count
@@ -516,3 +516,23 @@ def test_trace_context_reaches_the_backend_and_the_request_line(
 
     entry = wait_for(served_line, timeout=5, what="the request line")
     assert entry["trace_id"] == trace
+
+
+def test_models_lists_what_a_client_can_use(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    database: Database,
+) -> None:
+    """A model is listed while a healthy backend serves it; ?all=true lists every one."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    _, up = scripted("up")
+    _, down = scripted("down")
+    register(gateway, "up", up.url)
+    down_id = register(gateway, "down", down.url)
+    set_health(database, down_id, "unhealthy")
+    wait_for(lambda: available(gateway, "down") == 0, timeout=5, what="the down model")
+    listed = httpx.get(f"{gateway.url}/v1/models").json()["data"]
+    assert [entry["id"] for entry in listed] == ["up"]
+    every = httpx.get(f"{gateway.url}/v1/models", params={"all": "true"}).json()["data"]
+    assert [(e["id"], e["available_servers"]) for e in every] == [("down", 0), ("up", 1)]
+    assert httpx.get(f"{gateway.url}/v1/models", params={"all": "maybe"}).status_code == 400
