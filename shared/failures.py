@@ -9,7 +9,7 @@ matches message text.
     FailureKind
     ├── connecting:  DNS, ADDRESS_REFUSED, REFUSED, CONNECT_TIMEOUT, TLS, UNREACHABLE
     ├── exchanging:  RESET, TRUNCATED, TIMEOUT, BAD_RESPONSE, TOO_LARGE
-    ├── answered:    HTTP_ERROR (5xx), BUSY (429)
+    ├── answered:    HTTP_ERROR (5xx), BUSY (429), NOT_OFFERED (404/405: not this endpoint)
     └── ours:        UNSENDABLE (the request cannot be written as HTTP/1.1)
 """
 
@@ -34,6 +34,7 @@ class FailureKind(enum.StrEnum):
     TOO_LARGE = "too_large"
     HTTP_ERROR = "http_error"
     BUSY = "busy"
+    NOT_OFFERED = "not_offered"
     UNSENDABLE = "unsendable"
 
 
@@ -68,6 +69,9 @@ FAILURES: MappingProxyType[FailureKind, FailurePolicy] = MappingProxyType(
         FailureKind.TOO_LARGE: _bad_gateway("the backend's answer is too large"),
         FailureKind.HTTP_ERROR: _bad_gateway("the backend answered with a server error"),
         FailureKind.BUSY: FailurePolicy(429, "rate_limit_error", False, "the backend is busy"),
+        FailureKind.NOT_OFFERED: FailurePolicy(
+            404, "not_found_error", False, "the backend does not offer this endpoint"
+        ),
         FailureKind.UNSENDABLE: FailurePolicy(
             400, "invalid_request_error", False, "the request cannot be sent as HTTP/1.1"
         ),

@@ -9,7 +9,9 @@ backend that fails before the client got a byte is failed over.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,6 +87,15 @@ class Incoming:
 Answer = RelayedStream | BufferedResponse
 
 
+def may_be_offered_elsewhere(
+    backends: tuple[Backend, ...], tried: list[str], lacking: frozenset[str], attempts: int
+) -> bool:
+    """Whether a request one backend lacks the endpoint for may still go to another."""
+    return len(tried) < attempts and any(
+        peer.healthy and peer.id not in tried and peer.id not in lacking for peer in backends
+    )
+
+
 class Forwarder:
     """One client request: pick, try, fail over, answer.
 
@@ -120,14 +131,21 @@ class Forwarder:
         failures: list[UpstreamError] = []
         attempts = 1 + self.settings.max_retry_attempts
         queue_deadline = self.started + self.settings.queue_timeout_seconds
+        path = self.incoming.path
         while len(tried) < attempts and self.loop.time() < self.deadline:
             backends = runtime.holder.current.backends(target.model)
+            excluded = frozenset(tried) | runtime.balancer.ejected_ids()
+            lacking = runtime.endpoints.lacking(path)
             backend = runtime.balancer.pick(
                 backends,
                 required_tags=tags,
-                exclude=frozenset(tried) | runtime.balancer.ejected_ids(),
+                exclude=excluded | lacking,
                 streaming=target.stream,
             )
+            if backend is None and lacking:  # only backends thought to lack it: try them
+                backend = runtime.balancer.pick(
+                    backends, required_tags=tags, exclude=excluded, streaming=target.stream
+                )
             if backend is None:
                 remaining = queue_deadline - self.loop.time()
                 if not tried and remaining > 0:
@@ -143,8 +161,10 @@ class Forwarder:
                     )
                 break
             tried.append(backend.id)
+            # Asked only after a 404 or 405.
+            others = functools.partial(may_be_offered_elsewhere, backends, tried, lacking, attempts)
             try:
-                return await self.attempt(backend, backends, target)
+                return await self.attempt(backend, backends, target, fail_over_404=others)
             except UpstreamError as failure:
                 failures.append(failure)
                 if failure.kind is FailureKind.UNSENDABLE:
@@ -157,9 +177,17 @@ class Forwarder:
         )
 
     async def attempt(
-        self, backend: Backend, peers: tuple[Backend, ...], target: ProxiedRequest
+        self,
+        backend: Backend,
+        peers: tuple[Backend, ...],
+        target: ProxiedRequest,
+        *,
+        fail_over_404: Callable[[], bool] = lambda: False,
     ) -> Answer:
-        """One try on `backend`: its answer, or an UpstreamError (the attempt is accounted)."""
+        """One try on `backend`: its answer, or an UpstreamError (the attempt is accounted).
+
+        A 404 or 405 means the backend lacks the endpoint: remembered, and failed over
+        while another backend of the model may have it (else passed on as it is)."""
         runtime = self.runtime
         attempt = Attempt(
             backend=backend,
@@ -181,6 +209,10 @@ class Forwarder:
         try:
             upstream = await self._send(backend, deadline)
             status = upstream.status
+            if status in (404, 405):
+                runtime.endpoints.remember(backend.id, self.incoming.path)
+                if fail_over_404():
+                    raise FailedStatus(status)
             if is_failed_status(status):
                 retry_after = dict(upstream.headers).get(b"retry-after")
                 raise FailedStatus(status, parse_retry_after(retry_after))

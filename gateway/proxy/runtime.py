@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
 from gateway.proxy.access import ClientAccess
 from gateway.routing.balancer import Balancer
+from gateway.routing.capabilities import EndpointMemory
 from gateway.routing.registry import SnapshotHolder
 from shared.settings import Settings
 from shared.upstream import Transport
@@ -22,3 +23,4 @@ class ProxyRuntime:
     access: ClientAccess
     request_log: RequestLog
     transport: Transport
+    endpoints: EndpointMemory = field(default_factory=EndpointMemory)

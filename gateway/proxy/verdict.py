@@ -15,6 +15,7 @@ from shared.errors import (
     GatewayError,
     GatewayTimeout,
     InvalidRequest,
+    NotFound,
     RateLimited,
 )
 from shared.failures import FailureKind, policy_of
@@ -22,6 +23,7 @@ from shared.upstream import FailedStatus, UpstreamError
 
 _BY_STATUS: dict[int, type[GatewayError]] = {
     400: InvalidRequest,
+    404: NotFound,
     429: RateLimited,
     502: BadGateway,
     504: GatewayTimeout,

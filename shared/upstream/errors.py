@@ -56,6 +56,8 @@ class FailedStatus(UpstreamError):
     def __init__(self, status: int, retry_after: float | None = None) -> None:
         if status == 429:
             kind, reason = FailureKind.BUSY, "HTTP 429"
+        elif status in (404, 405):
+            kind, reason = FailureKind.NOT_OFFERED, f"the backend does not offer it (HTTP {status})"
         elif 300 <= status < 400:
             kind, reason = (
                 FailureKind.BAD_RESPONSE,

@@ -4,6 +4,7 @@ where the client library matters."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -261,3 +262,33 @@ def test_a_poisoned_prompt_does_not_take_the_model_down(
     for _ in range(6):
         post(gateway, messages=[{"role": "user", "content": "POISON"}])
     assert post(gateway).status_code == 200
+
+
+def test_a_backend_without_the_endpoint_hands_the_request_on(
+    gateway: ThreadedServer, backends: Backends
+) -> None:
+    """A chat-only backend asked for embeddings answers 404: not unhealthy, not ejected,
+    just remembered as lacking /v1/embeddings, so the next requests go straight to the
+    backend that has it. With no other backend, its own 404 is passed on."""
+
+    def chat_only(seen: Seen) -> list[Step]:
+        if seen.path.endswith("/embeddings"):
+            return [Write(http(404, b'{"detail": "Not Found"}'))]
+        return [Write(http(200, completion()))]
+
+    embedding = json.dumps({"object": "list", "data": [{"embedding": [0.1]}]}).encode()
+    chat_backend, embedding_backend = backends(
+        chat_only, lambda seen: [Write(http(200, embedding))]
+    )
+    request = {"model": "m", "input": "hello"}
+    for _ in range(3):
+        response = httpx.post(f"{gateway.url}/v1/embeddings", json=request)
+        assert response.status_code == 200 and response.json()["data"]
+    assert chat_backend.posts == 1 and embedding_backend.posts == 3
+    assert post(gateway).status_code == 200  # chat still goes to the first tier
+    assert chat_backend.posts == 2
+
+    embedding_backend.__exit__(None, None, None)
+    response = httpx.post(f"{gateway.url}/v1/embeddings", json=request)
+    assert response.status_code == 404  # only the one lacking it is left: its answer
+    assert response.json() == {"detail": "Not Found"}
