@@ -14,6 +14,7 @@ HAPPY_EYEBALLS_DELAY after the previous one unless it already succeeded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from asyncio import staggered
 from collections.abc import Awaitable, Callable
@@ -88,8 +89,13 @@ class Dialer:
         pending = self.resolving.get(key)
         if pending is None:
             pending = self.resolving[key] = asyncio.ensure_future(self._look_up(origin))
-            pending.add_done_callback(lambda _: self.resolving.pop(key, None))
+            pending.add_done_callback(functools.partial(self._looked_up, key))
         return await asyncio.shield(pending)
+
+    def _looked_up(self, key: tuple[str, int], done: asyncio.Future[list[IPAddress]]) -> None:
+        self.resolving.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have gone meanwhile
 
     async def _look_up(self, origin: Origin) -> list[IPAddress]:
         try:
