@@ -17,14 +17,16 @@ from pydantic import (
 
 from shared.urls import BadBackendURL, normalize_backend_url
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+# Any printable text, as backends name models: `vllm serve /models/llama` calls its
+# model "/models/llama", Ollama "llama3.1:8b-instruct-q4_K_M".
+MODEL_NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 
 ModelName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=MODEL_NAME_PATTERN),
     Field(
-        description="Model name clients ask for: letters, digits and . _ : / -, at most 128.",
+        description="Model name clients ask for: 1 to 256 printable characters.",
         examples=["llama-3.1-8b"],
     ),
 ]

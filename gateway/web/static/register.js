@@ -1,7 +1,7 @@
 import { api, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
-const MODEL = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
+const MODEL = /^[^\x00-\x1f\x7f]{1,256}$/;
 
 function check(id) {
   const input = $(`#${id}`);
@@ -9,7 +9,7 @@ function check(id) {
   let problem = "";
   if (id === "model_name") {
     if (!value) problem = "Required.";
-    else if (!MODEL.test(value)) problem = "Use letters, digits and . _ : / - (at most 128), starting with a letter or digit.";
+    else if (!MODEL.test(value)) problem = "Use 1 to 256 printable characters.";
   } else if (id === "endpoint_url") {
     if (!value) problem = "Required.";
     else {

@@ -74,7 +74,8 @@ def test_register_a_healthy_backend(gateway: ThreadedServer, demo_backend: Threa
         ({"model_name": "demo", "endpoint_url": "not a url"}, "endpoint_url"),
         ({"model_name": "demo", "endpoint_url": "http://user:pw@example.com"}, "endpoint_url"),
         ({"model_name": "demo", "endpoint_url": "http://"}, "endpoint_url"),
-        ({"model_name": "bad name!", "endpoint_url": "http://127.0.0.1:1"}, "model_name"),
+        ({"model_name": "x" * 257, "endpoint_url": "http://127.0.0.1:1"}, "model_name"),
+        ({"model_name": "line\nbreak", "endpoint_url": "http://127.0.0.1:1"}, "model_name"),
         ({"endpoint_url": "http://127.0.0.1:1"}, "model_name"),
         ({"model_name": "demo"}, "endpoint_url"),
         (

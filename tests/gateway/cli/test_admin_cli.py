@@ -129,7 +129,7 @@ def test_errors_are_one_clear_line(gateway_process: GatewayProcess, tmp_path: Pa
     bad = admin(
         "register",
         "--model",
-        "x y",
+        "x" * 257,
         "--endpoint",
         "ftp://h",
         "--url",

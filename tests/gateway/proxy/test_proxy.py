@@ -536,3 +536,19 @@ def test_models_lists_what_a_client_can_use(
     every = httpx.get(f"{gateway.url}/v1/models", params={"all": "true"}).json()["data"]
     assert [(e["id"], e["available_servers"]) for e in every] == [("down", 0), ("up", 1)]
     assert httpx.get(f"{gateway.url}/v1/models", params={"all": "maybe"}).status_code == 400
+
+
+@pytest.mark.parametrize("model", ["/models/llama-tiny", "llama3.1:8b-instruct-q4_K_M", "My Model"])
+def test_a_model_is_named_as_its_server_names_it(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    model: str,
+) -> None:
+    """`vllm serve /models/llama-tiny` names its model by the path: registered as it is."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    _, server = scripted(model)
+    register(gateway, model, server.url)
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": model})
+    assert response.status_code == 200, response.text
+    listed = httpx.get(f"{gateway.url}/v1/models").json()["data"]
+    assert [entry["id"] for entry in listed] == [model]
