@@ -16,7 +16,7 @@ from gateway.admin.schemas import HealthResponse, ReadyResponse
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response
 from gateway.openapi import DocumentedRoute, Operation
-from shared.db import Database
+from shared.db import Database, check_writable
 from shared.errors import ServiceUnavailable
 from shared.logging import get_logger
 
@@ -44,25 +44,14 @@ def database_readable(database: Database) -> bool:
 
 
 def database_writable(database: Database) -> bool:
-    """Whether the write lock can be had now (taken and let go at once, waiting at most
-    HEALTH_BUSY_TIMEOUT_MS): false while a backup or a long write holds it, or when
-    the file cannot be written."""
-    raw = database.engine.raw_connection()
+    """Whether a write could happen now (waiting at most HEALTH_BUSY_TIMEOUT_MS): false
+    while a backup or a long write holds the lock, or when the file cannot be written."""
     try:
-        cursor = raw.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={HEALTH_BUSY_TIMEOUT_MS}")
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-            cursor.execute("ROLLBACK")
-            return True
-        except Exception as error:  # noqa: BLE001 - the driver's error: the answer is no
-            log.warning("database not writable", error=str(error))
-            return False
-        finally:
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-    finally:
-        raw.close()
+        check_writable(database, busy_timeout_ms=HEALTH_BUSY_TIMEOUT_MS)
+        return True
+    except SQLAlchemyError as error:
+        log.warning("database not writable", error=str(error))
+        return False
 
 
 async def health(request: Request) -> Response:

@@ -51,9 +51,12 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
 def _on_sqlite_begin(connection: Any) -> None:
     options = connection.get_execution_options()
     # A connection's synchronous mode is set per transaction: FULL for the writes
-    # that must survive a power loss (registrations), NORMAL for the rest.
+    # that must survive a power loss (registrations), NORMAL for the rest. So is
+    # how long it waits for the lock (short for a health check, BUSY_TIMEOUT_MS else).
     synchronous = "FULL" if options.get("sqlite_durable") else "NORMAL"
     connection.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+    busy_ms = int(options.get("sqlite_busy_timeout_ms", BUSY_TIMEOUT_MS))
+    connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
     connection.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
@@ -124,10 +127,16 @@ def is_busy(error: BaseException) -> bool:
     )
 
 
-def check_writable(database: Database) -> None:
-    """Write a row as it is, and roll back: raises when the file cannot be written."""
+def check_writable(database: Database, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    """Take the write lock (waiting at most `busy_timeout_ms`), write a row as it is and
+    roll back: raises when the lock cannot be had or the file cannot be written."""
     with database.sessions() as session:
-        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        session.connection(
+            execution_options={
+                "sqlite_begin": "IMMEDIATE",
+                "sqlite_busy_timeout_ms": busy_timeout_ms,
+            }
+        )
         session.execute(text("UPDATE registry_generation SET value = value"))
         session.rollback()
 
