@@ -20,6 +20,7 @@ from gateway.routing.policy import Backend
 from shared.db import Database
 from shared.logging import get_logger
 from shared.models import HealthStatus, ModelServer, RegistryGeneration
+from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
 
@@ -110,7 +111,7 @@ class SnapshotHolder:
         self.database = database
         self.confirmed_at = -float("inf")
         self._changed = asyncio.Event()
-        self._catching_up: asyncio.Future[None] | None = None
+        self._catching_up: SingleFlight[None, None] = SingleFlight()
 
     def replace(self, snapshot: RegistrySnapshot) -> None:
         self.current = snapshot
@@ -126,15 +127,8 @@ class SnapshotHolder:
         loop = asyncio.get_running_loop()
         if loop.time() - self.confirmed_at < unless_confirmed_within:
             return
-        if self._catching_up is None:
-            self._catching_up = asyncio.ensure_future(refresh(self, self.database))
-            self._catching_up.add_done_callback(self._caught_up)
-        await asyncio.shield(self._catching_up)
-
-    def _caught_up(self, future: asyncio.Future[None]) -> None:
-        self._catching_up = None
-        if not future.cancelled():
-            future.exception()  # retrieved here; the awaiting callers see it too
+        database = self.database
+        await self._catching_up.run(None, lambda: refresh(self, database))
 
     async def wait_for_change(self, timeout: float) -> bool:
         try:

@@ -14,12 +14,12 @@ HAPPY_EYEBALLS_DELAY after the previous one unless it already succeeded.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 from asyncio import staggered
 from collections.abc import Awaitable, Callable
 
 from shared.failures import FailureKind
+from shared.single_flight import SingleFlight
 from shared.upstream.connection import Connection
 from shared.upstream.errors import ConnectFailed
 from shared.upstream.framing import Origin
@@ -77,7 +77,7 @@ class Dialer:
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.cache: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
-        self.resolving: dict[tuple[str, int], asyncio.Future[list[IPAddress]]] = {}
+        self.resolving: SingleFlight[tuple[str, int], list[IPAddress]] = SingleFlight()
 
     async def addresses(self, origin: Origin) -> list[IPAddress]:
         """The checked addresses of the origin's host (cached; one look-up in flight)."""
@@ -86,16 +86,7 @@ class Dialer:
         cached = self.cache.get(key)
         if cached is not None and cached[0] > loop.time():
             return cached[1]
-        pending = self.resolving.get(key)
-        if pending is None:
-            pending = self.resolving[key] = asyncio.ensure_future(self._look_up(origin))
-            pending.add_done_callback(functools.partial(self._looked_up, key))
-        return await asyncio.shield(pending)
-
-    def _looked_up(self, key: tuple[str, int], done: asyncio.Future[list[IPAddress]]) -> None:
-        self.resolving.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved here too: every waiter may have gone meanwhile
+        return await self.resolving.run(key, lambda: self._look_up(origin))
 
     async def _look_up(self, origin: Origin) -> list[IPAddress]:
         try:
