@@ -148,7 +148,8 @@ class Daemon:
                 or known.api_key != target.api_key
                 or (target.health_status == "unhealthy" and known.health_status != "unhealthy")
             ):
-                # Moved, new key, or the gateway saw it fail: look at it now.
+                # Moved, new key, or written unhealthy (by healthd itself, or an operator's
+                # tool; the gateway asks through check_requests instead): look at it now.
                 self.due[server_id] = now
         for server_id in set(self.targets) - set(fresh):
             self.due.pop(server_id, None)

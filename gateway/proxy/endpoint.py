@@ -157,7 +157,6 @@ class ProxyRoute(DocumentedRoute):
 
     def __init__(self, endpoint: ProxyEndpoint, operation: Operation) -> None:
         super().__init__(endpoint.api_path, endpoint, method="POST", operation=operation)
-        self.fast_app = endpoint
 
 
 class Dispatcher:
@@ -167,7 +166,7 @@ class Dispatcher:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.fast_routes = {
-            path: route.fast_app
+            path: route.endpoint
             for path, route in walk_routes(routes)
             if isinstance(route, ProxyRoute)
         }

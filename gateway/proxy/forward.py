@@ -26,7 +26,6 @@ from gateway.proxy.relay import (
     EventReader,
     RelayedStream,
     TraceContext,
-    first_event_missing,
     relayed_headers,
     upstream_headers,
 )
@@ -264,5 +263,5 @@ class Forwarder:
                 f"no first event within FIRST_BYTE_TIMEOUT_SECONDS ({limit:g}s)"
             ) from None
         if not first:
-            raise first_event_missing()
+            raise UpstreamError(FailureKind.TRUNCATED, "the stream ended before its first event")
         return first

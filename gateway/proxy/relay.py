@@ -259,7 +259,3 @@ class RelayedStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             self.outcome.client_gone = True
-
-
-def first_event_missing() -> UpstreamError:
-    return UpstreamError(FailureKind.TRUNCATED, "the stream ended before its first event")
