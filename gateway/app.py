@@ -27,7 +27,7 @@ from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cor
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.proxy.access import ClientAccess
 from gateway.proxy.endpoint import Dispatcher, proxy_routes
-from gateway.proxy.models import models_route
+from gateway.proxy.models import models_routes
 from gateway.proxy.ratelimit import RateLimiter
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.routing.balancer import Balancer
@@ -109,7 +109,9 @@ def create_app(
         ready_route(),
         # No redirects for a trailing slash: a 307 built from the client's Host header
         # is a gift to an attacker, and clients do not follow one for a POST anyway.
-        Mount("/v1", app=Router([*proxy_routes(context), models_route()], redirect_slashes=False)),
+        Mount(
+            "/v1", app=Router([*proxy_routes(context), *models_routes()], redirect_slashes=False)
+        ),
         Mount(
             "/admin",
             app=Router([*admin_routes(), *system_routes()], redirect_slashes=False),

@@ -64,6 +64,11 @@ class DocumentedRoute(Route):
         self.operation = operation
 
 
+def openapi_path(path: str) -> str:
+    """A Starlette path as OpenAPI spells it: `/models/{model:path}` → `/models/{model}`."""
+    return _PATH_PARAMETER.sub(r"{\1}", path)
+
+
 def walk_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
     """Every leaf route with its full path."""
     for route in routes:
@@ -145,7 +150,7 @@ def build_openapi(routes: Sequence[BaseRoute], *, title: str, version: str) -> d
             }
         if op.needs_admin_key:
             operation["security"] = [{"AdminKey": []}]
-        paths.setdefault(_PATH_PARAMETER.sub(r"{\1}", path), {})[route.method.lower()] = operation
+        paths.setdefault(openapi_path(path), {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

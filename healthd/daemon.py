@@ -23,7 +23,7 @@ from healthd.policy import next_delay
 from shared.db import Database
 from shared.logging import Redactor, get_logger
 from shared.models import utcnow
-from shared.probe import ProbeResult, probe_backend
+from shared.probe import ProbeResult, missing_model, probe_backend
 from shared.settings import Settings
 from shared.upstream import Transport
 
@@ -163,12 +163,13 @@ class Daemon:
     async def probe(self, target: store.Target) -> ProbeResult:
         """The transport resolves the name, refuses a forbidden address and connects
         to the address it checked (unless ALLOW_PRIVATE_BACKENDS)."""
-        return await probe_backend(
+        result = await probe_backend(
             self.transport,
             target.endpoint_url,
             target.api_key,
             timeout=self.settings.health_check_timeout_seconds,
         )
+        return missing_model(result, target.expected_model)
 
     async def check(self, server_id: str) -> None:
         try:

@@ -38,6 +38,8 @@ class Target:
     api_key: str | None
     health_status: str
     consecutive_failures: int
+    # The model the backend must list (a registration that names one), or None.
+    expected_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def load_targets(database: Database) -> dict[str, Target]:
                 ModelServer.api_key,
                 ModelServer.health_status,
                 ModelServer.consecutive_failures,
+                func.coalesce(ModelServer.backend_model, ModelServer.model_name),
             ).where(ModelServer.is_active.is_(True))
         ).all()
     return {row[0]: Target(*row) for row in rows}
@@ -153,7 +156,8 @@ def record_results(
                 or verdict.deregister
                 or verdict.consecutive_failures != server.consecutive_failures
                 or (server.last_error or None) != probe.error
-                or (probe.healthy and list(server.reported_models or []) != list(probe.models))
+                or (probe.listed and list(server.reported_models or []) != list(probe.models))
+                or (probe.listed and (server.model_details or {}) != probe.details)
             )
             stale = (
                 server.last_checked_at is None
@@ -167,8 +171,9 @@ def record_results(
             server.last_response_time_ms = probe.response_time_ms
             server.consecutive_failures = verdict.consecutive_failures
             server.last_error = probe.error
-            if probe.healthy:
+            if probe.listed:
                 server.reported_models = list(probe.models)
+                server.model_details = probe.details
             if verdict.status_changed:
                 server.health_status = verdict.status
                 server.status_changed_at = result.checked_at

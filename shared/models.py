@@ -73,13 +73,23 @@ class Base(DeclarativeBase):
     pass
 
 
+class RegistrationSource(enum.StrEnum):
+    """Who made a registration: the admin API, or the gateway's own configuration."""
+
+    API = "api"
+    CONFIG = "config"
+
+
 class ModelServer(Base):
-    """One registered backend serving one model name."""
+    """One registered backend: a server serving one named model, or (with no
+    `model_name`) every model it lists."""
 
     __tablename__ = "model_servers"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_name: Mapped[str | None] = mapped_column(String(256))
+    # What the backend calls `model_name`; requests are rewritten to it.
+    backend_model: Mapped[str | None] = mapped_column(String(256))
     endpoint_url: Mapped[str] = mapped_column(Text, nullable=False)
     api_key: Mapped[str | None] = mapped_column(Text)
 
@@ -108,6 +118,13 @@ class ModelServer(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_response_time_ms: Mapped[float | None] = mapped_column(Float)
     reported_models: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    # What the backend's model list says of each model (max_model_len, owned_by).
+    model_details: Mapped[dict[str, dict[str, Any]]] = mapped_column(
+        JSON, nullable=False, default=dict
+    )
+    source: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=RegistrationSource.API.value
+    )
     success_rate: Mapped[float | None] = mapped_column(Float)
     avg_response_time_ms: Mapped[float | None] = mapped_column(Float)
     uptime_percent: Mapped[float | None] = mapped_column(Float)
@@ -120,6 +137,13 @@ class ModelServer(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
     )
+
+    def served_models(self) -> list[tuple[str, str]]:
+        """(name clients use, name the backend uses) of each model it serves: the one
+        it names, or every model its backend lists."""
+        if self.model_name is None:
+            return [(model, model) for model in self.reported_models or ()]
+        return [(self.model_name, self.backend_model or self.model_name)]
 
     checks: Mapped[list[HealthCheck]] = relationship(
         back_populates="server", cascade="all, delete-orphan", passive_deletes=True

@@ -21,6 +21,13 @@ from shared.upstream import Transport, UpstreamError, UpstreamRequest
 MAX_PROBE_BYTES = 1024 * 1024
 
 
+# What the gateway keeps of a backend's model entry, and how long a text may be.
+DETAIL_KEYS = ("max_model_len", "owned_by")
+MAX_DETAIL_TEXT = 256
+
+ModelDetails = dict[str, dict[str, str | int]]
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     healthy: bool
@@ -28,10 +35,26 @@ class ProbeResult:
     http_status: int | None = None
     models: tuple[str, ...] = field(default_factory=tuple)
     error: str | None = None
+    details: ModelDetails = field(default_factory=dict)
+    # The backend answered a model list (true even when it lacks the expected model).
+    listed: bool = False
 
 
-def parse_model_list(body: bytes) -> tuple[str, ...]:
-    """The model ids of an OpenAI `/v1/models` answer; ValueError if it is not one."""
+def _kept_details(entry: dict[str, object]) -> dict[str, str | int]:
+    """The entry's known fields with sane values: a positive int length, a short text owner."""
+    kept: dict[str, str | int] = {}
+    length = entry.get("max_model_len")
+    if type(length) is int and length > 0:
+        kept["max_model_len"] = length
+    owner = entry.get("owned_by")
+    if isinstance(owner, str) and 0 < len(owner) <= MAX_DETAIL_TEXT:
+        kept["owned_by"] = owner
+    return kept
+
+
+def read_model_list(body: bytes) -> tuple[tuple[str, ...], ModelDetails]:
+    """The model ids of an OpenAI `/v1/models` answer, and what it says of each;
+    ValueError if it is not one."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -39,12 +62,35 @@ def parse_model_list(body: bytes) -> tuple[str, ...]:
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, list):
         raise ValueError('the answer is JSON but not a model list (no "data" array)')
-    ids = []
+    ids: list[str] = []
+    details: ModelDetails = {}
     for entry in data:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise ValueError('the model list has an entry without a string "id"')
         ids.append(entry["id"])
-    return tuple(ids)
+        kept = _kept_details(entry)
+        if kept:
+            details[entry["id"]] = kept
+    return tuple(ids), details
+
+
+def missing_model(result: ProbeResult, expected: str | None) -> ProbeResult:
+    """`result`, failed if the backend does not list `expected` (the model a
+    registration names): a server that answers "model does not exist" to every
+    request is not a healthy backend of that model."""
+    if expected is None or not result.healthy or expected in result.models:
+        return result
+    listed = ", ".join(result.models[:20]) or "none"
+    more = f" and {len(result.models) - 20} more" if len(result.models) > 20 else ""
+    return ProbeResult(
+        False,
+        result.response_time_ms,
+        result.http_status,
+        result.models,
+        f"the backend does not list model {expected!r} (it lists: {listed}{more})",
+        result.details,
+        listed=True,
+    )
 
 
 def describe_failure(error: UpstreamError, *, timeout: float, max_bytes: int) -> str:
@@ -104,7 +150,7 @@ async def probe_backend(
     if status != 200:
         return ProbeResult(False, elapsed(), status, error=f"GET /v1/models answered HTTP {status}")
     try:
-        models = parse_model_list(body)
+        models, details = read_model_list(body)
     except ValueError as error:
         return ProbeResult(False, elapsed(), status, error=str(error))
-    return ProbeResult(True, elapsed(), status, models)
+    return ProbeResult(True, elapsed(), status, models, details=details, listed=True)

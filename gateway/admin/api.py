@@ -27,7 +27,7 @@ from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.logging import get_logger
-from shared.probe import ProbeResult, probe_backend
+from shared.probe import ProbeResult, missing_model, probe_backend
 from shared.urls import BadBackendURL, UnresolvableHost, check_backend_url
 
 log = get_logger("registry")
@@ -71,11 +71,25 @@ async def probe_target(
     return result
 
 
+def require_listed(probe: ProbeResult, model_name: str | None, backend_model: str | None) -> None:
+    """400 unless the backend lists the model a registration names (by the backend's own
+    name when `backend_model` is set): else every request would get "no such model"."""
+    checked = missing_model(probe, backend_model or model_name)
+    if not checked.healthy:
+        param = "backend_model" if backend_model else "model_name"
+        hint = (
+            "; register without model_name to serve every model it lists, or set "
+            "backend_model to the backend's name for it"
+        )
+        raise InvalidRequest(f"{checked.error}{hint}", param=param)
+
+
 async def register(request: Request) -> Response:
     context = context_of(request)
     payload = await parse_body(request, RegisterRequest)
     api_key = revealed_key(context, payload)
     probe = await probe_target(context, payload.endpoint_url, api_key)
+    require_listed(probe, payload.model_name, payload.backend_model)
     server = await run_in_threadpool(
         registrations.create_registration, context.database, payload, probe
     )
@@ -93,6 +107,7 @@ async def register(request: Request) -> Response:
             registration_id=server.registration_id,
             health_status=server.health_status,
             reported_models=server.reported_models,
+            served_models=server.served_models,
         ),
         status=201,
     )
@@ -120,9 +135,26 @@ async def update(request: Request) -> Response:
         new_key = revealed_key(context, payload)
     else:
         new_key = current.api_key
+    sent = payload.model_fields_set
+    new_model = payload.model_name if "model_name" in sent else current.model_name
+    new_backend_model = (
+        payload.backend_model
+        if "backend_model" in sent
+        else (current.backend_model if new_model is not None else None)
+    )
+    if new_backend_model is not None and new_model is None:
+        raise InvalidRequest(
+            "backend_model needs model_name: the name clients use for it", param="backend_model"
+        )
     probe = None
-    if (new_url, new_key) != (current.endpoint_url, current.api_key):
+    if (new_url, new_key, new_model, new_backend_model) != (
+        current.endpoint_url,
+        current.api_key,
+        current.model_name,
+        current.backend_model,
+    ):
         probe = await probe_target(context, new_url, new_key)
+        require_listed(probe, new_model, new_backend_model)
     server = await run_in_threadpool(
         registrations.update_registration, context.database, server_id, payload, probe
     )

@@ -32,6 +32,7 @@ from shared.models import (
     HealthCheck,
     HealthStatus,
     ModelServer,
+    RegistrationSource,
     UTCDateTime,
     utcnow,
 )
@@ -69,6 +70,9 @@ def server_out(
     return ServerOut(
         registration_id=server.id,
         model_name=server.model_name,
+        backend_model=server.backend_model,
+        served_models=[model for model, _ in server.served_models()],
+        source=RegistrationSource(server.source).value,
         endpoint_url=server.endpoint_url,
         api_key_set=bool(server.api_key),
         capabilities=Capabilities(
@@ -121,6 +125,7 @@ def _apply_probe(server: ModelServer, probe: ProbeResult) -> HealthCheck:
     server.consecutive_failures = 0 if probe.healthy else server.consecutive_failures + 1
     server.last_error = probe.error
     server.reported_models = list(probe.models)
+    server.model_details = probe.details
     return HealthCheck(
         server_id=server.id,
         checked_at=now,
@@ -132,11 +137,13 @@ def _apply_probe(server: ModelServer, probe: ProbeResult) -> HealthCheck:
 
 
 def _active_duplicate(
-    session: Session, model_name: str, endpoint_url: str, exclude_id: str | None = None
+    session: Session, model_name: str | None, endpoint_url: str, exclude_id: str | None = None
 ) -> ModelServer | None:
     query = select(ModelServer).where(
         ModelServer.is_active.is_(True),
-        ModelServer.model_name == model_name,
+        ModelServer.model_name.is_(None)
+        if model_name is None
+        else ModelServer.model_name == model_name,
         ModelServer.endpoint_url == endpoint_url,
     )
     if exclude_id is not None:
@@ -144,18 +151,29 @@ def _active_duplicate(
     return session.scalars(query.limit(1)).first()
 
 
-def create_registration(db: Database, request: RegisterRequest, probe: ProbeResult) -> ServerOut:
+def _serving(model_name: str | None) -> str:
+    return "for all its models" if model_name is None else f"for model {model_name!r}"
+
+
+def create_registration(
+    db: Database,
+    request: RegisterRequest,
+    probe: ProbeResult,
+    source: RegistrationSource = RegistrationSource.API,
+) -> ServerOut:
     """Insert a registration that passed its probe, with that probe as its first check."""
     with db.writing(durable=True) as session:
         duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
         if duplicate is not None:
             raise Conflict(
-                f"this endpoint is already registered for model {request.model_name!r} "
+                f"this endpoint is already registered {_serving(request.model_name)} "
                 f"as {duplicate.id}; update that registration instead"
             )
         now = utcnow()
         server = ModelServer(
             model_name=request.model_name,
+            backend_model=request.backend_model,
+            source=source.value,
             endpoint_url=request.endpoint_url,
             api_key=request.api_key.get_secret_value() if request.api_key else None,
             max_tokens=request.capabilities.max_tokens,
@@ -188,16 +206,19 @@ def create_registration(db: Database, request: RegisterRequest, probe: ProbeResu
 
 @dataclass(frozen=True)
 class Target:
-    """Where a registration points, for probing an update before it is saved."""
+    """Where a registration points and what it serves, for checking an update before
+    it is saved."""
 
     endpoint_url: str
     api_key: str | None
+    model_name: str | None
+    backend_model: str | None
 
 
 def current_target(db: Database, server_id: str) -> Target:
     with db.reading() as session:
         server = _get_active(session, server_id)
-        return Target(server.endpoint_url, server.api_key)
+        return Target(server.endpoint_url, server.api_key, server.model_name, server.backend_model)
 
 
 def _get_active(session: Session, server_id: str) -> ModelServer:
@@ -214,8 +235,12 @@ def update_registration(
     sent = request.model_fields_set
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
-        if request.model_name is not None:
+        if "model_name" in sent:
             server.model_name = request.model_name
+            if request.model_name is None:
+                server.backend_model = None
+        if "backend_model" in sent:
+            server.backend_model = request.backend_model
         if request.endpoint_url is not None:
             server.endpoint_url = request.endpoint_url
         if "api_key" in sent:
@@ -242,7 +267,7 @@ def update_registration(
         duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
         if duplicate is not None:
             raise Conflict(
-                f"this endpoint is already registered for model {server.model_name!r} "
+                f"this endpoint is already registered {_serving(server.model_name)} "
                 f"as {duplicate.id}"
             )
         if probe is not None:
@@ -282,13 +307,18 @@ def list_servers(
     if not include_inactive:
         query = query.where(ModelServer.is_active.is_(True))
     if model_name:
-        query = query.where(ModelServer.model_name == model_name)
+        # Named, or serving every model its backend lists (filtered below).
+        query = query.where(
+            (ModelServer.model_name == model_name) | ModelServer.model_name.is_(None)
+        )
     if health_status:
         query = query.where(ModelServer.health_status == health_status)
     if student_id:
         query = query.where(ModelServer.student_id == student_id)
     with db.reading() as session:
         rows: Sequence[ModelServer] = session.scalars(query).all()
+        if model_name:
+            rows = [row for row in rows if any(m == model_name for m, _ in row.served_models())]
         latest = dict(
             session.execute(
                 select(

@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 
@@ -93,9 +94,19 @@ BackendKey = Annotated[
 
 
 class RegisterRequest(_Strict):
-    """A new backend. Only model_name and endpoint_url are required."""
+    """A new backend. Only endpoint_url is required: without model_name the registration
+    serves every model the backend lists, kept in sync by healthd."""
 
-    model_name: ModelName
+    model_name: ModelName | None = Field(
+        None,
+        description="Serve only this model (the backend must list it, or list "
+        "`backend_model`). Absent: every model the backend lists.",
+    )
+    backend_model: ModelName | None = Field(
+        None,
+        description="What the backend calls `model_name`; `model` in each request is "
+        "rewritten to it.",
+    )
     endpoint_url: EndpointURL
     api_key: BackendKey | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
@@ -107,11 +118,20 @@ class RegisterRequest(_Strict):
 
     _normalize_url = field_validator("endpoint_url")(_check_url)
 
+    @field_validator("backend_model")
+    @classmethod
+    def _backend_model_renames(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("model_name") is None:
+            raise ValueError("backend_model needs model_name: the name clients use for it")
+        return value
+
 
 class UpdateRequest(_Strict):
-    """Fields to change; absent fields keep their value, `null` clears an optional one."""
+    """Fields to change; absent fields keep their value, `null` clears an optional one
+    (`model_name: null`: serve every model the backend lists)."""
 
     model_name: ModelName | None = None
+    backend_model: ModelName | None = None
     endpoint_url: EndpointURL | None = None
     api_key: BackendKey | None = None
     capabilities: CapabilitiesUpdate | None = None
@@ -152,6 +172,9 @@ class RegisterResponse(BaseModel):
     reported_models: list[str] = Field(
         default_factory=list, description="Model ids the backend itself lists."
     )
+    served_models: list[str] = Field(
+        default_factory=list, description="The model names clients can route to it."
+    )
 
 
 class DeregisterResponse(BaseModel):
@@ -187,7 +210,10 @@ class ServerOut(BaseModel):
     """A registration as the API shows it: the backend's key is never included."""
 
     registration_id: str
-    model_name: str
+    model_name: str | None = Field(description="null: serves every model the backend lists.")
+    backend_model: str | None = Field(description="What the backend calls model_name.")
+    served_models: list[str] = Field(description="The model names clients can route to it.")
+    source: Literal["api", "config"]
     endpoint_url: str
     api_key_set: bool
     capabilities: Capabilities

@@ -23,7 +23,7 @@ from gateway.cli.api_client import (
 )
 from shared.settings import SettingsError, load_settings
 
-SERVER_COLUMNS = ("registration_id", "model_name", "health_status", "endpoint_url", "student_id")
+SERVER_COLUMNS = ("registration_id", "models", "health_status", "endpoint_url", "student_id")
 
 
 @click.group()
@@ -84,6 +84,7 @@ def db_current(database_url: str | None) -> None:
 def _registration_body(
     *,
     model: str | None,
+    backend_model: str | None,
     endpoint: str | None,
     backend_key: str | None,
     max_tokens: int | None,
@@ -95,11 +96,13 @@ def _registration_body(
     priority: int | None,
     weight: int | None,
     max_concurrent: int | None,
+    all_models: bool = False,
 ) -> dict[str, Any]:
     """The JSON body for register/update, with only the options that were given."""
-    body: dict[str, Any] = {}
+    body: dict[str, Any] = {"model_name": None} if all_models else {}
     for key, value in (
         ("model_name", model),
+        ("backend_model", backend_model),
         ("endpoint_url", endpoint),
         ("api_key", backend_key),
         ("priority", priority),
@@ -134,7 +137,15 @@ def _registration_body(
 def registration_options(required: bool) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         options = [
-            click.option("--model", required=required, help="Model name clients will ask for."),
+            click.option(
+                "--model",
+                help="Serve only this model, by the name clients ask for "
+                "(default: every model the backend lists, kept in sync).",
+            ),
+            click.option(
+                "--backend-model",
+                help="What the backend calls --model, if not the same (requests are renamed).",
+            ),
             click.option(
                 "--endpoint", required=required, help="Backend base URL, e.g. https://x.ngrok.io"
             ),
@@ -204,11 +215,16 @@ def _rename(fields: dict[str, Any]) -> dict[str, Any]:
 @cli.command()
 @click.argument("registration_id")
 @registration_options(required=False)
+@click.option(
+    "--all-models", is_flag=True, help="Serve every model the backend lists (clears --model)."
+)
 @api_options
 def update(
     registration_id: str, url: str, api_key: str | None, as_json: bool, **fields: Any
 ) -> None:
     """Change fields of a registration (only the options given)."""
+    if fields.get("all_models") and fields.get("model"):
+        fail("--all-models and --model contradict each other: give one")
     body = _registration_body(**_rename(fields))
     if not body:
         fail("nothing to change: give at least one option (see --help)")
@@ -223,6 +239,13 @@ def deregister(registration_id: str, url: str, api_key: str | None, as_json: boo
     """Deregister a backend (soft delete; it can register again)."""
     result = AdminClient(url, api_key).call("DELETE", f"/admin/register/{registration_id}")
     print_document(result, as_json, lambda r: f"deregistered {r['registration_id']}")
+
+
+def served(server: dict[str, Any]) -> str:
+    """A registration's model, or the models its backend lists."""
+    if server["model_name"] is not None:
+        return str(server["model_name"])
+    return "*: " + (", ".join(server["served_models"]) or "(none listed yet)")
 
 
 @cli.command()
@@ -258,7 +281,7 @@ def servers(
                 [
                     (
                         row["registration_id"],
-                        row["model_name"],
+                        served(row),
                         row["health_status"],
                         row["endpoint_url"],
                         row["metadata"].get("student_id"),

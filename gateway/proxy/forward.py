@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,14 @@ def parse_proxied(body: bytes) -> ProxiedRequest:
     if "model" not in document:
         raise InvalidRequest("you must provide a model parameter", param="model")
     return validate(ProxiedRequest, {"model": model, "stream": stream})
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """The JSON body with `model` replaced: for a backend that calls the model by
+    another name (`backend_model`). Only these bodies are not forwarded byte for byte."""
+    document = json.loads(body)
+    document["model"] = model
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -248,7 +257,9 @@ class Forwarder:
             backend.base_url,
             incoming.path,
             upstream_headers(backend, incoming.content_type, incoming.request_id, incoming.trace),
-            incoming.body,
+            incoming.body
+            if backend.upstream_model is None
+            else with_model(incoming.body, backend.upstream_model),
         )
         return await self.runtime.transport.send(request, deadline)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from gateway.context import context_of
-from gateway.json_bodies import json_response
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
-from shared.errors import InvalidRequest, ServiceUnavailable
+from gateway.proxy.forward import CATCH_UP_AFTER_SECONDS
+from gateway.proxy.runtime import ProxyRuntime
+from gateway.routing.registry import RegistrySnapshot
+from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 
 
 class ModelEntry(BaseModel):
@@ -22,6 +24,11 @@ class ModelEntry(BaseModel):
     created: int
     owned_by: str = "multiverse"
     available_servers: int = Field(description="Healthy backends serving this model now.")
+    max_model_len: int | None = Field(
+        None,
+        description="The context length its backends report (the smallest when they differ); "
+        "absent when none does.",
+    )
 
 
 class ModelList(BaseModel):
@@ -29,31 +36,82 @@ class ModelList(BaseModel):
     data: list[ModelEntry]
 
 
-async def list_models(request: Request) -> Response:
+def model_entry(snapshot: RegistrySnapshot, model: str) -> ModelEntry:
+    details = snapshot.details.get(model, {})
+    owner, length = details.get("owned_by"), details.get("max_model_len")
+    return ModelEntry(
+        id=model,
+        created=snapshot.created.get(model, 0),
+        owned_by=owner if isinstance(owner, str) else "multiverse",
+        available_servers=snapshot.healthy_count(model),
+        max_model_len=length if isinstance(length, int) else None,
+    )
+
+
+def _admitted_runtime(request: Request) -> ProxyRuntime:
     runtime = context_of(request).proxy
     if runtime is None:
         raise ServiceUnavailable("the gateway is starting or stopping")
     runtime.access.admit(
         request.headers.get("authorization"), request.client.host if request.client else "unknown"
     )
+    return runtime
+
+
+def _answer(content: BaseModel) -> Response:
+    return JSONResponse(content.model_dump(mode="json", exclude_none=True))
+
+
+async def list_models(request: Request) -> Response:
+    runtime = _admitted_runtime(request)
     every = request.query_params.get("all", "false").lower()
     if every not in ("true", "false", "1", "0"):
         raise InvalidRequest("all must be true or false", param="all")
     snapshot = runtime.holder.current
-    entries = [
-        ModelEntry(
-            id=model,
-            created=snapshot.created.get(model, 0),
-            available_servers=snapshot.healthy_count(model),
-        )
-        for model in sorted(snapshot.by_model)
-    ]
+    entries = [model_entry(snapshot, model) for model in sorted(snapshot.by_model)]
     if every in ("false", "0"):
         entries = [entry for entry in entries if entry.available_servers > 0]
-    return json_response(ModelList(data=entries))
+    return _answer(ModelList(data=entries))
 
 
-def models_route() -> DocumentedRoute:
+async def retrieve_model(request: Request) -> Response:
+    """`GET /v1/models/{model}` (the SDK's `models.retrieve`): any registered model,
+    so a client can tell "unknown" (404) from "no healthy server now" (0 servers)."""
+    runtime = _admitted_runtime(request)
+    model = request.path_params["model"]
+    snapshot = runtime.holder.current
+    if model not in snapshot.by_model:
+        await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)
+        snapshot = runtime.holder.current
+    if model not in snapshot.by_model:
+        raise NotFound(f"model {model!r} not found", param="model")
+    return _answer(model_entry(snapshot, model))
+
+
+def models_routes() -> list[DocumentedRoute]:
+    return [_list_route(), _retrieve_route()]
+
+
+def _retrieve_route() -> DocumentedRoute:
+    return DocumentedRoute(
+        "/models/{model:path}",
+        retrieve_model,
+        method="GET",
+        operation=Operation(
+            summary="One model: its healthy backends and what they say of it",
+            tag="inference",
+            response_model=ModelEntry,
+            responses={
+                200: "the model",
+                401: "client key required",
+                404: "no such model registered",
+                429: "rate limited",
+            },
+        ),
+    )
+
+
+def _list_route() -> DocumentedRoute:
     return DocumentedRoute(
         "/models",
         list_models,

@@ -37,6 +37,7 @@ class Backend:
     max_concurrent: int | None = None
     healthy_since: float | None = None  # epoch seconds of the last transition to healthy
     streaming: bool = True
+    upstream_model: str | None = None  # what the backend calls model_name, if it differs
 
 
 @dataclass(frozen=True)

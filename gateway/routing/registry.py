@@ -32,6 +32,8 @@ class RegistrySnapshot:
     generation: int
     by_model: Mapping[str, tuple[Backend, ...]] = field(default_factory=dict)
     created: Mapping[str, int] = field(default_factory=dict)  # model → first registration
+    # model → what its backends say of it (max_model_len: the smallest; owned_by: the first)
+    details: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
 
     def backends(self, model: str) -> tuple[Backend, ...]:
         return self.by_model.get(model, ())
@@ -43,11 +45,27 @@ class RegistrySnapshot:
 EMPTY = RegistrySnapshot(generation=-1)
 
 
-def _backend(server: ModelServer) -> Backend:
+def merge_details(
+    into: dict[str, str | int], details: Mapping[str, str | int]
+) -> dict[str, str | int]:
+    """One model's details over its backends: the smallest max_model_len (a prompt that
+    fits it fits every backend), the first owned_by."""
+    length = details.get("max_model_len")
+    if isinstance(length, int):
+        known = into.get("max_model_len")
+        into["max_model_len"] = min(known, length) if isinstance(known, int) else length
+    owner = details.get("owned_by")
+    if isinstance(owner, str):
+        into.setdefault("owned_by", owner)
+    return into
+
+
+def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
     healthy = server.health_status == HealthStatus.HEALTHY.value
     return Backend(
         id=server.id,
-        model_name=server.model_name,
+        model_name=model,
+        upstream_model=backend_model if backend_model != model else None,
         base_url=server.endpoint_url,
         api_key=server.api_key,
         healthy=healthy,
@@ -79,14 +97,20 @@ def load_snapshot(database: Database) -> RegistrySnapshot:
         ).all()
         by_model: dict[str, list[Backend]] = {}
         created: dict[str, int] = {}
+        details: dict[str, dict[str, str | int]] = {}
         for row in rows:
-            by_model.setdefault(row.model_name, []).append(_backend(row))
             stamp = int(row.registered_at.timestamp())
-            created[row.model_name] = min(created.get(row.model_name, stamp), stamp)
+            for model, backend_model in row.served_models():
+                by_model.setdefault(model, []).append(_backend(row, model, backend_model))
+                created[model] = min(created.get(model, stamp), stamp)
+                said = (row.model_details or {}).get(backend_model)
+                if said:
+                    merge_details(details.setdefault(model, {}), said)
     return RegistrySnapshot(
         generation=int(generation or 0),
         by_model={model: tuple(backends) for model, backends in by_model.items()},
         created=created,
+        details=details,
     )
 
 

@@ -53,6 +53,13 @@ export function ago(iso) {
   return new Date(iso).toLocaleString();
 }
 
+/** What a registration serves, in a few words: its one model, or the models its server lists. */
+export function servedLabel(s) {
+  if (s.model_name) return s.backend_model ? `${s.model_name} (as ${s.backend_model})` : s.model_name;
+  const names = s.served_models.join(", ");
+  return s.served_models.length ? `all listed: ${names}` : "all listed (none yet)";
+}
+
 export const statusBadge = (status) => `<span class="badge ${escapeHtml(status)}">${escapeHtml(status)}</span>`;
 
 function showKeyStatus() {

@@ -1,4 +1,4 @@
-import { api, adminKey, ago, askForKey, escapeHtml, statusBadge, toast } from "/static/app.js";
+import { api, adminKey, ago, askForKey, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
 let servers = [];
@@ -10,11 +10,12 @@ function visible() {
   const student = $("#filter-student").value.trim().toLowerCase();
   const key = $("#sort").value;
   return servers
-    .filter((s) => !model || s.model_name.toLowerCase().includes(model))
+    .filter((s) => !model || s.served_models.some((m) => m.toLowerCase().includes(model)))
     .filter((s) => !status || s.health_status === status)
     .filter((s) => !student || (s.metadata.student_id || "").toLowerCase().includes(student))
     .sort((a, b) => {
-      const x = a[key] || "", y = b[key] || "";
+      const field = (s) => (key === "model_name" ? s.model_name ?? s.served_models[0] : s[key]) || "";
+      const x = field(a), y = field(b);
       const descending = key === "registered_at" || key === "last_checked_at";
       return descending ? String(y).localeCompare(String(x)) : String(x).localeCompare(String(y));
     });
@@ -26,7 +27,7 @@ function render() {
   for (const status of ["healthy", "unhealthy", "unknown"]) {
     $(`#stat-${status}`).textContent = servers.filter((s) => s.health_status === status).length;
   }
-  $("#stat-models").textContent = new Set(servers.map((s) => s.model_name)).size;
+  $("#stat-models").textContent = new Set(servers.flatMap((s) => s.served_models)).size;
   $("#stat-requests").textContent = servers.reduce((sum, s) => sum + s.usage.requests, 0).toLocaleString();
   const body = $("#servers tbody");
   if (!rows.length) {
@@ -35,7 +36,7 @@ function render() {
   }
   body.innerHTML = rows.map((s) => `
     <tr>
-      <td><a href="/servers/${encodeURIComponent(s.registration_id)}">${escapeHtml(s.model_name)}</a></td>
+      <td><a href="/servers/${encodeURIComponent(s.registration_id)}">${escapeHtml(servedLabel(s))}</a></td>
       <td>${statusBadge(s.health_status)}</td>
       <td><details class="url"><summary>${escapeHtml(s.endpoint_url.length > 32 ? s.endpoint_url.slice(0, 32) + "…" : s.endpoint_url)}</summary><code>${escapeHtml(s.endpoint_url)}</code></details></td>
       <td title="${escapeHtml(s.last_checked_at || "")}">${ago(s.last_checked_at)}</td>

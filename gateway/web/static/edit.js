@@ -8,7 +8,8 @@ const read = (input) => input.type === "checkbox" ? input.checked : input.value.
 
 function flatten(s) {
   return {
-    model_name: s.model_name, endpoint_url: s.endpoint_url, api_key: "",
+    model_name: s.model_name ?? "", backend_model: s.backend_model ?? "",
+    endpoint_url: s.endpoint_url, api_key: "",
     max_tokens: s.capabilities.max_tokens ?? "", context_length: s.capabilities.context_length ?? "",
     streaming: s.capabilities.streaming, student_id: s.metadata.student_id ?? "",
     description: s.metadata.description ?? "", tags: s.tags.join(", "), priority: s.priority,
@@ -36,6 +37,7 @@ function body(changes) {
     if (["max_tokens", "context_length"].includes(field)) capabilities[field] = number(value);
     else if (field === "streaming") capabilities.streaming = value;
     else if (["student_id", "description"].includes(field)) metadata[field] = value || null;
+    else if (["model_name", "backend_model"].includes(field)) out[field] = value || null;
     else if (field === "tags") out.tags = value ? value.split(",").map((t) => t.trim()).filter(Boolean) : [];
     else if (["priority", "weight", "max_concurrent"].includes(field)) out[field] = number(value);
     else out[field] = value;

@@ -9,12 +9,12 @@ function render() {
   const shown = models.filter((m) => m.id.toLowerCase().includes(query));
   if (!shown.length) { $("#models").innerHTML = `<p class="muted">${models.length ? "No model matches." : "No model registered yet."}</p>`; return; }
   $("#models").innerHTML = shown.map((m) => {
-    const own = servers.filter((s) => s.model_name === m.id);
+    const own = servers.filter((s) => s.served_models.includes(m.id));
     const total = own.length || m.available_servers;
     const percent = total ? Math.round((100 * m.available_servers) / total) : 0;
     return `<article class="card model">
       <h2>${escapeHtml(m.id)}</h2>
-      <p><strong>${m.available_servers}</strong> healthy of <strong>${total}</strong> server(s) · ${percent} % healthy</p>
+      <p><strong>${m.available_servers}</strong> healthy of <strong>${total}</strong> server(s) · ${percent} % healthy${m.max_model_len ? ` · context ${m.max_model_len.toLocaleString()} tokens` : ""}</p>
       <div class="bar" role="img" aria-label="${percent} percent healthy"><span style="width:${percent}%"></span></div>
       ${own.length ? `<details><summary>Servers</summary><ul>${own.map((s) => `<li>${statusBadge(s.health_status)} <a href="/servers/${encodeURIComponent(s.registration_id)}">${escapeHtml(s.endpoint_url)}</a> ${escapeHtml(s.metadata.student_id || "")}</li>`).join("")}</ul></details>` : ""}
     </article>`;

@@ -7,9 +7,9 @@ function check(id) {
   const input = $(`#${id}`);
   const value = input.value.trim();
   let problem = "";
-  if (id === "model_name") {
-    if (!value) problem = "Required.";
-    else if (!MODEL.test(value)) problem = "Use 1 to 256 printable characters.";
+  if (id === "model_name" || id === "backend_model") {
+    if (value && !MODEL.test(value)) problem = "Use 1 to 256 printable characters.";
+    else if (id === "backend_model" && value && !$("#model_name").value.trim()) problem = "Give the model name clients use too.";
   } else if (id === "endpoint_url") {
     if (!value) problem = "Required.";
     else {
@@ -26,13 +26,14 @@ function check(id) {
   return !problem;
 }
 
-const checked = ["model_name", "endpoint_url", "max_tokens", "context_length"];
+const checked = ["model_name", "backend_model", "endpoint_url", "max_tokens", "context_length"];
 const valid = () => checked.map(check).every(Boolean);
 
 function body() {
   const number = (id) => ($(`#${id}`).value ? Number($(`#${id}`).value) : null);
   const data = {
-    model_name: $("#model_name").value.trim(),
+    model_name: $("#model_name").value.trim() || null,
+    backend_model: $("#backend_model").value.trim() || null,
     endpoint_url: $("#endpoint_url").value.trim(),
     capabilities: { max_tokens: number("max_tokens"), context_length: number("context_length"), streaming: $("#streaming").checked },
     metadata: { student_id: $("#student_id").value.trim() || null, description: $("#description").value.trim() || null },

@@ -1,4 +1,4 @@
-import { api, ago, escapeHtml, statusBadge, toast } from "/static/app.js";
+import { api, ago, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
 const id = () => $("#server").dataset.id;
@@ -8,7 +8,7 @@ function render() {
   const s = server;
   const row = (label, value) => `<dt>${label}</dt><dd>${value}</dd>`;
   $("#server").innerHTML = `<dl class="details">
-    ${row("Model", escapeHtml(s.model_name))}
+    ${row("Serves", escapeHtml(servedLabel(s)))}
     ${row("Status", `${statusBadge(s.health_status)} since ${ago(s.status_changed_at)}`)}
     ${row("Endpoint URL", `<code>${escapeHtml(s.endpoint_url)}</code>`)}
     ${row("Registration ID", `<code>${escapeHtml(s.registration_id)}</code>`)}
@@ -60,7 +60,7 @@ export function start() {
     toast("info", "Endpoint URL copied.");
   });
   $("#delete-server").addEventListener("click", async () => {
-    if (!confirm(`Deregister ${server.model_name} at ${server.endpoint_url}? Requests stop going to it at once.`)) return;
+    if (!confirm(`Deregister ${servedLabel(server)} at ${server.endpoint_url}? Requests stop going to it at once.`)) return;
     try {
       await api(`/admin/register/${encodeURIComponent(id())}`, { method: "DELETE" });
       toast("success", "Server deregistered.");

@@ -76,7 +76,7 @@ def test_register_a_healthy_backend(gateway: ThreadedServer, demo_backend: Threa
         ({"model_name": "demo", "endpoint_url": "http://"}, "endpoint_url"),
         ({"model_name": "x" * 257, "endpoint_url": "http://127.0.0.1:1"}, "model_name"),
         ({"model_name": "line\nbreak", "endpoint_url": "http://127.0.0.1:1"}, "model_name"),
-        ({"endpoint_url": "http://127.0.0.1:1"}, "model_name"),
+        ({"backend_model": "x", "endpoint_url": "http://127.0.0.1:1"}, "backend_model"),
         ({"model_name": "demo"}, "endpoint_url"),
         (
             {

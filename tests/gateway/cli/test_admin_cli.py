@@ -84,7 +84,7 @@ def test_register_list_show_update_deregister(
     header, row = table.stdout.strip().splitlines()
     assert header.split() == [
         "REGISTRATION_ID",
-        "MODEL_NAME",
+        "MODELS",
         "HEALTH_STATUS",
         "ENDPOINT_URL",
         "STUDENT_ID",
@@ -110,6 +110,34 @@ def test_register_list_show_update_deregister(
     again = admin("deregister", registration_id, *connection, cwd=tmp_path)
     assert again.returncode == 1
     assert "no active registration" in again.stderr and "HTTP 404" in again.stderr
+
+
+def test_a_server_of_every_listed_model_and_a_renamed_one(
+    gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
+) -> None:
+    connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
+    registered = admin(
+        "register", "--endpoint", demo_backend.url, "--json", *connection, cwd=tmp_path
+    )
+    assert registered.returncode == 0, registered.stderr
+    registration_id = json.loads(registered.stdout)["registration_id"]
+    table = admin("servers", *connection, cwd=tmp_path)
+    assert table.stdout.strip().splitlines()[1].split()[1:3] == ["*:", "demo"]
+
+    renamed = admin(
+        "update", registration_id, "--model", "chat", "--backend-model", "demo", "--json",
+        *connection, cwd=tmp_path,
+    )  # fmt: skip
+    assert renamed.returncode == 0, renamed.stderr
+    assert json.loads(renamed.stdout)["served_models"] == ["chat"]
+    wrong = admin("update", registration_id, "--backend-model", "nope", *connection, cwd=tmp_path)
+    assert wrong.returncode == 1 and "does not list model 'nope'" in wrong.stderr
+
+    every = admin("update", registration_id, "--all-models", "--json", *connection, cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    server = json.loads(every.stdout)
+    assert (server["model_name"], server["backend_model"]) == (None, None)
+    assert server["served_models"] == ["demo"]
 
 
 def test_key_and_url_come_from_the_environment(

@@ -94,9 +94,9 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         page.screenshot(path=str(ARTIFACTS / "dashboard-empty.png"))
 
         page.goto(f"{gateway.url}/register")
-        page.fill("#model_name", "   ")  # blank once trimmed
-        expect(page.locator("#model_name-error")).not_to_be_empty()
-        page.fill("#model_name", "demo")
+        page.fill("#backend_model", "demo")  # a rename needs the name clients use
+        expect(page.locator("#backend_model-error")).not_to_be_empty()
+        page.fill("#backend_model", "")  # no model name: every model the server lists
         page.fill("#endpoint_url", backend.url)
         page.fill("#student_id", "alice")
         page.click("#test-connection")
@@ -123,7 +123,7 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         page.fill("#filter-student", "ali")
         expect(rows).to_have_count(1)
         row = rows.first
-        expect(row).to_contain_text("demo")
+        expect(row).to_contain_text("all listed: demo")
         expect(row).to_contain_text("alice")
         page.fill("#filter-student", "")
         page.select_option("#filter-status", "")
@@ -147,7 +147,8 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         page.screenshot(path=str(ARTIFACTS / "server.png"))
 
         page.click("#edit-link")
-        expect(page.locator("#e-model_name")).to_have_value("demo")  # pre-filled
+        expect(page.locator("#e-model_name")).to_have_value("")  # pre-filled: every model
+        expect(page.locator("#e-endpoint_url")).to_have_value(backend.url)
         page.fill("#e-description", "moved to the lab")
         expect(page.locator(".field.changed")).to_have_count(1)
         page.click("#edit-save")
