@@ -20,16 +20,19 @@ from gateway.accounting.request_log import RequestLog
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminKeyMiddleware
 from gateway.admin.system import system_routes
+from gateway.admission.access import ClientAccess
+from gateway.admission.ratelimit import RateLimiter
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
-from gateway.proxy.access import ClientAccess
 from gateway.proxy.endpoint import Dispatcher, proxy_routes
 from gateway.proxy.models import models_routes
-from gateway.proxy.ratelimit import RateLimiter
+from gateway.proxy.ollama import ollama_routes
 from gateway.proxy.runtime import ProxyRuntime
+from gateway.proxy.stored_responses import stored_response_routes
+from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.registry import (
@@ -110,8 +113,18 @@ def create_app(
         # No redirects for a trailing slash: a 307 built from the client's Host header
         # is a gift to an attacker, and clients do not follow one for a POST anyway.
         Mount(
-            "/v1", app=Router([*proxy_routes(context), *models_routes()], redirect_slashes=False)
+            "/v1",
+            app=Router(
+                [
+                    *proxy_routes(context, "/v1"),
+                    *stored_response_routes(context),
+                    *models_routes(),
+                ],
+                redirect_slashes=False,
+            ),
         ),
+        *proxy_routes(context, ""),
+        *ollama_routes(),
         Mount(
             "/admin",
             app=Router([*admin_routes(), *system_routes()], redirect_slashes=False),
@@ -164,6 +177,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             ),
         ),
         feedback=feedback,
+        responses=ResponseOwners(feedback, context.database),
         access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"

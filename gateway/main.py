@@ -10,8 +10,12 @@ from typing import Any, cast
 
 import uvicorn
 
+from gateway.admin.configured import ConfigurationError, configured_backends, sync_configured
 from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
-from shared.startup import start_process
+from shared.db import Database
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.startup import refuse, start_process
 
 SYSTEMD_FIRST_FD = 3
 
@@ -28,9 +32,29 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def register_configured(database: Database, settings: Settings) -> None:
+    """BACKENDS, BACKENDS_FILE and UPSTREAM, registered once before the workers start."""
+    try:
+        entries = configured_backends(settings)
+    except ConfigurationError as error:
+        database.dispose()
+        refuse("gateway", error)
+    report = sync_configured(database, entries)
+    if entries or report.deactivated:
+        get_logger("registry").info(
+            "servers from configuration",
+            declared=len(entries),
+            registered=len(report.registered),
+            updated=len(report.updated),
+            deactivated=report.deactivated,
+            left_to_the_api=len(report.left_to_the_api),
+        )
+
+
 def main() -> None:
     process = start_process("gateway", default_component="api")
     settings = process.settings
+    register_configured(process.database, settings)
     # Each uvicorn worker builds its own app, engine and logging (the factory).
     process.database.dispose()
     listen: dict[str, Any] = (

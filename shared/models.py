@@ -204,6 +204,20 @@ class BackendUsage(Base):
     last_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ResponseOwner(Base):
+    """Which backend made a Responses API response (its conversation lives there)."""
+
+    __tablename__ = "response_owners"
+
+    response_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("idx_response_owners_created_at", "created_at"),)
+
+
 class CheckRequest(Base):
     """A probe the admin API asked for; healthd takes it within a tick."""
 

@@ -65,6 +65,20 @@ class Settings(BaseSettings):
         description="an SQLite URL, e.g. sqlite:///./multiverse.db (the only engine supported)",
     )
 
+    # Servers from configuration, registered at gateway start (source "config")
+    backends: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated backend URLs, each serving every model it lists",
+    )
+    backends_file: str | None = Field(
+        None, description="a TOML file of [[backend]] registrations (the API's fields)"
+    )
+    upstream: str | None = Field(
+        None,
+        description="one backend URL: the gateway proxies that server alone "
+        "(private addresses allowed unless ALLOW_PRIVATE_BACKENDS says otherwise)",
+    )
+
     # Security
     admin_api_key: SecretStr = Field(
         SecretStr(""),
@@ -151,7 +165,7 @@ class Settings(BaseSettings):
             raise ValueError("only SQLite is supported; use a URL like sqlite:///./multiverse.db")
         return value
 
-    @field_validator("client_api_keys", "cors_origins", mode="before")
+    @field_validator("client_api_keys", "cors_origins", "backends", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -160,6 +174,17 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_is_trusted(cls, values: Any) -> Any:
+        """UPSTREAM is the operator's own server, often on this machine: its address is
+        allowed unless ALLOW_PRIVATE_BACKENDS is set either way."""
+        if isinstance(values, dict):
+            given = {str(name).lower() for name in values}
+            if values.get("upstream") and "allow_private_backends" not in given:
+                values = {**values, "allow_private_backends": True}
+        return values
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -11,18 +11,23 @@ really down, takes it out of every worker's routing.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.db import Database
 from shared.logging import get_logger
-from shared.models import BackendUsage, CheckRequest, ModelServer, utcnow
+from shared.models import BackendUsage, CheckRequest, ModelServer, ResponseOwner, utcnow
 
 FLUSH_SECONDS = 2.0
+# Response owners older than this are forgotten (backends do not keep responses
+# forever either); the pruning runs in one batch in a hundred that writes owners.
+RESPONSES_KEPT = timedelta(days=30)
+PRUNE_CHANCE = 0.01
 
 log = get_logger("registry")
 
@@ -52,9 +57,10 @@ class UsageDelta:
 class Batch:
     usage: dict[str, UsageDelta] = field(default_factory=dict)
     checks: set[str] = field(default_factory=set)
+    response_owners: dict[str, str] = field(default_factory=dict)  # response id → backend
 
     def __bool__(self) -> bool:
-        return bool(self.usage or self.checks)
+        return bool(self.usage or self.checks or self.response_owners)
 
 
 class Feedback:
@@ -85,6 +91,10 @@ class Feedback:
         """Ask healthd to probe this backend now."""
         self.pending.checks.add(backend_id)
 
+    def record_response_owner(self, response_id: str, backend_id: str) -> None:
+        """Which backend made a Responses API response (gateway/routing/affinity.py)."""
+        self.pending.response_owners[response_id] = backend_id
+
     def take(self) -> Batch:
         batch, self.pending = self.pending, Batch()
         return batch
@@ -94,6 +104,7 @@ class Feedback:
         for backend_id, delta in batch.usage.items():
             self.pending.usage.setdefault(backend_id, UsageDelta()).add(delta)
         self.pending.checks |= batch.checks
+        self.pending.response_owners = batch.response_owners | self.pending.response_owners
 
 
 def write_batch(database: Database, batch: Batch) -> None:
@@ -103,7 +114,9 @@ def write_batch(database: Database, batch: Batch) -> None:
         existing = set(
             session.scalars(
                 select(ModelServer.id).where(
-                    ModelServer.id.in_(list(batch.usage) + list(batch.checks))
+                    ModelServer.id.in_(
+                        {*batch.usage, *batch.checks, *batch.response_owners.values()}
+                    )
                 )
             )
         )
@@ -138,6 +151,17 @@ def write_batch(database: Database, batch: Batch) -> None:
             )
         for backend_id in batch.checks & existing:
             session.add(CheckRequest(server_id=backend_id, requested_at=now))
+        owners = [
+            {"response_id": response_id, "server_id": backend_id, "created_at": now}
+            for response_id, backend_id in batch.response_owners.items()
+            if backend_id in existing
+        ]
+        if owners:
+            session.execute(sqlite_insert(ResponseOwner).values(owners).on_conflict_do_nothing())
+            if random.random() < PRUNE_CHANCE:
+                session.execute(
+                    delete(ResponseOwner).where(ResponseOwner.created_at < now - RESPONSES_KEPT)
+                )
 
 
 async def flush(feedback: Feedback, database: Database) -> None:

@@ -8,6 +8,22 @@ import re
 _JSON = json.JSONDecoder()
 _AFTER_KEY = re.compile(rb"\s*:\s*")
 USAGE_OBJECT_BYTES = 4096
+# Ollama's own API counts tokens in its last record: prompt_eval_count, eval_count.
+_OLLAMA_PROMPT = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
+_OLLAMA_EVAL = re.compile(rb'"eval_count"\s*:\s*(\d+)')
+
+
+def _ollama_counts(data: bytes) -> tuple[int, int] | None:
+    """(prompt_eval_count, eval_count) of an Ollama answer's last record, if it has them."""
+    last = data[-USAGE_OBJECT_BYTES:]
+    prompt = list(_OLLAMA_PROMPT.finditer(last))
+    completion = list(_OLLAMA_EVAL.finditer(last))
+    if not prompt and not completion:
+        return None
+    return (
+        int(prompt[-1].group(1)) if prompt else 0,
+        int(completion[-1].group(1)) if completion else 0,
+    )
 
 
 def extract_usage(data: bytes) -> tuple[int, int] | None:
@@ -19,7 +35,7 @@ def extract_usage(data: bytes) -> tuple[int, int] | None:
     """
     position = data.rfind(b'"usage"')
     if position < 0:
-        return None
+        return _ollama_counts(data)
     colon = _AFTER_KEY.match(data, position + len(b'"usage"'))
     if colon is None or not colon.group().strip():
         return None
@@ -30,7 +46,12 @@ def extract_usage(data: bytes) -> tuple[int, int] | None:
         return None
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    # Chat/completions name them prompt/completion; the Responses API and Anthropic's
+    # Messages API input/output.
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    else:
+        prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
     if type(prompt) is not int or type(completion) is not int:
         return None
     return prompt, completion

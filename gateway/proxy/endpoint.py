@@ -30,12 +30,13 @@ from gateway.context import GatewayContext
 from gateway.errors import JSONAnswer, error_answer, internal_error_answer
 from gateway.middleware import body_too_large, choose_request_id, cors_options
 from gateway.openapi import DocumentedRoute, Operation, walk_routes
+from gateway.proxy.apis import FORWARDED_APIS, ForwardedAPI
+from gateway.proxy.bodies import ProxiedRequest, parse_target
 from gateway.proxy.client_watch import ClientWatch
-from gateway.proxy.forward import Answer, Forwarder, Incoming, ProxiedRequest, parse_proxied
-from gateway.proxy.relay import RelayedStream, trace_context
+from gateway.proxy.forward import Answer, Forwarder, Incoming
+from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
+from gateway.proxy.runtime import ProxyRuntime
 from shared.errors import GatewayError, ServiceUnavailable
-
-FORWARDED_PATHS = ("/chat/completions", "/completions", "/embeddings")
 
 _WANTED_HEADERS = frozenset(
     {
@@ -61,12 +62,13 @@ def _text(value: bytes | None) -> str | None:
 
 
 class ProxyEndpoint:
-    """POST /v1/<path> as a plain ASGI app."""
+    """POST to one forwarded API as a plain ASGI app."""
 
-    def __init__(self, context: GatewayContext, api_path: str) -> None:
+    def __init__(self, context: GatewayContext, api: ForwardedAPI, route_path: str) -> None:
         self.context = context
-        self.api_path = api_path
-        self.__name__ = api_path.strip("/").replace("/", "_")
+        self.api = api
+        self.route_path = route_path  # the path within its mount
+        self.__name__ = api.path.strip("/").replace("/", "_")
         settings = context.settings
         self.max_body = settings.max_request_body_bytes
         # Starlette's CORS policy, for its response headers (preflights never get here).
@@ -93,8 +95,12 @@ class ProxyEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = wanted_headers(scope)
-        request_id = choose_request_id(_text(headers.get(b"x-request-id")))
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        # Set already when Starlette's middleware ran first (the routes it serves).
+        request_id = state.get("request_id") or choose_request_id(
+            _text(headers.get(b"x-request-id"))
+        )
+        state["request_id"] = request_id
         # uvicorn runs each request in a task of its own, so the binding ends with it
         # (cheaper than a context manager around the whole request).
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -133,30 +139,46 @@ class ProxyEndpoint:
                 _text(headers.get(b"authorization")), client[0] if client else "unknown"
             )
             body = await self._read_body(headers, receive)
-            target = parse_proxied(body)
-            incoming = Incoming(
-                path=f"/v1{self.api_path}",
-                body=body,
-                content_type=_text(headers.get(b"content-type")),
-                tags_header=_text(headers.get(b"x-gateway-tags")),
-                request_id=request_id,
-                trace=trace_context(
-                    _text(headers.get(b"traceparent")), _text(headers.get(b"tracestate"))
-                ),
-            )
-            watch.start()
-            return await Forwarder(runtime, incoming, watch).run(target)
+            return await self.forward(runtime, scope, headers, body, request_id, watch)
         except GatewayError as error:
             return error_answer(error)
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
             return internal_error_answer(scope.get("path", ""), error)
+
+    async def forward(
+        self,
+        runtime: ProxyRuntime,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        request_id: str,
+        watch: ClientWatch,
+    ) -> Answer:
+        """Route the request by its model and forward it."""
+        content_type = _text(headers.get(b"content-type"))
+        target = parse_target(body, content_type, self.api.streams_by_default)
+        incoming = Incoming(
+            path=self.api.path,
+            body=body,
+            content_type=content_type,
+            tags_header=_text(headers.get(b"x-gateway-tags")),
+            request_id=request_id,
+            trace=request_trace(headers),
+            model_span=target.model_span,
+        )
+        watch.start()
+        return await Forwarder(runtime, incoming, watch).run(target)
+
+
+def request_trace(headers: dict[bytes, bytes]) -> TraceContext | None:
+    return trace_context(_text(headers.get(b"traceparent")), _text(headers.get(b"tracestate")))
 
 
 class ProxyRoute(DocumentedRoute):
     """A documented POST route whose requests the Dispatcher serves ahead of Starlette."""
 
     def __init__(self, endpoint: ProxyEndpoint, operation: Operation) -> None:
-        super().__init__(endpoint.api_path, endpoint, method="POST", operation=operation)
+        super().__init__(endpoint.route_path, endpoint, method="POST", operation=operation)
 
 
 class Dispatcher:
@@ -213,25 +235,22 @@ _PROXY_RESPONSES = {
     504: "every attempt failed, or REQUEST_TIMEOUT_SECONDS passed",
 }
 
-_SUMMARIES = {
-    "/chat/completions": "Chat completion (OpenAI-compatible)",
-    "/completions": "Text completion (OpenAI-compatible)",
-    "/embeddings": "Embeddings (OpenAI-compatible)",
-}
 
-
-def proxy_routes(context: GatewayContext) -> list[ProxyRoute]:
-    """The forwarding routes, to be mounted at /v1."""
+def proxy_routes(context: GatewayContext, mount: str) -> list[ProxyRoute]:
+    """The forwarding routes of the APIs under `mount` ("/v1", or "" for the root)."""
     routes = []
-    for path in FORWARDED_PATHS:
-        endpoint = ProxyEndpoint(context, path)
+    for api in FORWARDED_APIS:
+        if api.mount != mount:
+            continue
+        endpoint = ProxyEndpoint(context, api, api.path.removeprefix(mount))
+        body = "a multipart/form-data upload with a `model` field" if api.form else "JSON"
         operation = Operation(
-            summary=_SUMMARIES[path],
-            description="Forwarded byte for byte to a healthy backend of `model`. "
-            "Optional header `X-Gateway-Tags: gpu,vision` restricts the backends. "
-            "The answer carries `X-Gateway-Server-ID`.",
+            summary=api.summary,
+            description=f"Forwarded byte for byte ({body}) to a healthy backend of `model` "
+            "that has this API. Optional header `X-Gateway-Tags: gpu,vision` restricts "
+            "the backends. The answer carries `X-Gateway-Server-ID`.",
             tag="inference",
-            request_model=ProxiedRequest,
+            request_model=None if api.form else ProxiedRequest,
             responses=_PROXY_RESPONSES,
             extra_schema={"security": [{}, {"ClientKey": []}]},
         )

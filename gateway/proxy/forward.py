@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from gateway.accounting.attempt import Attempt
 from gateway.accounting.usage import extract_usage
-from gateway.json_bodies import parse_json_object, validate
+from gateway.proxy.apis import RESPONSES_PATH
+from gateway.proxy.bodies import Target, with_model
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.relay import (
     MAX_RESPONSE_BYTES,
+    STREAM_FORMATS,
     BufferedResponse,
     EventReader,
     RelayedStream,
@@ -32,8 +31,9 @@ from gateway.proxy.relay import (
 )
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.verdict import no_answer, parse_retry_after
+from gateway.routing.affinity import response_id_in_events, response_id_of
 from gateway.routing.policy import Backend, parse_tags
-from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
+from shared.errors import NotFound, ServiceUnavailable
 from shared.failures import FailureKind
 from shared.upstream import (
     FailedStatus,
@@ -44,40 +44,7 @@ from shared.upstream import (
     is_failed_status,
 )
 
-MAX_MODEL_NAME = 256
 CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
-
-
-class ProxiedRequest(BaseModel):
-    """What the gateway reads of an OpenAI request; every other field passes through untouched."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(
-        min_length=1, max_length=MAX_MODEL_NAME, description="Which model to route to."
-    )
-    stream: bool = Field(False, description="Stream the answer as server-sent events.")
-
-
-def parse_proxied(body: bytes) -> ProxiedRequest:
-    """Read `model` and `stream`; the body itself is forwarded untouched."""
-    document = parse_json_object(body, empty_hint="send a JSON object with a model")
-    model, stream = document.get("model"), document.get("stream", False)
-    if type(model) is str and 0 < len(model) <= MAX_MODEL_NAME and type(stream) is bool:
-        # The usual request, checked without pydantic (a few µs on every request);
-        # anything else is validated in full, for the exact error message.
-        return ProxiedRequest.model_construct(model=model, stream=stream)
-    if "model" not in document:
-        raise InvalidRequest("you must provide a model parameter", param="model")
-    return validate(ProxiedRequest, {"model": model, "stream": stream})
-
-
-def with_model(body: bytes, model: str) -> bytes:
-    """The JSON body with `model` replaced: for a backend that calls the model by
-    another name (`backend_model`). Only these bodies are not forwarded byte for byte."""
-    document = json.loads(body)
-    document["model"] = model
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -90,6 +57,8 @@ class Incoming:
     tags_header: str | None
     request_id: str
     trace: TraceContext | None = None
+    model_span: tuple[int, int] | None = None  # the model's value in a multipart body
+    method: str = "POST"
 
 
 Answer = RelayedStream | BufferedResponse
@@ -122,7 +91,7 @@ class Forwarder:
         self.started_precise = time.perf_counter()
         self.deadline = self.started + self.settings.request_timeout_seconds
 
-    async def run(self, target: ProxiedRequest) -> Answer:
+    async def run(self, target: Target) -> Answer:
         runtime = self.runtime
         if not runtime.holder.current.backends(target.model):
             # Registered a moment ago, perhaps through another worker: look once.
@@ -134,6 +103,10 @@ class Forwarder:
                 f"{', '.join(available) if available else 'none registered'}",
                 param="model",
             )
+        # A Responses API conversation continues on the backend that holds it.
+        owner = None
+        if target.previous_response_id is not None:
+            owner = await runtime.responses.owner(target.previous_response_id)
         tags = parse_tags(self.incoming.tags_header)
         tried: list[str] = []
         failures: list[UpstreamError] = []
@@ -142,6 +115,8 @@ class Forwarder:
         path = self.incoming.path
         while len(tried) < attempts and self.loop.time() < self.deadline:
             backends = runtime.holder.current.backends(target.model)
+            if owner is not None:  # (gone from the registry: any backend may answer)
+                backends = tuple(b for b in backends if b.id == owner) or backends
             excluded = frozenset(tried) | runtime.balancer.ejected_ids()
             lacking = runtime.endpoints.lacking(path)
             backend = runtime.balancer.pick(
@@ -172,7 +147,9 @@ class Forwarder:
             # Asked only after a 404 or 405.
             others = functools.partial(may_be_offered_elsewhere, backends, tried, lacking, attempts)
             try:
-                return await self.attempt(backend, backends, target, fail_over_404=others)
+                return await self.attempt(
+                    backend, backends, target, fail_over_404=others, lacks_on_404=owner is None
+                )
             except UpstreamError as failure:
                 failures.append(failure)
                 if failure.kind is FailureKind.UNSENDABLE:
@@ -184,18 +161,35 @@ class Forwarder:
             request_timeout=self.settings.request_timeout_seconds,
         )
 
+    async def run_on(self, backend: Backend) -> Answer:
+        """A request about one stored response: only the backend holding it can answer."""
+        try:
+            return await self.attempt(
+                backend, (backend,), Target(backend.model_name), lacks_on_404=False
+            )
+        except UpstreamError as failure:
+            raise no_answer(
+                backend.model_name,
+                [failure],
+                deadline_passed=self.loop.time() >= self.deadline,
+                request_timeout=self.settings.request_timeout_seconds,
+            ) from None
+
     async def attempt(
         self,
         backend: Backend,
         peers: tuple[Backend, ...],
-        target: ProxiedRequest,
+        target: Target,
         *,
         fail_over_404: Callable[[], bool] = lambda: False,
+        lacks_on_404: bool = True,
     ) -> Answer:
         """One try on `backend`: its answer, or an UpstreamError (the attempt is accounted).
 
         A 404 or 405 means the backend lacks the endpoint: remembered, and failed over
-        while another backend of the model may have it (else passed on as it is)."""
+        while another backend of the model may have it (else passed on as it is).
+        Not so for a request about one stored response (`lacks_on_404` false): there a
+        404 is the backend's word on that response."""
         runtime = self.runtime
         attempt = Attempt(
             backend=backend,
@@ -217,7 +211,7 @@ class Forwarder:
         try:
             upstream = await self._send(backend, deadline)
             status = upstream.status
-            if status in (404, 405):
+            if status in (404, 405) and lacks_on_404:
                 runtime.endpoints.remember(backend.id, self.incoming.path)
                 if fail_over_404():
                     raise FailedStatus(status)
@@ -225,9 +219,12 @@ class Forwarder:
                 retry_after = dict(upstream.headers).get(b"retry-after")
                 raise FailedStatus(status, parse_retry_after(retry_after))
             headers = relayed_headers(upstream.headers, backend.id)
-            if status == 200 and upstream.content_type == "text/event-stream":
-                events = EventReader(upstream)
+            stream_format = STREAM_FORMATS.get(upstream.content_type or "")
+            if status == 200 and stream_format is not None:
+                events = EventReader(upstream, stream_format)
                 first = await self._first_events(events, deadline)
+                if self.makes_responses:
+                    self._remember_owner(response_id_in_events(first), backend)
                 return RelayedStream(
                     events,
                     first,
@@ -238,6 +235,8 @@ class Forwarder:
                 )
             data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
             upstream.release()
+            if self.makes_responses and status == 200:
+                self._remember_owner(response_id_of(data), backend)
             attempt.answered(status, extract_usage(data))
             return BufferedResponse(status, headers, data)
         except UpstreamError as failure:
@@ -251,6 +250,14 @@ class Forwarder:
                 upstream.close()
             raise
 
+    @property
+    def makes_responses(self) -> bool:
+        return self.incoming.path == RESPONSES_PATH and self.incoming.method == "POST"
+
+    def _remember_owner(self, response_id: str | None, backend: Backend) -> None:
+        if response_id is not None:
+            self.runtime.responses.remember(response_id, backend.id)
+
     async def _send(self, backend: Backend, deadline: float) -> ResponseStream:
         incoming = self.incoming
         request = UpstreamRequest(
@@ -259,7 +266,8 @@ class Forwarder:
             upstream_headers(backend, incoming.content_type, incoming.request_id, incoming.trace),
             incoming.body
             if backend.upstream_model is None
-            else with_model(incoming.body, backend.upstream_model),
+            else with_model(incoming.body, backend.upstream_model, incoming.model_span),
+            method=incoming.method,
         )
         return await self.runtime.transport.send(request, deadline)
 

@@ -48,7 +48,8 @@ def model_entry(snapshot: RegistrySnapshot, model: str) -> ModelEntry:
     )
 
 
-def _admitted_runtime(request: Request) -> ProxyRuntime:
+def admitted_runtime(request: Request) -> ProxyRuntime:
+    """The proxy's runtime, once the client passed its key and rate checks."""
     runtime = context_of(request).proxy
     if runtime is None:
         raise ServiceUnavailable("the gateway is starting or stopping")
@@ -63,7 +64,7 @@ def _answer(content: BaseModel) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    runtime = _admitted_runtime(request)
+    runtime = admitted_runtime(request)
     every = request.query_params.get("all", "false").lower()
     if every not in ("true", "false", "1", "0"):
         raise InvalidRequest("all must be true or false", param="all")
@@ -77,7 +78,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     """`GET /v1/models/{model}` (the SDK's `models.retrieve`): any registered model,
     so a client can tell "unknown" (404) from "no healthy server now" (0 servers)."""
-    runtime = _admitted_runtime(request)
+    runtime = admitted_runtime(request)
     model = request.path_params["model"]
     snapshot = runtime.holder.current
     if model not in snapshot.by_model:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
@@ -143,12 +143,40 @@ def sse_error_event(failure: UpstreamError) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-class EventReader:
-    """Reads an upstream SSE body as whole events: a partial event is held back
-    until its end arrives, so a break never leaves half an event with the client."""
+def complete_lines_end(data: bytes) -> int:
+    """Where the last complete line of an NDJSON stream (Ollama's) ends (0: none is)."""
+    return data.rfind(b"\n") + 1
 
-    def __init__(self, upstream: ResponseStream) -> None:
+
+def ndjson_error_line(failure: UpstreamError) -> bytes:
+    """The line that ends an NDJSON stream the backend broke, in Ollama's error shape."""
+    return (
+        json.dumps({"error": f"the backend failed mid-stream: {failure.reason}"}).encode() + b"\n"
+    )
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """How a streamed body divides into records, and how a break is told to the client."""
+
+    complete_end: Callable[[bytes], int]
+    error_record: Callable[[UpstreamError], bytes]
+
+
+SSE = StreamFormat(complete_events_end, sse_error_event)
+NDJSON = StreamFormat(complete_lines_end, ndjson_error_line)
+# The streamed answers relayed record by record, by their content type.
+STREAM_FORMATS = {"text/event-stream": SSE, "application/x-ndjson": NDJSON}
+
+
+class EventReader:
+    """Reads an upstream stream as whole records (SSE events, NDJSON lines): a partial
+    record is held back until its end arrives, so a break never leaves half of one
+    with the client."""
+
+    def __init__(self, upstream: ResponseStream, stream_format: StreamFormat = SSE) -> None:
         self.upstream = upstream
+        self.format = stream_format
         self.held = b""
 
     async def read(self, deadline: float | None = None, *, idle: float | None = None) -> bytes:
@@ -162,13 +190,13 @@ class EventReader:
                 rest, self.held = self.held, b""
                 return rest
             data = self.held + chunk if self.held else chunk
-            end = complete_events_end(data)
+            end = self.format.complete_end(data)
             if end == len(data):
                 self.held = b""
                 return data
             self.held = data[end:]
             if len(self.held) > MAX_EVENT_BYTES:
-                raise InvalidResponse("a server-sent event is too large", FailureKind.TOO_LARGE)
+                raise InvalidResponse("a streamed event is too large", FailureKind.TOO_LARGE)
             if end:
                 return data[:end]
 
@@ -254,7 +282,7 @@ class RelayedStream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             self.watch.stop()
             if self.outcome.failure is not None:
-                event = sse_error_event(self.outcome.failure)
+                event = self.events.format.error_record(self.outcome.failure)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
-from gateway.proxy.access import ClientAccess
+from gateway.admission.access import ClientAccess
+from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
 from gateway.routing.capabilities import EndpointMemory
 from gateway.routing.registry import SnapshotHolder
@@ -20,6 +21,7 @@ class ProxyRuntime:
     holder: SnapshotHolder
     balancer: Balancer
     feedback: Feedback
+    responses: ResponseOwners
     access: ClientAccess
     request_log: RequestLog
     transport: Transport

@@ -38,6 +38,14 @@ class RegistrySnapshot:
     def backends(self, model: str) -> tuple[Backend, ...]:
         return self.by_model.get(model, ())
 
+    def server(self, backend_id: str) -> Backend | None:
+        """A registration by id (as a Backend of one of the models it serves)."""
+        for backends in self.by_model.values():
+            for backend in backends:
+                if backend.id == backend_id:
+                    return backend
+        return None
+
     def healthy_count(self, model: str) -> int:
         return sum(1 for backend in self.backends(model) if backend.healthy)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 
-from gateway.proxy.ratelimit import RateLimiter
+from gateway.admission.ratelimit import RateLimiter
 from shared.errors import AuthenticationRequired, PermissionDenied, RateLimited
 from shared.settings import Settings
 

@@ -1,0 +1,174 @@
+"""What the proxy reads of a request body, and the one change it may make to it.
+
+A body is forwarded byte for byte. The proxy reads `model` (to route), `stream`
+(to relay), and for the Responses API `previous_response_id` (to send a
+conversation back to the backend that holds it). JSON bodies are read with the
+standard parser; a `multipart/form-data` body (audio uploads: the model is a
+form field) with python-multipart, which also says where the model's value
+sits so that a `backend_model` can be spliced in without re-encoding the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartState, parse_options_header
+
+from gateway.json_bodies import parse_json_object, validate
+from shared.errors import InvalidRequest
+
+MAX_MODEL_NAME = 256
+MAX_FIELD_BYTES = 4096  # a form field the proxy reads (model, stream) is short
+_FORM_FIELDS = frozenset({"model", "stream"})
+
+
+class ProxiedRequest(BaseModel):
+    """What the gateway reads of an OpenAI request; every other field passes through untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(
+        min_length=1, max_length=MAX_MODEL_NAME, description="Which model to route to."
+    )
+    stream: StrictBool = Field(False, description="Stream the answer as server-sent events.")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The routing facts of one request body."""
+
+    model: str
+    stream: bool = False
+    previous_response_id: str | None = None
+    # Where the model's value sits in a multipart body (start, end), for renaming it.
+    model_span: tuple[int, int] | None = None
+
+
+def _checked(model: object, stream: object) -> Target:
+    if type(model) is str and 0 < len(model) <= MAX_MODEL_NAME and type(stream) is bool:
+        return Target(model, stream)
+    if model is None:
+        raise InvalidRequest("you must provide a model parameter", param="model")
+    checked = validate(ProxiedRequest, {"model": model, "stream": stream})
+    return Target(checked.model, checked.stream)
+
+
+def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
+    """Read `model` and `stream` (and `previous_response_id`) of a JSON body."""
+    document = parse_json_object(body, empty_hint="send a JSON object with a model")
+    # The usual request is checked without pydantic (a few µs on every request);
+    # anything else is validated in full, for the exact error message.
+    target = _checked(document.get("model"), document.get("stream", stream_default))
+    previous = document.get("previous_response_id")
+    if previous is None:
+        return target
+    if type(previous) is not str or not previous:
+        raise InvalidRequest("previous_response_id must be a string", param="previous_response_id")
+    return Target(target.model, target.stream, previous)
+
+
+def is_form(content_type: str | None) -> bool:
+    return content_type is not None and content_type.lower().startswith("multipart/form-data")
+
+
+class _FormReader:
+    """Collects the short fields the proxy reads, with their value's place in the body."""
+
+    def __init__(self) -> None:
+        self.header_name = b""
+        self.header_value = b""
+        self.field: str | None = None
+        self.values: dict[str, bytearray] = {}
+        self.spans: dict[str, tuple[int, int]] = {}
+
+    def on_part_begin(self) -> None:
+        self.field = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self.header_name.lower() == b"content-disposition":
+            _, options = parse_options_header(self.header_value)
+            name = options.get(b"name", b"").decode("utf-8", "replace")
+            if name in _FORM_FIELDS and b"filename" not in options:
+                self.field = name
+        self.header_name = self.header_value = b""
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.field is None:
+            return
+        value = self.values.setdefault(self.field, bytearray())
+        value += data[start:end]
+        if len(value) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"the form field {self.field!r} is too long", param=self.field)
+        first = self.spans.get(self.field, (start, start))[0]
+        self.spans[self.field] = (first, end)
+
+
+def parse_form_target(body: bytes, content_type: str) -> Target:
+    """Read `model` and `stream` of a multipart/form-data body (an audio upload)."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidRequest("the multipart/form-data body has no boundary")
+    reader = _FormReader()
+    callbacks = {
+        name: getattr(reader, name)
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_part_data",
+        )
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as error:
+        raise InvalidRequest(f"the multipart/form-data body is malformed: {error}") from None
+    if parser.state != MultipartState.END:
+        raise InvalidRequest(
+            "the multipart/form-data body is malformed: it ends before its last part"
+        )
+    model = reader.values.get("model")
+    span = reader.spans.get("model")
+    if span is not None and (model is None or body[span[0] : span[1]] != bytes(model)):
+        span = None  # the parser handed the value over from its own buffer: not renameable
+    stream = reader.values.get("stream", bytearray(b"false")).decode("latin-1").strip().lower()
+    if stream not in ("true", "false"):
+        raise InvalidRequest("stream must be true or false", param="stream")
+    target = _checked(
+        None if model is None else model.decode("utf-8", "replace").strip(), stream == "true"
+    )
+    return Target(target.model, target.stream, model_span=span)
+
+
+def parse_target(body: bytes, content_type: str | None, stream_default: bool = False) -> Target:
+    if is_form(content_type):
+        assert content_type is not None
+        return parse_form_target(body, content_type)
+    return parse_json_target(body, stream_default)
+
+
+def with_model(body: bytes, model: str, span: tuple[int, int] | None = None) -> bytes:
+    """The body with `model` replaced: for a backend that calls the model by another
+    name (`backend_model`). Only these bodies are not forwarded byte for byte; a form's
+    other parts (the audio) are left as they are."""
+    if span is not None:
+        start, end = span
+        return body[:start] + model.encode() + body[end:]
+    if body[:1] != b"{":
+        raise InvalidRequest("the model field of this form cannot be renamed", param="model")
+    document = json.loads(body)
+    document["model"] = model
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()

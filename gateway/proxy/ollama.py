@@ -1,0 +1,80 @@
+"""Ollama's own API for the whole pool: `/api/tags`, `/api/ps` and `/api/version`.
+
+Open WebUI and the `ollama` client speak Ollama's API, not OpenAI's. The
+calls that name a model (`/api/chat`, `/api/generate`, `/api/embed`,
+`/api/embeddings`, `/api/show`) are forwarded like any other API
+(gateway/proxy/apis.py), their NDJSON streams line by line. The calls about
+the server itself are answered here, for the pool as if it were one Ollama:
+its models are the models with a healthy backend, from the routing snapshot
+(no database I/O, no backend asked).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.openapi import DocumentedRoute, Operation
+from gateway.proxy.models import admitted_runtime
+from gateway.routing.registry import RegistrySnapshot
+
+# The level of Ollama's API the gateway answers as (clients compare it to the
+# version a feature needs); the routes above are those of this version.
+OLLAMA_API_VERSION = "0.9.0"
+
+
+def pool_models(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
+    """Every model with a healthy backend, in the shape of Ollama's model list. What a
+    single Ollama knows of its files (size, digest, quantization) the pool does not."""
+    models = []
+    for name in sorted(snapshot.by_model):
+        if snapshot.healthy_count(name) == 0:
+            continue
+        created = datetime.fromtimestamp(snapshot.created.get(name, 0), UTC)
+        models.append(
+            {
+                "name": name,
+                "model": name,
+                "modified_at": created.isoformat().replace("+00:00", "Z"),
+                "size": 0,
+                "digest": "",
+                "details": {},
+            }
+        )
+    return models
+
+
+async def tags(request: Request) -> Response:
+    snapshot = admitted_runtime(request).holder.current
+    return JSONResponse({"models": pool_models(snapshot)})
+
+
+async def running(request: Request) -> Response:
+    """What is loaded now: in a pool, every model a healthy backend serves."""
+    snapshot = admitted_runtime(request).holder.current
+    models = [{**model, "size_vram": 0, "expires_at": None} for model in pool_models(snapshot)]
+    return JSONResponse({"models": models})
+
+
+async def version(request: Request) -> Response:
+    admitted_runtime(request)
+    return JSONResponse({"version": OLLAMA_API_VERSION})
+
+
+def ollama_routes() -> list[DocumentedRoute]:
+    def route(path: str, endpoint: Any, summary: str) -> DocumentedRoute:
+        operation = Operation(
+            summary=summary,
+            tag="ollama",
+            responses={200: "Ollama's shape", 401: "client key required", 429: "rate limited"},
+        )
+        return DocumentedRoute(path, endpoint, method="GET", operation=operation)
+
+    return [
+        route("/api/tags", tags, "The pool's models with a healthy backend (Ollama's list)"),
+        route("/api/ps", running, "The models being served now (Ollama's list)"),
+        route("/api/version", version, "The Ollama API version the gateway speaks"),
+    ]

@@ -1,0 +1,107 @@
+"""Responses API affinity: a conversation goes back to the backend that holds it.
+
+A Responses API response is stored by the backend that made it: a request that
+continues it (`previous_response_id`) and `GET/DELETE /v1/responses/{id}` must
+go to that backend, not to any backend of the model. The gateway reads the
+response's id from the answer (the JSON body, or a stream's `response.created`
+event), remembers its owner in memory, and writes it to the database with the
+usage batches (gateway/accounting/feedback.py). A process that does not know an
+id (another worker made it, or it restarted) reads it once from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.accounting.feedback import Feedback
+from shared.db import Database
+from shared.logging import get_logger
+from shared.models import ResponseOwner
+
+MAX_REMEMBERED = 100_000  # ids kept in memory per process (about 20 MB at most)
+MAX_RESPONSE_ID = 256
+
+log = get_logger("routing")
+
+
+def _id_of(document: Any) -> str | None:
+    if not isinstance(document, dict):
+        return None
+    if document.get("object") == "response":
+        found = document.get("id")
+    elif isinstance(document.get("response"), dict):  # a stream's response.created event
+        found = document["response"].get("id")
+    else:
+        return None
+    return found if isinstance(found, str) and 0 < len(found) <= MAX_RESPONSE_ID else None
+
+
+def response_id_of(answer: bytes) -> str | None:
+    """The id of a Responses API answer (a JSON `response` object)."""
+    try:
+        return _id_of(json.loads(answer))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def response_id_in_events(events: bytes) -> str | None:
+    """The response id a stream announces in its first events (`response.created`)."""
+    for line in events.splitlines():
+        if line.startswith(b"data:"):
+            found = response_id_of(line[5:])
+            if found is not None:
+                return found
+    return None
+
+
+def read_owner(database: Database, response_id: str) -> str | None:
+    with database.reading() as session:
+        return session.scalar(
+            select(ResponseOwner.server_id).where(ResponseOwner.response_id == response_id)
+        )
+
+
+class ResponseOwners:
+    """response id → registration id: in memory (bounded, least recently used goes
+    first), written through the feedback batches, read from the database on a miss."""
+
+    def __init__(
+        self, feedback: Feedback, database: Database | None, limit: int = MAX_REMEMBERED
+    ) -> None:
+        self.feedback = feedback
+        self.database = database
+        self.limit = limit
+        self.known: OrderedDict[str, str] = OrderedDict()
+
+    def _keep(self, response_id: str, backend_id: str) -> None:
+        self.known[response_id] = backend_id
+        self.known.move_to_end(response_id)
+        if len(self.known) > self.limit:
+            self.known.popitem(last=False)
+
+    def remember(self, response_id: str, backend_id: str) -> None:
+        self._keep(response_id, backend_id)
+        self.feedback.record_response_owner(response_id, backend_id)
+
+    async def owner(self, response_id: str) -> str | None:
+        """The registration that made `response_id`, or None if no gateway saw it made."""
+        found = self.known.get(response_id)
+        if found is not None:
+            self.known.move_to_end(response_id)
+            return found
+        if self.database is None:
+            return None
+        try:
+            found = await asyncio.to_thread(read_owner, self.database, response_id)
+        except SQLAlchemyError as error:
+            log.warning("could not look up a response's backend", error=str(error))
+            return None
+        if found is not None:
+            self._keep(response_id, found)
+        return found
