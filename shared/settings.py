@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     first_byte_timeout_seconds: float = Field(
         300, gt=0, le=3600, description="a number of seconds above 0, at most 3600"
     )
+    stream_usage_accounting: bool = Field(
+        True,
+        description="true or false: ask backends for a stream's usage the client did not ask "
+        "for, and remove it from the client's stream",
+    )
     outlier_consecutive_failures: int = Field(
         3, ge=1, le=1000, description="an integer from 1 to 1000"
     )

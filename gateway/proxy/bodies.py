@@ -18,6 +18,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartState, parse_options_header
 
+from gateway.accounting.stream_usage import asked_for_usage
 from gateway.json_bodies import parse_json_object, validate
 from shared.errors import InvalidRequest
 
@@ -46,6 +47,7 @@ class Target:
     previous_response_id: str | None = None
     # Where the model's value sits in a multipart body (start, end), for renaming it.
     model_span: tuple[int, int] | None = None
+    usage_asked: bool = False  # stream_options.include_usage, as the client sent it
 
 
 def _checked(model: object, stream: object) -> Target:
@@ -64,11 +66,12 @@ def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
     # anything else is validated in full, for the exact error message.
     target = _checked(document.get("model"), document.get("stream", stream_default))
     previous = document.get("previous_response_id")
-    if previous is None:
-        return target
-    if type(previous) is not str or not previous:
+    if previous is not None and (type(previous) is not str or not previous):
         raise InvalidRequest("previous_response_id must be a string", param="previous_response_id")
-    return Target(target.model, target.stream, previous)
+    usage_asked = target.stream and asked_for_usage(document)
+    if previous is None and not usage_asked:
+        return target
+    return Target(target.model, target.stream, previous, usage_asked=usage_asked)
 
 
 def is_form(content_type: str | None) -> bool:

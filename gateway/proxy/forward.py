@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.accounting.attempt import Attempt
+from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
 from gateway.accounting.usage import extract_usage
 from gateway.proxy.apis import RESPONSES_PATH
 from gateway.proxy.bodies import Target, with_model
@@ -208,9 +209,28 @@ class Forwarder:
         if target.stream:
             first_byte = self.loop.time() + self.settings.first_byte_timeout_seconds
             deadline = min(deadline, first_byte)
+        body = self._body_for(backend)
+        # A stream's tokens, asked for when the client did not (removed again from its stream).
+        ask_usage = (
+            target.stream
+            and not target.usage_asked
+            and self.settings.stream_usage_accounting
+            and self.incoming.path in USAGE_OPTION_PATHS
+            and backend.id not in runtime.refuse_usage_option
+        )
         try:
-            upstream = await self._send(backend, deadline)
+            upstream = await self._send(
+                backend, deadline, with_usage_asked(body) if ask_usage else body
+            )
             status = upstream.status
+            if ask_usage and status in (400, 422):
+                # It refuses the option (an older server): ask again without, and remember.
+                upstream.close()
+                upstream = None
+                runtime.refuse_usage_option.add(backend.id)
+                ask_usage = False
+                upstream = await self._send(backend, deadline, body)
+                status = upstream.status
             if status in (404, 405) and lacks_on_404:
                 runtime.endpoints.remember(backend.id, self.incoming.path)
                 if fail_over_404():
@@ -232,6 +252,7 @@ class Forwarder:
                     idle_timeout=self.settings.stream_idle_timeout_seconds,
                     attempt=attempt,
                     watch=self.watch,
+                    rewrite=without_usage if ask_usage else None,
                 )
             data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
             upstream.release()
@@ -258,15 +279,20 @@ class Forwarder:
         if response_id is not None:
             self.runtime.responses.remember(response_id, backend.id)
 
-    async def _send(self, backend: Backend, deadline: float) -> ResponseStream:
+    def _body_for(self, backend: Backend) -> bytes:
+        """The client's body, with the model renamed for a backend that has a backend_model."""
+        incoming = self.incoming
+        if backend.upstream_model is None:
+            return incoming.body
+        return with_model(incoming.body, backend.upstream_model, incoming.model_span)
+
+    async def _send(self, backend: Backend, deadline: float, body: bytes) -> ResponseStream:
         incoming = self.incoming
         request = UpstreamRequest(
             backend.base_url,
             incoming.path,
             upstream_headers(backend, incoming.content_type, incoming.request_id, incoming.trace),
-            incoming.body
-            if backend.upstream_model is None
-            else with_model(incoming.body, backend.upstream_model, incoming.model_span),
+            body,
             method=incoming.method,
         )
         return await self.runtime.transport.send(request, deadline)

@@ -220,8 +220,12 @@ class RelayedStream:
         idle_timeout: float,
         attempt: Attempt,
         watch: ClientWatch,
+        rewrite: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.events = events
+        # Applied to whole events before the client gets them (the gateway's own usage
+        # request taken out); the usage is read from what the backend sent.
+        self.rewrite = rewrite
         self.upstream = events.upstream
         self.first_events = first_events
         self.headers = headers
@@ -253,6 +257,13 @@ class RelayedStream:
         while self.tail_bytes - len(self.tail[0]) >= USAGE_TAIL_BYTES:
             self.tail_bytes -= len(self.tail.popleft())
 
+    async def _send_events(self, send: Send, events: bytes) -> None:
+        if self.rewrite is not None:
+            events = self.rewrite(events)
+            if not events:
+                return
+        await send({"type": "http.response.body", "body": events, "more_body": True})
+
     async def _pump(self, send: Send) -> None:
         try:
             await send(
@@ -263,7 +274,7 @@ class RelayedStream:
                 }
             )
             self._remember(self.first_events)
-            await send({"type": "http.response.body", "body": self.first_events, "more_body": True})
+            await self._send_events(send, self.first_events)
             while True:
                 try:
                     chunk = await self.events.read(idle=self.idle_timeout)
@@ -279,7 +290,7 @@ class RelayedStream:
                     self.outcome.completed = True
                     break
                 self._remember(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await self._send_events(send, chunk)
             self.watch.stop()
             if self.outcome.failure is not None:
                 event = self.events.format.error_record(self.outcome.failure)

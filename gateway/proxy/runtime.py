@@ -26,3 +26,5 @@ class ProxyRuntime:
     request_log: RequestLog
     transport: Transport
     endpoints: EndpointMemory = field(default_factory=EndpointMemory)
+    # Backends that answered 400 to stream_options.include_usage: not asked again.
+    refuse_usage_option: set[str] = field(default_factory=set)
