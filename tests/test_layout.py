@@ -73,9 +73,12 @@ def test_no_folder_holds_too_many_modules() -> None:
 
 
 def test_tests_mirror_the_packages() -> None:
-    """Every test folder below tests/ is a package folder of the same name (or deploy/)."""
+    """Every test folder below tests/ is a package folder of the same name (or deploy/,
+    or conformance/: the real servers' suite)."""
     for folder in (REPO / "tests").rglob("*/"):
         if folder.name == "__pycache__" or not list(folder.glob("test_*.py")):
             continue
         relative = folder.relative_to(REPO / "tests")
-        assert relative.parts[0] == "deploy" or (REPO / relative).is_dir(), relative
+        assert relative.parts[0] in ("deploy", "conformance") or (REPO / relative).is_dir(), (
+            relative
+        )
