@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway.accounting import feedback as feedback_module
+from gateway.accounting import metrics
 from gateway.accounting.request_log import RequestLog
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminKeyMiddleware
@@ -27,6 +28,7 @@ from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
+from gateway.prometheus import metrics_route
 from gateway.proxy.endpoint import Dispatcher, proxy_routes
 from gateway.proxy.models import models_routes
 from gateway.proxy.ollama import ollama_routes
@@ -110,6 +112,7 @@ def create_app(
     routes = [
         health_route(),
         ready_route(),
+        metrics_route(),
         # No redirects for a trailing slash: a 307 built from the client's Host header
         # is a gift to an attacker, and clients do not follow one for a POST anyway.
         Mount(
@@ -159,6 +162,13 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         for backends in snapshot.by_model.values():
             for backend in backends:
                 context.redactor.add_secret(backend.api_key)
+        metrics.record_health(
+            {
+                (backend.id, model): backend.healthy
+                for model, backends in snapshot.by_model.items()
+                for backend in backends
+            }
+        )
 
     initial = await asyncio.to_thread(load_snapshot, context.database)
     holder = SnapshotHolder(initial, on_change=on_snapshot, database=context.database)

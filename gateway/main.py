@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
@@ -51,7 +54,31 @@ def register_configured(database: Database, settings: Settings) -> None:
         )
 
 
+def prepare_metrics_folder() -> Path | None:
+    """PROMETHEUS_MULTIPROC_DIR, empty, before anything imports prometheus_client: each
+    worker writes its metrics there, and /metrics adds them up. Values of a previous
+    run would count twice, so an operator's folder is emptied. Returns the folder made
+    here (removed at exit), if one was."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        made = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(made)
+        return made
+    for stale in Path(folder).glob("*.db"):
+        stale.unlink()
+    return None
+
+
 def main() -> None:
+    made = prepare_metrics_folder()
+    try:
+        serve()
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def serve() -> None:
     process = start_process("gateway", default_component="api")
     settings = process.settings
     register_configured(process.database, settings)

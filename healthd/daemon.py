@@ -19,6 +19,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
+from healthd.metrics import record_probe
 from healthd.policy import next_delay
 from shared.db import Database
 from shared.logging import Redactor, get_logger
@@ -179,6 +180,7 @@ class Daemon:
             async with self.slots:
                 started = self.clock()
                 result = await self.probe(target)
+            record_probe(result.healthy, result.response_time_ms / 1000)
             self.pending.append(store.CheckResult(server_id, utcnow(), result))
             failures = 0 if result.healthy else self.failures.get(server_id, 0) + 1
             self.failures[server_id] = failures

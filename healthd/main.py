@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from healthd import metrics
 from healthd.daemon import Daemon
 from shared.db import Database
 from shared.logging import Redactor
 from shared.settings import Settings
-from shared.startup import start_process
+from shared.startup import refuse, start_process
 from shared.upstream import probe_transport
 from shared.urls import system_resolver
 
@@ -33,6 +34,12 @@ async def run_until_stopped(settings: Settings, database: Database, redactor: Re
 
 def main() -> None:
     process = start_process("healthd", default_component="health_checker")
+    port = process.settings.healthd_metrics_port
+    if port:
+        try:
+            metrics.serve(port)
+        except OSError as error:
+            refuse("healthd", f"HEALTHD_METRICS_PORT {port}: {error.strerror}")
     try:
         asyncio.run(run_until_stopped(process.settings, process.database, process.redactor))
     finally:

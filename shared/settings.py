@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         description=f"a random string of at least {MIN_ADMIN_KEY_LENGTH} characters",
     )
     allow_private_backends: bool = Field(False, description="true or false")
+    metrics_api_key: SecretStr = Field(
+        SecretStr(""), description="a key /metrics requires as a Bearer token (empty: open)"
+    )
+    healthd_metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of healthd's /metrics on 127.0.0.1 (0: off)"
+    )
     require_client_auth: bool = Field(False, description="true or false")
     client_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="comma-separated keys"
@@ -217,7 +223,7 @@ class Settings(BaseSettings):
         return bool(self.admin_api_key.get_secret_value())
 
 
-SECRET_SETTINGS = frozenset({"admin_api_key", "client_api_keys"})
+SECRET_SETTINGS = frozenset({"admin_api_key", "client_api_keys", "metrics_api_key"})
 
 
 class SettingsError(Exception):

@@ -26,7 +26,7 @@ class Process:
 def redactor_for(settings: Settings) -> Redactor:
     """A redactor that knows this deployment's own keys."""
     return Redactor(
-        [settings.admin_api_key.get_secret_value()]
+        [settings.admin_api_key.get_secret_value(), settings.metrics_api_key.get_secret_value()]
         + [key.get_secret_value() for key in settings.client_api_keys]
     )
 

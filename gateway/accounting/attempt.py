@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from gateway.accounting import metrics
 from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
 from gateway.routing.balancer import Balancer
@@ -25,6 +26,7 @@ from shared.logging import get_logger
 from shared.upstream import UpstreamError
 
 log = get_logger("api")
+CLIENT_CLOSED = 499  # nginx's code for a client that left before the answer
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Attempt:
         request_id: str,
         started: float,
         trace_id: str | None = None,
+        endpoint: str = "",
         balancer: Balancer,
         feedback: Feedback,
         request_log: RequestLog,
@@ -61,7 +64,9 @@ class Attempt:
         self.feedback = feedback
         self.request_log = request_log
         self.settled = False
+        self.endpoint = endpoint  # the API's path (a label: never with an id in it)
         balancer.started(backend.id)
+        metrics.IN_FLIGHT.labels(backend.id).inc()
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -70,7 +75,22 @@ class Attempt:
         if self.settled:
             return False
         self.settled = True
+        metrics.IN_FLIGHT.labels(self.backend.id).dec()
         return True
+
+    def _measure(self, code: int, usage: tuple[int, int] | None) -> None:
+        backend = self.backend.id
+        metrics.REQUESTS.labels(self.model, backend, self.endpoint, str(code)).inc()
+        metrics.DURATION.labels(self.model, backend).observe(time.perf_counter() - self.started)
+        if usage is not None:
+            metrics.TOKENS.labels(self.model, backend, "prompt").inc(usage[0])
+            metrics.TOKENS.labels(self.model, backend, "completion").inc(usage[1])
+
+    def first_event(self) -> None:
+        """A stream's first event arrived (time to first token)."""
+        metrics.FIRST_TOKEN.labels(self.model, self.backend.id).observe(
+            time.perf_counter() - self.started
+        )
 
     def answered(self, status: int, usage: tuple[int, int] | None) -> None:
         """A whole answer (any status below 500, bar 429) goes to the client."""
@@ -78,6 +98,7 @@ class Attempt:
             return
         latency = self.elapsed_ms()
         ok = status < 400
+        self._measure(status, usage if ok else None)
         self.balancer.finished(self.backend.id, latency if ok else None)
         self.balancer.answered(self.backend.id)
         self.feedback.record(
@@ -98,6 +119,7 @@ class Attempt:
         if not self._settle():
             return
         self.balancer.finished(self.backend.id, None)
+        self._measure(policy_of(failure.kind).status, None)
         self._count_failure(failure, "")
         log.warning(
             "backend attempt failed",
@@ -112,6 +134,7 @@ class Attempt:
             return
         latency = self.elapsed_ms()
         failure = outcome.failure
+        self._measure(200 if failure is None else policy_of(failure.kind).status, outcome.usage)
         self.balancer.finished(self.backend.id, None if failure else latency)
         if failure is not None:
             self._count_failure(failure, "mid-stream: ", usage=outcome.usage)
@@ -138,6 +161,7 @@ class Attempt:
     def abandoned(self) -> None:
         """Cancelled before an answer (the client left): only the slot is freed."""
         if self._settle():
+            self._measure(CLIENT_CLOSED, None)
             self.balancer.finished(self.backend.id, None)
 
     def _count_failure(
@@ -147,4 +171,5 @@ class Attempt:
         if not policy_of(failure.kind).counts_against_backend:
             return
         if self.balancer.faulted(self.backend, self.peers, prefix + failure.reason):
+            metrics.EJECTIONS.labels(self.backend.id).inc()
             self.feedback.request_check(self.backend.id)  # healthd: is it really down?

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt
 from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
 from gateway.accounting.usage import extract_usage
@@ -60,6 +61,7 @@ class Incoming:
     trace: TraceContext | None = None
     model_span: tuple[int, int] | None = None  # the model's value in a multipart body
     method: str = "POST"
+    endpoint: str | None = None  # the API's path, when `path` carries an id (a metric label)
 
 
 Answer = RelayedStream | BufferedResponse
@@ -109,6 +111,7 @@ class Forwarder:
         if target.previous_response_id is not None:
             owner = await runtime.responses.owner(target.previous_response_id)
         tags = parse_tags(self.incoming.tags_header)
+        waited_since: float | None = None  # when the request began to wait for a backend
         tried: list[str] = []
         failures: list[UpstreamError] = []
         attempts = 1 + self.settings.max_retry_attempts
@@ -133,6 +136,7 @@ class Forwarder:
             if backend is None:
                 remaining = queue_deadline - self.loop.time()
                 if not tried and remaining > 0:
+                    waited_since = waited_since or self.loop.time()
                     await runtime.holder.wait_for_change(min(remaining, 0.5))
                     continue
                 if not tried:
@@ -144,6 +148,10 @@ class Forwarder:
                         headers={"Retry-After": "5"},
                     )
                 break
+            if tried:
+                metrics.RETRIES.labels(target.model).inc()
+            elif waited_since is not None:
+                metrics.QUEUE_WAIT.observe(self.loop.time() - waited_since)
             tried.append(backend.id)
             # Asked only after a 404 or 405.
             others = functools.partial(may_be_offered_elsewhere, backends, tried, lacking, attempts)
@@ -198,6 +206,7 @@ class Forwarder:
             model=target.model,
             request_id=self.incoming.request_id,
             trace_id=self.incoming.trace.trace_id if self.incoming.trace else None,
+            endpoint=self.incoming.endpoint or self.incoming.path,
             started=self.started_precise,
             balancer=runtime.balancer,
             feedback=runtime.feedback,
@@ -243,6 +252,7 @@ class Forwarder:
             if status == 200 and stream_format is not None:
                 events = EventReader(upstream, stream_format)
                 first = await self._first_events(events, deadline)
+                attempt.first_event()
                 if self.makes_responses:
                     self._remember_owner(response_id_in_events(first), backend)
                 return RelayedStream(

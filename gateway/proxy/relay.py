@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt, StreamOutcome
 from gateway.accounting.usage import extract_usage
 from gateway.proxy.client_watch import ClientWatch
@@ -226,6 +228,8 @@ class RelayedStream:
         # Applied to whole events before the client gets them (the gateway's own usage
         # request taken out); the usage is read from what the backend sent.
         self.rewrite = rewrite
+        self.gaps = metrics.INTER_TOKEN.labels(attempt.model)
+        self.last_event_at: float | None = None
         self.upstream = events.upstream
         self.first_events = first_events
         self.headers = headers
@@ -258,6 +262,10 @@ class RelayedStream:
             self.tail_bytes -= len(self.tail.popleft())
 
     async def _send_events(self, send: Send, events: bytes) -> None:
+        now = time.perf_counter()
+        if self.last_event_at is not None:
+            self.gaps.observe(now - self.last_event_at)
+        self.last_event_at = now
         if self.rewrite is not None:
             events = self.rewrite(events)
             if not events:

@@ -69,6 +69,7 @@ class StoredResponseEndpoint(ProxyEndpoint):
             request_id=request_id,
             trace=request_trace(headers),
             method=scope["method"],
+            endpoint=self.api.path,
         )
         watch.start()
         # The stored response is asked for by its id: no model to rename.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.accounting import metrics
 from gateway.routing.policy import Backend
 from shared.db import Database
 from shared.logging import get_logger
@@ -191,6 +192,7 @@ async def watch_registry(
     routing never stops because one reload failed, and readiness (`/health/ready`)
     reports a snapshot that stays unconfirmed."""
     delay = interval
+    loop = asyncio.get_running_loop()
     while True:
         try:
             await refresh(holder, database)
@@ -206,4 +208,5 @@ async def watch_registry(
                     exc_info=not isinstance(error, SQLAlchemyError),
                 )
             delay = min(MAX_WATCH_BACKOFF, delay * 2)
+        metrics.SNAPSHOT_AGE.set(loop.time() - holder.confirmed_at)
         await asyncio.sleep(delay)

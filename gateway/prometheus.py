@@ -1,0 +1,61 @@
+"""`GET /metrics`: the Prometheus text of every worker.
+
+With several workers each process writes its metrics (gateway/accounting/metrics.py)
+to memory-mapped files in PROMETHEUS_MULTIPROC_DIR, which `gateway.main` makes
+empty before the workers start; whichever worker answers adds them all up.
+Open unless METRICS_API_KEY is set; then a Bearer token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.context import context_of
+from gateway.openapi import DocumentedRoute, Operation
+from shared.errors import AuthenticationRequired, PermissionDenied
+
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+async def metrics(request: Request) -> Response:
+    """The Prometheus text; a Bearer METRICS_API_KEY when one is set."""
+    key = context_of(request).settings.metrics_api_key.get_secret_value()
+    if key:
+        given = request.headers.get("authorization", "")
+        if not given:
+            raise AuthenticationRequired(
+                "GET /metrics needs Authorization: Bearer <METRICS_API_KEY>"
+            )
+        token = given.removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise PermissionDenied("invalid metrics key")
+    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_route() -> DocumentedRoute:
+    return DocumentedRoute(
+        "/metrics",
+        metrics,
+        method="GET",
+        operation=Operation(
+            summary="Prometheus metrics of every worker",
+            tag="system",
+            responses={
+                200: "Prometheus text format",
+                401: "METRICS_API_KEY is set: send it as a Bearer token",
+                403: "wrong metrics key",
+            },
+        ),
+    )
