@@ -89,6 +89,7 @@ def create_app(
             asyncio.create_task(
                 feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"
             ),
+            asyncio.create_task(flush_metrics_forever(runtime), name="metrics-flush"),
         ]
         probes = context.probes = probe_transport(settings, resolver)
         context.proxy = runtime
@@ -99,6 +100,7 @@ def create_app(
         finally:
             await cancel_all(background)
             await feedback_module.flush(runtime.feedback, database)
+            metrics.flush(runtime.balancer.in_flight)
             runtime.transport.close()
             probes.close()
             runtime.request_log.drain()
@@ -200,6 +202,13 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             max_connections=settings.backend_max_connections,
         ),
     )
+
+
+async def flush_metrics_forever(runtime: ProxyRuntime) -> None:
+    """Hand the request path's counts to prometheus_client every second."""
+    while True:
+        await asyncio.sleep(metrics.FLUSH_SECONDS)
+        metrics.flush(runtime.balancer.in_flight)
 
 
 def freeze_startup_objects() -> None:

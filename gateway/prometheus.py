@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.accounting import metrics
 from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation
 from shared.errors import AuthenticationRequired, PermissionDenied
@@ -29,7 +30,7 @@ def _registry() -> CollectorRegistry:
     return REGISTRY
 
 
-async def metrics(request: Request) -> Response:
+async def exposition(request: Request) -> Response:
     """The Prometheus text; a Bearer METRICS_API_KEY when one is set."""
     key = context_of(request).settings.metrics_api_key.get_secret_value()
     if key:
@@ -41,13 +42,16 @@ async def metrics(request: Request) -> Response:
         token = given.removeprefix("Bearer ").strip()
         if not hmac.compare_digest(token.encode(), key.encode()):
             raise PermissionDenied("invalid metrics key")
+    runtime = context_of(request).proxy
+    # This worker's counts as of now; the others' are at most a flush (1 s) old.
+    metrics.flush(runtime.balancer.in_flight if runtime is not None else None)
     return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_route() -> DocumentedRoute:
     return DocumentedRoute(
         "/metrics",
-        metrics,
+        exposition,
         method="GET",
         operation=Operation(
             summary="Prometheus metrics of every worker",

@@ -66,7 +66,6 @@ class Attempt:
         self.settled = False
         self.endpoint = endpoint  # the API's path (a label: never with an id in it)
         balancer.started(backend.id)
-        metrics.IN_FLIGHT.labels(backend.id).inc()
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -75,21 +74,16 @@ class Attempt:
         if self.settled:
             return False
         self.settled = True
-        metrics.IN_FLIGHT.labels(self.backend.id).dec()
         return True
 
     def _measure(self, code: int, usage: tuple[int, int] | None) -> None:
-        backend = self.backend.id
-        metrics.REQUESTS.labels(self.model, backend, self.endpoint, str(code)).inc()
-        metrics.DURATION.labels(self.model, backend).observe(time.perf_counter() - self.started)
-        if usage is not None:
-            metrics.TOKENS.labels(self.model, backend, "prompt").inc(usage[0])
-            metrics.TOKENS.labels(self.model, backend, "completion").inc(usage[1])
+        seconds = time.perf_counter() - self.started
+        metrics.RECORDER.request(self.model, self.backend.id, self.endpoint, code, seconds, usage)
 
     def first_event(self) -> None:
         """A stream's first event arrived (time to first token)."""
-        metrics.FIRST_TOKEN.labels(self.model, self.backend.id).observe(
-            time.perf_counter() - self.started
+        metrics.RECORDER.first_token(
+            self.model, self.backend.id, time.perf_counter() - self.started
         )
 
     def answered(self, status: int, usage: tuple[int, int] | None) -> None:

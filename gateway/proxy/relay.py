@@ -228,7 +228,6 @@ class RelayedStream:
         # Applied to whole events before the client gets them (the gateway's own usage
         # request taken out); the usage is read from what the backend sent.
         self.rewrite = rewrite
-        self.gaps = metrics.INTER_TOKEN.labels(attempt.model)
         self.last_event_at: float | None = None
         self.upstream = events.upstream
         self.first_events = first_events
@@ -264,7 +263,7 @@ class RelayedStream:
     async def _send_events(self, send: Send, events: bytes) -> None:
         now = time.perf_counter()
         if self.last_event_at is not None:
-            self.gaps.observe(now - self.last_event_at)
+            metrics.RECORDER.gap(self.attempt.model, now - self.last_event_at)
         self.last_event_at = now
         if self.rewrite is not None:
             events = self.rewrite(events)

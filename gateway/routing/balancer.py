@@ -135,6 +135,10 @@ class Balancer:
         )
         return True
 
+    def in_flight(self) -> dict[str, int]:
+        """Requests on their way to or from each backend now (this process)."""
+        return {backend_id: load.in_flight for backend_id, load in self.loads.items()}
+
     def started(self, backend_id: str) -> None:
         load = self.loads.get(backend_id, routing.NO_LOAD)
         self.loads[backend_id] = Load(load.in_flight + 1, load.latency_ms)

@@ -62,10 +62,14 @@ def test_counts_are_exact_across_two_workers(tmp_path: Path, database_url: str) 
         missing = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "model": "x"})
         assert missing.status_code == 404
 
-        text = httpx.get(f"{gateway.url}/metrics").text
         chat = {"model": "m", "backend": backend_id}
         ok = {**chat, "endpoint": "/v1/chat/completions", "code": "200"}
-        assert value(text, "gateway_requests_total", **ok) == 12
+
+        def scraped() -> str:  # each worker hands its counts over every second
+            text = httpx.get(f"{gateway.url}/metrics").text
+            return text if value(text, "gateway_requests_total", **ok) == 12 else ""
+
+        text = wait_for(scraped, timeout=10, what="both workers' counts")
         # Streams whose client asked for no usage: counted all the same.
         assert value(text, "gateway_tokens_total", **chat, kind="prompt") == 12 * 9
         assert value(text, "gateway_tokens_total", **chat, kind="completion") == 12 * 3
