@@ -20,6 +20,7 @@ from gateway.accounting import metrics
 from gateway.accounting.request_log import RequestLog
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminKeyMiddleware
+from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
 from gateway.admission.ratelimit import RateLimiter
@@ -132,7 +133,9 @@ def create_app(
         *ollama_routes(),
         Mount(
             "/admin",
-            app=Router([*admin_routes(), *system_routes()], redirect_slashes=False),
+            app=Router(
+                [*admin_routes(), *system_routes(), *stats_routes()], redirect_slashes=False
+            ),
             middleware=[
                 Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value()),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from gateway.accounting import metrics
 from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation
+from gateway.proxy.runtime import ProxyRuntime
 from shared.errors import AuthenticationRequired, PermissionDenied
 
 
@@ -63,3 +64,16 @@ def metrics_route() -> DocumentedRoute:
             },
         ),
     )
+
+
+def in_flight_by_backend(runtime: ProxyRuntime | None) -> dict[str, float]:
+    """Requests in flight per backend, all workers' (each worker's as of its last flush)."""
+    metrics.flush(runtime.balancer.in_flight if runtime is not None else None)
+    found: dict[str, float] = {}
+    for family in _registry().collect():
+        if family.name != "gateway_backend_in_flight":
+            continue
+        for sample in family.samples:
+            backend = sample.labels.get("backend", "")
+            found[backend] = found.get(backend, 0.0) + sample.value
+    return found

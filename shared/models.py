@@ -218,6 +218,27 @@ class ResponseOwner(Base):
     __table_args__ = (Index("idx_response_owners_created_at", "created_at"),)
 
 
+class UsageMinute(Base):
+    """What the gateway served in one minute through one backend for one model (all
+    workers added up); latencies as counts per bucket of gateway.accounting.windows."""
+
+    __tablename__ = "usage_minutes"
+
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)  # Unix time // 60
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    latency_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+    first_token_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+
+    __table_args__ = (Index("idx_usage_minutes_minute", "minute"),)
+
+
 class CheckRequest(Base):
     """A probe the admin API asked for; healthd takes it within a tick."""
 

@@ -65,6 +65,7 @@ class Attempt:
         self.request_log = request_log
         self.settled = False
         self.endpoint = endpoint  # the API's path (a label: never with an id in it)
+        self.first_token_ms: float | None = None
         balancer.started(backend.id)
 
     def elapsed_ms(self) -> float:
@@ -82,9 +83,9 @@ class Attempt:
 
     def first_event(self) -> None:
         """A stream's first event arrived (time to first token)."""
-        metrics.RECORDER.first_token(
-            self.model, self.backend.id, time.perf_counter() - self.started
-        )
+        seconds = time.perf_counter() - self.started
+        self.first_token_ms = seconds * 1000
+        metrics.RECORDER.first_token(self.model, self.backend.id, seconds)
 
     def answered(self, status: int, usage: tuple[int, int] | None) -> None:
         """A whole answer (any status below 500, bar 429) goes to the client."""
@@ -96,7 +97,11 @@ class Attempt:
         self.balancer.finished(self.backend.id, latency if ok else None)
         self.balancer.answered(self.backend.id)
         self.feedback.record(
-            self.backend.id, ok=True, latency_ms=latency, usage=usage if ok else None
+            self.backend.id,
+            ok=True,
+            latency_ms=latency,
+            usage=usage if ok else None,
+            model=self.model,
         )
         self.request_log.served(
             self.request_id,
@@ -140,7 +145,14 @@ class Attempt:
             )
             return
         self.balancer.answered(self.backend.id)
-        self.feedback.record(self.backend.id, ok=True, latency_ms=latency, usage=outcome.usage)
+        self.feedback.record(
+            self.backend.id,
+            ok=True,
+            latency_ms=latency,
+            usage=outcome.usage,
+            model=self.model,
+            first_token_ms=self.first_token_ms,
+        )
         self.request_log.served(
             self.request_id,
             model=self.model,
@@ -161,7 +173,14 @@ class Attempt:
     def _count_failure(
         self, failure: UpstreamError, prefix: str, usage: tuple[int, int] | None = None
     ) -> None:
-        self.feedback.record(self.backend.id, ok=False, latency_ms=self.elapsed_ms(), usage=usage)
+        self.feedback.record(
+            self.backend.id,
+            ok=False,
+            latency_ms=self.elapsed_ms(),
+            usage=usage,
+            model=self.model,
+            first_token_ms=self.first_token_ms,
+        )
         if not policy_of(failure.kind).counts_against_backend:
             return
         if self.balancer.faulted(self.backend, self.peers, prefix + failure.reason):

@@ -12,22 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from gateway.accounting.windows import BUCKETS, Counts
 from shared.db import Database
 from shared.logging import get_logger
-from shared.models import BackendUsage, CheckRequest, ModelServer, ResponseOwner, utcnow
+from shared.models import (
+    BackendUsage,
+    CheckRequest,
+    ModelServer,
+    ResponseOwner,
+    UsageMinute,
+    utcnow,
+)
 
 FLUSH_SECONDS = 2.0
 # Response owners older than this are forgotten (backends do not keep responses
 # forever either); the pruning runs in one batch in a hundred that writes owners.
 RESPONSES_KEPT = timedelta(days=30)
 PRUNE_CHANCE = 0.01
+MINUTES_KEPT = 25 * 60  # per-minute counts: a day's window, and an hour to spare
 
 log = get_logger("registry")
 
@@ -58,9 +69,11 @@ class Batch:
     usage: dict[str, UsageDelta] = field(default_factory=dict)
     checks: set[str] = field(default_factory=set)
     response_owners: dict[str, str] = field(default_factory=dict)  # response id → backend
+    # (minute, backend, model) → what was served (for /admin/stats and the charts)
+    minutes: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.usage or self.checks or self.response_owners)
+        return bool(self.usage or self.checks or self.response_owners or self.minutes)
 
 
 class Feedback:
@@ -74,8 +87,16 @@ class Feedback:
         ok: bool,
         latency_ms: float,
         usage: tuple[int, int] | None = None,
+        model: str | None = None,
+        first_token_ms: float | None = None,
     ) -> None:
         """Count one attempt; `usage` is (prompt_tokens, completion_tokens) when known."""
+        if model is not None:
+            key = (int(time.time() // 60), backend_id, model)
+            counts = self.pending.minutes.get(key)
+            if counts is None:
+                counts = self.pending.minutes[key] = Counts()
+            counts.observe(ok=ok, latency_ms=latency_ms, first_token_ms=first_token_ms, usage=usage)
         delta = self.pending.usage.get(backend_id)
         if delta is None:
             delta = self.pending.usage[backend_id] = UsageDelta()
@@ -105,6 +126,8 @@ class Feedback:
             self.pending.usage.setdefault(backend_id, UsageDelta()).add(delta)
         self.pending.checks |= batch.checks
         self.pending.response_owners = batch.response_owners | self.pending.response_owners
+        for key, counts in batch.minutes.items():
+            self.pending.minutes[key] = counts.add(self.pending.minutes.get(key, Counts()))
 
 
 def write_batch(database: Database, batch: Batch) -> None:
@@ -115,7 +138,12 @@ def write_batch(database: Database, batch: Batch) -> None:
             session.scalars(
                 select(ModelServer.id).where(
                     ModelServer.id.in_(
-                        {*batch.usage, *batch.checks, *batch.response_owners.values()}
+                        {
+                            *batch.usage,
+                            *batch.checks,
+                            *batch.response_owners.values(),
+                            *(backend for _, backend, _ in batch.minutes),
+                        }
                     )
                 )
             )
@@ -151,6 +179,7 @@ def write_batch(database: Database, batch: Batch) -> None:
             )
         for backend_id in batch.checks & existing:
             session.add(CheckRequest(server_id=backend_id, requested_at=now))
+        add_minutes(session, {k: v for k, v in batch.minutes.items() if k[1] in existing})
         owners = [
             {"response_id": response_id, "server_id": backend_id, "created_at": now}
             for response_id, backend_id in batch.response_owners.items()
@@ -162,6 +191,52 @@ def write_batch(database: Database, batch: Batch) -> None:
                 session.execute(
                     delete(ResponseOwner).where(ResponseOwner.created_at < now - RESPONSES_KEPT)
                 )
+
+
+def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -> None:
+    """Add this process's counts to the rows of other workers (read, add, write: one
+    transaction, so two workers' additions never overwrite each other)."""
+    if not minutes:
+        return
+    keys = list(minutes)
+    rows = {
+        (row.minute, row.server_id, row.model): row
+        for row in session.scalars(
+            select(UsageMinute).where(
+                tuple_(UsageMinute.minute, UsageMinute.server_id, UsageMinute.model).in_(keys)
+            )
+        )
+    }
+    for key, counts in minutes.items():
+        row = rows.get(key)
+        if row is None:
+            minute, server_id, model = key
+            row = UsageMinute(
+                minute=minute,
+                server_id=server_id,
+                model=model,
+                requests=0,
+                failures=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_counts=[0] * BUCKETS,
+                first_token_counts=[0] * BUCKETS,
+            )
+            session.add(row)
+        merged = Counts(
+            row.requests,
+            row.failures,
+            row.prompt_tokens,
+            row.completion_tokens,
+            list(row.latency_counts),
+            list(row.first_token_counts),
+        ).add(counts)
+        row.requests, row.failures = merged.requests, merged.failures
+        row.prompt_tokens, row.completion_tokens = merged.prompt_tokens, merged.completion_tokens
+        row.latency_counts, row.first_token_counts = merged.latency, merged.first_token
+    if random.random() < PRUNE_CHANCE:
+        oldest = min(minute for minute, _, _ in keys) - MINUTES_KEPT
+        session.execute(delete(UsageMinute).where(UsageMinute.minute < oldest))
 
 
 async def flush(feedback: Feedback, database: Database) -> None:

@@ -21,6 +21,7 @@ from gateway.cli.api_client import (
     format_table,
     print_document,
 )
+from gateway.cli.stats_view import format_stats
 from shared.settings import SettingsError, load_settings
 
 SERVER_COLUMNS = ("registration_id", "models", "health_status", "endpoint_url", "student_id")
@@ -311,6 +312,15 @@ def check(registration_id: str, url: str, api_key: str | None, as_json: bool) ->
     """Ask healthd to probe a backend now (see the result with `show`)."""
     result = AdminClient(url, api_key).call("POST", f"/admin/servers/{registration_id}/check")
     print_document(result, as_json, lambda r: f"check requested for {r['registration_id']}")
+
+
+@cli.command()
+@click.option("--window", type=click.Choice(["5m", "1h", "24h"]), default="1h", show_default=True)
+@api_options
+def stats(window: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Pool statistics over a window: totals, per model, per backend, per owner."""
+    result = AdminClient(url, api_key).call("GET", "/admin/stats", params={"window": window})
+    print_document(result, as_json, format_stats)
 
 
 # --- demo backend --------------------------------------------------------

@@ -1,0 +1,112 @@
+"""`GET /admin/stats?window=5m|1h|24h`: the pool's statistics over a window.
+
+Read from `usage_minutes`, where every worker adds what it served every few
+seconds (so the figures are all workers', up to one flush behind), with the
+registrations for health, owner and routing weight; in-flight requests come
+from the workers' metrics. The arithmetic is gateway/accounting/windows.py's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.accounting.windows import (
+    Counts,
+    Row,
+    Server,
+    current_minute,
+    summarize,
+    window_minutes,
+)
+from gateway.context import context_of
+from gateway.openapi import DocumentedRoute, Operation, QueryParameter
+from gateway.prometheus import in_flight_by_backend
+from shared.db import Database
+from shared.errors import InvalidRequest
+from shared.models import ModelServer, UsageMinute
+
+
+def read_window(database: Database, first_minute: int) -> tuple[list[Row], dict[str, Server]]:
+    """The minutes from `first_minute` on, and every registration they or the pool name."""
+    with database.reading() as session:
+        minutes: Sequence[UsageMinute] = session.scalars(
+            select(UsageMinute).where(UsageMinute.minute >= first_minute)
+        ).all()
+        rows = [
+            Row(
+                m.minute,
+                m.server_id,
+                m.model,
+                Counts(
+                    m.requests,
+                    m.failures,
+                    m.prompt_tokens,
+                    m.completion_tokens,
+                    list(m.latency_counts),
+                    list(m.first_token_counts),
+                ),
+            )
+            for m in minutes
+        ]
+        named = {row.backend for row in rows}
+        servers = session.scalars(
+            select(ModelServer).where(ModelServer.is_active.is_(True) | ModelServer.id.in_(named))
+        ).all()
+        return rows, {
+            server.id: Server(
+                id=server.id,
+                owner=server.student_id,
+                health=server.health_status if server.is_active else "deregistered",
+                last_error=server.last_error,
+                weight=server.weight,
+                priority=server.priority,
+                models=tuple(model for model, _ in server.served_models()),
+            )
+            for server in servers
+        }
+
+
+async def stats(request: Request) -> Response:
+    context = context_of(request)
+    window = request.query_params.get("window", "1h")
+    try:
+        minutes = window_minutes(window)
+    except ValueError as error:
+        raise InvalidRequest(str(error), param="window") from None
+    first = current_minute(time.time()) - minutes + 1
+    rows, servers = await run_in_threadpool(read_window, context.database, first)
+    summary = summarize(
+        rows,
+        servers,
+        first_minute=first,
+        minutes=minutes,
+        strategy=context.settings.routing_strategy,
+        in_flight=in_flight_by_backend(context.proxy),
+    )
+    return JSONResponse({"window": window, **summary})
+
+
+def stats_routes() -> list[DocumentedRoute]:
+    return [
+        DocumentedRoute(
+            "/stats",
+            stats,
+            method="GET",
+            operation=Operation(
+                summary="Pool statistics over a window: totals, per model, backend and owner",
+                description="Requests, success rate, latency and time to first token "
+                "(p50, p95), tokens, in-flight requests, health and last error; each "
+                "backend's share of its model's requests against the share its strategy "
+                "and weight meant to give it; a series per minute for charts.",
+                tag="admin",
+                query=(QueryParameter("window", "5m, 1h (default) or 24h"),),
+                responses={200: "the statistics", 400: "unknown window"},
+            ),
+        )
+    ]
