@@ -16,7 +16,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 # Upper edges of the latency buckets, in milliseconds; the last is open.
-EDGES_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000, 300_000)
+EDGES_MS = (
+    1,
+    2.5,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10_000,
+    30_000,
+    60_000,
+    120_000,
+    300_000,
+)
 BUCKETS = len(EDGES_MS) + 1
 WINDOWS = {"5m": 5, "1h": 60, "24h": 24 * 60}
 

@@ -81,6 +81,14 @@ async def stats(request: Request) -> Response:
         raise InvalidRequest(str(error), param="window") from None
     first = current_minute(time.time()) - minutes + 1
     rows, servers = await run_in_threadpool(read_window, context.database, first)
+    # One backend's (its page), or one owner's (theirs): the same figures, fewer rows.
+    backend, owner = request.query_params.get("backend"), request.query_params.get("owner")
+    if backend:
+        rows = [row for row in rows if row.backend == backend]
+        servers = {key: value for key, value in servers.items() if key == backend}
+    if owner:
+        servers = {key: value for key, value in servers.items() if value.owner == owner}
+        rows = [row for row in rows if row.backend in servers]
     summary = summarize(
         rows,
         servers,
@@ -105,7 +113,11 @@ def stats_routes() -> list[DocumentedRoute]:
                 "backend's share of its model's requests against the share its strategy "
                 "and weight meant to give it; a series per minute for charts.",
                 tag="admin",
-                query=(QueryParameter("window", "5m, 1h (default) or 24h"),),
+                query=(
+                    QueryParameter("window", "5m, 1h (default) or 24h"),
+                    QueryParameter("backend", "only this registration id"),
+                    QueryParameter("owner", "only this owner's (student_id) registrations"),
+                ),
                 responses={200: "the statistics", 400: "unknown window"},
             ),
         )

@@ -35,6 +35,7 @@ PAGES = {
     "/settings": ("settings.html", "Settings", "/settings", "settings"),
     "/servers/{server_id}": ("server.html", "Server details", "/", "server"),
     "/servers/{server_id}/edit": ("edit.html", "Edit server", "/", "edit"),
+    "/owners/{student_id}": ("owner.html", "Owner", "/", "owner"),
 }
 
 
@@ -51,6 +52,7 @@ def _page(
                 "active": active,
                 "page": script,
                 "server_id": request.path_params.get("server_id", ""),
+                "student_id": request.path_params.get("student_id", ""),
             },
         )
 

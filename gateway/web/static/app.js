@@ -104,5 +104,5 @@ export async function refreshQuickStats() {
 setUpKeyDialog();
 refreshQuickStats();
 const page = document.body.dataset.page;
-const pages = new Set(["dashboard", "register", "server", "edit", "models", "playground", "logs", "settings"]);
+const pages = new Set(["dashboard", "register", "server", "edit", "owner", "models", "playground", "logs", "settings"]);
 if (pages.has(page)) import(`/static/${page}.js`).then((module) => module.start());

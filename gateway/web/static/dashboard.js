@@ -1,4 +1,5 @@
 import { api, adminKey, ago, askForKey, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
+import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
 let servers = [];
@@ -41,8 +42,15 @@ function render() {
       <td><details class="url"><summary>${escapeHtml(s.endpoint_url.length > 32 ? s.endpoint_url.slice(0, 32) + "…" : s.endpoint_url)}</summary><code>${escapeHtml(s.endpoint_url)}</code></details></td>
       <td title="${escapeHtml(s.last_checked_at || "")}">${ago(s.last_checked_at)}</td>
       <td>${s.last_response_time_ms == null ? "–" : `${Math.round(s.last_response_time_ms)} ms`}</td>
-      <td>${escapeHtml(s.metadata.student_id || "–")}</td>
+      <td>${s.metadata.student_id ? `<a href="/owners/${encodeURIComponent(s.metadata.student_id)}">${escapeHtml(s.metadata.student_id)}</a>` : "–"}</td>
     </tr>`).join("");
+}
+
+async function charts() {
+  const stats = await drawCharts($("#charts"), $("#chart-window").value);
+  const t = stats.totals;
+  $("#traffic-totals").textContent = `${t.requests.toLocaleString()} requests, ${t.success_rate ?? "–"} % successful, ` +
+    `p95 ${t.latency_p95_ms ?? "–"} ms, ${(t.prompt_tokens + t.completion_tokens).toLocaleString()} tokens.`;
 }
 
 async function load() {
@@ -55,6 +63,7 @@ async function load() {
     servers = await api("/admin/servers");
     $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
     render();
+    await charts();
   } catch (error) {
     toast("error", `${error.message}`);
     $("#updated").innerHTML = `Could not refresh. <button type="button" id="retry">Retry</button>`;
@@ -69,6 +78,7 @@ export function start() {
   }
   $("#filter-status").addEventListener("change", render);
   $("#sort").addEventListener("change", render);
+  $("#chart-window").addEventListener("change", () => charts().catch((error) => toast("error", error.message)));
   $("#refresh").addEventListener("click", load);
   window.addEventListener("admin-key", load);
   load();

@@ -1,4 +1,5 @@
 import { api, ago, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
+import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
 const id = () => $("#server").dataset.id;
@@ -19,7 +20,7 @@ function render() {
     ${row("Success rate (last 100)", s.success_rate == null ? "–" : `${s.success_rate} %`)}
     ${row("Mean response", s.avg_response_time_ms == null ? "–" : `${s.avg_response_time_ms} ms`)}
     ${row("Reported models", escapeHtml(s.reported_models.join(", ") || "–"))}
-    ${row("Owner", escapeHtml(s.metadata.student_id || "–"))}
+    ${row("Owner", s.metadata.student_id ? `<a href="/owners/${encodeURIComponent(s.metadata.student_id)}">${escapeHtml(s.metadata.student_id)}</a>` : "–")}
     ${row("Description", escapeHtml(s.metadata.description || "–"))}
     ${row("Capabilities", `max tokens ${s.capabilities.max_tokens ?? "–"}, context ${s.capabilities.context_length ?? "–"}, streaming ${s.capabilities.streaming ? "yes" : "no"}`)}
     ${row("Routing", `priority ${s.priority}, weight ${s.weight}, max concurrent ${s.max_concurrent ?? "–"}, tags ${escapeHtml(s.tags.join(", ") || "–")}`)}
@@ -34,7 +35,11 @@ function render() {
 }
 
 async function load() {
-  try { server = await api(`/admin/servers/${encodeURIComponent(id())}`); render(); }
+  try {
+    server = await api(`/admin/servers/${encodeURIComponent(id())}`);
+    render();
+    await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`);
+  }
   catch (error) { $("#server").innerHTML = `<p class="result bad">${escapeHtml(error.message)}</p>`; }
 }
 

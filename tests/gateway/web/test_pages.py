@@ -19,6 +19,7 @@ from tests.support import (
     ThreadedServer,
     process_settings,
     start_healthd,
+    wait_for,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -256,3 +257,60 @@ def test_pages_pass_axe(
                 problems[path] = violations
         browser.close()
     assert problems == {}
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="make test installs Debian's chromium")
+def test_charts_are_drawn_and_labelled(
+    start_gateway: Callable[..., ThreadedServer], demo_backend: ThreadedServer
+) -> None:
+    """The dashboard's, a server's and an owner's charts (uPlot, served by the gateway)
+    after real traffic: drawn, captioned, with a legend, and no console error."""
+    from playwright.sync_api import expect, sync_playwright
+
+    gateway = start_gateway(rate_limit_per_minute=0)
+    headers = {"X-API-Key": ADMIN_KEY}
+    registered = httpx.post(
+        f"{gateway.url}/admin/register",
+        json={"endpoint_url": demo_backend.url, "metadata": {"student_id": "alice"}},
+        headers=headers,
+    ).json()["registration_id"]
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(5):
+        assert httpx.post(f"{gateway.url}/v1/chat/completions", json=body).status_code == 200
+
+    def counted() -> bool:
+        stats = httpx.get(f"{gateway.url}/admin/stats?window=5m", headers=headers).json()
+        return bool(stats["totals"]["requests"] == 5)
+
+    wait_for(counted, what="the requests in the statistics")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{gateway.url}/")
+        page.evaluate(f"sessionStorage.setItem('multiverse.adminKey', {ADMIN_KEY!r})")
+        page.goto(f"{gateway.url}/")
+        charts = page.locator("#charts figure.chart")
+        expect(charts).to_have_count(6)  # five measures and each model's share
+        captions = page.locator("#charts figcaption").all_inner_texts()
+        assert captions[:2] == ["Requests per minute", "Error rate (%)"]
+        for index in range(6):
+            box = charts.nth(index).locator("canvas").bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 100
+        expect(page.locator("#charts .u-legend").nth(2)).to_contain_text("p95")
+        expect(page.locator("#traffic-totals")).to_contain_text("5 requests")
+        page.select_option("#chart-window", "5m")
+        expect(page.locator("#charts figure.chart")).to_have_count(6)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-charts.png"), full_page=True)
+
+        page.goto(f"{gateway.url}/servers/{registered}")
+        expect(page.locator("#server-charts figure.chart")).to_have_count(6)
+        page.goto(f"{gateway.url}/owners/alice")
+        expect(page.locator("#owner")).to_contain_text("5 requests served")
+        expect(page.locator("#owner-servers tbody tr")).to_have_count(1)
+        expect(page.locator("#owner-charts figure.chart")).to_have_count(6)
+        page.screenshot(path=str(ARTIFACTS / "owner.png"), full_page=True)
+        browser.close()
+    assert errors == []

@@ -1,0 +1,70 @@
+// The traffic charts of the dashboard, a server's page and an owner's page, drawn
+// with uPlot (vendored in /static/vendor: the page works with no internet).
+import { api, escapeHtml } from "/static/app.js";
+
+const COLORS = ["#0b5cad", "#a40e26", "#116329", "#6e4b00", "#6639ba", "#0a7b83", "#953800"];
+const CHARTS = [
+  { id: "requests", title: "Requests per minute", series: [["requests", "requests"]] },
+  { id: "errors", title: "Error rate (%)", series: [["error_rate", "errors %"]] },
+  { id: "latency", title: "Latency (ms)", series: [["latency_p50_ms", "p50"], ["latency_p95_ms", "p95"]] },
+  { id: "first-token", title: "Time to first token (ms)", series: [["first_token_p50_ms", "p50"], ["first_token_p95_ms", "p95"]] },
+  { id: "tokens", title: "Tokens per minute", series: [["tokens", "tokens"]] },
+];
+let plots = [];
+
+function shares(series) {
+  // Each model's share of each minute's requests, in percent.
+  const models = Object.keys(series.models).sort();
+  const totals = series.minutes.map((_, i) => models.reduce((sum, m) => sum + series.models[m][i], 0));
+  return {
+    names: models,
+    values: models.map((m) => series.models[m].map((n, i) => (totals[i] ? Math.round((1000 * n) / totals[i]) / 10 : null))),
+  };
+}
+
+function figureFor(root, id, title, names, ys, windowName) {
+  const figure = document.createElement("figure");
+  figure.className = "chart";
+  figure.innerHTML = `<figcaption id="chart-${id}-title">${escapeHtml(title)}</figcaption>
+    <div class="plot" role="img" aria-labelledby="chart-${id}-title" aria-describedby="chart-${id}-summary"></div>
+    <p class="sr" id="chart-${id}-summary"></p>`;
+  root.append(figure);
+  const last = ys.map((values) => values.filter((v) => v != null).at(-1));
+  figure.querySelector(".sr").textContent = `Last ${windowName}: ` + names.map((n, i) => `${n} ${last[i] ?? "no data"}`).join(", ");
+  return figure;
+}
+
+function plot(figure, names, xs, ys) {
+  const width = Math.max(240, figure.clientWidth - 18);  // the grid cell it was given
+  const options = {
+    width, height: 180,
+    series: [{}, ...names.map((name, i) => ({
+      label: name, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
+      points: { show: true, size: 5 },  // a lone minute with traffic shows as a dot
+    }))],
+    axes: [{ stroke: "#57606a" }, { stroke: "#57606a", size: 56 }],
+    scales: { x: { time: true } },
+    legend: { live: false },
+    cursor: { show: true },
+  };
+  plots.push(new window.uPlot(options, [xs, ...ys], figure.querySelector(".plot")));
+}
+
+/** Draw the charts of /admin/stats?window=…&<filter> into `root`; returns the statistics. */
+export async function drawCharts(root, windowName, filter = "") {
+  const stats = await api(`/admin/stats?window=${encodeURIComponent(windowName)}${filter}`);
+  for (const old of plots) old.destroy();
+  plots = [];
+  root.innerHTML = "";
+  const series = stats.series;
+  const charts = CHARTS.map((chart) => ({
+    id: chart.id, title: chart.title,
+    names: chart.series.map(([, name]) => name), values: chart.series.map(([key]) => series[key]),
+  }));
+  const share = shares(series);
+  if (share.names.length) charts.push({ id: "share", title: "Each model's share of requests (%)", names: share.names, values: share.values });
+  // Every figure in the grid first, so each is measured at its final width.
+  const figures = charts.map((c) => figureFor(root, c.id, c.title, c.names, c.values, windowName));
+  charts.forEach((c, i) => plot(figures[i], c.names, series.minutes, c.values));
+  return stats;
+}
