@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,8 +19,10 @@ from swagger_ui_bundle import swagger_ui_path
 from gateway.accounting import feedback as feedback_module
 from gateway.accounting import metrics
 from gateway.accounting.request_log import RequestLog
+from gateway.admin import registrations
 from gateway.admin.api import admin_routes
-from gateway.admin.auth import AdminKeyMiddleware
+from gateway.admin.auth import AdminCredentials, AdminKeyMiddleware
+from gateway.admin.drain import drain_routes
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
@@ -134,10 +137,18 @@ def create_app(
         Mount(
             "/admin",
             app=Router(
-                [*admin_routes(), *system_routes(), *stats_routes()], redirect_slashes=False
+                [*admin_routes(), *drain_routes(), *system_routes(), *stats_routes()],
+                redirect_slashes=False,
             ),
             middleware=[
-                Middleware(AdminKeyMiddleware, admin_key=settings.admin_api_key.get_secret_value()),
+                Middleware(
+                    AdminKeyMiddleware,
+                    credentials=AdminCredentials(
+                        settings.admin_api_key.get_secret_value(),
+                        [key.get_secret_value() for key in settings.registration_keys],
+                    ),
+                    token_hash_of=functools.partial(registrations.token_hash_of, database),
+                ),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],
         ),

@@ -125,6 +125,10 @@ class ModelServer(Base):
     source: Mapped[str] = mapped_column(
         String(16), nullable=False, default=RegistrationSource.API.value
     )
+    # SHA-256 (hex) of the token its holder manages it with; the token itself is never kept.
+    management_token_hash: Mapped[str | None] = mapped_column(String(64))
+    # No new requests; those in flight finish (POST /admin/servers/{id}/drain).
+    draining: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     success_rate: Mapped[float | None] = mapped_column(Float)
     avg_response_time_ms: Mapped[float | None] = mapped_column(Float)
     uptime_percent: Mapped[float | None] = mapped_column(Float)

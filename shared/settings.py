@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         SecretStr(""),
         description=f"a random string of at least {MIN_ADMIN_KEY_LENGTH} characters",
     )
+    registration_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated keys that may register new servers (and nothing else)",
+    )
     allow_private_backends: bool = Field(False, description="true or false")
     metrics_api_key: SecretStr = Field(
         SecretStr(""), description="a key /metrics requires as a Bearer token (empty: open)"
@@ -176,7 +180,9 @@ class Settings(BaseSettings):
             raise ValueError("only SQLite is supported; use a URL like sqlite:///./multiverse.db")
         return value
 
-    @field_validator("client_api_keys", "cors_origins", "backends", mode="before")
+    @field_validator(
+        "client_api_keys", "cors_origins", "backends", "registration_keys", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -223,7 +229,9 @@ class Settings(BaseSettings):
         return bool(self.admin_api_key.get_secret_value())
 
 
-SECRET_SETTINGS = frozenset({"admin_api_key", "client_api_keys", "metrics_api_key"})
+SECRET_SETTINGS = frozenset(
+    {"admin_api_key", "client_api_keys", "metrics_api_key", "registration_keys"}
+)
 
 
 class SettingsError(Exception):

@@ -28,6 +28,7 @@ def redactor_for(settings: Settings) -> Redactor:
     return Redactor(
         [settings.admin_api_key.get_secret_value(), settings.metrics_api_key.get_secret_value()]
         + [key.get_secret_value() for key in settings.client_api_keys]
+        + [key.get_secret_value() for key in settings.registration_keys]
     )
 
 

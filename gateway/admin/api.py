@@ -22,11 +22,13 @@ from gateway.admin.schemas import (
     ServerOut,
     UpdateRequest,
 )
+from gateway.admin.tokens import new_token, token_hash
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.logging import get_logger
+from shared.models import RegistrationSource
 from shared.probe import ProbeResult, missing_model, probe_backend
 from shared.urls import BadBackendURL, UnresolvableHost, check_backend_url
 
@@ -90,8 +92,15 @@ async def register(request: Request) -> Response:
     api_key = revealed_key(context, payload)
     probe = await probe_target(context, payload.endpoint_url, api_key)
     require_listed(probe, payload.model_name, payload.backend_model)
+    token = new_token()
+    context.redactor.add_secret(token)
     server = await run_in_threadpool(
-        registrations.create_registration, context.database, payload, probe
+        registrations.create_registration,
+        context.database,
+        payload,
+        probe,
+        RegistrationSource.API,
+        token_hash(token),
     )
     await context.registry_written()
     log.info(
@@ -108,6 +117,7 @@ async def register(request: Request) -> Response:
             health_status=server.health_status,
             reported_models=server.reported_models,
             served_models=server.served_models,
+            management_token=token,
         ),
         status=201,
     )

@@ -73,6 +73,7 @@ def server_out(
         backend_model=server.backend_model,
         served_models=[model for model, _ in server.served_models()],
         source=RegistrationSource(server.source).value,
+        draining=server.draining,
         endpoint_url=server.endpoint_url,
         api_key_set=bool(server.api_key),
         capabilities=Capabilities(
@@ -155,11 +156,32 @@ def _serving(model_name: str | None) -> str:
     return "for all its models" if model_name is None else f"for model {model_name!r}"
 
 
+def token_hash_of(db: Database, server_id: str) -> str | None:
+    """The stored hash of an active registration's management token (None: no such one)."""
+    with db.reading() as session:
+        return session.scalar(
+            select(ModelServer.management_token_hash).where(
+                ModelServer.id == server_id, ModelServer.is_active.is_(True)
+            )
+        )
+
+
+def set_draining(db: Database, server_id: str, draining: bool) -> ServerOut:
+    """Drain (no new requests; those in flight finish) or resume a registration."""
+    with db.writing(durable=True) as session:
+        server = _get_active(session, server_id)
+        server.draining = draining
+        server.updated_at = utcnow()
+        session.flush()
+        return server_out(server)
+
+
 def create_registration(
     db: Database,
     request: RegisterRequest,
     probe: ProbeResult,
     source: RegistrationSource = RegistrationSource.API,
+    management_token_hash: str | None = None,
 ) -> ServerOut:
     """Insert a registration that passed its probe, with that probe as its first check."""
     with db.writing(durable=True) as session:
@@ -174,6 +196,8 @@ def create_registration(
             model_name=request.model_name,
             backend_model=request.backend_model,
             source=source.value,
+            management_token_hash=management_token_hash,
+            draining=False,
             endpoint_url=request.endpoint_url,
             api_key=request.api_key.get_secret_value() if request.api_key else None,
             max_tokens=request.capabilities.max_tokens,

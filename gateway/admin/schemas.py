@@ -175,6 +175,11 @@ class RegisterResponse(BaseModel):
     served_models: list[str] = Field(
         default_factory=list, description="The model names clients can route to it."
     )
+    management_token: str | None = Field(
+        None,
+        description="Shown this once: with header X-Management-Token it updates, drains, "
+        "checks or deregisters this registration, and no other, without the admin key.",
+    )
 
 
 class DeregisterResponse(BaseModel):
@@ -214,6 +219,7 @@ class ServerOut(BaseModel):
     backend_model: str | None = Field(description="What the backend calls model_name.")
     served_models: list[str] = Field(description="The model names clients can route to it.")
     source: Literal["api", "config"]
+    draining: bool = Field(description="No new requests go to it; those in flight finish.")
     endpoint_url: str
     api_key_set: bool
     capabilities: Capabilities

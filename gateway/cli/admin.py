@@ -205,7 +205,10 @@ def register(url: str, api_key: str | None, as_json: bool, **fields: Any) -> Non
     print_document(
         result,
         as_json,
-        lambda r: f"registered {r['registration_id']} ({r['health_status']})",
+        lambda r: (
+            f"registered {r['registration_id']} ({r['health_status']})\n"
+            f"management token (shown once; manages this registration): {r['management_token']}"
+        ),
     )
 
 
@@ -283,7 +286,7 @@ def servers(
                     (
                         row["registration_id"],
                         served(row),
-                        row["health_status"],
+                        row["health_status"] + (",draining" if row["draining"] else ""),
                         row["endpoint_url"],
                         row["metadata"].get("student_id"),
                     )
@@ -303,6 +306,22 @@ def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> 
     """Show one registration with its last 20 health checks."""
     result = AdminClient(url, api_key).call("GET", f"/admin/servers/{registration_id}")
     print_document(result, as_json, _server_summary)
+
+
+def _drain_command(action: str, done: str, summary: str) -> None:
+    """`gateway-admin drain|undrain ID`: POST /admin/servers/ID/<action>."""
+
+    @cli.command(action, help=summary)
+    @click.argument("registration_id")
+    @api_options
+    def command(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+        path = f"/admin/servers/{registration_id}/{action}"
+        result = AdminClient(url, api_key).call("POST", path)
+        print_document(result, as_json, lambda r: f"{done} {r['registration_id']}")
+
+
+_drain_command("drain", "draining", "Drain a backend: no new requests, those in flight finish.")
+_drain_command("undrain", "resumed", "Resume a drained backend.")
 
 
 @cli.command()

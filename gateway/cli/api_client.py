@@ -58,12 +58,14 @@ class AdminClient:
     """The admin API over HTTP; errors become one line on stderr and exit 1."""
 
     def __init__(self, url: str, api_key: str | None) -> None:
-        if not api_key:
+        context = click.get_current_context(silent=True)
+        token = context.meta.get(MANAGEMENT_TOKEN) if context is not None else None
+        if not api_key and not token:
             fail("no admin key: pass --api-key, or set ADMIN_API_KEY (environment or .env)")
         self.base = url.rstrip("/")
-        self.client = httpx.Client(
-            headers={"X-API-Key": api_key or ""}, timeout=60, trust_env=False
-        )
+        # A management token manages its own registration, without the admin key.
+        headers = {"X-Management-Token": token} if token else {"X-API-Key": api_key or ""}
+        self.client = httpx.Client(headers=headers, timeout=60, trust_env=False)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -85,11 +87,28 @@ class AdminClient:
         return body
 
 
+MANAGEMENT_TOKEN = "management_token"
+
+
+def _keep_token(context: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value:
+        context.meta[MANAGEMENT_TOKEN] = value
+
+
 def api_options(command: F) -> F:
-    """--url, --api-key and --json, shared by every command that calls the admin API."""
+    """--url, --api-key, --management-token and --json, shared by every command that
+    calls the admin API."""
     command = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(
         command
     )
+    command = click.option(
+        "--management-token",
+        envvar="GATEWAY_MANAGEMENT_TOKEN",
+        expose_value=False,
+        callback=_keep_token,
+        help="Manage your own registration with its token instead of the admin key "
+        "(or GATEWAY_MANAGEMENT_TOKEN).",
+    )(command)
     command = click.option(
         "--api-key",
         default=default_api_key,

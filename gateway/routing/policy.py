@@ -38,6 +38,7 @@ class Backend:
     healthy_since: float | None = None  # epoch seconds of the last transition to healthy
     streaming: bool = True
     upstream_model: str | None = None  # what the backend calls model_name, if it differs
+    draining: bool = False  # no new requests (POST /admin/servers/{id}/drain)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def is_eligible(
     """Healthy, able to stream if asked, carrying the tags, not excluded, not full."""
     return (
         backend.healthy
+        and not backend.draining
         and (backend.streaming or not streaming)
         and required_tags <= backend.tags
         and backend.id not in exclude
@@ -209,6 +211,9 @@ def explain_no_backend(
     healthy = [b for b in backends if b.healthy]
     if not healthy:
         return "no healthy backend serves this model right now"
+    healthy = [b for b in healthy if not b.draining]
+    if not healthy:
+        return "every healthy backend of this model is draining (taken out for maintenance)"
     if streaming:
         healthy = [b for b in healthy if b.streaming]
         if not healthy:

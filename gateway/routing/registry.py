@@ -48,7 +48,8 @@ class RegistrySnapshot:
         return None
 
     def healthy_count(self, model: str) -> int:
-        return sum(1 for backend in self.backends(model) if backend.healthy)
+        """Backends that take new requests: healthy and not draining."""
+        return sum(1 for b in self.backends(model) if b.healthy and not b.draining)
 
 
 EMPTY = RegistrySnapshot(generation=-1)
@@ -78,6 +79,7 @@ def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
         base_url=server.endpoint_url,
         api_key=server.api_key,
         healthy=healthy,
+        draining=server.draining,
         tags=frozenset(server.tags or ()),
         priority=server.priority,
         weight=max(1, server.weight),

@@ -61,6 +61,8 @@ export function servedLabel(s) {
 }
 
 export const statusBadge = (status) => `<span class="badge ${escapeHtml(status)}">${escapeHtml(status)}</span>`;
+/** A registration's health, and "draining" when it takes no new requests. */
+export const serverBadges = (s) => statusBadge(s.health_status) + (s.draining ? ` <span class="badge unknown">draining</span>` : "");
 
 function showKeyStatus() {
   $("#key-status").textContent = adminKey() ? "set" : "not set";

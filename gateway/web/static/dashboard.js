@@ -1,4 +1,4 @@
-import { api, adminKey, ago, askForKey, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
+import { api, adminKey, ago, askForKey, escapeHtml, servedLabel, serverBadges, statusBadge, toast } from "/static/app.js";
 import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
@@ -38,7 +38,7 @@ function render() {
   body.innerHTML = rows.map((s) => `
     <tr>
       <td><a href="/servers/${encodeURIComponent(s.registration_id)}">${escapeHtml(servedLabel(s))}</a></td>
-      <td>${statusBadge(s.health_status)}</td>
+      <td>${serverBadges(s)}</td>
       <td><details class="url"><summary>${escapeHtml(s.endpoint_url.length > 32 ? s.endpoint_url.slice(0, 32) + "…" : s.endpoint_url)}</summary><code>${escapeHtml(s.endpoint_url)}</code></details></td>
       <td title="${escapeHtml(s.last_checked_at || "")}">${ago(s.last_checked_at)}</td>
       <td>${s.last_response_time_ms == null ? "–" : `${Math.round(s.last_response_time_ms)} ms`}</td>

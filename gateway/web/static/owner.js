@@ -1,4 +1,4 @@
-import { api, adminKey, askForKey, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
+import { api, adminKey, askForKey, escapeHtml, servedLabel, serverBadges, statusBadge, toast } from "/static/app.js";
 import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
@@ -14,7 +14,7 @@ async function load() {
       ${t.requests.toLocaleString()} requests served, ${(t.prompt_tokens + t.completion_tokens).toLocaleString()} tokens.</p>`;
     $("#owner-servers tbody").innerHTML = servers.map((s) => `<tr>
       <td><a href="/servers/${encodeURIComponent(s.registration_id)}">${escapeHtml(servedLabel(s))}</a></td>
-      <td>${statusBadge(s.health_status)}</td>
+      <td>${serverBadges(s)}</td>
       <td>${s.uptime_percent == null ? "–" : `${s.uptime_percent} %`}</td>
       <td>${s.usage.requests.toLocaleString()}</td>
       <td>${(s.usage.prompt_tokens + s.usage.completion_tokens).toLocaleString()}</td></tr>`).join("")

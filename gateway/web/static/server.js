@@ -1,4 +1,4 @@
-import { api, ago, escapeHtml, servedLabel, statusBadge, toast } from "/static/app.js";
+import { api, ago, escapeHtml, servedLabel, serverBadges, statusBadge, toast } from "/static/app.js";
 import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
@@ -10,7 +10,7 @@ function render() {
   const row = (label, value) => `<dt>${label}</dt><dd>${value}</dd>`;
   $("#server").innerHTML = `<dl class="details">
     ${row("Serves", escapeHtml(servedLabel(s)))}
-    ${row("Status", `${statusBadge(s.health_status)} since ${ago(s.status_changed_at)}`)}
+    ${row("Status", `${serverBadges(s)} since ${ago(s.status_changed_at)}`)}
     ${row("Endpoint URL", `<code>${escapeHtml(s.endpoint_url)}</code>`)}
     ${row("Registration ID", `<code>${escapeHtml(s.registration_id)}</code>`)}
     ${row("Registered", new Date(s.registered_at).toLocaleString())}
@@ -31,6 +31,7 @@ function render() {
   const checks = [...s.recent_checks].reverse();
   $("#timeline").innerHTML = checks.map((c) => `<span role="listitem" class="tick ${c.status}" title="${escapeHtml(new Date(c.checked_at).toLocaleString())}: ${c.status}${c.error_message ? " — " + escapeHtml(c.error_message) : ""}"><span class="sr">${c.status}</span></span>`).join("") || `<span class="muted">No checks yet.</span>`;
   $("#checks tbody").innerHTML = s.recent_checks.map((c) => `<tr><td>${new Date(c.checked_at).toLocaleString()}</td><td>${statusBadge(c.status === "success" ? "healthy" : "unhealthy").replace(/healthy|unhealthy/, c.status)}</td><td>${c.response_time_ms == null ? "–" : `${Math.round(c.response_time_ms)} ms`}</td><td>${escapeHtml(c.error_message || "")}</td></tr>`).join("");
+  $("#drain").textContent = s.draining ? "Resume (undrain)" : "Drain";
   $("#server-actions").hidden = false;
 }
 
@@ -58,6 +59,14 @@ export function start() {
         }
       }
       toast("warning", "No result yet: is healthd running?");
+    } catch (error) { toast("error", error.message); }
+  });
+  $("#drain").addEventListener("click", async () => {
+    const action = server.draining ? "undrain" : "drain";
+    try {
+      server = await api(`/admin/servers/${encodeURIComponent(id())}/${action}`, { method: "POST" });
+      toast("success", server.draining ? "Draining: no new requests; those in flight finish." : "Resumed.");
+      await load();
     } catch (error) { toast("error", error.message); }
   });
   $("#copy-url").addEventListener("click", async () => {

@@ -140,6 +140,27 @@ def test_a_server_of_every_listed_model_and_a_renamed_one(
     assert server["served_models"] == ["demo"]
 
 
+def test_a_host_drains_its_server_with_its_management_token(
+    gateway_process: GatewayProcess, demo_backend: ThreadedServer, tmp_path: Path
+) -> None:
+    connection = ["--url", gateway_process.url, "--api-key", ADMIN_KEY]
+    registered = admin("register", "--endpoint", demo_backend.url, *connection, cwd=tmp_path)
+    assert registered.returncode == 0, registered.stderr
+    token = registered.stdout.split("manages this registration): ")[1].strip()
+    registration_id = registered.stdout.split()[1]
+    own = ["--url", gateway_process.url]
+    env = {"GATEWAY_MANAGEMENT_TOKEN": token}
+    drained = admin("drain", registration_id, *own, cwd=tmp_path, env=env)
+    assert drained.returncode == 0, drained.stderr
+    assert drained.stdout.strip() == f"draining {registration_id}"
+    table = admin("servers", *connection, cwd=tmp_path)
+    assert "healthy,draining" in table.stdout
+    listing = admin("servers", *own, cwd=tmp_path, env=env)  # a token lists nothing
+    assert listing.returncode == 1 and "HTTP 403" in listing.stderr
+    resumed = admin("undrain", registration_id, "--management-token", token, *own, cwd=tmp_path)
+    assert resumed.returncode == 0 and token not in resumed.stdout + resumed.stderr
+
+
 def test_key_and_url_come_from_the_environment(
     gateway_process: GatewayProcess, tmp_path: Path
 ) -> None:
