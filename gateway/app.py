@@ -23,6 +23,7 @@ from gateway.admin import registrations
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminCredentials, AdminKeyMiddleware
 from gateway.admin.drain import drain_routes
+from gateway.admin.leases import lease_routes
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
@@ -137,7 +138,13 @@ def create_app(
         Mount(
             "/admin",
             app=Router(
-                [*admin_routes(), *drain_routes(), *system_routes(), *stats_routes()],
+                [
+                    *admin_routes(),
+                    *drain_routes(),
+                    *lease_routes(),
+                    *system_routes(),
+                    *stats_routes(),
+                ],
                 redirect_slashes=False,
             ),
             middleware=[

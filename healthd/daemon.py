@@ -119,6 +119,8 @@ class Daemon:
                 pass
 
     async def tick(self) -> None:
+        for expired in await asyncio.to_thread(store.expire_leases, self.database, utcnow()):
+            log.info("lease expired: server deactivated", registration_id=expired)
         await self.refresh_targets()
         now = self.clock()
         for server_id in await asyncio.to_thread(store.take_check_requests, self.database):

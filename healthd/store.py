@@ -107,6 +107,25 @@ def _update_metrics(session: Session, server: ModelServer, now: datetime) -> Non
         server.uptime_percent = round(100 * (day_successes or 0) / day_total, 2)
 
 
+def expire_leases(database: Database, now: datetime) -> list[str]:
+    """Deactivate (soft) the registrations whose lease ran out: their host left and did
+    not come back within the grace, or the gateway process holding the lease died."""
+    expired = (
+        ModelServer.is_active.is_(True),
+        ModelServer.lease_expires_at.is_not(None),
+        ModelServer.lease_expires_at < now,
+    )
+    with database.reading() as session:
+        if not session.scalars(select(ModelServer.id).where(*expired).limit(1)).first():
+            return []
+    with database.writing() as session:
+        servers = session.scalars(select(ModelServer).where(*expired)).all()
+        for server in servers:
+            server.is_active, server.deregistered_at = False, now
+            server.lease_connected_at = None
+        return [server.id for server in servers]
+
+
 def take_check_requests(database: Database) -> set[str]:
     """The backends someone asked to have probed now; the requests are used up."""
     with database.reading() as session:

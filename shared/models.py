@@ -129,6 +129,10 @@ class ModelServer(Base):
     management_token_hash: Mapped[str | None] = mapped_column(String(64))
     # No new requests; those in flight finish (POST /admin/servers/{id}/drain).
     draining: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # A lease a host holds (POST /admin/leases): connected since, last renewal, expiry.
+    lease_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     success_rate: Mapped[float | None] = mapped_column(Float)
     avg_response_time_ms: Mapped[float | None] = mapped_column(Float)
     uptime_percent: Mapped[float | None] = mapped_column(Float)
@@ -157,6 +161,7 @@ class ModelServer(Base):
         Index("idx_model_servers_model_name", "model_name"),
         Index("idx_model_servers_health_status", "health_status"),
         Index("idx_model_servers_active", "is_active"),
+        Index("idx_model_servers_lease_expires_at", "lease_expires_at"),
     )
 
 

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         SecretStr(""),
         description=f"a random string of at least {MIN_ADMIN_KEY_LENGTH} characters",
     )
+    lease_heartbeat_seconds: float = Field(
+        10, gt=0, le=300, description="a number of seconds above 0, at most 300"
+    )
+    lease_grace_seconds: float = Field(
+        30, ge=0, le=3600, description="a number of seconds from 0 to 3600"
+    )
     registration_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="comma-separated keys that may register new servers (and nothing else)",

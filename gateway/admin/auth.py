@@ -2,11 +2,11 @@
 
 - The admin key (`X-API-Key: <ADMIN_API_KEY>`) may do everything.
 - A registration key (`X-API-Key: <one of REGISTRATION_KEYS>`) may register new
-  servers and test a connection, and nothing else: a class's shared key lets
-  students register without letting them touch each other's servers.
+  servers (or open a lease for one) and test a connection, and nothing else: a
+  class's shared key lets students register without touching each other's servers.
 - A management token (`X-Management-Token`, returned once at registration)
-  may read, update, drain, check and deregister its own registration, and no
-  other (403).
+  may read, update, drain, check and deregister its own registration, and
+  re-attach it with a lease (the handler finds which), and no other (403).
 
 Keys and tokens are compared in constant time; none is ever logged or echoed.
 An empty ADMIN_API_KEY turns the admin key off (the admin API answers 503 to
@@ -40,7 +40,7 @@ _MANAGED_METHODS = {
     ("server", "check"): {"POST"},
 }
 # What a registration key may do.
-_REGISTERING = ("/admin/register", "/admin/probe")  # POST only
+_REGISTERING = ("/admin/register", "/admin/probe", "/admin/leases")  # POST only
 
 
 def managed_registration(method: str, path: str) -> str | None:
@@ -96,6 +96,8 @@ class AdminKeyMiddleware:
         method, path = scope["method"], scope["path"]
         token = headers.get("x-management-token")
         if token:
+            if method == "POST" and path.endswith("/admin/leases"):
+                return None  # the lease re-attaches the registration the token manages
             registration_id = managed_registration(method, path)
             if registration_id is None:
                 return 403, "a management token may only manage its own registration"

@@ -74,6 +74,9 @@ def server_out(
         served_models=[model for model, _ in server.served_models()],
         source=RegistrationSource(server.source).value,
         draining=server.draining,
+        lease_connected_at=server.lease_connected_at,
+        lease_heartbeat_at=server.lease_heartbeat_at,
+        lease_expires_at=server.lease_expires_at,
         endpoint_url=server.endpoint_url,
         api_key_set=bool(server.api_key),
         capabilities=Capabilities(

@@ -220,6 +220,13 @@ class ServerOut(BaseModel):
     served_models: list[str] = Field(description="The model names clients can route to it.")
     source: Literal["api", "config"]
     draining: bool = Field(description="No new requests go to it; those in flight finish.")
+    lease_connected_at: datetime | None = Field(
+        None, description="Held by a host's open lease since (null: no lease open)."
+    )
+    lease_heartbeat_at: datetime | None = None
+    lease_expires_at: datetime | None = Field(
+        None, description="Deactivated after this unless the lease is renewed."
+    )
     endpoint_url: str
     api_key_set: bool
     capabilities: Capabilities

@@ -21,6 +21,7 @@ from gateway.cli.api_client import (
     format_table,
     print_document,
 )
+from gateway.cli.join import join
 from gateway.cli.stats_view import format_stats
 from shared.settings import SettingsError, load_settings
 
@@ -340,6 +341,9 @@ def stats(window: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Pool statistics over a window: totals, per model, per backend, per owner."""
     result = AdminClient(url, api_key).call("GET", "/admin/stats", params={"window": window})
     print_document(result, as_json, format_stats)
+
+
+cli.add_command(join, "join")
 
 
 # --- demo backend --------------------------------------------------------

@@ -1,0 +1,216 @@
+"""`gateway-admin join`: the agent a host runs beside its model server.
+
+It holds a lease on the gateway (`POST /admin/leases`, an SSE stream) for as
+long as it runs, and only ever makes outgoing connections, so it works from a
+laptop behind NAT whose model server is published through a tunnel
+(`--endpoint` is that public URL). It reconnects with backoff (1 s doubling to
+30 s) and keeps the registration's management token in a file under the
+user's config folder, so a restart re-attaches the same registration. Ctrl-C
+drains the server (requests in flight finish) and ends the lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from gateway.cli.api_client import default_gateway_url, fail
+
+# Where model servers usually listen on a host: Ollama, vLLM, llama.cpp, LM Studio.
+USUAL_PORTS = {11434: "Ollama", 8000: "vLLM", 8080: "llama.cpp", 1234: "LM Studio"}
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+
+
+def next_backoff(current: float) -> float:
+    return min(MAX_BACKOFF, current * 2)
+
+
+def token_file(gateway: str, endpoint: str, model: str | None) -> Path:
+    """One file per (gateway, endpoint, model), under XDG_CONFIG_HOME or ~/.config."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    key = hashlib.sha256(f"{gateway}|{endpoint}|{model or ''}".encode()).hexdigest()[:16]
+    return base / "multiverse-gateway" / "tokens" / f"{key}.token"
+
+
+def detect_servers(timeout: float = 1.0) -> list[tuple[str, str]]:
+    """Model servers on this machine's usual ports: (URL, what usually listens there)."""
+    found = []
+    for port, name in USUAL_PORTS.items():
+        url = f"http://127.0.0.1:{port}"
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=timeout).status_code == 200:
+                found.append((url, name))
+        except httpx.HTTPError:
+            continue
+    return found
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) of a server-sent event stream, one per blank-line-ended event."""
+    kind, data = "message", ""
+    for line in lines:
+        if not line:
+            if data:
+                yield kind, json.loads(data)
+            kind, data = "message", ""
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+
+
+class Refused(Exception):
+    """The gateway answered the lease with an error: retried if it is the server's (5xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Agent:
+    def __init__(self, gateway: str, key: str | None, body: dict[str, Any], tokens: Path) -> None:
+        self.gateway = gateway.rstrip("/")
+        self.key = key
+        self.body = body
+        self.tokens = tokens
+        self.registration_id: str | None = None
+        self.status: tuple[str, bool] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        if self.tokens.exists():
+            return {"X-Management-Token": self.tokens.read_text().strip()}
+        return {"X-API-Key": self.key or ""}
+
+    def hold(self) -> None:
+        """One lease, until the stream ends; raises httpx errors on a broken connection."""
+        with httpx.stream(
+            "POST",
+            f"{self.gateway}/admin/leases",
+            json=self.body,
+            headers=self._headers(),
+            timeout=httpx.Timeout(30, read=None),
+            trust_env=False,
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise Refused(response.status_code, self._refusal(response))
+            for kind, data in sse_events(response.iter_lines()):
+                self._on(kind, data)
+
+    def _refusal(self, response: httpx.Response) -> str:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        return f"the gateway refused the lease: {message} (HTTP {response.status_code})"
+
+    def _on(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "registered":
+            self.registration_id = data["registration_id"]
+            token = data.get("management_token")
+            if token:
+                self.tokens.parent.mkdir(parents=True, exist_ok=True)
+                self.tokens.touch(mode=0o600)
+                self.tokens.write_text(token)
+            click.echo(f"joined as {self.registration_id}", err=False)
+        elif kind == "heartbeat":
+            status = (data["health"], bool(data["draining"]))
+            if status != self.status:
+                self.status = status
+                click.echo(f"status: {status[0]}{' (draining)' if status[1] else ''}")
+        elif kind == "ended":
+            click.echo(f"lease ended: {data.get('reason')}")
+
+    def drain(self) -> None:
+        if self.registration_id is None or not self.tokens.exists():
+            return
+        try:
+            httpx.post(
+                f"{self.gateway}/admin/servers/{self.registration_id}/drain",
+                headers={"X-Management-Token": self.tokens.read_text().strip()},
+                timeout=10,
+                trust_env=False,
+            )
+            click.echo("drained; the lease ends now")
+        except httpx.HTTPError as error:
+            click.echo(f"could not drain: {error}", err=True)
+
+
+def run(agent: Agent) -> None:
+    """Hold the lease, reconnecting with backoff, until Ctrl-C or SIGTERM."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    backoff = FIRST_BACKOFF
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                agent.hold()
+                click.echo("the gateway ended the lease; reconnecting", err=True)
+            except httpx.HTTPError as error:
+                click.echo(f"connection lost ({type(error).__name__}); reconnecting", err=True)
+            except Refused as refusal:
+                if refusal.status < 500:
+                    raise click.ClickException(str(refusal)) from None
+                click.echo(f"{refusal}; retrying", err=True)
+            if time.monotonic() - started > MAX_BACKOFF:
+                backoff = FIRST_BACKOFF  # it held a while: start over
+            time.sleep(backoff)
+            backoff = next_backoff(backoff)
+    except KeyboardInterrupt:
+        agent.drain()
+
+
+@click.command()
+@click.option("--gateway", "gateway_url", default=default_gateway_url, help="The gateway's URL.")
+@click.option("--endpoint", help="Your model server's URL as the gateway reaches it.")
+@click.option("--model", help="Serve only this model (default: every model it lists).")
+@click.option("--backend-key", envvar="BACKEND_API_KEY", help="Key the gateway sends to it.")
+@click.option("--tag", "tags", multiple=True, help="Repeat for several tags.")
+@click.option(
+    "--key",
+    envvar=["GATEWAY_REGISTRATION_KEY", "ADMIN_API_KEY"],
+    help="A registration key (or the admin key) for the first join; later joins use "
+    "the management token kept in your config folder.",
+)
+@click.option("--detect", is_flag=True, help="Look for model servers on this machine.")
+def join(
+    gateway_url: str,
+    endpoint: str | None,
+    model: str | None,
+    backend_key: str | None,
+    tags: tuple[str, ...],
+    key: str | None,
+    detect: bool,
+) -> None:
+    """Hold your server in the gateway's pool while this runs (Ctrl-C drains and leaves)."""
+    if detect:
+        found = detect_servers()
+        for url, name in found:
+            click.echo(f"found {name} at {url}")
+        if endpoint is None and found:
+            endpoint = found[0][0]
+    if endpoint is None:
+        fail("give --endpoint (or --detect to look for a model server on this machine)")
+        return
+    body: dict[str, Any] = {"endpoint_url": endpoint, "tags": list(tags)}
+    if model:
+        body["model_name"] = model
+    if backend_key:
+        body["api_key"] = backend_key
+    tokens = token_file(gateway_url, endpoint, model)
+    if not tokens.exists() and not key:
+        fail("the first join needs --key (a registration key or the admin key)")
+    run(Agent(gateway_url, key, body, tokens))
