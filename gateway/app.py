@@ -29,6 +29,7 @@ from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
 from gateway.admission.ratelimit import RateLimiter
 from gateway.context import GatewayContext
+from gateway.discovery import discovery_routes
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
@@ -135,6 +136,7 @@ def create_app(
         ),
         *proxy_routes(context, ""),
         *ollama_routes(),
+        *discovery_routes(),
         Mount(
             "/admin",
             app=Router(

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         SecretStr(""),
         description=f"a random string of at least {MIN_ADMIN_KEY_LENGTH} characters",
     )
+    discovery_direct: bool = Field(
+        False, description="true or false: GET /route hands out backends' endpoints"
+    )
     lease_heartbeat_seconds: float = Field(
         10, gt=0, le=300, description="a number of seconds above 0, at most 300"
     )

@@ -39,6 +39,7 @@ class Backend:
     streaming: bool = True
     upstream_model: str | None = None  # what the backend calls model_name, if it differs
     draining: bool = False  # no new requests (POST /admin/servers/{id}/drain)
+    owner: str | None = None  # the registration's student_id (shown by /registry)
 
 
 @dataclass(frozen=True)

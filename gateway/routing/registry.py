@@ -80,6 +80,7 @@ def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
         api_key=server.api_key,
         healthy=healthy,
         draining=server.draining,
+        owner=server.student_id,
         tags=frozenset(server.tags or ()),
         priority=server.priority,
         weight=max(1, server.weight),
