@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
 from healthd.metrics import record_probe
+from healthd.notify import deliver
 from healthd.policy import next_delay
 from shared.db import Database
 from shared.logging import Redactor, get_logger
@@ -34,6 +35,7 @@ PRUNE_EVERY_SECONDS = 60.0
 MAX_DATABASE_BACKOFF = 10.0
 
 log = get_logger("health_checker")
+STOP_DELIVERY_SECONDS = 2.0
 
 
 class Daemon:
@@ -61,6 +63,7 @@ class Daemon:
         self.generation: int | None = None
         self.slots = asyncio.Semaphore(CONCURRENCY)
         self.last_prune = 0.0
+        self.deliveries: set[asyncio.Task[bool]] = set()  # notifications being sent
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then write what was gathered and return."""
@@ -83,6 +86,11 @@ class Daemon:
                 results=len(self.pending),
                 error=str(error),
             )
+        # Notifications still retrying get a moment to land, then are given up.
+        if self.deliveries:
+            await asyncio.wait(self.deliveries, timeout=STOP_DELIVERY_SECONDS)
+            for delivery in list(self.deliveries):
+                delivery.cancel()
         log.info("healthd stopped")
 
     async def start_due_probes(self, stop: asyncio.Event) -> None:
@@ -212,6 +220,10 @@ class Daemon:
             self.pending = batch + self.pending  # nothing is lost; retried next tick
             raise
         for change in transitions:
+            if change.notify is not None:
+                task = asyncio.create_task(deliver(self.transport, change.notify))
+                self.deliveries.add(task)
+                task.add_done_callback(self.deliveries.discard)
             known = self.targets.get(change.server_id)
             if known is not None:
                 # Our own write: not a reason to look again at once (see refresh_targets).

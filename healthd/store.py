@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from healthd.notify import Notification
 from healthd.policy import judge
 from shared.db import Database
 from shared.models import (
@@ -57,6 +58,7 @@ class Transition:
     new_status: str
     reason: str | None
     deregistered: bool
+    notify: Notification | None = None  # told to the registration's notify_url, if any
 
 
 def read_generation(database: Database) -> int:
@@ -210,6 +212,18 @@ def record_results(
                         verdict.status,
                         probe.error,
                         verdict.deregister,
+                        None
+                        if server.notify_url is None
+                        else Notification(
+                            server.notify_url,
+                            server.id,
+                            tuple(model for model, _ in server.served_models()),
+                            old_status,
+                            verdict.status,
+                            probe.error,
+                            result.checked_at,
+                            server.management_token_hash,
+                        ),
                     )
                 )
     return transitions

@@ -129,6 +129,8 @@ class ModelServer(Base):
     management_token_hash: Mapped[str | None] = mapped_column(String(64))
     # No new requests; those in flight finish (POST /admin/servers/{id}/drain).
     draining: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # healthd POSTs every health transition here (signed; healthd/notify.py).
+    notify_url: Mapped[str | None] = mapped_column(Text)
     # A lease a host holds (POST /admin/leases): connected since, last renewal, expiry.
     lease_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

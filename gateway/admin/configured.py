@@ -106,6 +106,7 @@ def _apply(server: ModelServer, entry: RegisterRequest) -> None:
     server.priority = entry.priority
     server.weight = entry.weight
     server.max_concurrent = entry.max_concurrent
+    server.notify_url = entry.notify_url
 
 
 def sync_configured(database: Database, entries: list[RegisterRequest]) -> SyncReport:

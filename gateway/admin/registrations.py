@@ -74,6 +74,7 @@ def server_out(
         served_models=[model for model, _ in server.served_models()],
         source=RegistrationSource(server.source).value,
         draining=server.draining,
+        notify_url=server.notify_url,
         lease_connected_at=server.lease_connected_at,
         lease_heartbeat_at=server.lease_heartbeat_at,
         lease_expires_at=server.lease_expires_at,
@@ -201,6 +202,7 @@ def create_registration(
             source=source.value,
             management_token_hash=management_token_hash,
             draining=False,
+            notify_url=request.notify_url,
             endpoint_url=request.endpoint_url,
             api_key=request.api_key.get_secret_value() if request.api_key else None,
             max_tokens=request.capabilities.max_tokens,
@@ -291,6 +293,8 @@ def update_registration(
             server.weight = request.weight
         if "max_concurrent" in sent:
             server.max_concurrent = request.max_concurrent
+        if "notify_url" in sent:
+            server.notify_url = request.notify_url
         duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
         if duplicate is not None:
             raise Conflict(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -65,6 +66,28 @@ def _check_url(value: str) -> str:
         raise ValueError(str(error)) from None
 
 
+def _check_notify_url(value: str | None) -> str | None:
+    """A webhook's URL as given (path and query kept): http(s), a host, no credentials.
+    Where it points is checked when healthd sends (the same guard as a backend's)."""
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials; sign with the management token instead")
+    return value.strip()
+
+
+NotifyURL = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        description="healthd POSTs every health transition here, signed with the "
+        "management token (see README, 'Notifications').",
+    ),
+]
+
 EndpointURL = Annotated[
     str,
     Field(
@@ -115,8 +138,10 @@ class RegisterRequest(_Strict):
     priority: int = Field(0, ge=0, le=1000, description="Tier: 0 is tried first.")
     weight: int = Field(1, ge=1, le=1000, description="Share under the weighted strategy.")
     max_concurrent: PositiveInt | None = Field(None, description="Cap on in-flight requests.")
+    notify_url: NotifyURL | None = None
 
     _normalize_url = field_validator("endpoint_url")(_check_url)
+    _notify_url = field_validator("notify_url")(_check_notify_url)
 
     @field_validator("backend_model")
     @classmethod
@@ -140,6 +165,9 @@ class UpdateRequest(_Strict):
     priority: int | None = Field(None, ge=0, le=1000)
     weight: int | None = Field(None, ge=1, le=1000)
     max_concurrent: PositiveInt | None = None
+    notify_url: NotifyURL | None = None
+
+    _notify_url = field_validator("notify_url")(_check_notify_url)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -220,6 +248,7 @@ class ServerOut(BaseModel):
     served_models: list[str] = Field(description="The model names clients can route to it.")
     source: Literal["api", "config"]
     draining: bool = Field(description="No new requests go to it; those in flight finish.")
+    notify_url: str | None = None
     lease_connected_at: datetime | None = Field(
         None, description="Held by a host's open lease since (null: no lease open)."
     )

@@ -98,6 +98,7 @@ def _registration_body(
     priority: int | None,
     weight: int | None,
     max_concurrent: int | None,
+    notify_url: str | None = None,
     all_models: bool = False,
 ) -> dict[str, Any]:
     """The JSON body for register/update, with only the options that were given."""
@@ -110,6 +111,7 @@ def _registration_body(
         ("priority", priority),
         ("weight", weight),
         ("max_concurrent", max_concurrent),
+        ("notify_url", notify_url),
     ):
         if value is not None:
             body[key] = value
@@ -165,6 +167,7 @@ def registration_options(required: bool) -> Callable[[F], F]:
             click.option("--priority", type=click.IntRange(0, 1000), help="Tier; 0 first."),
             click.option("--weight", type=click.IntRange(1, 1000)),
             click.option("--max-concurrent", type=click.IntRange(min=1)),
+            click.option("--notify-url", help="healthd POSTs each health transition here."),
         ]
         for option in reversed(options):
             command = option(command)
