@@ -17,9 +17,14 @@ export class ApiError extends Error {
 }
 
 // Every call goes through here: the admin key, OpenAI-format errors, 429, network errors.
-export async function api(path, { method = "GET", body, admin = true } = {}) {
+/** The management token a host pasted for one registration (this tab only). */
+export const managementToken = (id) => sessionStorage.getItem(`multiverse.token.${id}`) || "";
+export const keepManagementToken = (id, token) => sessionStorage.setItem(`multiverse.token.${id}`, token);
+
+export async function api(path, { method = "GET", body, admin = true, token = "" } = {}) {
   const headers = {};
-  if (admin) headers["X-API-Key"] = adminKey();
+  if (token) headers["X-Management-Token"] = token;  // a host managing its own server
+  else if (admin) headers["X-API-Key"] = adminKey();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -36,7 +41,7 @@ export async function api(path, { method = "GET", body, admin = true } = {}) {
       const wait = response.headers.get("Retry-After") || "a few";
       throw new ApiError(429, `Too many requests; retry in ${wait} s. (${message})`);
     }
-    if (response.status === 401 || response.status === 403) askForKey();
+    if ((response.status === 401 || response.status === 403) && !token) askForKey();
     throw new ApiError(response.status, message);
   }
   return data;

@@ -1,8 +1,9 @@
-import { api, toast } from "/static/app.js";
+import { adminKey, api, managementToken, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
 const form = () => $("#edit-form");
 let original = {};
+const own = (id) => (adminKey() ? "" : managementToken(id));  // a host editing its own server
 
 const read = (input) => input.type === "checkbox" ? input.checked : input.value.trim();
 
@@ -50,7 +51,7 @@ function body(changes) {
 export async function start() {
   const id = form().dataset.id;
   try {
-    original = flatten(await api(`/admin/servers/${encodeURIComponent(id)}`));
+    original = flatten(await api(`/admin/servers/${encodeURIComponent(id)}`, { token: own(id) }));
   } catch (error) { toast("error", error.message); return; }
   for (const input of form().querySelectorAll("[data-field]")) {
     const value = original[input.dataset.field];
@@ -66,7 +67,7 @@ export async function start() {
     $("#edit-busy").hidden = false;
     $("#edit-save").disabled = true;
     try {
-      await api(`/admin/register/${encodeURIComponent(id)}`, { method: "PUT", body: body(changes) });
+      await api(`/admin/register/${encodeURIComponent(id)}`, { method: "PUT", body: body(changes), token: own(id) });
       toast("success", "Saved.");
       setTimeout(() => { location.href = `/servers/${encodeURIComponent(id)}`; }, 600);
     } catch (error) { toast("error", error.message); }

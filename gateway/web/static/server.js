@@ -1,9 +1,12 @@
-import { api, ago, escapeHtml, servedLabel, serverBadges, statusBadge, toast } from "/static/app.js";
+import { adminKey, api, ago, escapeHtml, keepManagementToken, managementToken, servedLabel, serverBadges, statusBadge, toast } from "/static/app.js";
 import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
 const id = () => $("#server").dataset.id;
 let server = null;
+// Without the admin key, a host manages its own server with its management token.
+const own = () => (adminKey() ? "" : managementToken(id()));
+const call = (path, options = {}) => api(path, { ...options, token: own() });
 
 function render() {
   const s = server;
@@ -37,19 +40,31 @@ function render() {
 }
 
 async function load() {
+  if (!adminKey() && !managementToken(id())) {
+    $("#server").innerHTML = `<p class="muted">Set the admin key, or paste this server's management token above.</p>`;
+    return;
+  }
   try {
-    server = await api(`/admin/servers/${encodeURIComponent(id())}`);
+    server = await call(`/admin/servers/${encodeURIComponent(id())}`);
     render();
-    await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`);
+    if (!own()) await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`);
   }
   catch (error) { $("#server").innerHTML = `<p class="result bad">${escapeHtml(error.message)}</p>`; }
 }
 
 export function start() {
+  $("#token-form").hidden = Boolean(adminKey());
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    keepManagementToken(id(), $("#token-input").value.trim());
+    $("#token-input").value = "";
+    toast("info", "Token kept in this tab; managing your server with it.");
+    load();
+  });
   $("#force-check").addEventListener("click", async () => {
     const before = server?.recent_checks.length ? server.recent_checks[0].checked_at : null;
     try {
-      await api(`/admin/servers/${encodeURIComponent(id())}/check`, { method: "POST" });
+      await call(`/admin/servers/${encodeURIComponent(id())}/check`, { method: "POST" });
       toast("info", "Health check requested; the result appears in a moment.");
       for (let attempt = 0; attempt < 20; attempt++) {
         await new Promise((resolve) => setTimeout(resolve, 500));
@@ -65,7 +80,7 @@ export function start() {
   $("#drain").addEventListener("click", async () => {
     const action = server.draining ? "undrain" : "drain";
     try {
-      server = await api(`/admin/servers/${encodeURIComponent(id())}/${action}`, { method: "POST" });
+      server = await call(`/admin/servers/${encodeURIComponent(id())}/${action}`, { method: "POST" });
       toast("success", server.draining ? "Draining: no new requests; those in flight finish." : "Resumed.");
       await load();
     } catch (error) { toast("error", error.message); }
@@ -77,7 +92,7 @@ export function start() {
   $("#delete-server").addEventListener("click", async () => {
     if (!confirm(`Deregister ${servedLabel(server)} at ${server.endpoint_url}? Requests stop going to it at once.`)) return;
     try {
-      await api(`/admin/register/${encodeURIComponent(id())}`, { method: "DELETE" });
+      await call(`/admin/register/${encodeURIComponent(id())}`, { method: "DELETE" });
       toast("success", "Server deregistered.");
       setTimeout(() => { location.href = "/"; }, 800);
     } catch (error) { toast("error", error.message); }

@@ -314,3 +314,38 @@ def test_charts_are_drawn_and_labelled(
         page.screenshot(path=str(ARTIFACTS / "owner.png"), full_page=True)
         browser.close()
     assert errors == []
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="make test installs Debian's chromium")
+def test_a_host_manages_its_server_with_its_token(
+    start_gateway: Callable[..., ThreadedServer], demo_backend: ThreadedServer
+) -> None:
+    """No admin key: the host pastes its management token, sees its server, drains it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    gateway = start_gateway()
+    registered = httpx.post(
+        f"{gateway.url}/admin/register",
+        json={"endpoint_url": demo_backend.url},
+        headers={"X-API-Key": ADMIN_KEY},
+    ).json()
+    registration_id, token = registered["registration_id"], registered["management_token"]
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{gateway.url}/servers/{registration_id}")
+        expect(page.locator("#token-form")).to_be_visible()  # no admin key in this tab
+        expect(page.locator("#key-dialog")).not_to_be_visible()
+        page.fill("#token-input", token)
+        page.click("#token-form button[type=submit]")
+        expect(page.locator("#server")).to_contain_text(demo_backend.url)
+        page.click("#drain")
+        expect(page.locator("#server")).to_contain_text("draining")
+        assert token not in page.content()
+        browser.close()
+    shown = httpx.get(
+        f"{gateway.url}/admin/servers/{registration_id}", headers={"X-API-Key": ADMIN_KEY}
+    ).json()
+    assert shown["draining"] is True and errors == []
