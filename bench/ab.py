@@ -1,6 +1,9 @@
 """Two builds of the gateway side by side on one backend: is a data-path change faster or slower?
 
-    python -m bench.ab --a /path/to/old/.venv/bin --b .venv/bin
+    python -m bench.ab --a "$(python -m bench.build_at REV)" --b .venv/bin
+
+(bench/build_at.py makes another commit runnable beside this one; see there why
+a PYTHONPATH alone would run this checkout's code as "A").
 
 `make bench` compares the gateway with the backend called directly; on a
 shared machine whose speed drifts by a quarter within an hour, two `make
