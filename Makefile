@@ -46,7 +46,7 @@ $(CONFORMANCE_STAMP):
 	@touch $(CONFORMANCE_STAMP)
 
 conformance: $(STAMP) $(CONFORMANCE_STAMP)
-	CONFORMANCE_PYTHON=$(CONFORMANCE_VENV)/bin/python $(BIN)/python -m pytest tests/conformance
+	CONFORMANCE_PYTHON=$(abspath $(CONFORMANCE_VENV))/bin/python $(BIN)/python -m pytest tests/conformance
 
 # System tools the tests use: systemd-analyze for the units; nginx and caddy to
 # check the reverse-proxy files (stopped if their packages started them: the

@@ -36,7 +36,10 @@ from tests.support import (
     wait_for,
 )
 
-PYTHON = Path(os.environ.get("CONFORMANCE_PYTHON", REPO / ".venv-conformance" / "bin" / "python"))
+# Absolute: a test may change the working folder (make passes a relative path).
+PYTHON = Path(
+    os.environ.get("CONFORMANCE_PYTHON", REPO / ".venv-conformance" / "bin" / "python")
+).absolute()
 STARTUP_SECONDS = 600
 VOLATILE = frozenset({"id", "created", "created_at", "system_fingerprint"})
 GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 8, "seed": 7}
