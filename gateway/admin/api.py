@@ -86,9 +86,9 @@ def require_listed(probe: ProbeResult, model_name: str | None, backend_model: st
         raise InvalidRequest(f"{checked.error}{hint}", param=param)
 
 
-async def register(request: Request) -> Response:
-    context = context_of(request)
-    payload = await parse_body(request, RegisterRequest)
+async def register_new(context: GatewayContext, payload: RegisterRequest) -> tuple[ServerOut, str]:
+    """Probe and store a new registration; returns it with its management token (shown
+    once: by the 201 of POST /admin/register, or a lease's `registered` event)."""
     api_key = revealed_key(context, payload)
     probe = await probe_target(context, payload.endpoint_url, api_key)
     require_listed(probe, payload.model_name, payload.backend_model)
@@ -102,6 +102,13 @@ async def register(request: Request) -> Response:
         RegistrationSource.API,
         token_hash(token),
     )
+    return server, token
+
+
+async def register(request: Request) -> Response:
+    context = context_of(request)
+    payload = await parse_body(request, RegisterRequest)
+    server, token = await register_new(context, payload)
     await context.registry_written()
     log.info(
         "server registered",

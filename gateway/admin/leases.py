@@ -27,17 +27,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway.admin import registrations
-from gateway.admin.api import probe_target, require_listed, revealed_key
+from gateway.admin.api import register_new
 from gateway.admin.schemas import RegisterRequest
-from gateway.admin.tokens import new_token, token_hash
+from gateway.admin.tokens import token_hash
 from gateway.context import context_of
 from gateway.json_bodies import parse_body
 from gateway.openapi import DocumentedRoute, Operation
 from shared.db import Database
 from shared.errors import PermissionDenied
 from shared.logging import get_logger
-from shared.models import ModelServer, RegistrationSource, utcnow
+from shared.models import ModelServer, utcnow
 
 log = get_logger("api")
 
@@ -119,19 +118,7 @@ async def open_lease(request: Request) -> Response:
         if lease is None:
             raise PermissionDenied("this management token manages no registration")
     else:
-        api_key = revealed_key(context, payload)
-        probe = await probe_target(context, payload.endpoint_url, api_key)
-        require_listed(probe, payload.model_name, payload.backend_model)
-        shown_token = new_token()
-        context.redactor.add_secret(shown_token)
-        await run_in_threadpool(
-            registrations.create_registration,
-            context.database,
-            payload,
-            probe,
-            RegistrationSource.API,
-            token_hash(shown_token),
-        )
+        _, shown_token = await register_new(context, payload)
         lease = await run_in_threadpool(attach, context.database, shown_token, heartbeat + grace)
         assert lease is not None  # registered a moment ago
     registration_id = lease.registration_id

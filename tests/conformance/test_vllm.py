@@ -97,6 +97,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
+def register(gateway: str, server: str) -> dict[str, Any]:
+    """Register `server` with no model name: it serves every model it lists."""
+    registered = httpx.post(
+        f"{gateway}/admin/register",
+        json={"endpoint_url": server},
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=30,
+    )
+    assert registered.status_code == 201, registered.text
+    answer: dict[str, Any] = registered.json()
+    return answer
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not PYTHON.exists():
@@ -123,14 +136,7 @@ def gateway(vllm: str, model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     with GatewayProcess(workdir, settings) as process:
         healthd = start_healthd(workdir, settings)
         try:
-            registered = httpx.post(
-                f"{process.url}/admin/register",
-                json={"endpoint_url": vllm},
-                headers={"X-API-Key": ADMIN_KEY},
-                timeout=30,
-            )
-            assert registered.status_code == 201, registered.text
-            assert registered.json()["served_models"] == [str(model)]
+            assert register(process.url, vllm)["served_models"] == [str(model)]
             yield process.url
         finally:
             healthd.send_signal(signal.SIGTERM)
@@ -243,13 +249,7 @@ def test_embeddings_on_a_pooling_instance(
         "tiny-embed",
     )
     try:
-        registered = httpx.post(
-            f"{gateway}/admin/register",
-            json={"endpoint_url": url},
-            headers={"X-API-Key": ADMIN_KEY},
-            timeout=30,
-        )
-        assert registered.status_code == 201, registered.text
+        register(gateway, url)
         direct, through = clients(url, gateway)
         request = {"model": "tiny-embed", "input": ["hello world", "the lazy dog"]}
         expected = direct.embeddings.create(**request)

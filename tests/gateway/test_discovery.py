@@ -11,22 +11,11 @@ import pytest
 from gateway.cli.demo_backend import create_demo_app
 from gateway.client import Client, ConnectionMode
 from tests.conftest import ADMIN_KEY
+from tests.gateway.proxy.test_apis import register
 from tests.support import ThreadedServer, wait_for
 
 HEADERS = {"X-API-Key": ADMIN_KEY}
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-def register(gateway: ThreadedServer, url: str, **body: object) -> str:
-    response = httpx.post(
-        f"{gateway.url}/admin/register",
-        json={"endpoint_url": url, **body},
-        headers=HEADERS,
-        timeout=15,
-    )
-    assert response.status_code == 201, response.text
-    registration_id: str = response.json()["registration_id"]
-    return registration_id
 
 
 def test_the_registry_shows_no_urls_and_no_keys(gateway: ThreadedServer) -> None:
