@@ -16,6 +16,8 @@ import asyncio
 import re
 import ssl
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from shared.settings import Settings
 from shared.upstream.connection import Connection, UpstreamResponse
@@ -72,7 +74,22 @@ class UpstreamPool:
         self.waiting: dict[Origin, deque[asyncio.Future[Connection | None]]] = {}
         self.sweeping: asyncio.TimerHandle | None = None
 
+    @asynccontextmanager
+    async def stream(
+        self, request: UpstreamRequest, deadline: float
+    ) -> AsyncIterator[UpstreamResponse]:
+        """The answer, held for the block: released when read whole, closed otherwise."""
+        response = await self._send(request, deadline)
+        try:
+            yield response
+        finally:
+            response.release()  # (an incomplete answer's connection is closed, not kept)
+
     async def send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
+        """Deprecated: unscoped (the caller must release or close); use `stream()`."""
+        return await self._send(request, deadline)
+
+    async def _send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
         """Send the request and wait for the answer's status and headers."""
         origin = parse_origin(request.base_url)
         data = encode_request(origin, request.path, request.headers, request.body, request.method)

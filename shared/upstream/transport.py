@@ -4,11 +4,15 @@ The proxy and the conformance suite (tests/shared/upstream/test_conformance.py)
 speak only this. `UpstreamPool` is the implementation; another client
 (aiohttp's, httpx's) would be wrapped in these two protocols in one place.
 
-    response = await transport.send(UpstreamRequest(base_url, "/v1/chat/completions",
-                                                    headers, body), deadline)
-    while chunk := await response.read_chunk(idle=60):
-        ...
-    response.release()  # or response.close() to abort
+    request = UpstreamRequest(base_url, "/v1/chat/completions", headers, body)
+    async with transport.stream(request, deadline) as response:
+        while chunk := await response.read_chunk(idle=60):
+            ...
+    # left: the connection goes back to the pool when the body was read whole,
+    # and is closed otherwise (an early return, an exception, a cancellation)
+
+A response that must outlive the block (a stream relayed to a client) is
+entered on an `AsyncExitStack` whose `pop_all()` hands it to its new owner.
 
 Deadlines are on the running loop's clock (`loop.time()`). Every failure is an
 `UpstreamError` (shared/upstream/errors.py) with a `FailureKind`.
@@ -17,6 +21,7 @@ Deadlines are on the running loop's clock (`loop.time()`). Every failure is an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,7 +61,14 @@ class ResponseStream(Protocol):
 
 class Transport(Protocol):
     async def send(self, request: UpstreamRequest, deadline: float) -> ResponseStream:
-        """Send `request` and wait (until `deadline`) for the answer's status and headers."""
+        """Deprecated (the caller must release or close): being replaced by `stream()`."""
+        ...
+
+    def stream(
+        self, request: UpstreamRequest, deadline: float
+    ) -> AbstractAsyncContextManager[ResponseStream]:
+        """Send `request`, wait (until `deadline`) for the answer's status and headers,
+        and hold the answer for the block: released when read whole, closed otherwise."""
         ...
 
     def close(self) -> None:
