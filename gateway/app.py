@@ -42,6 +42,7 @@ from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.stored_responses import stored_response_routes
 from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
+from gateway.routing.learned import Learned
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.registry import (
     RegistrySnapshot,
@@ -189,7 +190,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
                 context.redactor.add_secret(backend.api_key)
         metrics.record_health(
             {
-                (backend.id, model): backend.healthy
+                (backend.registration_id, model): backend.healthy
                 for model, backends in snapshot.by_model.items()
                 for backend in backends
             }
@@ -205,10 +206,12 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         balancer=Balancer(
             settings.routing_strategy,
             settings.slow_start_seconds,
-            outliers=OutlierPolicy(
-                consecutive=settings.outlier_consecutive_failures,
-                base_seconds=settings.outlier_ejection_seconds,
-                max_percent=settings.outlier_max_ejection_percent,
+            learned=Learned(
+                OutlierPolicy(
+                    consecutive=settings.outlier_consecutive_failures,
+                    base_seconds=settings.outlier_ejection_seconds,
+                    max_percent=settings.outlier_max_ejection_percent,
+                )
             ),
         ),
         feedback=feedback,

@@ -28,7 +28,7 @@ async def registry(request: Request) -> Response:
     for model in sorted(snapshot.by_model):
         models[model] = [
             {
-                "replica_id": backend.id,
+                "replica_id": backend.registration_id,
                 "health": "healthy" if backend.healthy else "unhealthy",
                 "draining": backend.draining,
                 "tags": sorted(backend.tags),
@@ -55,7 +55,7 @@ async def route(request: Request) -> Response:
     backend = runtime.balancer.pick(
         keyless,
         required_tags=parse_tags(request.query_params.get("tags")),
-        exclude=runtime.balancer.ejected_ids(),
+        exclude=runtime.learned.ejected_for(model),
         streaming=False,
     )
     if backend is None:
@@ -67,7 +67,7 @@ async def route(request: Request) -> Response:
     return JSONResponse(
         {
             "endpoint": backend.base_url,
-            "replica_id": backend.id,
+            "replica_id": backend.registration_id,
             "model": backend.upstream_model or model,
         }
     )

@@ -131,6 +131,7 @@ def ok(seen: Seen) -> list[Step]:
 class RawBackend:
     script: Script = ok
     model: str = "m"
+    models: tuple[str, ...] = ()  # what /v1/models lists, when more than `model`
     requests: list[Seen] = field(default_factory=list)
     client_closed_at: list[float] = field(default_factory=list)  # monotonic, after a Hold
 
@@ -190,7 +191,10 @@ class RawBackend:
         try:
             while (seen := await self._read(reader)) is not None:
                 if seen.method == "GET" and seen.path.endswith("/v1/models"):
-                    models = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+                    listed = [
+                        {"id": name, "object": "model"} for name in self.models or [self.model]
+                    ]
+                    models = {"object": "list", "data": listed}
                     writer.write(http(200, json.dumps(models).encode()))
                     await writer.drain()
                     continue

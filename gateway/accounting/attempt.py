@@ -1,20 +1,28 @@
 """One attempt on one backend, accounted exactly once whatever its outcome.
 
-An `Attempt` takes a balancer slot when it is made. It is then settled once,
-by whichever of these happens: `answered` (a whole answer relayed),
-`streamed` (a stream ended: completed, cut, or the client left), `failed`
-(an upstream failure: the request may be failed over) or `abandoned`
-(cancelled: the client left before an answer). Settling frees the slot,
-records usage or the failure in Feedback, tells outlier detection (the
-Balancer) whether the backend answered or faulted, and writes the request
-line. A second settle is a no-op, so a `finally` may always call
-`abandoned()`.
+An `Attempt` is a context manager: entering takes the backend's slot (its
+in-flight count), leaving settles it if nothing else did, so no path can
+keep the slot:
+
+    with Attempt(...) as attempt:      # or on an AsyncExitStack handed on
+        ...                            # to a relayed stream with pop_all()
+        attempt.answered(status, usage)
+
+It is settled once, by whichever of these happens: `answered` (a whole
+answer relayed), `streamed` (a stream ended: completed, cut, or the client
+left), `failed` (an upstream failure, also what leaving with an
+UpstreamError does: the request may be failed over) or `abandoned`
+(cancelled, or any other exception: the client gets no answer from it).
+Settling frees the slot, records usage or the failure in Feedback, tells
+outlier detection whether the backend answered or faulted for this model,
+and writes the request line. A second settle is a no-op.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import TracebackType
 
 from gateway.accounting import metrics
 from gateway.accounting.feedback import Feedback
@@ -66,7 +74,21 @@ class Attempt:
         self.settled = False
         self.endpoint = endpoint  # the API's path (a label: never with an id in it)
         self.first_token_ms: float | None = None
-        balancer.started(backend.id)
+
+    def __enter__(self) -> Attempt:
+        self.balancer.started(self.backend.registration_id)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(error, UpstreamError):
+            self.failed(error)
+        else:
+            self.abandoned()  # (a no-op when it was settled)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -79,13 +101,15 @@ class Attempt:
 
     def _measure(self, code: int, usage: tuple[int, int] | None) -> None:
         seconds = time.perf_counter() - self.started
-        metrics.RECORDER.request(self.model, self.backend.id, self.endpoint, code, seconds, usage)
+        metrics.RECORDER.request(
+            self.model, self.backend.registration_id, self.endpoint, code, seconds, usage
+        )
 
     def first_event(self) -> None:
         """A stream's first event arrived (time to first token)."""
         seconds = time.perf_counter() - self.started
         self.first_token_ms = seconds * 1000
-        metrics.RECORDER.first_token(self.model, self.backend.id, seconds)
+        metrics.RECORDER.first_token(self.model, self.backend.registration_id, seconds)
 
     def answered(self, status: int, usage: tuple[int, int] | None) -> None:
         """A whole answer (any status below 500, bar 429) goes to the client."""
@@ -94,10 +118,10 @@ class Attempt:
         latency = self.elapsed_ms()
         ok = status < 400
         self._measure(status, usage if ok else None)
-        self.balancer.finished(self.backend.id, latency if ok else None)
-        self.balancer.answered(self.backend.id)
+        self.balancer.finished(self.backend.registration_id, latency if ok else None)
+        self.balancer.learned.answered(self.backend.key)
         self.feedback.record(
-            self.backend.id,
+            self.backend.registration_id,
             ok=True,
             latency_ms=latency,
             usage=usage if ok else None,
@@ -106,7 +130,7 @@ class Attempt:
         self.request_log.served(
             self.request_id,
             model=self.model,
-            registration_id=self.backend.id,
+            registration_id=self.backend.registration_id,
             status=status,
             latency_ms=latency,
             stream=False,
@@ -117,12 +141,12 @@ class Attempt:
         """No answer from this backend; the caller may try another."""
         if not self._settle():
             return
-        self.balancer.finished(self.backend.id, None)
+        self.balancer.finished(self.backend.registration_id, None)
         self._measure(policy_of(failure.kind).status, None)
         self._count_failure(failure, "")
         log.warning(
             "backend attempt failed",
-            registration_id=self.backend.id,
+            registration_id=self.backend.registration_id,
             model=self.backend.model_name,
             reason=failure.reason,
         )
@@ -134,19 +158,19 @@ class Attempt:
         latency = self.elapsed_ms()
         failure = outcome.failure
         self._measure(200 if failure is None else policy_of(failure.kind).status, outcome.usage)
-        self.balancer.finished(self.backend.id, None if failure else latency)
+        self.balancer.finished(self.backend.registration_id, None if failure else latency)
         if failure is not None:
             self._count_failure(failure, "mid-stream: ", usage=outcome.usage)
             log.warning(
                 "stream failed mid-way",
-                registration_id=self.backend.id,
+                registration_id=self.backend.registration_id,
                 model=self.model,
                 reason=failure.reason,
             )
             return
-        self.balancer.answered(self.backend.id)
+        self.balancer.learned.answered(self.backend.key)
         self.feedback.record(
-            self.backend.id,
+            self.backend.registration_id,
             ok=True,
             latency_ms=latency,
             usage=outcome.usage,
@@ -156,7 +180,7 @@ class Attempt:
         self.request_log.served(
             self.request_id,
             model=self.model,
-            registration_id=self.backend.id,
+            registration_id=self.backend.registration_id,
             status=200,
             latency_ms=latency,
             stream=True,
@@ -168,13 +192,13 @@ class Attempt:
         """Cancelled before an answer (the client left): only the slot is freed."""
         if self._settle():
             self._measure(CLIENT_CLOSED, None)
-            self.balancer.finished(self.backend.id, None)
+            self.balancer.finished(self.backend.registration_id, None)
 
     def _count_failure(
         self, failure: UpstreamError, prefix: str, usage: tuple[int, int] | None = None
     ) -> None:
         self.feedback.record(
-            self.backend.id,
+            self.backend.registration_id,
             ok=False,
             latency_ms=self.elapsed_ms(),
             usage=usage,
@@ -184,5 +208,5 @@ class Attempt:
         if not policy_of(failure.kind).counts_against_backend:
             return
         if self.balancer.faulted(self.backend, self.peers, prefix + failure.reason):
-            metrics.EJECTIONS.labels(self.backend.id).inc()
-            self.feedback.request_check(self.backend.id)  # healthd: is it really down?
+            metrics.EJECTIONS.labels(self.backend.registration_id).inc()
+            self.feedback.request_check(self.backend.registration_id)  # healthd: is it really down?

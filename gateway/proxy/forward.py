@@ -12,6 +12,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 
 from gateway.accounting import metrics
@@ -19,6 +20,12 @@ from gateway.accounting.attempt import Attempt
 from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
 from gateway.accounting.usage import extract_usage
 from gateway.proxy.apis import RESPONSES_PATH
+from gateway.proxy.backend_errors import (
+    client_error_body,
+    lacks_endpoint,
+    redacted,
+    refuses_usage_option,
+)
 from gateway.proxy.bodies import Target, with_model
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.relay import (
@@ -34,6 +41,7 @@ from gateway.proxy.relay import (
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
+from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
 from shared.errors import NotFound, ServiceUnavailable
 from shared.failures import FailureKind
@@ -72,7 +80,8 @@ def may_be_offered_elsewhere(
 ) -> bool:
     """Whether a request one backend lacks the endpoint for may still go to another."""
     return len(tried) < attempts and any(
-        peer.healthy and peer.id not in tried and peer.id not in lacking for peer in backends
+        peer.healthy and peer.registration_id not in tried and peer.registration_id not in lacking
+        for peer in backends
     )
 
 
@@ -120,9 +129,9 @@ class Forwarder:
         while len(tried) < attempts and self.loop.time() < self.deadline:
             backends = runtime.holder.current.backends(target.model)
             if owner is not None:  # (gone from the registry: any backend may answer)
-                backends = tuple(b for b in backends if b.id == owner) or backends
-            excluded = frozenset(tried) | runtime.balancer.ejected_ids()
-            lacking = runtime.endpoints.lacking(path)
+                backends = tuple(b for b in backends if b.registration_id == owner) or backends
+            excluded = frozenset(tried) | runtime.learned.ejected_for(target.model)
+            lacking = runtime.learned.lacking(target.model, path)
             backend = runtime.balancer.pick(
                 backends,
                 required_tags=tags,
@@ -152,7 +161,7 @@ class Forwarder:
                 metrics.RETRIES.labels(target.model).inc()
             elif waited_since is not None:
                 metrics.QUEUE_WAIT.observe(self.loop.time() - waited_since)
-            tried.append(backend.id)
+            tried.append(backend.registration_id)
             # Asked only after a 404 or 405.
             others = functools.partial(may_be_offered_elsewhere, backends, tried, lacking, attempts)
             try:
@@ -195,61 +204,40 @@ class Forwarder:
     ) -> Answer:
         """One try on `backend`: its answer, or an UpstreamError (the attempt is accounted).
 
-        A 404 or 405 means the backend lacks the endpoint: remembered, and failed over
-        while another backend of the model may have it (else passed on as it is).
-        Not so for a request about one stored response (`lacks_on_404` false): there a
-        404 is the backend's word on that response."""
-        runtime = self.runtime
-        attempt = Attempt(
-            backend=backend,
-            peers=peers,
-            model=target.model,
-            request_id=self.incoming.request_id,
-            trace_id=self.incoming.trace.trace_id if self.incoming.trace else None,
-            endpoint=self.incoming.endpoint or self.incoming.path,
-            started=self.started_precise,
-            balancer=runtime.balancer,
-            feedback=runtime.feedback,
-            request_log=runtime.request_log,
-        )
-        upstream: ResponseStream | None = None
+        A 404 or 405 whose body says the backend lacks the endpoint (not the model or
+        an id), or a 501: remembered, and failed over while another backend of the
+        model may have it (else passed on). Not so for a request about one stored
+        response (`lacks_on_404` false): there a 404 is the backend's word on it.
+
+        The body is prepared first (pure; a body that cannot be prepared takes no
+        slot). The slot and the backend's answer are then held by `held`, released
+        when the block ends however it ends, or handed to the relayed stream."""
+        body = self._body_for(backend)
+        ask_usage = self._asks_usage(backend, target)
         # A stream's head and first event: within FIRST_BYTE_TIMEOUT_SECONDS too.
         deadline = self.deadline
         if target.stream:
             first_byte = self.loop.time() + self.settings.first_byte_timeout_seconds
             deadline = min(deadline, first_byte)
-        body = self._body_for(backend)
-        # A stream's tokens, asked for when the client did not (removed again from its stream).
-        ask_usage = (
-            target.stream
-            and not target.usage_asked
-            and self.settings.stream_usage_accounting
-            and self.incoming.path in USAGE_OPTION_PATHS
-            and backend.id not in runtime.refuse_usage_option
-        )
-        try:
-            upstream = await self._send(
-                backend, deadline, with_usage_asked(body) if ask_usage else body
-            )
+        async with AsyncExitStack() as held:
+            attempt = held.enter_context(self._attempt_on(backend, peers, target.model))
+            upstream, ask_usage, data = await self._open(held, backend, deadline, body, ask_usage)
             status = upstream.status
-            if ask_usage and status in (400, 422):
-                # It refuses the option (an older server): ask again without, and remember.
-                upstream.close()
-                upstream = None
-                runtime.refuse_usage_option.add(backend.id)
-                ask_usage = False
-                upstream = await self._send(backend, deadline, body)
-                status = upstream.status
-            if status in (404, 405) and lacks_on_404:
-                runtime.endpoints.remember(backend.id, self.incoming.path)
-                if fail_over_404():
-                    raise FailedStatus(status)
-            if is_failed_status(status):
+            if status == 501 or (status in (404, 405) and lacks_on_404):
+                data = data if data is not None else await self._read_error(upstream)
+                if lacks_on_404 and lacks_endpoint(status, data, self.incoming.path):
+                    self.runtime.learned.learn(backend.key, Trait.LACKS_PATH, self.incoming.path)
+                    if fail_over_404():
+                        raise UpstreamError(
+                            FailureKind.NOT_OFFERED,
+                            f"the backend does not offer it (HTTP {status})",
+                        )
+            elif is_failed_status(status):
                 retry_after = dict(upstream.headers).get(b"retry-after")
                 raise FailedStatus(status, parse_retry_after(retry_after))
-            headers = relayed_headers(upstream.headers, backend.id)
+            headers = relayed_headers(upstream.headers, backend.registration_id)
             stream_format = STREAM_FORMATS.get(upstream.content_type or "")
-            if status == 200 and stream_format is not None:
+            if status == 200 and stream_format is not None and data is None:
                 events = EventReader(upstream, stream_format)
                 first = await self._first_events(events, deadline)
                 attempt.first_event()
@@ -263,23 +251,82 @@ class Forwarder:
                     attempt=attempt,
                     watch=self.watch,
                     rewrite=without_usage if ask_usage else None,
+                    held=held.pop_all(),  # the slot and the connection, now the stream's
                 )
-            data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
-            upstream.release()
+            if data is None:
+                data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
             if self.makes_responses and status == 200:
                 self._remember_owner(response_id_of(data), backend)
             attempt.answered(status, extract_usage(data))
+            if status >= 400:
+                return self._error_answer(status, headers, data, backend)
             return BufferedResponse(status, headers, data)
-        except UpstreamError as failure:
-            attempt.failed(failure)
-            if upstream is not None:
-                upstream.close()
-            raise
-        except BaseException:
-            attempt.abandoned()  # cancelled half-way (the client left): drop the connection
-            if upstream is not None:
-                upstream.close()
-            raise
+        raise AssertionError("unreachable")  # (mypy: an exit stack may swallow exceptions)
+
+    def _asks_usage(self, backend: Backend, target: Target) -> bool:
+        """Whether to ask for a stream's tokens the client did not ask for (they are
+        taken out of its stream again)."""
+        return (
+            target.stream
+            and not target.usage_asked
+            and self.settings.stream_usage_accounting
+            and self.incoming.path in USAGE_OPTION_PATHS
+            and not self.runtime.learned.has(backend.key, Trait.REFUSES_USAGE_OPTION)
+        )
+
+    def _attempt_on(self, backend: Backend, peers: tuple[Backend, ...], model: str) -> Attempt:
+        runtime = self.runtime
+        return Attempt(
+            backend=backend,
+            peers=peers,
+            model=model,
+            request_id=self.incoming.request_id,
+            trace_id=self.incoming.trace.trace_id if self.incoming.trace else None,
+            endpoint=self.incoming.endpoint or self.incoming.path,
+            started=self.started_precise,
+            balancer=runtime.balancer,
+            feedback=runtime.feedback,
+            request_log=runtime.request_log,
+        )
+
+    async def _open(
+        self, held: AsyncExitStack, backend: Backend, deadline: float, body: bytes, ask: bool
+    ) -> tuple[ResponseStream, bool, bytes | None]:
+        """The backend's answer, held by `held`; whether it was asked for the stream's
+        usage; and its body when that had to be read already (a 400 that did not
+        refuse the option). A backend that refuses the option is asked again without
+        it, and that is remembered for a while."""
+        if ask:
+            async with AsyncExitStack() as first:
+                upstream = await first.enter_async_context(
+                    self._stream(backend, deadline, with_usage_asked(body))
+                )
+                if upstream.status not in (400, 422):
+                    held.push_async_exit(first.pop_all())
+                    return upstream, True, None
+                said = await self._read_error(upstream)
+                if not refuses_usage_option(upstream.status, said):
+                    held.push_async_exit(first.pop_all())
+                    return upstream, True, said
+            # (its refusal was read whole: the connection is back in the pool)
+            self.runtime.learned.learn(backend.key, Trait.REFUSES_USAGE_OPTION)
+        upstream = await held.enter_async_context(self._stream(backend, deadline, body))
+        return upstream, False, None
+
+    async def _read_error(self, upstream: ResponseStream) -> bytes:
+        return await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
+
+    def _error_answer(
+        self, status: int, headers: list[tuple[bytes, bytes]], data: bytes, backend: Backend
+    ) -> BufferedResponse:
+        """A backend's error, as the client gets it: in its API's shape, no secret in it."""
+        if backend.api_key:
+            data = redacted(data, (backend.api_key,))
+        wrapped = client_error_body(status, data, self.incoming.path)
+        if wrapped is None:
+            return BufferedResponse(status, headers, data)
+        kept = [(name, value) for name, value in headers if name != b"content-type"]
+        return BufferedResponse(status, [(b"content-type", b"application/json"), *kept], wrapped)
 
     @property
     def makes_responses(self) -> bool:
@@ -287,7 +334,7 @@ class Forwarder:
 
     def _remember_owner(self, response_id: str | None, backend: Backend) -> None:
         if response_id is not None:
-            self.runtime.responses.remember(response_id, backend.id)
+            self.runtime.responses.remember(response_id, backend.registration_id)
 
     def _body_for(self, backend: Backend) -> bytes:
         """The client's body, with the model renamed for a backend that has a backend_model."""
@@ -296,7 +343,9 @@ class Forwarder:
             return incoming.body
         return with_model(incoming.body, backend.upstream_model, incoming.model_span)
 
-    async def _send(self, backend: Backend, deadline: float, body: bytes) -> ResponseStream:
+    def _stream(
+        self, backend: Backend, deadline: float, body: bytes
+    ) -> AbstractAsyncContextManager[ResponseStream]:
         incoming = self.incoming
         request = UpstreamRequest(
             backend.base_url,
@@ -305,7 +354,7 @@ class Forwarder:
             body,
             method=incoming.method,
         )
-        return await self.runtime.transport.send(request, deadline)
+        return self.runtime.transport.stream(request, deadline)
 
     async def _first_events(self, events: EventReader, deadline: float) -> bytes:
         try:

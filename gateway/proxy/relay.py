@@ -10,6 +10,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
@@ -109,13 +110,21 @@ def relayed_headers(
     return headers
 
 
+def has_no_body(status: int) -> bool:
+    """1xx, 204 and 304 answers have no body, and so no Content-Length (RFC 9110 8.6)."""
+    return status < 200 or status in (204, 304)
+
+
 class BufferedResponse:
     """A complete upstream answer, relayed with its status and useful headers."""
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.status = status
-        self.headers = [*headers, (b"content-length", str(len(body)).encode())]
-        self.body = body
+        if has_no_body(status):
+            self.headers, self.body = headers, b""
+        else:
+            self.headers = [*headers, (b"content-length", str(len(body)).encode())]
+            self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
@@ -222,9 +231,13 @@ class RelayedStream:
         idle_timeout: float,
         attempt: Attempt,
         watch: ClientWatch,
+        held: AsyncExitStack,
         rewrite: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.events = events
+        # The attempt's slot and the backend's answer, handed over by the Forwarder:
+        # released (or the connection closed, when the stream did not end) on leaving.
+        self.held = held
         # Applied to whole events before the client gets them (the gateway's own usage
         # request taken out); the usage is read from what the backend sent.
         self.rewrite = rewrite
@@ -241,18 +254,15 @@ class RelayedStream:
         self.tail_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._pump(send)
-        finally:
-            self.outcome.client_gone = self.outcome.client_gone or self.watch.gone
-            if self.outcome.client_gone:
-                self.outcome.failure = None  # we closed it: not the backend's fault
-            if not self.outcome.completed:
-                self.upstream.close()  # abort: the backend stops generating
-            else:
-                self.upstream.release()
-            self.outcome.usage = extract_usage(b"".join(self.tail))
-            self.attempt.streamed(self.outcome)
+        async with self.held:  # leaving: an unfinished answer's connection is closed
+            try:
+                await self._pump(send)
+            finally:
+                self.outcome.client_gone = self.outcome.client_gone or self.watch.gone
+                if self.outcome.client_gone:
+                    self.outcome.failure = None  # we closed it: not the backend's fault
+                self.outcome.usage = extract_usage(b"".join(self.tail))
+                self.attempt.streamed(self.outcome)
 
     def _remember(self, chunk: bytes) -> None:
         self.tail.append(chunk)

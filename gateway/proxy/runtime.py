@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
 from gateway.admission.access import ClientAccess
 from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
-from gateway.routing.capabilities import EndpointMemory
+from gateway.routing.learned import Learned
 from gateway.routing.registry import SnapshotHolder
 from shared.settings import Settings
 from shared.upstream import Transport
@@ -25,6 +25,8 @@ class ProxyRuntime:
     access: ClientAccess
     request_log: RequestLog
     transport: Transport
-    endpoints: EndpointMemory = field(default_factory=EndpointMemory)
-    # Backends that answered 400 to stream_options.include_usage: not asked again.
-    refuse_usage_option: set[str] = field(default_factory=set)
+
+    @property
+    def learned(self) -> Learned:
+        """What was learned of each (registration, model): faults, lacking paths, ..."""
+        return self.balancer.learned

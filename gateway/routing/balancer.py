@@ -1,4 +1,4 @@
-"""The stateful side of routing: turn counters, in-flight counts, observed latency, ejections.
+"""The stateful side of routing: turn counters, in-flight counts, observed latency.
 
 One Balancer per gateway process (on the app context). It feeds the pure
 policies in `policy.py` and `outlier.py` and remembers what happened; it does
@@ -11,9 +11,9 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway.routing import outlier
 from gateway.routing import policy as routing
-from gateway.routing.outlier import OutlierPolicy, OutlierState
+from gateway.routing.learned import Learned
+from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.policy import Backend, Draws, Load
 from shared.logging import get_logger
 
@@ -26,7 +26,7 @@ class Balancer:
         strategy: str,
         slow_start_seconds: float,
         *,
-        outliers: OutlierPolicy | None = None,
+        learned: Learned | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -39,10 +39,8 @@ class Balancer:
         self.rng = rng
         self.loads: dict[str, Load] = {}
         self.turns: dict[str, int] = {}
-        self.outlier_policy = outliers or OutlierPolicy()
-        self.monotonic = monotonic
-        self.outliers: dict[str, OutlierState] = {}
-        self.ejected: dict[str, float] = {}  # backend id -> until (monotonic)
+        # Outlier state and the rest of what is learned, by (registration, model).
+        self.learned = learned or Learned(OutlierPolicy(), monotonic)
 
     def pick(
         self,
@@ -56,7 +54,7 @@ class Balancer:
             # The common case of a model with one backend: nothing to choose
             # (every strategy returns the only candidate).
             only = backends[0]
-            load = self.loads.get(only.id, routing.NO_LOAD)
+            load = self.loads.get(only.registration_id, routing.NO_LOAD)
             if routing.is_eligible(
                 only, required_tags=required_tags, exclude=exclude, load=load, streaming=streaming
             ):
@@ -93,44 +91,16 @@ class Balancer:
             backends, required_tags=required_tags, loads=self.loads, streaming=streaming
         )
 
-    def ejected_ids(self) -> frozenset[str]:
-        """The backends out of routing now (the usual answer, none, costs a dict check)."""
-        if not self.ejected:
-            return frozenset()
-        now = self.monotonic()
-        for backend_id, until in list(self.ejected.items()):
-            if until <= now:
-                del self.ejected[backend_id]
-                log.info("backend back in routing after its ejection", registration_id=backend_id)
-        return frozenset(self.ejected)
-
-    def answered(self, backend_id: str) -> None:
-        """The backend answered (not a backend fault): its run of faults ends."""
-        state = self.outliers.get(backend_id)
-        if state is not None and state.consecutive:
-            self.outliers[backend_id] = outlier.after_answer(state)
-
     def faulted(self, backend: Backend, peers: tuple[Backend, ...], reason: str) -> bool:
-        """A backend fault; True when it ejected the backend (the policy said so)."""
-        now = self.monotonic()
-        in_routing = [peer.id for peer in peers if peer.healthy]
-        ejected_ids = self.ejected_ids()
-        state = outlier.after_fault(
-            self.outliers.get(backend.id, outlier.CLEAN),
-            now=now,
-            policy=self.outlier_policy,
-            peers=len(in_routing),
-            ejected_peers=sum(1 for peer in in_routing if peer in ejected_ids),
-        )
-        self.outliers[backend.id] = state
-        if not outlier.is_ejected(state, now) or backend.id in ejected_ids:
+        """A fault of `backend` for its model; True when it ejected the pair."""
+        seconds = self.learned.faulted(backend, peers)
+        if seconds is None:
             return False
-        self.ejected[backend.id] = state.ejected_until
         log.warning(
             "backend ejected from routing",
-            registration_id=backend.id,
+            registration_id=backend.registration_id,
             model=backend.model_name,
-            seconds=round(state.ejected_until - now, 1),
+            seconds=round(seconds, 1),
             reason=reason,
         )
         return True

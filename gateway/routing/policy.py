@@ -22,11 +22,18 @@ SLOW_START_FLOOR = 0.1
 STRATEGIES = ("round_robin", "least_loaded", "fastest_response", "weighted")
 
 
+BackendKey = tuple[str, str]  # (registration id, model): what is learned is about this
+
+
 @dataclass(frozen=True)
 class Backend:
-    """A registered backend as routing sees it (built from the snapshot)."""
+    """One model of a registered server, as routing sees it (built from the snapshot).
 
-    id: str
+    A registration serving several models is several Backends with one
+    `registration_id`: its connection limit and in-flight count are the
+    server's; what is learned of faults and endpoints is the pair's (`key`)."""
+
+    registration_id: str
     model_name: str
     base_url: str
     api_key: str | None = None
@@ -40,6 +47,10 @@ class Backend:
     upstream_model: str | None = None  # what the backend calls model_name, if it differs
     draining: bool = False  # no new requests (POST /admin/servers/{id}/drain)
     owner: str | None = None  # the registration's student_id (shown by /registry)
+
+    @property
+    def key(self) -> BackendKey:
+        return (self.registration_id, self.model_name)
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ def is_eligible(
         and not backend.draining
         and (backend.streaming or not streaming)
         and required_tags <= backend.tags
-        and backend.id not in exclude
+        and backend.registration_id not in exclude
         and not at_capacity(backend, load)
     )
 
@@ -108,7 +119,7 @@ def eligible(
             backend,
             required_tags=required_tags,
             exclude=exclude,
-            load=loads.get(backend.id, NO_LOAD),
+            load=loads.get(backend.registration_id, NO_LOAD),
             streaming=streaming,
         )
     ]
@@ -157,7 +168,7 @@ def choose(
     """Apply slow start and `strategy` to already-eligible candidates of one tier."""
     if not candidates:
         return None
-    ordered = sorted(candidates, key=lambda backend: backend.id)
+    ordered = sorted(candidates, key=lambda backend: backend.registration_id)
     if strategy == "weighted":
         weights = [
             b.weight * slow_start_share(b.healthy_since, now, slow_start_seconds) for b in ordered
@@ -183,13 +194,13 @@ def choose(
         a, b = pool[first], pool[second]
 
         def pressure(backend: Backend) -> float:
-            return loads.get(backend.id, NO_LOAD).in_flight / backend.weight
+            return loads.get(backend.registration_id, NO_LOAD).in_flight / backend.weight
 
         return a if pressure(a) <= pressure(b) else b
     if strategy == "fastest_response":
         # Unmeasured backends count as fastest, so every backend gets measured.
         def speed(backend: Backend) -> tuple[float, int]:
-            load = loads.get(backend.id, NO_LOAD)
+            load = loads.get(backend.registration_id, NO_LOAD)
             return (load.latency_ms or 0.0, load.in_flight)
 
         return min(pool, key=speed)
@@ -222,6 +233,6 @@ def explain_no_backend(
     tagged = [b for b in healthy if required_tags <= b.tags]
     if not tagged:
         return f"no healthy backend carries the tags {', '.join(sorted(required_tags))}"
-    if all(at_capacity(b, loads.get(b.id, NO_LOAD)) for b in tagged):
+    if all(at_capacity(b, loads.get(b.registration_id, NO_LOAD)) for b in tagged):
         return "every healthy backend of this model is at its concurrency limit"
     return "every healthy backend of this model failed this request"

@@ -43,7 +43,7 @@ class RegistrySnapshot:
         """A registration by id (as a Backend of one of the models it serves)."""
         for backends in self.by_model.values():
             for backend in backends:
-                if backend.id == backend_id:
+                if backend.registration_id == backend_id:
                     return backend
         return None
 
@@ -73,7 +73,7 @@ def merge_details(
 def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
     healthy = server.health_status == HealthStatus.HEALTHY.value
     return Backend(
-        id=server.id,
+        registration_id=server.id,
         model_name=model,
         upstream_model=backend_model if backend_model != model else None,
         base_url=server.endpoint_url,

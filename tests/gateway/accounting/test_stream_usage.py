@@ -47,7 +47,8 @@ class UsageBackend:
         document = json.loads(body)
         asked = (document.get("stream_options") or {}).get("include_usage") is True
         if "stream_options" in document and self.refuses_option:
-            return JSONResponse({"error": {"message": "unknown field"}}, status_code=400)
+            refusal = "Unrecognized request argument supplied: stream_options"
+            return JSONResponse({"error": {"message": refusal}}, status_code=400)
 
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             event: dict[str, Any] = {

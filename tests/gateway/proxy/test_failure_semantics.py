@@ -269,7 +269,8 @@ def test_a_backend_without_the_endpoint_hands_the_request_on(
 ) -> None:
     """A chat-only backend asked for embeddings answers 404: not unhealthy, not ejected,
     just remembered as lacking /v1/embeddings, so the next requests go straight to the
-    backend that has it. With no other backend, its own 404 is passed on."""
+    backend that has it. With no other backend, its own 404 is passed on (in the
+    OpenAI shape, saying which path it lacks)."""
 
     def chat_only(seen: Seen) -> list[Step]:
         if seen.path.endswith("/embeddings"):
@@ -290,5 +291,7 @@ def test_a_backend_without_the_endpoint_hands_the_request_on(
 
     embedding_backend.__exit__(None, None, None)
     response = httpx.post(f"{gateway.url}/v1/embeddings", json=request)
-    assert response.status_code == 404  # only the one lacking it is left: its answer
-    assert response.json() == {"detail": "Not Found"}
+    assert response.status_code == 404  # only the one lacking it is left: its answer,
+    error = response.json()["error"]  # in the OpenAI shape, naming what it lacks
+    assert error["message"] == "the backend does not offer /v1/embeddings (HTTP 404)"
+    assert error["type"] == "not_found_error"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.routing.capabilities import LACKING_SECONDS, EndpointMemory
 from gateway.routing.outlier import (
     CLEAN,
     OutlierPolicy,
@@ -91,14 +90,3 @@ def test_faults_while_ejected_do_not_extend_it() -> None:
     ejected = faults(3)
     again = faults(5, now=110.0, state=ejected)
     assert again.ejected_until == ejected.ejected_until
-
-
-def test_endpoint_memory_forgets_after_a_while() -> None:
-    now = [0.0]
-    memory = EndpointMemory(clock=lambda: now[0])
-    assert memory.lacking("/v1/embeddings") == frozenset()
-    memory.remember("a", "/v1/embeddings")
-    assert memory.lacking("/v1/embeddings") == {"a"}
-    assert memory.lacking("/v1/chat/completions") == frozenset()
-    now[0] = LACKING_SECONDS + 1
-    assert memory.lacking("/v1/embeddings") == frozenset()

@@ -54,7 +54,7 @@ def test_parse_tags(header: str | None, tags: set[str]) -> None:
     ],
 )
 def test_eligible(backends: list[Backend], kwargs: dict[str, object], expected: list[str]) -> None:
-    assert [b.id for b in eligible(backends, **kwargs)] == expected  # type: ignore[arg-type]
+    assert [b.registration_id for b in eligible(backends, **kwargs)] == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_eligible(backends: list[Backend], kwargs: dict[str, object], expected: 
 )
 def test_best_tier(priorities: list[int], expected: list[str]) -> None:
     backends = [backend(i, priority=p) for i, p in zip("abc", priorities, strict=False)]
-    assert [b.id for b in best_tier(backends)] == expected
+    assert [b.registration_id for b in best_tier(backends)] == expected
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def pick(strategy: str, backends: list[Backend], **kwargs: object) -> str:
     defaults.update(kwargs)
     chosen = choose(strategy, backends, **defaults)  # type: ignore[arg-type]
     assert chosen is not None
-    return chosen.id
+    return chosen.registration_id
 
 
 @pytest.mark.parametrize(("turn", "expected"), [(0, "a"), (1, "b"), (2, "c"), (3, "a"), (7, "b")])
@@ -202,7 +202,7 @@ def test_balancer_counts_turns_per_model_and_in_flight() -> None:
         balancer.pick(backends, required_tags=frozenset(), exclude=frozenset(), streaming=False)
         for _ in range(4)
     ]
-    assert [p.id for p in picks if p] == ["a", "b", "a", "b"]
+    assert [p.registration_id for p in picks if p] == ["a", "b", "a", "b"]
     balancer.started("a")
     balancer.started("a")
     balancer.finished("a", 12.0)

@@ -1,0 +1,154 @@
+"""Reading a backend's error answer: what it says of the backend, and what the client sees.
+
+Pure functions of the status and the bytes. A status alone says too little:
+vLLM and Ollama answer 404 for a route they lack *and* for a model or a
+response id they do not know; a 400 on a stream may refuse the gateway's
+`stream_options` or the client's prompt. The body tells them apart:
+
+- a route a server lacks gets its framework's generic words (FastAPI's
+  `{"detail": "Not Found"}`, Go's `404 page not found`, llama.cpp's
+  `File Not Found`, an empty body), or names the path; a model or an id it
+  does not know gets a sentence about that model or id;
+- a refused option names it (`stream_options`, `include_usage`).
+
+And what reaches the client is always an error in its API's shape, with no
+secret in it: a body that is not (FastAPI's `detail`, plain text, HTML) is
+wrapped, keeping the status and the backend's own words when it gave some.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.errors import error_body
+
+# What frameworks answer for a route (or a method) they do not have, lower-cased.
+GENERIC_NOT_FOUND = frozenset(
+    {
+        "",
+        "not found",
+        "file not found",
+        "404 page not found",
+        "404 not found",
+        "404: not found",
+        "method not allowed",
+        "405 method not allowed",
+        "not implemented",
+        "501 not implemented",
+    }
+)
+MAX_MESSAGE_CHARS = 500
+_USAGE_OPTION_WORDS = (b"stream_options", b"include_usage")
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def message_of(document: Any) -> str | None:
+    """The human words of a JSON error body, in the shapes servers use."""
+    if not isinstance(document, dict):
+        return None
+    error = document.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])  # OpenAI's and Anthropic's shape (vLLM, llama.cpp)
+    if isinstance(error, str):
+        return error  # Ollama's shape
+    detail = document.get("detail")
+    if isinstance(detail, str):
+        return detail  # FastAPI's HTTPException
+    if isinstance(detail, list) and detail:
+        return "; ".join(_validation_item(item) for item in detail[:5])  # FastAPI's 422
+    message = document.get("message")
+    return message if isinstance(message, str) else None
+
+
+def _validation_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)[:100]
+    where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+    said = str(item.get("msg", "invalid"))
+    return f"{where}: {said}" if where else said
+
+
+def _words(body: bytes) -> str:
+    """The error's words: its JSON message, or the text itself."""
+    found = message_of(_json(body))
+    if found is not None:
+        return found
+    return body.decode("utf-8", "replace").strip()
+
+
+def _generic(words: str) -> bool:
+    return words.strip().strip(".!").lower() in GENERIC_NOT_FOUND
+
+
+def lacks_endpoint(status: int, body: bytes, path: str) -> bool:
+    """Whether the answer says the backend does not have `path` at all (so another
+    backend of the model may), rather than something about this request."""
+    if status in (405, 501):
+        return True
+    if status != 404:
+        return False
+    if body.lstrip()[:1] == b"<":
+        return True  # an HTML page: a web server's, not the model server's word on a model
+    words = _words(body)
+    return _generic(words) or path in words
+
+
+def refuses_usage_option(status: int, body: bytes) -> bool:
+    """Whether a 400/422 to a stream the gateway added `stream_options` to refuses that
+    option (an older server), not the client's request."""
+    if status not in (400, 422):
+        return False
+    lowered = body.lower()
+    return any(word in lowered for word in _USAGE_OPTION_WORDS)
+
+
+def redacted(body: bytes, secrets: tuple[str, ...]) -> bytes:
+    """`body` with every known secret (the backend's key) replaced: a backend that
+    echoes its Authorization header must not hand the key to a client."""
+    for secret in secrets:
+        if not secret:
+            continue
+        escaped = json.dumps(secret)[1:-1]
+        for form in {secret, escaped, escaped.replace("/", "\\/")}:
+            form_bytes = form.encode()
+            if form_bytes in body:
+                body = body.replace(form_bytes, b"[REDACTED]")
+    return body
+
+
+def _in_shape(document: Any, ollama: bool) -> bool:
+    if not isinstance(document, dict):
+        return False
+    error = document.get("error")
+    if isinstance(error, dict):
+        return isinstance(error.get("message"), str)  # OpenAI's (and Anthropic's)
+    return ollama and isinstance(error, str)  # Ollama's own, on its own routes
+
+
+def client_error_body(status: int, body: bytes, path: str) -> bytes | None:
+    """The error body a client gets instead of `body`, or None to pass `body` on.
+
+    Kept: an error already in its API's shape (OpenAI's, which Anthropic's
+    matches; Ollama's `{"error": "..."}` on /api/ routes). Wrapped in the
+    OpenAI shape: a path the backend lacks (named), and anything else, with
+    the backend's words when it gave JSON ones."""
+    if lacks_endpoint(status, body, path):
+        message = f"the backend does not offer {path} (HTTP {status})"
+        return json.dumps(error_body(status, message, "not_found_error")).encode()
+    document = _json(body)
+    if _in_shape(document, path.startswith("/api/")):
+        return None
+    said = message_of(document)
+    if said:
+        message = f"the backend answered HTTP {status}: {said[:MAX_MESSAGE_CHARS]}"
+    else:
+        message = f"the backend answered HTTP {status} with no error details"
+    error_type = "not_found_error" if status == 404 else None
+    return json.dumps(error_body(status, message, error_type)).encode()
