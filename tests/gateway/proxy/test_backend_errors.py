@@ -16,7 +16,6 @@ from gateway.proxy.backend_errors import (
     redacted,
     refuses_usage_option,
 )
-
 from tests.gateway.proxy.test_proxy import CHAT, register, wait_routable
 from tests.raw_backend import RawBackend, Seen, Step, Write, completion, http
 from tests.support import ADMIN_KEY, GatewayProcess, ThreadedServer, process_settings, wait_for
