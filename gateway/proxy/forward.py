@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt
@@ -55,6 +56,7 @@ from shared.upstream import (
 )
 
 CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
+OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,13 @@ class Forwarder:
             # Registered a moment ago, perhaps through another worker: look once.
             await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)
         if not runtime.holder.current.backends(target.model):
+            offline_since = runtime.holder.current.left_at(target.model, time.time())
+            if offline_since is not None:
+                left = datetime.fromtimestamp(offline_since, UTC).isoformat(timespec="seconds")
+                raise ServiceUnavailable(
+                    f"model {target.model!r} is offline: its last server left at {left}",
+                    headers={"Retry-After": str(OFFLINE_RETRY_AFTER_SECONDS)},
+                )
             available = sorted(runtime.holder.current.by_model)
             raise NotFound(
                 f"model {target.model!r} not found; available models: "

@@ -10,11 +10,13 @@ consistent snapshot.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from gateway.accounting import metrics
 from gateway.routing.policy import Backend
@@ -24,6 +26,7 @@ from shared.models import HealthStatus, ModelServer, RegistryGeneration
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
+OFFLINE_MEMORY_SECONDS = 24 * 3600.0  # a model served this recently is offline, not unknown
 
 log = get_logger("registry")
 
@@ -35,6 +38,9 @@ class RegistrySnapshot:
     created: Mapping[str, int] = field(default_factory=dict)  # model → first registration
     # model → what its backends say of it (max_model_len: the smallest; owned_by: the first)
     details: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+    # model → when (epoch seconds) its last server left, for models no active server
+    # serves that one did within OFFLINE_MEMORY_SECONDS: "offline", not "not found".
+    departed: Mapping[str, float] = field(default_factory=dict)
 
     def backends(self, model: str) -> tuple[Backend, ...]:
         return self.by_model.get(model, ())
@@ -46,6 +52,11 @@ class RegistrySnapshot:
                 if backend.registration_id == backend_id:
                     return backend
         return None
+
+    def left_at(self, model: str, now: float) -> float | None:
+        """When the last server of `model` left, if it did within OFFLINE_MEMORY_SECONDS."""
+        left = self.departed.get(model)
+        return left if left is not None and now - left < OFFLINE_MEMORY_SECONDS else None
 
     def healthy_count(self, model: str) -> int:
         """Backends that take new requests: healthy and not draining."""
@@ -118,12 +129,31 @@ def load_snapshot(database: Database) -> RegistrySnapshot:
                 said = (row.model_details or {}).get(backend_model)
                 if said:
                     merge_details(details.setdefault(model, {}), said)
+        departed = _departed(session, served=by_model.keys())
     return RegistrySnapshot(
         generation=int(generation or 0),
         by_model={model: tuple(backends) for model, backends in by_model.items()},
         created=created,
         details=details,
+        departed=departed,
     )
+
+
+def _departed(session: Session, served: Iterable[str]) -> dict[str, float]:
+    """model → when its last server left, for the models of registrations that went
+    inactive within OFFLINE_MEMORY_SECONDS and that no active registration serves."""
+    since = datetime.now(UTC) - timedelta(seconds=OFFLINE_MEMORY_SECONDS)
+    gone = session.scalars(
+        select(ModelServer).where(ModelServer.is_active.is_(False), ModelServer.updated_at >= since)
+    ).all()
+    serving = set(served)
+    departed: dict[str, float] = {}
+    for row in gone:
+        left = row.updated_at.timestamp()
+        for model, _ in row.served_models():
+            if model not in serving:
+                departed[model] = max(departed.get(model, left), left)
+    return departed
 
 
 class SnapshotHolder:

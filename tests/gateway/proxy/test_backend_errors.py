@@ -291,3 +291,27 @@ def test_a_204_has_no_content_length(start_gateway: Callable[..., ThreadedServer
         wait_routable(gateway, "m", 1)
         answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=15)
         assert answer.status_code == 204 and "content-length" not in answer.headers
+
+
+def test_a_model_whose_servers_left_is_offline_not_unknown(
+    tmp_path: Path, database_url: str
+) -> None:
+    with RawBackend() as backend, gateway_process(tmp_path, database_url) as gateway:
+        registration_id = register_at(gateway.url, model_name="m", endpoint_url=backend.url)
+        wait_for(lambda: routable(gateway.url, "m"), what="the model to be routable")
+        gone = httpx.delete(
+            f"{gateway.url}/admin/register/{registration_id}", headers=HEADERS, timeout=15
+        )
+        assert gone.status_code == 200, gone.text
+        chat = f"{gateway.url}/v1/chat/completions"
+
+        def offline() -> bool:
+            return httpx.post(chat, json=CHAT, timeout=15).status_code == 503
+
+        wait_for(offline, what="every worker to see the server gone")
+        answer = httpx.post(chat, json=CHAT, timeout=15)
+        message = answer.json()["error"]["message"]
+        assert message.startswith("model 'm' is offline: its last server left at 20")
+        assert int(answer.headers["retry-after"]) > 0
+        never = httpx.post(chat, json={**CHAT, "model": "never-served"}, timeout=15)
+        assert never.status_code == 404
