@@ -215,7 +215,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             ),
         ),
         feedback=feedback,
-        responses=ResponseOwners(feedback, context.database),
+        responses=ResponseOwners(feedback.record_response_owner, context.database),
         access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"

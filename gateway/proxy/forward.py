@@ -251,7 +251,7 @@ class Forwarder:
                 first = await self._first_events(events, deadline)
                 attempt.first_event()
                 if self.makes_responses:
-                    self._remember_owner(response_id_in_events(first), backend)
+                    await self._remember_owner(response_id_in_events(first), backend)
                 return RelayedStream(
                     events,
                     first,
@@ -265,7 +265,7 @@ class Forwarder:
             if data is None:
                 data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
             if self.makes_responses and status == 200:
-                self._remember_owner(response_id_of(data), backend)
+                await self._remember_owner(response_id_of(data), backend)
             attempt.answered(status, extract_usage(data))
             if status >= 400:
                 return self._error_answer(status, headers, data, backend)
@@ -341,9 +341,10 @@ class Forwarder:
     def makes_responses(self) -> bool:
         return self.incoming.path == RESPONSES_PATH and self.incoming.method == "POST"
 
-    def _remember_owner(self, response_id: str | None, backend: Backend) -> None:
+    async def _remember_owner(self, response_id: str | None, backend: Backend) -> None:
+        """Before the client sees the id: a follow-up may reach another worker at once."""
         if response_id is not None:
-            self.runtime.responses.remember(response_id, backend.registration_id)
+            await self.runtime.responses.remember(response_id, backend.registration_id)
 
     def _body_for(self, backend: Backend) -> bytes:
         """The client's body, with the model renamed for a backend that has a backend_model."""

@@ -4,9 +4,12 @@ A Responses API response is stored by the backend that made it: a request that
 continues it (`previous_response_id`) and `GET/DELETE /v1/responses/{id}` must
 go to that backend, not to any backend of the model. The gateway reads the
 response's id from the answer (the JSON body, or a stream's `response.created`
-event), remembers its owner in memory, and writes it to the database with the
-usage batches (gateway/accounting/feedback.py). A process that does not know an
-id (another worker made it, or it restarted) reads it once from the database.
+event), remembers its owner in memory, and writes it to the database before
+the client gets the answer that names the id (a follow-up may come at once,
+to another worker): one small write, in a thread, bounded by
+OWNER_WRITE_SECONDS; should it fail (the database busy), the owner goes with
+the next usage batch instead. A process that does not know an id (another
+worker made it, or it restarted) reads it once from the database.
 """
 
 from __future__ import annotations
@@ -14,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.accounting.feedback import Feedback
 from shared.db import Database
 from shared.logging import get_logger
-from shared.models import ResponseOwner
+from shared.models import ResponseOwner, utcnow
 
 MAX_REMEMBERED = 100_000  # ids kept in memory per process (about 20 MB at most)
 MAX_RESPONSE_ID = 256
+OWNER_WRITE_SECONDS = 1.0  # past this, the owner goes with the next usage batch
 
 log = get_logger("routing")
 
@@ -60,6 +65,12 @@ def response_id_in_events(events: bytes) -> str | None:
     return None
 
 
+def write_owner(database: Database, response_id: str, registration_id: str) -> None:
+    with database.writing() as session:
+        row = {"response_id": response_id, "server_id": registration_id, "created_at": utcnow()}
+        session.execute(sqlite_insert(ResponseOwner).values(row).on_conflict_do_nothing())
+
+
 def read_owner(database: Database, response_id: str) -> str | None:
     with database.reading() as session:
         return session.scalar(
@@ -69,12 +80,16 @@ def read_owner(database: Database, response_id: str) -> str | None:
 
 class ResponseOwners:
     """response id → registration id: in memory (bounded, least recently used goes
-    first), written through the feedback batches, read from the database on a miss."""
+    first), written through to the database (`later`, the usage batches, when that
+    fails), read from the database on a miss."""
 
     def __init__(
-        self, feedback: Feedback, database: Database | None, limit: int = MAX_REMEMBERED
+        self,
+        later: Callable[[str, str], None],
+        database: Database | None,
+        limit: int = MAX_REMEMBERED,
     ) -> None:
-        self.feedback = feedback
+        self.later = later
         self.database = database
         self.limit = limit
         self.known: OrderedDict[str, str] = OrderedDict()
@@ -85,9 +100,18 @@ class ResponseOwners:
         if len(self.known) > self.limit:
             self.known.popitem(last=False)
 
-    def remember(self, response_id: str, backend_id: str) -> None:
+    async def remember(self, response_id: str, backend_id: str) -> None:
+        """Known here at once, and to every worker when this returns (or, should the
+        write fail, with the next usage batch)."""
         self._keep(response_id, backend_id)
-        self.feedback.record_response_owner(response_id, backend_id)
+        if self.database is None:
+            return
+        try:
+            async with asyncio.timeout(OWNER_WRITE_SECONDS):
+                await asyncio.to_thread(write_owner, self.database, response_id, backend_id)
+        except (SQLAlchemyError, TimeoutError) as error:
+            log.warning("a response's backend goes with the next batch", error=str(error))
+            self.later(response_id, backend_id)
 
     async def owner(self, response_id: str) -> str | None:
         """The registration that made `response_id`, or None if no gateway saw it made."""

@@ -294,3 +294,29 @@ def test_a_renamed_model_in_an_audio_upload(gateway: ThreadedServer) -> None:
     assert heard.text.startswith(f"/models/whisper heard {len(audio)} bytes")
     _, _, body = backend.seen[-1]
     assert audio in body and b"whisper-1" not in body and b'name="language"' in body
+
+
+def test_a_follow_up_on_another_worker_at_once_finds_the_holder(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    """Two gateways on one database (as two workers are): the one that made a response
+    has written its owner before the client got the id, plain or streamed."""
+    making = start_gateway(routing_strategy="round_robin")
+    following = start_gateway(routing_strategy="round_robin")
+    first, second = ManyAPIs("a"), ManyAPIs("b")
+    with ThreadedServer(first.app) as one, ThreadedServer(second.app) as two:
+        register(making, one.url, model_name="m")
+        register(making, two.url, model_name="m")
+        wait_for(lambda: len(sdk(following).models.list().data) == 1, what="routable there")
+        for stream in (False, True, False, True):
+            if stream:
+                events = list(sdk(making).responses.create(model="m", input="hi", stream=True))
+                opened_id = events[0].response.id  # type: ignore[union-attr]
+            else:
+                opened_id = sdk(making).responses.create(model="m", input="hi").id
+            holder = opened_id.split("_")[1]
+            for _ in range(2):  # round robin alone would take the other backend once
+                answer = sdk(following).responses.create(
+                    model="m", input="and?", previous_response_id=opened_id
+                )
+                assert answer.output_text.startswith(f"{holder} turn"), (stream, holder)

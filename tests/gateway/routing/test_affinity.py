@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.accounting.feedback import Feedback
-from gateway.routing.affinity import ResponseOwners, response_id_in_events, response_id_of
+from gateway.routing.affinity import (
+    ResponseOwners,
+    read_owner,
+    response_id_in_events,
+    response_id_of,
+)
+from shared.db import Database
+from shared.models import ModelServer
 
 
 @pytest.mark.parametrize(
@@ -32,13 +39,23 @@ def test_response_id_in_the_first_events() -> None:
     assert response_id_in_events(b'data: {"choices": []}\n\n') is None
 
 
-async def test_owners_are_remembered_written_and_bounded() -> None:
-    feedback = Feedback()
-    owners = ResponseOwners(feedback, database=None, limit=2)
-    owners.remember("r1", "a")
-    owners.remember("r2", "b")
+async def test_owners_are_remembered_and_bounded() -> None:
+    owners = ResponseOwners(Feedback().record_response_owner, database=None, limit=2)
+    await owners.remember("r1", "a")
+    await owners.remember("r2", "b")
     assert await owners.owner("r1") == "a"  # now the most recently used
-    owners.remember("r3", "c")
+    await owners.remember("r3", "c")
     assert await owners.owner("r2") is None  # the least recently used went
     assert (await owners.owner("r1"), await owners.owner("r3")) == ("a", "c")
-    assert feedback.take().response_owners == {"r1": "a", "r2": "b", "r3": "c"}
+
+
+async def test_an_owner_is_written_before_remember_returns(database: Database) -> None:
+    """Another worker must find it at once; a write that fails goes with the batch."""
+    with database.writing() as session:
+        session.add(ModelServer(id="a", model_name="m", endpoint_url="http://a"))
+    feedback = Feedback()
+    owners = ResponseOwners(feedback.record_response_owner, database)
+    await owners.remember("r1", "a")
+    assert read_owner(database, "r1") == "a"
+    await owners.remember("r2", "gone")  # no such registration: the batch skips it later
+    assert feedback.take().response_owners == {"r2": "gone"}
