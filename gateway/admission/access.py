@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 
-from gateway.admission.ratelimit import RateLimiter
+from gateway.admission.ratelimit import RateLimiter, client_of
 from shared.errors import AuthenticationRequired, PermissionDenied, RateLimited
 from shared.settings import Settings
 
@@ -40,7 +40,7 @@ class ClientAccess:
             if not self._known(token):
                 raise PermissionDenied("invalid API key")
         if self.limiter.enabled:
-            client = f"key:{token}" if self.required and token else f"ip:{client_host}"
+            client = f"key:{token}" if self.required and token else client_of(client_host)
             wait = self.limiter.check(client)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))

@@ -1,11 +1,18 @@
 """Per-client rate limiting: a token bucket per client, refilled continuously.
 
-`take_token` is the pure policy; `RateLimiter` keeps the buckets.
+`take_token` is the pure policy; `RateLimiter` keeps the buckets, at most
+`max_clients` of them: past that the least recently seen client is forgotten
+(it comes back with a full bucket, which it would mostly have by then). A
+client that rotates through many addresses pushes out only clients idler
+than all of them, never everyone at once; `client_of` counts an IPv6
+client by its /64, the block one host is given.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,11 +38,28 @@ def take_token(bucket: Bucket | None, *, now: float, per_minute: int) -> tuple[B
     return Bucket(tokens, now), (1 - tokens) / rate
 
 
+def client_of(host: str) -> str:
+    """The rate limit's key for a client address: an IPv6 address by its /64."""
+    if ":" not in host:
+        return f"ip:{host}"
+    try:
+        network = ipaddress.IPv6Network(f"{host}/64", strict=False)
+    except ValueError:
+        return f"ip:{host}"
+    return f"ip:{network}"
+
+
 class RateLimiter:
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
         self.per_minute = per_minute
         self.clock = clock
-        self.buckets: dict[str, Bucket] = {}
+        self.max_clients = max_clients
+        self.buckets: OrderedDict[str, Bucket] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -43,18 +67,11 @@ class RateLimiter:
 
     def check(self, client: str) -> float:
         """0 if `client` may go ahead, else the seconds to wait."""
-        now = self.clock()
-        if len(self.buckets) >= MAX_CLIENTS:
-            self._forget_full(now)
-        bucket, wait = take_token(self.buckets.get(client), now=now, per_minute=self.per_minute)
+        bucket, wait = take_token(
+            self.buckets.get(client), now=self.clock(), per_minute=self.per_minute
+        )
         self.buckets[client] = bucket
+        self.buckets.move_to_end(client)
+        if len(self.buckets) > self.max_clients:
+            self.buckets.popitem(last=False)  # the least recently seen
         return wait
-
-    def _forget_full(self, now: float) -> None:
-        """Drop clients whose bucket has refilled: they would start full anyway."""
-        full_after = 60.0
-        for client, bucket in list(self.buckets.items()):
-            if now - bucket.updated >= full_after:
-                del self.buckets[client]
-        if len(self.buckets) >= MAX_CLIENTS:  # still too many: start over, lenient
-            self.buckets.clear()
