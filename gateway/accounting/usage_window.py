@@ -61,6 +61,7 @@ def read_window(database: Database, first_minute: int) -> tuple[list[Row], dict[
                 models=tuple(model for model, _ in server.served_models()),
                 endpoint_host=endpoint_host(server.endpoint_url),
                 description=server.description,
+                draining=server.draining,
             )
             for server in servers
         }

@@ -149,12 +149,14 @@ class Server:
     # How a person tells it from the others (never its key, nor a URL's path or userinfo).
     endpoint_host: str = ""
     description: str | None = None
+    draining: bool = False
 
 
 def intended_shares(servers: Iterable[Server], model: str, strategy: str) -> dict[str, float]:
     """The share of `model`'s requests each backend is meant to get: the best priority
-    tier only, by weight under `weighted`, evenly under the other strategies."""
-    serving = [s for s in servers if model in s.models and s.health == "healthy"]
+    tier only, by weight under `weighted`, evenly under the other strategies; a draining
+    backend is meant to get nothing new."""
+    serving = [s for s in servers if model in s.models and s.health == "healthy" and not s.draining]
     if not serving:
         return {}
     best = min(s.priority for s in serving)

@@ -19,12 +19,15 @@ from tests.support import ThreadedServer, wait_for
 HEADERS = {"X-API-Key": ADMIN_KEY}
 
 
-def server(server_id: str, *, weight: int = 1, health: str = "healthy") -> Server:
-    return Server(server_id, None, health, None, weight, 0, ("m",))
+def server(
+    server_id: str, *, weight: int = 1, health: str = "healthy", draining: bool = False
+) -> Server:
+    return Server(server_id, None, health, None, weight, 0, ("m",), draining=draining)
 
 
 A, B, C = server("a"), server("b", weight=3), server("c")
 GONE = server("gone", health="deregistered")
+DRAINING = server("draining", draining=True)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +42,9 @@ GONE = server("gone", health="deregistered")
         # A deregistered backend that served is shown, meant to get nothing.
         ({("m", "gone"): 1, ("m", "c"): 3}, (C, GONE), "round_robin",
          [Share("c", "m", 0.75, 1.0), Share("gone", "m", 0.25, 0.0)]),
+        # A draining backend is meant to get nothing new; what it finished still counts.
+        ({("m", "a"): 3, ("m", "draining"): 1}, (A, DRAINING), "round_robin",
+         [Share("a", "m", 0.75, 1.0), Share("draining", "m", 0.25, 0.0)]),
         # A model nobody asked for has no share.
         ({}, (A, B), "round_robin", []),
     ],
