@@ -118,10 +118,13 @@ export async function refreshQuickStats() {
   } catch { /* the header is a convenience; pages report their own errors */ }
 }
 
-/** A backend as a person tells it apart: a short id, its endpoint's host and description. */
+/** A backend as a person tells it apart: a short id, its endpoint's host (never the URL's
+ * path or userinfo) and description; `row` is a statistics backend or a registration. */
 export function backendName(row) {
-  const name = `${row.registration_id.slice(0, 8)} ${row.endpoint_host || "?"}`;
-  return row.description ? `${name} (${row.description})` : name;
+  const host = row.endpoint_host ?? (row.endpoint_url ? new URL(row.endpoint_url).host : "?");
+  const description = row.description ?? row.metadata?.description;
+  const name = `${row.registration_id.slice(0, 8)} ${host}`;
+  return description ? `${name} (${description})` : name;
 }
 
 setUpKeyDialog();
