@@ -99,7 +99,7 @@ function setUpKeyDialog() {
 /** The header's counts: `servers` as the admin API lists them (what the dashboard shows). */
 export function showQuickStats(servers) {
   const healthy = servers.filter((s) => s.health_status === "healthy").length;  // as the dashboard's box
-  $("#quick-servers").textContent = `${servers.length} servers`;
+  $("#quick-servers").textContent = `${servers.length} server${servers.length === 1 ? "" : "s"}`;
   $("#quick-healthy").textContent = `${healthy} healthy`;
 }
 

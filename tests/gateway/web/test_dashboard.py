@@ -14,6 +14,7 @@ import pytest
 
 from gateway.cli.demo_backend import create_demo_app
 from tests.conftest import ADMIN_KEY
+from tests.fakes import model_list_backend
 from tests.gateway.web.test_pages import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.support import ThreadedServer, wait_for
 
@@ -102,3 +103,25 @@ def test_a_new_user_reads_counts_shares_and_backend_names(
         page.screenshot(path=str(ARTIFACTS / "dashboard-balance.png"), full_page=True)
         browser.close()
     assert errors == []
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="make test installs Debian's chromium")
+def test_without_the_key_the_header_counts_a_server_of_two_models_once(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    gateway = start_gateway(rate_limit_per_minute=0)
+    with ThreadedServer(model_list_backend("chat", "embed")) as backend:
+        answer = httpx.post(
+            f"{gateway.url}/admin/register", json={"endpoint_url": backend.url}, headers=HEADERS
+        )
+        assert answer.status_code == 201, answer.text
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(f"{gateway.url}/models")  # no admin key in this tab
+            expect(page.locator("#models .card")).to_have_count(2)
+            expect(page.locator("#quick-servers")).to_have_text("1 server")
+            expect(page.locator("#quick-healthy")).to_have_text("1 healthy")
+            browser.close()
