@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounting import metrics
+from gateway.accounting.share_gauges import share_exposition
 from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation
 from gateway.proxy.runtime import ProxyRuntime
@@ -46,7 +49,11 @@ async def exposition(request: Request) -> Response:
     runtime = context_of(request).proxy
     # This worker's counts as of now; the others' are at most a flush (1 s) old.
     metrics.flush(runtime.balancer.in_flight if runtime is not None else None)
-    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
+    context = context_of(request)
+    shares = await run_in_threadpool(
+        share_exposition, context.database, context.settings.routing_strategy, time.time()
+    )
+    return Response(generate_latest(_registry()) + shares, media_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_route() -> DocumentedRoute:

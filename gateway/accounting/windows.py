@@ -146,12 +146,17 @@ class Server:
     weight: int
     priority: int
     models: tuple[str, ...]
+    # How a person tells it from the others (never its key, nor a URL's path or userinfo).
+    endpoint_host: str = ""
+    description: str | None = None
+    draining: bool = False
 
 
 def intended_shares(servers: Iterable[Server], model: str, strategy: str) -> dict[str, float]:
     """The share of `model`'s requests each backend is meant to get: the best priority
-    tier only, by weight under `weighted`, evenly under the other strategies."""
-    serving = [s for s in servers if model in s.models and s.health == "healthy"]
+    tier only, by weight under `weighted`, evenly under the other strategies; a draining
+    backend is meant to get nothing new."""
+    serving = [s for s in servers if model in s.models and s.health == "healthy" and not s.draining]
     if not serving:
         return {}
     best = min(s.priority for s in serving)
@@ -193,6 +198,7 @@ def summarize(
         series[offset].add(row.counts)
         per_model = series_models.setdefault(row.model, [0] * minutes)
         per_model[offset] += row.counts.requests
+    shares = backend_shares(model_of_backend, servers, strategy)
     backends = []
     for server_id in sorted(set(by_backend) | set(servers)):
         server = servers.get(server_id)
@@ -205,7 +211,13 @@ def summarize(
                 "health": server.health if server else "deregistered",
                 "last_error": server.last_error if server else None,
                 "owner": server.owner if server else None,
-                "shares": _shares(server_id, model_of_backend, by_model, servers, strategy),
+                "endpoint_host": server.endpoint_host if server else "",
+                "description": server.description if server else None,
+                "shares": [
+                    {"model": s.model, "share": s.share, "intended_share": s.intended}
+                    for s in shares
+                    if s.backend == server_id
+                ],
             }
         )
     return {
@@ -229,27 +241,41 @@ def summarize(
     }
 
 
-def _shares(
-    server_id: str,
-    served: Mapping[tuple[str, str], int],
-    by_model: Mapping[str, Counts],
-    servers: Mapping[str, Server],
-    strategy: str,
-) -> list[dict[str, str | float | None]]:
-    """Per model the backend served: its share of the requests against the intended one."""
-    shares: list[dict[str, str | float | None]] = []
-    for (model, backend), requests in sorted(served.items()):
-        if backend != server_id:
+@dataclass(frozen=True)
+class Share:
+    """A backend's part of one model's requests in a window, against the part its
+    strategy and weight meant to give it (load-balancing effectiveness)."""
+
+    backend: str
+    model: str
+    share: float
+    intended: float
+
+
+def backend_shares(
+    served: Mapping[tuple[str, str], int], servers: Mapping[str, Server], strategy: str
+) -> list[Share]:
+    """For each model requested in the window (`served`: requests per (model, backend)),
+    every backend that served it or was meant to: one meant to that got nothing shows 0,
+    which is the imbalance worth seeing. Models nobody asked for have no share."""
+    totals: dict[str, int] = {}
+    for (model, _), requests in served.items():
+        totals[model] = totals.get(model, 0) + requests
+    shares = []
+    for model, total in sorted(totals.items()):
+        if not total:
             continue
-        meant = intended_shares(servers.values(), model, strategy).get(server_id, 0.0)
-        total = by_model[model].requests
-        shares.append(
-            {
-                "model": model,
-                "share": round(requests / total, 4) if total else None,
-                "intended_share": round(meant, 4),
-            }
-        )
+        meant = intended_shares(servers.values(), model, strategy)
+        backends = {backend for (m, backend) in served if m == model} | set(meant)
+        shares += [
+            Share(
+                backend,
+                model,
+                round(served.get((model, backend), 0) / total, 4),
+                round(meant.get(backend, 0.0), 4),
+            )
+            for backend in sorted(backends)
+        ]
     return shares
 
 

@@ -9,67 +9,17 @@ from the workers' metrics. The arithmetic is gateway/accounting/windows.py's.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.accounting.windows import (
-    Counts,
-    Row,
-    Server,
-    current_minute,
-    summarize,
-    window_minutes,
-)
+from gateway.accounting.usage_window import read_window
+from gateway.accounting.windows import current_minute, summarize, window_minutes
 from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.prometheus import in_flight_by_backend
-from shared.db import Database
 from shared.errors import InvalidRequest
-from shared.models import ModelServer, UsageMinute
-
-
-def read_window(database: Database, first_minute: int) -> tuple[list[Row], dict[str, Server]]:
-    """The minutes from `first_minute` on, and every registration they or the pool name."""
-    with database.reading() as session:
-        minutes: Sequence[UsageMinute] = session.scalars(
-            select(UsageMinute).where(UsageMinute.minute >= first_minute)
-        ).all()
-        rows = [
-            Row(
-                m.minute,
-                m.server_id,
-                m.model,
-                Counts(
-                    m.requests,
-                    m.failures,
-                    m.prompt_tokens,
-                    m.completion_tokens,
-                    list(m.latency_counts),
-                    list(m.first_token_counts),
-                ),
-            )
-            for m in minutes
-        ]
-        named = {row.backend for row in rows}
-        servers = session.scalars(
-            select(ModelServer).where(ModelServer.is_active.is_(True) | ModelServer.id.in_(named))
-        ).all()
-        return rows, {
-            server.id: Server(
-                id=server.id,
-                owner=server.student_id,
-                health=server.health_status if server.is_active else "deregistered",
-                last_error=server.last_error,
-                weight=server.weight,
-                priority=server.priority,
-                models=tuple(model for model, _ in server.served_models()),
-            )
-            for server in servers
-        }
 
 
 async def stats(request: Request) -> Response:

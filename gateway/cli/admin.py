@@ -18,14 +18,12 @@ from gateway.cli.api_client import (
     F,
     api_options,
     fail,
-    format_table,
     print_document,
 )
 from gateway.cli.join import join
+from gateway.cli.server_view import server_details, servers_table
 from gateway.cli.stats_view import format_stats
 from shared.settings import SettingsError, load_settings
-
-SERVER_COLUMNS = ("registration_id", "models", "health_status", "endpoint_url", "student_id")
 
 
 @click.group()
@@ -176,29 +174,6 @@ def registration_options(required: bool) -> Callable[[F], F]:
     return decorate
 
 
-def _server_summary(server: dict[str, Any]) -> str:
-    lines = [
-        f"{key}: {value}"
-        for key, value in server.items()
-        if key not in ("recent_checks", "capabilities", "metadata")
-    ]
-    lines += [f"capabilities.{k}: {v}" for k, v in server.get("capabilities", {}).items()]
-    lines += [f"metadata.{k}: {v}" for k, v in server.get("metadata", {}).items()]
-    checks = server.get("recent_checks")
-    if checks:
-        lines.append("")
-        lines.append(
-            format_table(
-                ("checked_at", "status", "response_time_ms", "error_message"),
-                [
-                    (c["checked_at"], c["status"], c["response_time_ms"], c["error_message"])
-                    for c in checks
-                ],
-            )
-        )
-    return "\n".join(lines)
-
-
 @cli.command()
 @registration_options(required=True)
 @api_options
@@ -237,7 +212,7 @@ def update(
     if not body:
         fail("nothing to change: give at least one option (see --help)")
     result = AdminClient(url, api_key).call("PUT", f"/admin/register/{registration_id}", json=body)
-    print_document(result, as_json, _server_summary)
+    print_document(result, as_json, server_details)
 
 
 @cli.command()
@@ -247,13 +222,6 @@ def deregister(registration_id: str, url: str, api_key: str | None, as_json: boo
     """Deregister a backend (soft delete; it can register again)."""
     result = AdminClient(url, api_key).call("DELETE", f"/admin/register/{registration_id}")
     print_document(result, as_json, lambda r: f"deregistered {r['registration_id']}")
-
-
-def served(server: dict[str, Any]) -> str:
-    """A registration's model, or the models its backend lists."""
-    if server["model_name"] is not None:
-        return str(server["model_name"])
-    return "*: " + (", ".join(server["served_models"]) or "(none listed yet)")
 
 
 @cli.command()
@@ -279,28 +247,14 @@ def servers(
     }
     if include_inactive:
         params["include_inactive"] = "true"
-    result = AdminClient(url, api_key).call("GET", "/admin/servers", params=params)
-    print_document(
-        result,
-        as_json,
-        lambda rows: (
-            format_table(
-                SERVER_COLUMNS,
-                [
-                    (
-                        row["registration_id"],
-                        served(row),
-                        row["health_status"] + (",draining" if row["draining"] else ""),
-                        row["endpoint_url"],
-                        row["metadata"].get("student_id"),
-                    )
-                    for row in rows
-                ],
-            )
-            if rows
-            else "no servers registered"
-        ),
-    )
+    client = AdminClient(url, api_key)
+    result = client.call("GET", "/admin/servers", params=params)
+    in_flight: dict[str, int] = {}
+    if result and not as_json:
+        # In flight is the workers' count (the statistics carry it), not the registry's.
+        stats = client.call("GET", "/admin/stats", params={"window": "5m"})
+        in_flight = {row["registration_id"]: row["in_flight"] for row in stats["backends"]}
+    print_document(result, as_json, lambda rows: servers_table(rows, in_flight))
 
 
 @cli.command()
@@ -309,7 +263,7 @@ def servers(
 def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Show one registration with its last 20 health checks."""
     result = AdminClient(url, api_key).call("GET", f"/admin/servers/{registration_id}")
-    print_document(result, as_json, _server_summary)
+    print_document(result, as_json, server_details)
 
 
 def _drain_command(action: str, done: str, summary: str) -> None:

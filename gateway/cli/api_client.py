@@ -39,7 +39,7 @@ def default_api_key() -> str | None:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Plain aligned columns, for people (use --json in scripts)."""
-    cells = [[("" if value is None else str(value)) for value in row] for row in rows]
+    cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
     widths = [
         max([len(header)] + [len(row[index]) for row in cells])
         for index, header in enumerate(headers)

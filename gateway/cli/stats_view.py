@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.cli.api_client import format_table
+
+SHORT_ID = 8
+
+
+def backend_name(row: Mapping[str, Any]) -> str:
+    """A backend as a person tells it apart: a short id, the endpoint's host and the
+    owner's description (never the URL's path or userinfo, never its key)."""
+    name = f"{row['registration_id'][:SHORT_ID]} {row.get('endpoint_host') or '?'}"
+    return f"{name} ({row['description']})" if row.get("description") else name
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{round(100 * fraction, 1):g}%"
+
+
+def share_text(shares: list[Mapping[str, Any]]) -> str:
+    """Per model: the share it got / the share it was meant to get."""
+    return ", ".join(
+        f"{s['model']} {percent(s['share'])}/{percent(s['intended_share'])}" for s in shares
+    )
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -31,13 +52,11 @@ def format_stats(stats: dict[str, Any]) -> str:
             ("backend", "health", "in_flight", *columns, "share/intended"),
             [
                 (
-                    row["registration_id"],
+                    backend_name(row),
                     row["health"],
                     row["in_flight"],
                     *(row[c] for c in columns),
-                    " ".join(
-                        f"{s['model']}:{s['share']}/{s['intended_share']}" for s in row["shares"]
-                    ),
+                    share_text(row["shares"]) or None,
                 )
                 for row in stats["backends"]
             ],

@@ -96,20 +96,40 @@ function setUpKeyDialog() {
   showKeyStatus();
 }
 
+/** The header's counts: `servers` as the admin API lists them (what the dashboard shows). */
+export function showQuickStats(servers) {
+  const healthy = servers.filter((s) => s.health_status === "healthy").length;  // as the dashboard's box
+  $("#quick-servers").textContent = `${servers.length} server${servers.length === 1 ? "" : "s"}`;
+  $("#quick-healthy").textContent = `${healthy} healthy`;
+}
+
 export async function refreshQuickStats() {
   try {
-    const models = await api("/v1/models", { admin: false });
-    const healthy = models.data.reduce((sum, m) => sum + m.available_servers, 0);
-    $("#quick-healthy").textContent = `${healthy} healthy`;
     if (adminKey()) {
-      const servers = await api("/admin/servers");
-      $("#quick-servers").textContent = `${servers.length} servers`;
+      showQuickStats(await api("/admin/servers"));
+      return;
     }
+    // Without the key, the public registry; a server of several models counts once.
+    const replicas = new Map();
+    for (const list of Object.values((await api("/registry", { admin: false })).models)) {
+      for (const r of list) replicas.set(r.replica_id, { health_status: r.health, draining: r.draining });
+    }
+    showQuickStats([...replicas.values()]);
   } catch { /* the header is a convenience; pages report their own errors */ }
+}
+
+/** A backend as a person tells it apart: a short id, its endpoint's host (never the URL's
+ * path or userinfo) and description; `row` is a statistics backend or a registration. */
+export function backendName(row) {
+  const host = row.endpoint_host ?? (row.endpoint_url ? new URL(row.endpoint_url).host : "?");
+  const description = row.description ?? row.metadata?.description;
+  const name = `${row.registration_id.slice(0, 8)} ${host}`;
+  return description ? `${name} (${description})` : name;
 }
 
 setUpKeyDialog();
 refreshQuickStats();
+window.addEventListener("admin-key", refreshQuickStats);
 const page = document.body.dataset.page;
 const pages = new Set(["dashboard", "register", "server", "edit", "owner", "models", "playground", "logs", "settings"]);
 if (pages.has(page)) import(`/static/${page}.js`).then((module) => module.start());

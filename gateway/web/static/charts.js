@@ -5,7 +5,7 @@ import { api, escapeHtml } from "/static/app.js";
 const COLORS = ["#0b5cad", "#a40e26", "#116329", "#6e4b00", "#6639ba", "#0a7b83", "#953800"];
 const CHARTS = [
   { id: "requests", title: "Requests per minute", series: [["requests", "requests"]] },
-  { id: "errors", title: "Error rate (%)", series: [["error_rate", "errors %"]] },
+  { id: "errors", title: "Error rate (%)", series: [["error_rate", "errors %"]], percent: true },
   { id: "latency", title: "Latency (ms)", series: [["latency_p50_ms", "p50"], ["latency_p95_ms", "p95"]] },
   { id: "first-token", title: "Time to first token (ms)", series: [["first_token_p50_ms", "p50"], ["first_token_p95_ms", "p95"]] },
   { id: "tokens", title: "Tokens per minute", series: [["tokens", "tokens"]] },
@@ -34,7 +34,11 @@ function figureFor(root, id, title, names, ys, windowName) {
   return figure;
 }
 
-function plot(figure, names, xs, ys) {
+// A percentage axis starts at 0 and never passes 100 (uPlot's own range pads a flat
+// 100 % line up to 200 %); below that it fits the data, in steps of 5.
+const PERCENT_RANGE = (u, min, max) => [0, Math.min(100, Math.max(5, Math.ceil((1.1 * (max ?? 0)) / 5) * 5))];
+
+function plot(figure, names, xs, ys, percent) {
   const width = Math.max(240, figure.clientWidth - 18);  // the grid cell it was given
   const options = {
     width, height: 180,
@@ -43,7 +47,7 @@ function plot(figure, names, xs, ys) {
       points: { show: true, size: 5 },  // a lone minute with traffic shows as a dot
     }))],
     axes: [{ stroke: "#57606a" }, { stroke: "#57606a", size: 56 }],
-    scales: { x: { time: true } },
+    scales: percent ? { x: { time: true }, y: { range: PERCENT_RANGE } } : { x: { time: true } },
     legend: { live: false },
     cursor: { show: true },
   };
@@ -60,11 +64,12 @@ export async function drawCharts(root, windowName, filter = "") {
   const charts = CHARTS.map((chart) => ({
     id: chart.id, title: chart.title,
     names: chart.series.map(([, name]) => name), values: chart.series.map(([key]) => series[key]),
+    percent: Boolean(chart.percent),
   }));
   const share = shares(series);
-  if (share.names.length) charts.push({ id: "share", title: "Each model's share of requests (%)", names: share.names, values: share.values });
+  if (share.names.length) charts.push({ id: "share", title: "Each model's share of requests (%)", names: share.names, values: share.values, percent: true });
   // Every figure in the grid first, so each is measured at its final width.
   const figures = charts.map((c) => figureFor(root, c.id, c.title, c.names, c.values, windowName));
-  charts.forEach((c, i) => plot(figures[i], c.names, series.minutes, c.values));
+  charts.forEach((c, i) => plot(figures[i], c.names, series.minutes, c.values, c.percent));
   return stats;
 }

@@ -1,4 +1,4 @@
-import { api, adminKey, ago, askForKey, escapeHtml, servedLabel, serverBadges, statusBadge, toast } from "/static/app.js";
+import { api, adminKey, ago, askForKey, backendName, escapeHtml, servedLabel, serverBadges, showQuickStats, toast } from "/static/app.js";
 import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
@@ -46,11 +46,33 @@ function render() {
     </tr>`).join("");
 }
 
+const percent = (fraction) => (fraction == null ? "–" : `${Math.round(1000 * fraction) / 10} %`);
+
+function difference(share, intended) {
+  if (share == null) return "–";
+  const points = Math.round(1000 * (share - intended)) / 10;
+  return points === 0 ? "0 %" : `${points > 0 ? "+" : "−"}${Math.abs(points)} %`;
+}
+
+/** Load-balancing effectiveness: each backend's share of its model's requests in the
+ * window against the share its strategy and weight meant it to get. */
+function renderBalance(backends) {
+  const rows = backends.flatMap((b) => b.shares.map((s) => ({ backend: b, ...s })))
+    .sort((x, y) => x.model.localeCompare(y.model) || y.intended_share - x.intended_share);
+  $("#balance tbody").innerHTML = rows.map((r) => `<tr>
+      <td>${escapeHtml(r.model)}</td>
+      <td><a href="/servers/${encodeURIComponent(r.backend.registration_id)}">${escapeHtml(backendName(r.backend))}</a></td>
+      <td>${percent(r.share)}</td><td>${percent(r.intended_share)}</td>
+      <td>${difference(r.share, r.intended_share)}</td>
+    </tr>`).join("") || `<tr><td colspan="5" class="muted">No request in this window.</td></tr>`;
+}
+
 async function charts() {
   const stats = await drawCharts($("#charts"), $("#chart-window").value);
   const t = stats.totals;
   $("#traffic-totals").textContent = `${t.requests.toLocaleString()} requests, ${t.success_rate ?? "–"} % successful, ` +
     `p95 ${t.latency_p95_ms ?? "–"} ms, ${(t.prompt_tokens + t.completion_tokens).toLocaleString()} tokens.`;
+  renderBalance(stats.backends);
 }
 
 async function load() {
@@ -61,6 +83,7 @@ async function load() {
   }
   try {
     servers = await api("/admin/servers");
+    showQuickStats(servers);  // the header counts what this page lists
     $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
     render();
     await charts();

@@ -1,4 +1,4 @@
-import { api, escapeHtml, toast } from "/static/app.js";
+import { adminKey, api, backendName, escapeHtml, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
 
@@ -28,6 +28,16 @@ function showUsage(usage) {
   if (usage) $("#pg-tokens").textContent = `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion = ${usage.total_tokens}`;
 }
 
+/** The server that answered: by name (with the admin key), else by its registration id. */
+async function showServer(id) {
+  $("#pg-server").textContent = id || "–";
+  if (!id || !adminKey()) return;
+  try {
+    const server = await api(`/admin/servers/${encodeURIComponent(id)}`);
+    $("#pg-server").innerHTML = `<a href="/servers/${encodeURIComponent(id)}" title="${escapeHtml(id)}">${escapeHtml(backendName(server))}</a>`;
+  } catch { /* the id alone is still right */ }
+}
+
 async function send(event) {
   event.preventDefault();
   const body = request();
@@ -37,7 +47,7 @@ async function send(event) {
   const started = performance.now();
   try {
     const response = await fetch("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    $("#pg-server").textContent = response.headers.get("X-Gateway-Server-ID") || "–";
+    showServer(response.headers.get("X-Gateway-Server-ID"));
     if (!response.ok) {
       const data = await response.json().catch(() => null);
       throw new Error(data?.error?.message || `HTTP ${response.status}`);

@@ -82,22 +82,17 @@ def test_register_list_show_update_deregister(
     table = admin("servers", *connection, cwd=tmp_path)
     assert table.returncode == 0
     header, row = table.stdout.strip().splitlines()
-    assert header.split() == [
-        "REGISTRATION_ID",
-        "MODELS",
-        "HEALTH_STATUS",
-        "ENDPOINT_URL",
-        "STUDENT_ID",
-    ]
-    assert row.split() == [registration_id, "demo", "healthy", demo_backend.url, "alice"]
+    assert header.split()[:3] == ["REGISTRATION_ID", "MODELS", "STATUS"]
+    assert row.split() == [registration_id, "demo", "healthy", "yes", "0", "1", "gpu", "api",
+                           "0", demo_backend.url, "alice"]  # fmt: skip
 
     listed = json.loads(admin("servers", "--json", *connection, cwd=tmp_path).stdout)
     assert [s["registration_id"] for s in listed] == [registration_id]
 
     shown = admin("show", registration_id, *connection, cwd=tmp_path)
-    assert "model_name: demo" in shown.stdout and "success" in shown.stdout
+    assert "serves                demo" in shown.stdout and "success" in shown.stdout
     assert "cli-backend-secret" not in shown.stdout
-    assert "api_key_set: True" in shown.stdout
+    assert "backend key           set (hidden)" in shown.stdout
 
     updated = admin(
         "update", registration_id, "--priority", "3", "--json", *connection, cwd=tmp_path

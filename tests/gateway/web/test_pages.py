@@ -177,7 +177,11 @@ def test_a_person_registers_checks_and_deletes_a_server_and_chats(
         page.fill("#pg-message", "tell me something")
         page.click("#pg-send")
         expect(page.locator("#pg-reply")).to_contain_text("Hello from the demo backend!")
-        expect(page.locator("#pg-server")).to_have_text(registration_id)
+        host = backend.url.removeprefix("http://")  # named, and linked to its page
+        expect(page.locator("#pg-server")).to_have_text(
+            f"{registration_id[:8]} {host} (moved to the lab)"
+        )
+        expect(page.locator(f"#pg-server a[href='/servers/{registration_id}']")).to_be_visible()
         expect(page.locator("#pg-tokens")).to_contain_text("completion")
         page.screenshot(path=str(ARTIFACTS / "playground.png"))
 
