@@ -256,10 +256,11 @@ class UpstreamPool:
 
 def probe_transport(settings: Settings, resolver: Resolver) -> UpstreamPool:
     """The transport for probes: the whole probe may take HEALTH_CHECK_TIMEOUT_SECONDS,
-    connecting included."""
+    connecting included; at most BACKEND_MAX_CONNECTIONS to a backend, as the proxy."""
     return UpstreamPool(
         verify_tls=settings.verify_backend_tls,
         connect_timeout=settings.health_check_timeout_seconds,
         resolver=resolver,
         allow_private=settings.allow_private_backends,
+        max_connections=settings.backend_max_connections,
     )
