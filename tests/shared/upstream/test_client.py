@@ -147,7 +147,8 @@ def soon(seconds: float = 2.0) -> float:
 
 def idle(pool: UpstreamPool, url: str) -> list[Connection]:
     """The connections the pool keeps for `url`'s origin."""
-    return pool.idle.get(parse_origin(url), [])
+    state = pool.origins.get(parse_origin(url))
+    return state.idle if state is not None else []
 
 
 async def test_a_plain_answer_and_keep_alive(pool: UpstreamPool) -> None:

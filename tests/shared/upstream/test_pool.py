@@ -25,7 +25,7 @@ from shared.upstream import (
     UpstreamTimeout,
 )
 from shared.upstream.dialing import interleave_families
-from shared.upstream.pool import keepalive_for
+from shared.upstream.pool import OriginPool, keepalive_for
 from tests.shared.upstream.test_client import HEADERS, OK, read_head, scripted, soon
 
 
@@ -369,3 +369,48 @@ async def test_tls_without_close_notify_cuts_a_close_delimited_body(
             result = error.kind
     pool.close()
     assert result == outcome
+
+
+async def turns(count: int) -> None:
+    """Let the loop run `count` rounds of ready callbacks (no time passes)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("after_second", [0, 1, 2])
+@pytest.mark.parametrize("after_first", [0, 1, 2])
+async def test_a_waiter_is_never_orphaned(after_first: int, after_second: int) -> None:
+    """Two waiters are handed connections a few loop turns apart, and a third request
+    comes in between their wake-ups: a waiter that leaves the line takes only itself
+    out, so the third is handed a connection as soon as one is freed (it used to be
+    dropped from the line by the second's wake-up, and waited out its deadline beside
+    idle connections). Every spacing of these events, in loop turns, is tried."""
+    pool = pool_with(FakeResolver(), allow_private=True, max_connections=2)
+    async with scripted(answering_forever()) as (url, _):
+        request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
+        holders = [AsyncExitStack(), AsyncExitStack()]
+        for holder in holders:
+            answer = await holder.enter_async_context(pool.stream(request, soon()))
+            await answer.read_all(1024, soon())  # read whole: each is handed on when left
+        waiters = [asyncio.ensure_future(status_of(pool, request)) for _ in range(2)]
+        await turns(3)  # both in line
+        await holders[0].aclose()  # (no loop turn) handed to the first waiter
+        await turns(after_first)
+        await holders[1].aclose()  # handed to the second
+        await turns(after_second)
+        assert await status_of(pool, request, soon(1.0)) == 200
+        assert await asyncio.gather(*waiters) == [200, 200]
+    pool.close()
+
+
+async def test_leaving_the_line_takes_out_only_oneself() -> None:
+    state = OriginPool()
+    loop = asyncio.get_running_loop()
+    first, second, third = (loop.create_future() for _ in range(3))
+    state.waiters.extend([first, second])
+    state.leave(third)  # not in line: nothing happens
+    state.leave(first)
+    state.leave(first)
+    assert list(state.waiters) == [second]
+    second.cancel()  # gave up, not yet out of line: skipped
+    assert state.next_waiter() is None and state.unused
