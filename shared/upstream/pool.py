@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from shared.settings import Settings
 from shared.upstream.connection import Connection, UpstreamResponse
 from shared.upstream.dialing import Dialer
-from shared.upstream.errors import Disconnected, UpstreamTimeout
+from shared.upstream.errors import Disconnected, PoolTimeout
 from shared.upstream.framing import Origin, encode_request, parse_origin
 from shared.upstream.transport import UpstreamRequest
 from shared.urls import Resolver
@@ -208,7 +208,7 @@ class UpstreamPool:
             else:
                 waiter.cancel()
             if isinstance(error, TimeoutError):
-                raise UpstreamTimeout(
+                raise PoolTimeout(
                     "no free connection to the backend in time (BACKEND_MAX_CONNECTIONS)"
                 ) from None
             raise

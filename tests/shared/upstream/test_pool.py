@@ -16,13 +16,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 import trustme
 
-from shared.failures import FailureKind
+from shared.failures import FAILURES, FailureKind
 from shared.upstream import (
     ConnectFailed,
+    PoolTimeout,
     UpstreamError,
     UpstreamPool,
     UpstreamRequest,
-    UpstreamTimeout,
 )
 from shared.upstream.dialing import interleave_families
 from shared.upstream.pool import OriginPool, keepalive_for
@@ -232,8 +232,9 @@ async def test_at_most_max_connections_per_backend() -> None:
         third = asyncio.ensure_future(status_of(pool, request))
         await asyncio.sleep(0.1)
         assert not third.done() and len(connections) == 2
-        with pytest.raises(UpstreamTimeout, match="BACKEND_MAX_CONNECTIONS"):
+        with pytest.raises(PoolTimeout, match="BACKEND_MAX_CONNECTIONS") as raised:
             await status_of(pool, request, soon(0.1))
+        assert not FAILURES[raised.value.kind].counts_against_backend  # our limit
         assert await first.leave() == 200  # read whole: its connection goes to the waiter
         assert await third == 200 and len(connections) == 2
         assert await second.leave(read=False) == 200  # closed: room for a new one
