@@ -76,9 +76,8 @@ async def deliver(transport: Transport, notification: Notification) -> bool:
     for pause in [*retry_delays(), None]:
         request = UpstreamRequest(origin, target, headers, body, method="POST")
         try:
-            response = await transport.send(request, loop.time() + TIMEOUT)
-            status = response.status
-            response.close()
+            async with transport.stream(request, loop.time() + TIMEOUT) as response:
+                status = response.status
             if status < 500:
                 if status >= 400:
                     log.warning(

@@ -10,7 +10,8 @@ matches message text.
     ├── connecting:  DNS, ADDRESS_REFUSED, REFUSED, CONNECT_TIMEOUT, TLS, UNREACHABLE
     ├── exchanging:  RESET, TRUNCATED, TIMEOUT, BAD_RESPONSE, TOO_LARGE
     ├── answered:    HTTP_ERROR (5xx), BUSY (429), NOT_OFFERED (404/405: not this endpoint)
-    └── ours:        UNSENDABLE (the request cannot be written as HTTP/1.1)
+    └── ours:        UNSENDABLE (the request cannot be written as HTTP/1.1),
+                     POOL_FULL (no connection of BACKEND_MAX_CONNECTIONS came free in time)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class FailureKind(enum.StrEnum):
     BUSY = "busy"
     NOT_OFFERED = "not_offered"
     UNSENDABLE = "unsendable"
+    POOL_FULL = "pool_full"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ FAILURES: MappingProxyType[FailureKind, FailurePolicy] = MappingProxyType(
         ),
         FailureKind.UNSENDABLE: FailurePolicy(
             400, "invalid_request_error", False, "the request cannot be sent as HTTP/1.1"
+        ),
+        # Our own limit, which a busy backend fills without being at fault.
+        FailureKind.POOL_FULL: FailurePolicy(
+            503, "service_unavailable", False, "no free connection to the backend in time"
         ),
     }
 )

@@ -115,16 +115,12 @@ async def _fetch_models(
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     request = UpstreamRequest(base_url, "/v1/models", headers, method="GET")
-    response = await transport.send(request, deadline)
-    try:
+    # Whatever the answer, the block settles its connection: kept when read whole,
+    # closed otherwise (an unread error body included).
+    async with transport.stream(request, deadline) as response:
         if response.status != 200:
             return response.status, b""
-        body = await response.read_all(max_bytes, deadline)
-    except BaseException:
-        response.close()
-        raise
-    response.release()
-    return 200, body
+        return 200, await response.read_all(max_bytes, deadline)
 
 
 async def probe_backend(

@@ -183,12 +183,24 @@ STREAM_FORMATS = {"text/event-stream": SSE, "application/x-ndjson": NDJSON}
 class EventReader:
     """Reads an upstream stream as whole records (SSE events, NDJSON lines): a partial
     record is held back until its end arrives, so a break never leaves half of one
-    with the client."""
+    with the client.
+
+    A record trickled in many chunks costs its size, not its size times the number of
+    chunks: each chunk is searched once (with the few held bytes a record's end may
+    begin in), and the held chunks are joined once, when the record ends.
+    """
+
+    # A record's end (the longest: CRLF CRLF) may begin this many bytes before the
+    # chunk that completes it; every format's ends are among the SSE ones.
+    CARRY = max(len(blank_line) for blank_line in _EVENT_ENDS) - 1
 
     def __init__(self, upstream: ResponseStream, stream_format: StreamFormat = SSE) -> None:
         self.upstream = upstream
         self.format = stream_format
-        self.held = b""
+        # The unfinished record's chunks (no record ends in them), and their last bytes.
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._held_tail = b""
 
     async def read(self, deadline: float | None = None, *, idle: float | None = None) -> bytes:
         """The next run of complete events; b"" at the end of the body.
@@ -198,18 +210,40 @@ class EventReader:
         while True:
             chunk = await self.upstream.read_chunk(deadline, idle=idle)
             if not chunk:
-                rest, self.held = self.held, b""
+                rest = b"".join(self._held)
+                self._release_held()
                 return rest
-            data = self.held + chunk if self.held else chunk
-            end = self.format.complete_end(data)
-            if end == len(data):
-                self.held = b""
-                return data
-            self.held = data[end:]
-            if len(self.held) > MAX_EVENT_BYTES:
-                raise InvalidResponse("a streamed event is too large", FailureKind.TOO_LARGE)
-            if end:
-                return data[:end]
+            if run := self._add(chunk):
+                return run
+
+    def _add(self, chunk: bytes) -> bytes:
+        """The records `chunk` completes, joined with the held start of the first (b""
+        when it completes none); what follows the last is held."""
+        tail = self._held_tail
+        found = self.format.complete_end(tail + chunk if tail else chunk)
+        if not found:
+            self._hold(chunk)
+            return b""
+        end = self._held_size - len(tail) + found
+        data = b"".join([*self._held, chunk]) if self._held else chunk
+        self._release_held()
+        if end < len(data):
+            self._hold(data[end:])
+            return data[:end]
+        return data
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size > MAX_EVENT_BYTES:
+            raise InvalidResponse("a streamed event is too large", FailureKind.TOO_LARGE)
+        carry = self.CARRY
+        self._held_tail = data[-carry:] if len(data) >= carry else (self._held_tail + data)[-carry:]
+
+    def _release_held(self) -> None:
+        self._held = []
+        self._held_size = 0
+        self._held_tail = b""
 
 
 class RelayedStream:

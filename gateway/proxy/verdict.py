@@ -2,7 +2,10 @@
 
 One failure kind decides the status (shared/failures.py): 502 when backends
 were unreachable or broke, 504 when the request's deadline passed, 429 when
-every backend tried was busy (with the smallest Retry-After they gave).
+every backend tried was busy (with the smallest Retry-After they gave), 503
+with a Retry-After when the last try found no free connection within our own
+BACKEND_MAX_CONNECTIONS (the wait for one may have spent the deadline: still
+ours, not the backend's timeout).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from shared.errors import (
     InvalidRequest,
     NotFound,
     RateLimited,
+    ServiceUnavailable,
 )
 from shared.failures import FailureKind, policy_of
 from shared.upstream import FailedStatus, UpstreamError
@@ -26,8 +30,11 @@ _BY_STATUS: dict[int, type[GatewayError]] = {
     404: NotFound,
     429: RateLimited,
     502: BadGateway,
+    503: ServiceUnavailable,
     504: GatewayTimeout,
 }
+# Connections come free as requests in flight end: worth trying again soon.
+POOL_FULL_RETRY_AFTER = "1"
 
 
 def parse_retry_after(value: bytes | None) -> float | None:
@@ -48,6 +55,12 @@ def no_answer(
     deadline_passed: bool,
     request_timeout: float,
 ) -> GatewayError:
+    if failures and failures[-1].kind is FailureKind.POOL_FULL:
+        return ServiceUnavailable(
+            f"every connection to the backend of model {model!r} is busy: "
+            f"{failures[-1].reason}; retry later",
+            headers={"Retry-After": POOL_FULL_RETRY_AFTER},
+        )
     if not failures or deadline_passed:
         after = f"; last: {failures[-1].reason}" if failures else ""
         return GatewayTimeout(

@@ -5,7 +5,9 @@
     │                         CONNECT_TIMEOUT, TLS, UNREACHABLE
     ├── UpstreamTimeout       no answer, or no next chunk, in time: TIMEOUT
     ├── Disconnected          closed before the answer was complete: RESET, TRUNCATED
-    └── InvalidResponse       not HTTP/1.x as we know it: BAD_RESPONSE, TOO_LARGE
+    ├── InvalidResponse       not HTTP/1.x as we know it: BAD_RESPONSE, TOO_LARGE
+    └── PoolTimeout           no connection came free in time (ours, not the
+                              backend's): POOL_FULL
 
 What a kind means for the client and the pool is `shared.failures.FAILURES`.
 """
@@ -31,6 +33,15 @@ class ConnectFailed(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     def __init__(self, reason: str) -> None:
         super().__init__(FailureKind.TIMEOUT, reason)
+
+
+class PoolTimeout(UpstreamError):
+    """Every connection BACKEND_MAX_CONNECTIONS allows to the backend stayed busy until
+    the deadline: our limit was reached, which says nothing against the backend (as
+    httpcore's PoolTimeout is not its ReadTimeout)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(FailureKind.POOL_FULL, reason)
 
 
 class Disconnected(UpstreamError):

@@ -4,7 +4,9 @@ Per origin, at most `max_connections` are open (BACKEND_MAX_CONNECTIONS); a
 request that finds none free waits for one, within its deadline, first come
 first served: a freed connection (or the room a closed one leaves) is handed
 to the longest waiter, never taken by a request that came later (with
-barging, 256 clients on 110 connections had a p99 six times their p50). An idle
+barging, 256 clients on 110 connections had a p99 six times their p50). An origin's
+connections and line are one `OriginPool`, and a request that stops waiting takes
+only itself out of the line (never the line, which others may have joined). An idle
 connection is kept `keepalive_seconds`, less when the backend's Keep-Alive
 header says it closes sooner, so a pooled connection is rarely one the
 backend is closing; the most recently used is taken first.
@@ -13,16 +15,18 @@ backend is closing; the most recently used is taken first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from shared.settings import Settings
 from shared.upstream.connection import Connection, UpstreamResponse
 from shared.upstream.dialing import Dialer
-from shared.upstream.errors import Disconnected, UpstreamTimeout
+from shared.upstream.errors import Disconnected, PoolTimeout
 from shared.upstream.framing import Origin, encode_request, parse_origin
 from shared.upstream.transport import UpstreamRequest
 from shared.urls import Resolver
@@ -40,6 +44,37 @@ def keepalive_for(header: bytes | None, default: float) -> float:
     if found is None:
         return default
     return max(0.0, min(default, int(found.group(1)) - 1.0))
+
+
+@dataclass(eq=False)
+class OriginPool:
+    """One origin's state, kept together so that no part outlives the rest: its idle
+    connections (the most recently used last), how many are open (connected or
+    connecting, idle ones included) and the requests waiting in line for one.
+
+    A waiter is a future resolved with a connection, or with None: room to dial
+    one (its place in `open` already taken)."""
+
+    idle: list[Connection] = field(default_factory=list)
+    open: int = 0
+    waiters: deque[asyncio.Future[Connection | None]] = field(default_factory=deque)
+
+    @property
+    def unused(self) -> bool:
+        return not self.open and not self.idle and not self.waiters
+
+    def next_waiter(self) -> asyncio.Future[Connection | None] | None:
+        """The longest waiter still waiting, taken out of the line."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                return waiter
+        return None
+
+    def leave(self, waiter: asyncio.Future[Connection | None]) -> None:
+        """Take `waiter`, and nothing else, out of the line (if it is still in it)."""
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
 
 
 class UpstreamPool:
@@ -68,10 +103,8 @@ class UpstreamPool:
         # Shorter than the usual server keep-alive (uvicorn 5 s, llama.cpp 5 s).
         self.keepalive_seconds = keepalive_seconds
         self.max_connections = max_connections
-        self.idle: dict[Origin, list[Connection]] = {}
-        self.open: dict[Origin, int] = {}  # connected or connecting
-        # Waiters get a connection, or None: room to dial one (its place already taken).
-        self.waiting: dict[Origin, deque[asyncio.Future[Connection | None]]] = {}
+        # Present while the origin has a connection open or a request waiting.
+        self.origins: dict[Origin, OriginPool] = {}
         self.sweeping: asyncio.TimerHandle | None = None
 
     @asynccontextmanager
@@ -119,16 +152,27 @@ class UpstreamPool:
             raise
         return response
 
+    def _state(self, origin: Origin) -> OriginPool:
+        state = self.origins.get(origin)
+        if state is None:
+            state = self.origins[origin] = OriginPool()
+        return state
+
+    def _forget_if_unused(self, origin: Origin, state: OriginPool) -> None:
+        if state.unused and self.origins.get(origin) is state:
+            del self.origins[origin]
+
     async def _obtain(self, origin: Origin, deadline: float, *, new: bool = False) -> Connection:
         """A kept-alive connection, or a new one while the origin is below its limit;
         else wait for either, until `deadline`."""
-        connection = None if new else self._take(origin)
+        state = self._state(origin)
+        connection = None if new else self._take(state)
         if connection is not None:
             return connection
-        if self.open.get(origin, 0) < self.max_connections and not self.waiting.get(origin):
-            self.open[origin] = self.open.get(origin, 0) + 1  # a place taken while connecting
+        if state.open < self.max_connections and not state.waiters:
+            state.open += 1  # a place taken while connecting
             return await self._dial(origin, deadline)
-        handed = await self._wait_for_room(origin, deadline)
+        handed = await self._wait_for_room(origin, state, deadline)
         return handed if handed is not None else await self._dial(origin, deadline)
 
     async def _dial(self, origin: Origin, deadline: float) -> Connection:
@@ -149,11 +193,12 @@ class UpstreamPool:
             connection.on_closed = self._closed
         return connection
 
-    async def _wait_for_room(self, origin: Origin, deadline: float) -> Connection | None:
+    async def _wait_for_room(
+        self, origin: Origin, state: OriginPool, deadline: float
+    ) -> Connection | None:
         """Wait in line for a freed connection, or for room to dial (None)."""
         waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
-        queue = self.waiting.setdefault(origin, deque())
-        queue.append(waiter)
+        state.waiters.append(waiter)
         try:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(waiter)
@@ -163,23 +208,12 @@ class UpstreamPool:
             else:
                 waiter.cancel()
             if isinstance(error, TimeoutError):
-                raise UpstreamTimeout(
+                raise PoolTimeout(
                     "no free connection to the backend in time (BACKEND_MAX_CONNECTIONS)"
                 ) from None
             raise
         finally:
-            if waiter in queue:
-                queue.remove(waiter)
-            if not queue:
-                self.waiting.pop(origin, None)
-
-    def _next_waiter(self, origin: Origin) -> asyncio.Future[Connection | None] | None:
-        queue = self.waiting.get(origin)
-        while queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                return waiter
-        return None
+            state.leave(waiter)  # (the line itself stays: others may be in it)
 
     def _give_back(self, origin: Origin, handed: Connection | None) -> None:
         if handed is None:
@@ -190,19 +224,20 @@ class UpstreamPool:
     def _closed(self, origin: Origin) -> None:
         """A connection of `origin` closed (or never came to be): its place goes to the
         longest waiter, or is freed."""
-        waiter = self._next_waiter(origin)
+        state = self.origins.get(origin)
+        if state is None:
+            return
+        waiter = state.next_waiter()
         if waiter is not None:
             waiter.set_result(None)  # the place passes on, still counted
             return
-        self.open[origin] -= 1
-        if not self.open[origin]:
-            del self.open[origin]
+        state.open -= 1
+        self._forget_if_unused(origin, state)
 
-    def _take(self, origin: Origin) -> Connection | None:
-        stack = self.idle.get(origin)
+    def _take(self, state: OriginPool) -> Connection | None:
         now = asyncio.get_running_loop().time()
-        while stack:
-            connection = stack.pop()
+        while state.idle:
+            connection = state.idle.pop()
             if not connection.closed and now < connection.idle_until:
                 return connection
             connection.abort()
@@ -211,16 +246,17 @@ class UpstreamPool:
     def put(self, connection: Connection) -> None:
         """An exchange ended and the connection may carry another."""
         keep = keepalive_for(connection.keep_alive_header, self.keepalive_seconds)
-        if keep <= 0:
+        state = self.origins.get(connection.origin)
+        if keep <= 0 or state is None:
             connection.abort()
             return
         connection.fresh = False
         connection.idle_until = connection.loop.time() + keep
-        waiter = self._next_waiter(connection.origin)
+        waiter = state.next_waiter()
         if waiter is not None:
             waiter.set_result(connection)
             return
-        self.idle.setdefault(connection.origin, []).append(connection)
+        state.idle.append(connection)
         if self.sweeping is None:
             self.sweeping = connection.loop.call_later(self.keepalive_seconds, self._sweep)
 
@@ -228,18 +264,16 @@ class UpstreamPool:
         """Close connections idle past their keep-alive time."""
         self.sweeping = None
         now = asyncio.get_running_loop().time()
-        for origin, stack in list(self.idle.items()):
-            keep = []
-            for connection in stack:
+        for origin, state in list(self.origins.items()):
+            kept = []
+            for connection in state.idle:
                 if not connection.closed and now < connection.idle_until:
-                    keep.append(connection)
+                    kept.append(connection)
                 else:
                     connection.abort()
-            if keep:
-                self.idle[origin] = keep
-            else:
-                del self.idle[origin]
-        if self.idle:
+            state.idle = kept
+            self._forget_if_unused(origin, state)
+        if any(state.idle for state in self.origins.values()):
             self.sweeping = asyncio.get_running_loop().call_later(
                 self.keepalive_seconds / 2, self._sweep
             )
@@ -248,18 +282,19 @@ class UpstreamPool:
         if self.sweeping is not None:
             self.sweeping.cancel()
             self.sweeping = None
-        for stack in self.idle.values():
-            for connection in stack:
+        for state in self.origins.values():
+            for connection in state.idle:
                 connection.abort()
-        self.idle.clear()
+            state.idle.clear()
 
 
 def probe_transport(settings: Settings, resolver: Resolver) -> UpstreamPool:
     """The transport for probes: the whole probe may take HEALTH_CHECK_TIMEOUT_SECONDS,
-    connecting included."""
+    connecting included; at most BACKEND_MAX_CONNECTIONS to a backend, as the proxy."""
     return UpstreamPool(
         verify_tls=settings.verify_backend_tls,
         connect_timeout=settings.health_check_timeout_seconds,
         resolver=resolver,
         allow_private=settings.allow_private_backends,
+        max_connections=settings.backend_max_connections,
     )

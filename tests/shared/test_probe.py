@@ -101,3 +101,31 @@ async def test_tls_error() -> None:
         result = await probe(backend.url.replace("http://", "https://"))
     assert not result.healthy and result.error is not None
     assert "TLS" in result.error or "closed" in result.error
+
+
+async def test_a_refused_probe_settles_its_connection() -> None:
+    """A 401 on a kept-alive connection, with one connection allowed: every probe gets
+    through and says so (the unread answer's connection was closed, not kept in use)."""
+    refusal = b'HTTP/1.1 401 Unauthorized\r\nContent-Length: 13\r\n\r\n{"error": ""}\n'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(refusal)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    transport = UpstreamPool(
+        verify_tls=True,
+        connect_timeout=1.0,
+        resolver=system_resolver,
+        allow_private=True,
+        max_connections=1,
+    )
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        results = [await probe_backend(transport, url, None, timeout=0.5) for _ in range(3)]
+    transport.close()
+    assert [result.error for result in results] == ["GET /v1/models answered HTTP 401"] * 3

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
-from gateway.proxy.relay import EventReader, complete_events_end
+from gateway.proxy.relay import NDJSON, SSE, EventReader, StreamFormat, complete_events_end
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,72 @@ async def read_all(reader: EventReader) -> list[bytes]:
 def test_event_reader_returns_whole_events(chunks: list[bytes], runs: list[bytes]) -> None:
     reader = EventReader(Chunks(*chunks))  # type: ignore[arg-type]
     assert asyncio.run(read_all(reader)) == runs
+
+
+STREAMS = {
+    "LF": (
+        SSE,
+        [b"data: 1\n\n", b"event: x\ndata: 2\n\n", b": comment\n\n", b'data: {"a": 3}\n\n'],
+    ),
+    "CRLF": (SSE, [b"data: 1\r\n\r\n", b"id: 2\r\ndata: 2\r\n\r\n"]),
+    "CR": (SSE, [b"data: 1\r\r", b"data: 2\r\r"]),
+    "mixed line ends": (SSE, [b"data: 1\n\r\n", b"data: 2\r\n\n", b"data: 3\n\n"]),
+    "unfinished at the end": (SSE, [b"data: 1\r\n\r\n", b"data: 2\r\n\r\n", b"data: 3\r\n"]),
+    "NDJSON": (NDJSON, [b'{"a": 1}\n', b'{"b": "x\\ny"}\n', b'{"c": 3}']),
+}
+
+
+def boundaries(records: list[bytes], stream_format: StreamFormat) -> list[int]:
+    """Where each whole record of the stream ends."""
+    ends, at = [], 0
+    for record in records:
+        at += len(record)
+        if stream_format.complete_end(record):
+            ends.append(at)
+    return ends
+
+
+def read_chunks(stream_format: StreamFormat, chunks: list[bytes]) -> list[bytes]:
+    reader = EventReader(Chunks(*chunks), stream_format)  # type: ignore[arg-type]
+    return asyncio.run(read_all(reader))
+
+
+@pytest.mark.parametrize(("stream_format", "records"), STREAMS.values(), ids=list(STREAMS))
+def test_every_split_gives_the_same_records(
+    stream_format: StreamFormat, records: list[bytes]
+) -> None:
+    """Cut in two at every byte, the stream gives the whole records before the cut in
+    one run, then the rest; fed byte by byte, one record per run."""
+    stream = b"".join(records)
+    ends = boundaries(records, stream_format)
+    for cut in range(1, len(stream)):
+        before = max((end for end in ends if end <= cut), default=0)
+        points = sorted({0, before, ends[-1], len(stream)})
+        expected = [stream[a:b] for a, b in itertools.pairwise(points)]
+        assert read_chunks(stream_format, [stream[:cut], stream[cut:]]) == expected, cut
+    one_by_one = [stream[at : at + 1] for at in range(len(stream))]
+    assert read_chunks(stream_format, one_by_one) == records
+
+
+class Scanned:
+    """A stream format that counts the bytes it is asked to search (a seam, no timing)."""
+
+    def __init__(self, stream_format: StreamFormat) -> None:
+        self.bytes = 0
+        self.inner = stream_format
+        self.format = StreamFormat(self.complete_end, stream_format.error_record)
+
+    def complete_end(self, data: bytes) -> int:
+        self.bytes += len(data)
+        return self.inner.complete_end(data)
+
+
+@pytest.mark.parametrize("stream_format", [SSE, NDJSON], ids=["SSE", "NDJSON"])
+def test_a_trickled_record_is_searched_once(stream_format: StreamFormat) -> None:
+    """A 256 KiB record in 1,025 chunks: each byte is searched about once (it was searched
+    again with every later chunk: 128 MiB in all, quadratic in the record's size)."""
+    record = b"data: " + b"x" * (256 * 1024) + b"\n\n"
+    chunks = [record[at : at + 256] for at in range(0, len(record), 256)]
+    scanned = Scanned(stream_format)
+    assert read_chunks(scanned.format, chunks) == [record]
+    assert scanned.bytes <= len(record) + len(chunks) * EventReader.CARRY

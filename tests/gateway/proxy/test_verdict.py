@@ -10,6 +10,7 @@ from shared.upstream import (
     ConnectFailed,
     Disconnected,
     FailedStatus,
+    PoolTimeout,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -17,6 +18,7 @@ from shared.upstream import (
 REFUSED = ConnectFailed(FailureKind.REFUSED, "connection refused")
 RESET = Disconnected(FailureKind.RESET, "the backend closed the connection")
 TIMEOUT = UpstreamTimeout("no first event")
+POOL_FULL = PoolTimeout("no free connection to the backend in time (BACKEND_MAX_CONNECTIONS)")
 
 
 @pytest.mark.parametrize(
@@ -32,6 +34,11 @@ TIMEOUT = UpstreamTimeout("no first event")
         ([FailedStatus(429, 7.0), FailedStatus(429, 2.5)], False, 429, "rate_limit_error", "3"),
         ([FailedStatus(429)], False, 429, "rate_limit_error", None),
         ([FailedStatus(429), REFUSED], False, 502, "server_error", None),
+        # Our own connection limit: 503, the deadline spent waiting for it or not.
+        ([POOL_FULL], False, 503, "service_unavailable", "1"),
+        ([POOL_FULL], True, 503, "service_unavailable", "1"),
+        ([TIMEOUT, POOL_FULL], True, 503, "service_unavailable", "1"),
+        ([POOL_FULL, REFUSED], False, 502, "server_error", None),
         (
             [UpstreamError(FailureKind.UNSENDABLE, "bad header")],
             False,

@@ -25,6 +25,7 @@ from shared.upstream import (
     UpstreamRequest,
     UpstreamTimeout,
 )
+from shared.upstream.connection import Connection
 from shared.upstream.framing import Origin, encode_request, parse_origin
 from shared.urls import system_resolver
 from tests.support import free_port
@@ -144,14 +145,21 @@ def soon(seconds: float = 2.0) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
+def idle(pool: UpstreamPool, url: str) -> list[Connection]:
+    """The connections the pool keeps for `url`'s origin."""
+    state = pool.origins.get(parse_origin(url))
+    return state.idle if state is not None else []
+
+
 async def test_a_plain_answer_and_keep_alive(pool: UpstreamPool) -> None:
     async with scripted(answering(OK, OK, then_close=False)) as (url, connections):
         for _ in range(2):
-            response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-            assert response.status == 200 and response.content_type == "application/json"
-            assert (b"content-type", b"application/json") in response.headers
-            assert await response.read_all(1024, soon()) == b"{}"
-            response.release()
+            async with pool.stream(
+                UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()
+            ) as response:
+                assert response.status == 200 and response.content_type == "application/json"
+                assert (b"content-type", b"application/json") in response.headers
+                assert await response.read_all(1024, soon()) == b"{}"
         assert len(connections) == 1  # the second request reused the connection
 
 
@@ -168,30 +176,35 @@ async def test_chunks_arrive_as_they_are_sent(pool: UpstreamPool) -> None:
         writer.write(b"3\r\none\r\n0\r\n\r\n")
         await reader.read()
 
-    async with scripted(handler) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    async with (
+        scripted(handler) as (url, _),
+        pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response,
+    ):
         assert response.content_type == "text/event-stream" and response.chunked
         assert await response.read_chunk(soon()) == b"data: "
         go_on.set()
         assert await response.read_chunk(idle=2) == b"one"
         assert await response.read_chunk(idle=2) == b""
-        response.release()
 
 
 async def test_a_body_without_length_ends_with_the_connection(pool: UpstreamPool) -> None:
     reply = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n"
     async with scripted(answering(reply)) as (url, connections):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-        assert await response.read_all(1024, soon()) == b"data: 1\n\ndata: 2\n\n"
-        response.release()
-        async with scripted(answering(OK)) as (other, _):
-            await pool.send(UpstreamRequest(other, "/v1/x", HEADERS, b"{}"), soon())
-        assert len(connections) == 1 and not pool.idle.get(parse_origin(url))
+        async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response:
+            assert await response.read_all(1024, soon()) == b"data: 1\n\ndata: 2\n\n"
+        async with (
+            scripted(answering(OK)) as (other, _),
+            pool.stream(UpstreamRequest(other, "/v1/x", HEADERS, b"{}"), soon()),
+        ):
+            pass
+        assert len(connections) == 1 and not idle(pool, url)
 
 
 async def test_an_interim_answer_is_skipped(pool: UpstreamPool) -> None:
-    async with scripted(answering(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    async with (
+        scripted(answering(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)) as (url, _),
+        pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response,
+    ):
         assert response.status == 200
         assert await response.read_all(1024, soon()) == b"{}"
 
@@ -210,21 +223,26 @@ async def test_broken_answers(
 ) -> None:
     async with scripted(answering(reply)) as (url, _):
         with pytest.raises(error, match=reason) as raised:
-            await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+            async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()):
+                pass
     assert "127.0.0.1" not in raised.value.reason
 
 
 async def test_a_body_that_breaks_off(pool: UpstreamPool) -> None:
     reply = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial": '
-    async with scripted(answering(reply)) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    async with (
+        scripted(answering(reply)) as (url, _),
+        pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response,
+    ):
         with pytest.raises(Disconnected, match="broke off"):
             await response.read_all(1024, soon())
 
 
 async def test_a_response_over_the_limit(pool: UpstreamPool) -> None:
-    async with scripted(answering(OK)) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    async with (
+        scripted(answering(OK)) as (url, _),
+        pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response,
+    ):
         with pytest.raises(InvalidResponse, match="too large"):
             await response.read_all(1, soon())
 
@@ -233,15 +251,14 @@ async def test_a_pooled_connection_closed_by_the_backend_is_replaced(pool: Upstr
     """The backend closed its kept-alive connection without saying so, and the pool
     knows before it writes: the request goes out on a new connection, quietly."""
     async with scripted(answering(OK)) as (url, connections):
-        first = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-        await first.read_all(1024, soon())
-        first.release()
-        (kept,) = pool.idle[parse_origin(url)]
+        async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as first:
+            await first.read_all(1024, soon())
+        (kept,) = idle(pool, url)
         await until(lambda: kept.closed)
         kept.closed = False  # as if its close were still unseen: found closed at write time
         kept.transport.abort()  # type: ignore[union-attr]
-        second = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-        assert await second.read_all(1024, soon()) == b"{}"
+        async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as second:
+            assert await second.read_all(1024, soon()) == b"{}"
         assert len(connections) == 2
 
 
@@ -263,11 +280,11 @@ async def test_a_request_the_backend_may_have_read_is_not_sent_again(pool: Upstr
         writer.transport.abort()
 
     async with scripted(answer_once_then_reset) as (url, connections):
-        first = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-        await first.read_all(1024, soon())
-        first.release()
+        async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as first:
+            await first.read_all(1024, soon())
         with pytest.raises(Disconnected) as raised:
-            await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+            async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()):
+                pass
         assert raised.value.kind is FailureKind.RESET and not raised.value.unsent
         assert len(requests) == 2 and len(connections) == 1
 
@@ -280,10 +297,10 @@ async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
 
 
 async def test_refused_connection(pool: UpstreamPool) -> None:
+    request = UpstreamRequest(f"http://127.0.0.1:{free_port()}", "/v1/x", HEADERS, b"{}")
     with pytest.raises(ConnectFailed, match="connection refused"):
-        await pool.send(
-            UpstreamRequest(f"http://127.0.0.1:{free_port()}", "/v1/x", HEADERS, b"{}"), soon()
-        )
+        async with pool.stream(request, soon()):
+            pass
 
 
 async def test_tls_to_a_plain_server(pool: UpstreamPool) -> None:
@@ -292,10 +309,10 @@ async def test_tls_to_a_plain_server(pool: UpstreamPool) -> None:
         await reader.read()
 
     async with scripted(silent) as (url, _):
+        request = UpstreamRequest(url.replace("http:", "https:"), "/v1/x", HEADERS, b"{}")
         with pytest.raises(ConnectFailed, match="TLS"):
-            await pool.send(
-                UpstreamRequest(url.replace("http:", "https:"), "/v1/x", HEADERS, b"{}"), soon()
-            )
+            async with pool.stream(request, soon()):
+                pass
 
 
 async def test_no_answer_in_time(pool: UpstreamPool) -> None:
@@ -304,7 +321,8 @@ async def test_no_answer_in_time(pool: UpstreamPool) -> None:
 
     async with scripted(hang) as (url, _):
         with pytest.raises(UpstreamTimeout):
-            await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon(0.2))
+            async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon(0.2)):
+                pass
 
 
 async def test_idle_limit_between_chunks(pool: UpstreamPool) -> None:
@@ -318,14 +336,15 @@ async def test_idle_limit_between_chunks(pool: UpstreamPool) -> None:
             await asyncio.sleep(0.1)
         await reader.read()  # then silence
 
-    async with scripted(trickle) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    async with (
+        scripted(trickle) as (url, _),
+        pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response,
+    ):
         received = b""
         with pytest.raises(UpstreamTimeout, match=r"no data for 0\.3s"):
             while True:
                 received += await response.read_chunk(idle=0.3)
         assert received == b"x" * 8
-        response.close()
 
 
 async def test_reading_pauses_ahead_of_a_slow_reader(pool: UpstreamPool) -> None:
@@ -339,8 +358,10 @@ async def test_reading_pauses_ahead_of_a_slow_reader(pool: UpstreamPool) -> None
         await writer.drain()
         await reader.read()
 
-    async with scripted(flood) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+    async with (
+        scripted(flood) as (url, _),
+        pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response,
+    ):
         connection = response._connection
         deadline = soon(5)
         while not connection.paused:
@@ -348,7 +369,6 @@ async def test_reading_pauses_ahead_of_a_slow_reader(pool: UpstreamPool) -> None
             await asyncio.sleep(0.01)
         assert len(await response.read_all(size, soon(5))) == size
         assert not connection.paused
-        response.release()
 
 
 async def test_idle_connections_are_closed_after_the_keep_alive_time() -> None:
@@ -368,16 +388,16 @@ async def test_idle_connections_are_closed_after_the_keep_alive_time() -> None:
         closed.set()
 
     async with scripted(handler) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-        await response.read_all(1024, soon())
-        response.release()
+        async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response:
+            await response.read_all(1024, soon())
         await asyncio.wait_for(closed.wait(), timeout=5)
-    assert not pool.idle
+    assert not idle(pool, url)
     pool.close()
 
 
 async def test_closing_mid_answer_drops_the_connection(pool: UpstreamPool) -> None:
-    """close() (a client that left) aborts: the backend sees the connection end at once."""
+    """Leaving the block mid-answer (a client that left) aborts: the backend sees the
+    connection end at once."""
     ended = asyncio.Event()
 
     async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -387,8 +407,7 @@ async def test_closing_mid_answer_drops_the_connection(pool: UpstreamPool) -> No
         ended.set()
 
     async with scripted(endless) as (url, _):
-        response = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-        assert await response.read_chunk(soon()) == b"x"
-        response.close()
-        await asyncio.wait_for(ended.wait(), timeout=5)
-        assert not pool.idle
+        async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as response:
+            assert await response.read_chunk(soon()) == b"x"
+        await asyncio.wait_for(ended.wait(), timeout=5)  # left unread: closed
+        assert not idle(pool, url)

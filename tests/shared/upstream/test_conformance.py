@@ -249,17 +249,11 @@ async def outcome(transport: Transport, url: str, case: Case, head_seen: asyncio
     body = b"" if case.method in ("GET", "HEAD") else b"{}"
     request = UpstreamRequest(url, "/v1/x", {"Content-Type": "application/json"}, body, case.method)
     try:
-        response = await transport.send(request, deadline)
+        async with transport.stream(request, deadline) as response:
+            head_seen.set()
+            return (response.status, await response.read_all(LIMIT, deadline))
     except UpstreamError as error:
         return error.kind
-    head_seen.set()
-    try:
-        data = await response.read_all(LIMIT, deadline)
-    except UpstreamError as error:
-        response.close()
-        return error.kind
-    response.release()
-    return (response.status, data)
 
 
 @pytest.mark.parametrize("make_transport", TRANSPORTS.values(), ids=list(TRANSPORTS))

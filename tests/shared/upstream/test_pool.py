@@ -11,22 +11,58 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trustme
 
-from shared.failures import FailureKind
+from shared.failures import FAILURES, FailureKind
 from shared.upstream import (
     ConnectFailed,
+    PoolTimeout,
     UpstreamError,
     UpstreamPool,
     UpstreamRequest,
-    UpstreamTimeout,
 )
 from shared.upstream.dialing import interleave_families
-from shared.upstream.pool import keepalive_for
+from shared.upstream.pool import OriginPool, keepalive_for
 from tests.shared.upstream.test_client import HEADERS, OK, read_head, scripted, soon
+
+
+async def status_of(pool: UpstreamPool, request: UpstreamRequest, deadline: float = 0) -> int:
+    """One whole exchange (the answer read whole, so its connection is kept): its status."""
+    async with pool.stream(request, deadline or soon()) as answer:
+        await answer.read_all(1024, soon())
+        return answer.status
+
+
+class Held:
+    """An exchange held open by its own task: `entered` once its answer came; it ends
+    when told (`leave`), reading the answer whole (its connection kept) or closing it."""
+
+    def __init__(self, pool: UpstreamPool, request: UpstreamRequest) -> None:
+        self.entered = asyncio.Event()
+        self.read = True
+        self._leave = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run(pool, request))
+
+    async def _run(self, pool: UpstreamPool, request: UpstreamRequest) -> int:
+        async with pool.stream(request, soon()) as answer:
+            self.entered.set()
+            await self._leave.wait()
+            if self.read:
+                await answer.read_all(1024, soon())
+            else:
+                answer.close()  # (the answer may have come whole with its head)
+            return answer.status
+
+    def leave_now(self, *, read: bool = True) -> None:
+        self.read = read
+        self._leave.set()
+
+    async def leave(self, *, read: bool = True) -> int:
+        self.leave_now(read=read)
+        return await self.task
 
 
 class FakeResolver:
@@ -66,12 +102,12 @@ async def test_a_name_is_resolved_once_and_the_address_pinned() -> None:
     pool = pool_with(resolver, allow_private=True)
     async with scripted(handler) as (url, connections):
         named = url.replace("127.0.0.1", "backend.test")
-        answers = await asyncio.gather(
-            *(pool.send(UpstreamRequest(named, "/v1/x", HEADERS, b"{}"), soon()) for _ in range(3))
-        )
-        assert [answer.status for answer in answers] == [200, 200, 200]
-        for answer in answers:
-            answer.close()
+        async with AsyncExitStack() as held:  # three at once: three connections
+            request = UpstreamRequest(named, "/v1/x", HEADERS, b"{}")
+            answers = await asyncio.gather(
+                *(held.enter_async_context(pool.stream(request, soon())) for _ in range(3))
+            )
+            assert [answer.status for answer in answers] == [200, 200, 200]
     pool.close()
     assert len(connections) == 3 and resolver.calls == ["backend.test"]  # cached
     port = url.rsplit(":", 1)[1]
@@ -91,9 +127,7 @@ async def test_a_name_that_now_points_inside_is_refused(answer: str, problem: st
     """DNS rebinding: registered while public, the name later resolves inside; never connected."""
     pool = pool_with(FakeResolver(answer), allow_private=False)
     with pytest.raises(ConnectFailed, match=problem) as raised:
-        await pool.send(
-            UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS, b"{}"), soon()
-        )
+        await status_of(pool, UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS))
     assert answer not in raised.value.reason and "backend.test" not in raised.value.reason
     pool.close()
 
@@ -101,9 +135,7 @@ async def test_a_name_that_now_points_inside_is_refused(answer: str, problem: st
 async def test_a_name_that_does_not_resolve() -> None:
     pool = pool_with(FakeResolver(error=OSError("no such host")), allow_private=False)
     with pytest.raises(ConnectFailed, match="could not be resolved"):
-        await pool.send(
-            UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS, b"{}"), soon()
-        )
+        await status_of(pool, UpstreamRequest("http://backend.test:8000", "/v1/x", HEADERS))
     pool.close()
 
 
@@ -151,12 +183,11 @@ async def test_tls_is_verified_against_the_name(
         ca.configure_trust(pool.dialer.ssl_context)
     async with tls_backend(ca, certificate_for) as url:
         if accepted:
-            answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-            assert answer.status == 200 and await answer.read_all(1024, soon()) == b"{}"
-            answer.release()
+            async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as answer:
+                assert answer.status == 200 and await answer.read_all(1024, soon()) == b"{}"
         else:
             with pytest.raises(ConnectFailed, match="TLS error"):
-                await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
+                await status_of(pool, UpstreamRequest(url, "/v1/x", HEADERS, b"{}"))
     pool.close()
 
 
@@ -171,11 +202,8 @@ async def test_one_look_up_in_flight_per_name() -> None:
     pool = pool_with(resolver, allow_private=True)
     async with scripted(answering_forever()) as (url, _):
         named = url.replace("127.0.0.1", "backend.test")
-        answers = await asyncio.gather(
-            *(pool.send(UpstreamRequest(named, "/v1/x", HEADERS, b"{}"), soon()) for _ in range(5))
-        )
-        for answer in answers:
-            answer.close()
+        request = UpstreamRequest(named, "/v1/x", HEADERS, b"{}")
+        await asyncio.gather(*(status_of(pool, request) for _ in range(5)))
     pool.close()
     assert resolver.calls == ["backend.test"]
 
@@ -198,21 +226,24 @@ async def test_at_most_max_connections_per_backend() -> None:
     pool = pool_with(FakeResolver(), allow_private=True, max_connections=2)
     async with scripted(answering_forever()) as (url, connections):
         request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
-        first, second = [await pool.send(request, soon()) for _ in range(2)]
-        third = asyncio.ensure_future(pool.send(request, soon()))
+        first, second = Held(pool, request), Held(pool, request)
+        await first.entered.wait()
+        await second.entered.wait()
+        third = asyncio.ensure_future(status_of(pool, request))
         await asyncio.sleep(0.1)
         assert not third.done() and len(connections) == 2
-        with pytest.raises(UpstreamTimeout, match="BACKEND_MAX_CONNECTIONS"):
-            await pool.send(request, soon(0.1))
-        assert await first.read_all(1024, soon()) == b"{}"
-        first.release()  # its connection goes to the waiting request
-        answer = await third
-        assert answer.status == 200 and len(connections) == 2
-        second.close()  # closed: room for a new connection
-        answer.close()
-        fourth = await pool.send(request, soon())
-        assert fourth.status == 200 and len(connections) == 3
-        fourth.close()
+        with pytest.raises(PoolTimeout, match="BACKEND_MAX_CONNECTIONS") as raised:
+            await status_of(pool, request, soon(0.1))
+        assert not FAILURES[raised.value.kind].counts_against_backend  # our limit
+        assert await first.leave() == 200  # read whole: its connection goes to the waiter
+        assert await third == 200 and len(connections) == 2
+        assert await second.leave(read=False) == 200  # closed: room for a new one
+        # One takes the connection `third` left idle, the other dials in the room.
+        assert await asyncio.gather(status_of(pool, request), status_of(pool, request)) == [
+            200,
+            200,
+        ]
+        assert len(connections) == 3
     pool.close()
 
 
@@ -243,9 +274,7 @@ async def test_a_backend_that_closes_idle_connections_soon_is_not_pooled() -> No
     pool = pool_with(FakeResolver(), allow_private=True)
     async with scripted(handler) as (url, connections):
         for _ in range(2):
-            answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
-            await answer.read_all(1024, soon())
-            answer.release()
+            assert await status_of(pool, UpstreamRequest(url, "/v1/x", HEADERS, b"{}")) == 200
     pool.close()
     assert len(connections) == 2
 
@@ -268,9 +297,7 @@ async def test_the_next_address_is_tried_when_one_refuses() -> None:
     pool = pool_with(FakeResolver("::1", "127.0.0.1"), allow_private=True)
     async with scripted(answering_forever()) as (url, _):
         named = url.replace("127.0.0.1", "backend.test")
-        answer = await pool.send(UpstreamRequest(named, "/v1/x", HEADERS, b"{}"), soon())
-        assert answer.status == 200
-        answer.close()
+        assert await status_of(pool, UpstreamRequest(named, "/v1/x", HEADERS, b"{}")) == 200
     pool.close()
 
 
@@ -280,20 +307,17 @@ async def test_a_freed_connection_goes_to_the_longest_waiter() -> None:
     pool = pool_with(FakeResolver(), allow_private=True, max_connections=1)
     async with scripted(answering_forever()) as (url, connections):
         request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
-        holding = await pool.send(request, soon())
-        early = asyncio.ensure_future(pool.send(request, soon()))
+        holding = Held(pool, request)
+        await holding.entered.wait()
+        early = Held(pool, request)
         await asyncio.sleep(0.05)
-        await holding.read_all(1024, soon())
-        holding.release()  # handed to `early` at once
-        late = asyncio.ensure_future(pool.send(request, soon()))
-        first = await early
+        holding.leave_now()  # handed to `early` at once
+        late = Held(pool, request)
+        await early.entered.wait()
         await asyncio.sleep(0.05)
-        assert not late.done()
-        await first.read_all(1024, soon())
-        first.release()
-        second = await late
-        assert second.status == 200 and len(connections) == 1
-        second.close()
+        assert not late.entered.is_set()
+        assert await holding.task == 200 and await early.leave() == 200
+        assert await late.leave() == 200 and len(connections) == 1
     pool.close()
 
 
@@ -339,10 +363,55 @@ async def test_tls_without_close_notify_cuts_a_close_delimited_body(
     ca.configure_trust(pool.dialer.ssl_context)
     async with server:
         url = f"https://backend.test:{server.sockets[0].getsockname()[1]}"
-        answer = await pool.send(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon())
         try:
-            result: bytes | FailureKind = await answer.read_all(1024, soon())
+            async with pool.stream(UpstreamRequest(url, "/v1/x", HEADERS, b"{}"), soon()) as answer:
+                result: bytes | FailureKind = await answer.read_all(1024, soon())
         except UpstreamError as error:
             result = error.kind
     pool.close()
     assert result == outcome
+
+
+async def turns(count: int) -> None:
+    """Let the loop run `count` rounds of ready callbacks (no time passes)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("after_second", [0, 1, 2])
+@pytest.mark.parametrize("after_first", [0, 1, 2])
+async def test_a_waiter_is_never_orphaned(after_first: int, after_second: int) -> None:
+    """Two waiters are handed connections a few loop turns apart, and a third request
+    comes in between their wake-ups: a waiter that leaves the line takes only itself
+    out, so the third is handed a connection as soon as one is freed (it used to be
+    dropped from the line by the second's wake-up, and waited out its deadline beside
+    idle connections). Every spacing of these events, in loop turns, is tried."""
+    pool = pool_with(FakeResolver(), allow_private=True, max_connections=2)
+    async with scripted(answering_forever()) as (url, _):
+        request = UpstreamRequest(url, "/v1/x", HEADERS, b"{}")
+        holders = [AsyncExitStack(), AsyncExitStack()]
+        for holder in holders:
+            answer = await holder.enter_async_context(pool.stream(request, soon()))
+            await answer.read_all(1024, soon())  # read whole: each is handed on when left
+        waiters = [asyncio.ensure_future(status_of(pool, request)) for _ in range(2)]
+        await turns(3)  # both in line
+        await holders[0].aclose()  # (no loop turn) handed to the first waiter
+        await turns(after_first)
+        await holders[1].aclose()  # handed to the second
+        await turns(after_second)
+        assert await status_of(pool, request, soon(1.0)) == 200
+        assert await asyncio.gather(*waiters) == [200, 200]
+    pool.close()
+
+
+async def test_leaving_the_line_takes_out_only_oneself() -> None:
+    state = OriginPool()
+    loop = asyncio.get_running_loop()
+    first, second, third = (loop.create_future() for _ in range(3))
+    state.waiters.extend([first, second])
+    state.leave(third)  # not in line: nothing happens
+    state.leave(first)
+    state.leave(first)
+    assert list(state.waiters) == [second]
+    second.cancel()  # gave up, not yet out of line: skipped
+    assert state.next_waiter() is None and state.unused
