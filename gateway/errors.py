@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
 from gateway.json_bodies import error_response, status_error_response
-from shared.db import is_busy
+from shared.db import database_failure
 from shared.errors import GatewayError, body_for, error_body
 from shared.logging import get_logger
 
@@ -87,16 +87,17 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
 
 
 async def handle_database_error(request: Request, error: Exception) -> Response:
-    if is_busy(error):
-        # BEGIN IMMEDIATE took no lock, so nothing was written.
-        log.warning("database busy", path=request.url.path)
-        return status_error_response(
-            503,
-            "the database is busy (a backup or a long write holds it); nothing was changed, "
-            "retry in a few seconds",
-            headers={"Retry-After": "5"},
-        )
-    return await handle_unexpected(request, error)
+    # Busy: BEGIN IMMEDIATE took no lock; full: SQLite rolled the transaction back;
+    # file gone: refused before it began. Nothing was written in any of them.
+    typed = database_failure(error)
+    if typed is None:
+        return await handle_unexpected(request, error)
+    # The driver's message (never SQLAlchemy's, which carries the statement's values).
+    detail = str(getattr(error, "orig", None) or error)
+    log.warning(
+        "database unavailable", path=request.url.path, problem=typed.problem.name, detail=detail
+    )
+    return error_response(typed)
 
 
 async def handle_unexpected(request: Request, error: Exception) -> Response:
@@ -107,6 +108,6 @@ async def handle_unexpected(request: Request, error: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     GatewayError: handle_gateway_error,
     HTTPException: handle_http_exception,
-    OperationalError: handle_database_error,
+    SQLAlchemyError: handle_database_error,
     Exception: handle_unexpected,
 }

@@ -1,9 +1,14 @@
 """`GET /health` (liveness: the process answers, and can it read and write the database)
-and `GET /health/ready` (readiness: may a load balancer send requests here)."""
+and `GET /health/ready` (readiness: may a load balancer send requests here).
+
+Both tell whether healthd still runs: it writes a heartbeat, which the registry
+watcher reads with the generation (so no request reads the database for it).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 from sqlalchemy import text
@@ -16,14 +21,22 @@ from gateway.admin.schemas import HealthResponse, ReadyResponse
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response
 from gateway.openapi import DocumentedRoute, Operation
-from shared.db import Database, check_writable
-from shared.errors import ServiceUnavailable
+from shared.db import Database, write_problem
+from shared.errors import DatabaseProblem, ServiceUnavailable
 from shared.logging import get_logger
+from shared.models import utcnow
 
 log = get_logger("api")
 
 SNAPSHOT_FRESH_SECONDS = 10.0
 HEALTH_BUSY_TIMEOUT_MS = 250
+# healthd is taken for stopped when its heartbeat is older than this many intervals.
+HEALTHD_STALE_INTERVALS = 3
+WRITE_PROBLEMS = {
+    DatabaseProblem.BUSY: "the database is busy (a backup or a long write holds its lock)",
+    DatabaseProblem.FULL: "the disk holding the database is full",
+    DatabaseProblem.FILE_GONE: "the database file was deleted or replaced under this process",
+}
 
 
 def package_version() -> str:
@@ -43,33 +56,71 @@ def database_readable(database: Database) -> bool:
         return False
 
 
-def database_writable(database: Database) -> bool:
-    """Whether a write could happen now (waiting at most HEALTH_BUSY_TIMEOUT_MS): false
-    while a backup or a long write holds the lock, or when the file cannot be written."""
+def database_write_problem(database: Database) -> str | None:
+    """Why a write could not happen now (waiting at most HEALTH_BUSY_TIMEOUT_MS for the
+    lock), or None: the lock held by a backup, a full disk, the file gone."""
     try:
-        check_writable(database, busy_timeout_ms=HEALTH_BUSY_TIMEOUT_MS)
-        return True
+        problem = write_problem(database, busy_timeout_ms=HEALTH_BUSY_TIMEOUT_MS)
     except SQLAlchemyError as error:
         log.warning("database not writable", error=str(error))
-        return False
+        return "the database cannot be written (the gateway's log says why)"
+    return None if problem is None else WRITE_PROBLEMS[problem]
+
+
+def healthd_problem(age: float | None, up_for: float, stale_after: float) -> str | None:
+    """Why healthd looks stopped, or None. Before a first heartbeat is seen the
+    gateway's own uptime stands for its age: the two usually start together."""
+    if age is None:
+        if up_for <= stale_after:
+            return None
+        return (
+            f"healthd has written no heartbeat in the {up_for:.0f}s since this gateway "
+            "started (is it running?): backends' health is not being checked"
+        )
+    if age > stale_after:
+        return (
+            f"healthd's last heartbeat is {age:.0f}s old (more than {HEALTHD_STALE_INTERVALS} x "
+            "HEALTH_CHECK_INTERVAL_SECONDS): backends' health is not being checked"
+        )
+    return None
+
+
+def healthd_state(context: GatewayContext) -> tuple[float | None, str | None]:
+    """healthd's heartbeat age as the registry watcher last read it, and its problem."""
+    age = None if context.proxy is None else context.proxy.holder.healthd_age(utcnow())
+    stale_after = HEALTHD_STALE_INTERVALS * context.settings.health_check_interval_seconds
+    up_for = time.monotonic() - context.started_monotonic
+    return age, healthd_problem(age, up_for, stale_after)
 
 
 async def health(request: Request) -> Response:
-    database = context_of(request).database
+    context = context_of(request)
+    database = context.database
     readable = await run_in_threadpool(database_readable, database)
-    writable = await run_in_threadpool(database_writable, database)
+    write_problem_now = await run_in_threadpool(database_write_problem, database)
+    healthd_age, healthd_stale = healthd_state(context)
     return json_response(
         HealthResponse(
             status="ok",
             database="ok" if readable else "unreachable",
             database_read="ok" if readable else "failing",
-            database_write="ok" if writable else "failing",
+            database_write="ok" if write_problem_now is None else "failing",
+            database_problem=write_problem_now,
+            healthd="ok" if healthd_stale is None else "stale",
+            healthd_heartbeat_age_seconds=None if healthd_age is None else round(healthd_age, 1),
             version=package_version(),
         )
     )
 
 
-def not_ready_because(context: GatewayContext, now: float, readable: bool) -> list[str]:
+def not_ready_because(
+    context: GatewayContext,
+    now: float,
+    readable: bool,
+    *,
+    file_gone: bool = False,
+    healthd: str | None = None,
+) -> list[str]:
     """What keeps this worker from being ready; empty when it is."""
     problems = []
     runtime = context.proxy
@@ -83,13 +134,29 @@ def not_ready_because(context: GatewayContext, now: float, readable: bool) -> li
         problems.append("the registry watcher is not running")
     if not readable:
         problems.append("the database cannot be read")
+    if file_gone:
+        problems.append(WRITE_PROBLEMS[DatabaseProblem.FILE_GONE])
+    if healthd is not None:
+        problems.append(healthd)
     return problems
+
+
+def database_state(database: Database) -> tuple[bool, bool]:
+    """Whether the database can be read, and whether its file was deleted or replaced."""
+    file_gone = database.file is not None and database.file.problem() is not None
+    return database_readable(database), file_gone
 
 
 async def ready(request: Request) -> Response:
     context = context_of(request)
-    readable = await run_in_threadpool(database_readable, context.database)
-    problems = not_ready_because(context, asyncio.get_running_loop().time(), readable)
+    readable, file_gone = await run_in_threadpool(database_state, context.database)
+    problems = not_ready_because(
+        context,
+        asyncio.get_running_loop().time(),
+        readable,
+        file_gone=file_gone,
+        healthd=healthd_state(context)[1],
+    )
     if problems:
         raise ServiceUnavailable("not ready: " + "; ".join(problems), headers={"Retry-After": "5"})
     return json_response(ReadyResponse(status="ready"))
@@ -115,7 +182,8 @@ def ready_route() -> DocumentedRoute:
         ready,
         method="GET",
         operation=Operation(
-            summary="Readiness: a fresh registry snapshot, its watcher alive, the database read",
+            summary="Readiness: a fresh registry snapshot, its watcher alive, the database "
+            "read and still the file opened, healthd's heartbeat recent",
             tag="system",
             response_model=ReadyResponse,
             responses={200: "ready", 503: "not ready; the message says why"},

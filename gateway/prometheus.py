@@ -4,16 +4,26 @@ With several workers each process writes its metrics (gateway/accounting/metrics
 to memory-mapped files in PROMETHEUS_MULTIPROC_DIR, which `gateway.main` makes
 empty before the workers start; whichever worker answers adds them all up.
 Open unless METRICS_API_KEY is set; then a Bearer token.
+
+A worker that dies leaves its files behind. Its counters must stay (the totals
+would go down otherwise), but its live gauges (in flight, healthy, ages) would be
+added in or win a max forever: uvicorn restarts a dead worker without a hook to
+tell anyone, so whichever worker answers retires the live gauges of every pid in
+the folder that no longer runs (prometheus_client's `mark_process_dead`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
+import re
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,9 +35,37 @@ from gateway.openapi import DocumentedRoute, Operation
 from gateway.proxy.runtime import ProxyRuntime
 from shared.errors import AuthenticationRequired, PermissionDenied
 
+LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to retire
+    return True
+
+
+def retire_dead_workers(folder: Path, running: Callable[[int], bool] = pid_running) -> list[int]:
+    """Drop the live gauges of the processes that wrote to `folder` and have ended."""
+    pids = {
+        int(found.group(1))
+        for path in folder.glob("gauge_live*.db")
+        if (found := LIVE_GAUGE_FILE.fullmatch(path.name))
+    }
+    dead = sorted(pid for pid in pids if not running(pid))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker was quicker
+            mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+    return dead
+
 
 def _registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        retire_dead_workers(Path(folder))
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry

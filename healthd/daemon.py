@@ -4,7 +4,10 @@ One loop ticks every TICK_SECONDS: it reloads the list of backends when the
 registry changed, starts the probes that are due (at most CONCURRENCY at
 once; a hanging backend only holds its own slot until its timeout), and
 writes the results gathered since the last tick in one transaction. A write
-that fails (database locked, say) is kept and retried on the next tick.
+that fails (database locked, say) is kept and retried on the next tick. Every
+HEARTBEAT_SECONDS a tick that reached the database writes healthd's heartbeat.
+A database file deleted or replaced under it stops the daemon: the gateway may
+be on the old file, and whatever healthd writes would not reach it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import random
 import time
 from collections.abc import Callable
@@ -22,7 +26,7 @@ from healthd import store
 from healthd.metrics import record_probe
 from healthd.notify import deliver
 from healthd.policy import next_delay
-from shared.db import Database
+from shared.db import Database, DatabaseFileGone
 from shared.logging import Redactor, get_logger
 from shared.models import utcnow
 from shared.probe import ProbeResult, missing_model, probe_backend
@@ -33,6 +37,7 @@ TICK_SECONDS = 0.25
 CONCURRENCY = 500
 PRUNE_EVERY_SECONDS = 60.0
 MAX_DATABASE_BACKOFF = 10.0
+HEARTBEAT_SECONDS = 1.0
 
 log = get_logger("health_checker")
 STOP_DELIVERY_SECONDS = 2.0
@@ -63,6 +68,8 @@ class Daemon:
         self.generation: int | None = None
         self.slots = asyncio.Semaphore(CONCURRENCY)
         self.last_prune = 0.0
+        self.last_beat = -float("inf")
+        self.stopped_by: DatabaseFileGone | None = None  # raised by run() once it cleaned up
         self.deliveries: set[asyncio.Task[bool]] = set()  # notifications being sent
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -92,6 +99,8 @@ class Daemon:
             for delivery in list(self.deliveries):
                 delivery.cancel()
         log.info("healthd stopped")
+        if self.stopped_by is not None:
+            raise self.stopped_by
 
     async def start_due_probes(self, stop: asyncio.Event) -> None:
         """Start every probe that is due, each tick; never waits on database writes."""
@@ -111,6 +120,10 @@ class Daemon:
                 if database_failures:
                     log.info("database reachable again", after_failures=database_failures)
                 database_failures = 0
+            except DatabaseFileGone as error:
+                log.error("the database file is gone; healthd stops", problem=str(error))
+                self.stopped_by = error
+                return
             except SQLAlchemyError as error:
                 # Busy, locked or gone: keep the results, back off, never crash.
                 database_failures += 1
@@ -127,6 +140,7 @@ class Daemon:
                 pass
 
     async def tick(self) -> None:
+        self.database.check_file()
         for expired in await asyncio.to_thread(store.expire_leases, self.database, utcnow()):
             log.info("lease expired: server deactivated", registration_id=expired)
         await self.refresh_targets()
@@ -138,6 +152,9 @@ class Daemon:
         if now - self.last_prune >= PRUNE_EVERY_SECONDS:
             self.last_prune = now
             await asyncio.to_thread(store.prune_history, self.database)
+        if now - self.last_beat >= HEARTBEAT_SECONDS:
+            await asyncio.to_thread(store.beat, self.database, utcnow(), os.getpid())
+            self.last_beat = now
 
     async def refresh_targets(self) -> None:
         generation = await asyncio.to_thread(store.read_generation, self.database)

@@ -1,17 +1,19 @@
 """`healthd`: the health-checker daemon's entry point.
 
 Validates settings and schema, then probes every active backend until SIGTERM
-or SIGINT, after which it writes the results in hand and exits 0.
+or SIGINT, after which it writes the results in hand and exits 0; exits 1 when
+the database file is deleted or replaced under it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 
 from healthd import metrics
 from healthd.daemon import Daemon
-from shared.db import Database
+from shared.db import Database, DatabaseFileGone
 from shared.logging import Redactor
 from shared.settings import Settings
 from shared.startup import refuse, start_process
@@ -42,6 +44,11 @@ def main() -> None:
             refuse("healthd", f"HEALTHD_METRICS_PORT {port}: {error.strerror}")
     try:
         asyncio.run(run_until_stopped(process.settings, process.database, process.redactor))
+    except DatabaseFileGone as error:
+        # Exit 1, so a supervisor restarts it on the file now at the path (whose schema
+        # the start checks, as always).
+        sys.stderr.write(f"healthd: {error}; stopped\n")
+        raise SystemExit(1) from None
     finally:
         process.database.dispose()
 

@@ -19,6 +19,7 @@ from shared.models import (
     CheckOutcome,
     CheckRequest,
     HealthCheck,
+    HealthdHeartbeat,
     ModelServer,
     RegistryGeneration,
 )
@@ -65,6 +66,13 @@ def read_generation(database: Database) -> int:
     with database.reading() as session:
         value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
         return int(value or 0)
+
+
+def beat(database: Database, now: datetime, pid: int) -> None:
+    """healthd's heartbeat: the gateway reads its age, and stops calling itself ready
+    when no one has checked the backends for a few intervals."""
+    with database.writing() as session:
+        session.merge(HealthdHeartbeat(id=1, beat_at=now, pid=pid))
 
 
 def load_targets(database: Database) -> dict[str, Target]:

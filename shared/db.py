@@ -4,10 +4,17 @@ SQLite is the default: every connection gets WAL (readers never block the
 writer), a busy timeout (a writer waits instead of failing with "database is
 locked") and foreign keys. Write transactions start with BEGIN IMMEDIATE, so
 two processes never deadlock upgrading a read lock to a write lock.
+
+SQLite keeps writing to a file that was deleted under it, and a new file put
+at the path is another database: `DatabaseFile` remembers which file was
+opened, and every write checks that the path still names it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +26,17 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+from shared.errors import DatabaseProblem, DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
 UPGRADE_COMMAND = "gateway-admin db upgrade"
+# Less free space than this on the database's filesystem counts as a full disk for
+# /health (a write needs a few pages of WAL; an update of the registry many more).
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def is_sqlite(url: str) -> bool:
@@ -74,17 +87,75 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
+class DatabaseFileGone(SQLAlchemyError):
+    """The path no longer names the SQLite file this process opened. A SQLAlchemyError,
+    so the writers that retry a failing database treat it as one; `database_failure`
+    types it for the API."""
+
+
+class DatabaseFile:
+    """The SQLite file behind a Database, identified by (device, inode) when first
+    opened. While SQLite holds it open its inode cannot be reused, so another pair at
+    the path, or none, means it was replaced or deleted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened: tuple[int, int] | None = None
+
+    def note_opened(self) -> None:
+        """On each new connection: the first one fixes which file is ours."""
+        if self.opened is None:
+            with contextlib.suppress(FileNotFoundError):
+                found = os.stat(self.path)
+                self.opened = (found.st_dev, found.st_ino)
+
+    def problem(self) -> str | None:
+        """What happened to the file opened, in words (for the log), or None."""
+        if self.opened is None:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the database file {self.path} was deleted while in use"
+        if (found.st_dev, found.st_ino) != self.opened:
+            return f"the database file {self.path} was replaced by another file while in use"
+        return None
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path.parent).free
+
+
+def sqlite_file(url: str) -> DatabaseFile | None:
+    """The file of a SQLite URL (None for another engine, memory or a `file:` URI)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return DatabaseFile(Path(database).expanduser().resolve())
+
+
 @dataclass(frozen=True)
 class Database:
     """An engine plus the two kinds of session the code uses."""
 
     engine: Engine
     sessions: sessionmaker[Session]
+    file: DatabaseFile | None = None
 
     @classmethod
     def connect(cls, url: str) -> Database:
         engine = create_db_engine(url)
-        return cls(engine, sessionmaker(engine, expire_on_commit=False))
+        file = sqlite_file(url)
+        if file is not None:
+            event.listen(engine, "connect", lambda *_: file.note_opened())
+        return cls(engine, sessionmaker(engine, expire_on_commit=False), file)
+
+    def check_file(self) -> None:
+        """Raise DatabaseFileGone when the path no longer names the file opened."""
+        problem = self.file.problem() if self.file is not None else None
+        if problem is not None:
+            raise DatabaseFileGone(problem)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -100,7 +171,9 @@ class Database:
         registrations must be; in WAL mode NORMAL may lose the last commits on a
         power loss (never corrupting the file), which is fine for usage and history.
         A write that cannot get the lock within the busy timeout raises
-        OperationalError (`is_busy`) before anything was written."""
+        OperationalError (`is_busy`) before anything was written; one to a file
+        deleted or replaced under us raises DatabaseFileGone before it starts."""
+        self.check_file()
         with self.sessions() as session:
             session.connection(
                 execution_options={"sqlite_begin": "IMMEDIATE", "sqlite_durable": durable}
@@ -116,15 +189,28 @@ class Database:
         self.engine.dispose()
 
 
+def _primary_code(error: BaseException) -> int | None:
+    """SQLite's primary result code of a database error (extended codes carry it in
+    their low byte), or None when it is not SQLite's."""
+    code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
 def is_busy(error: BaseException) -> bool:
     """Whether a database error is SQLite's "busy" or "locked" (the lock was not had)."""
-    original = getattr(error, "orig", None)
-    code = getattr(original, "sqlite_errorcode", None)
-    return (
-        isinstance(original, sqlite3.OperationalError)
-        and code is not None
-        and (code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
-    )
+    return _primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def database_failure(error: BaseException) -> DatabaseUnavailable | None:
+    """The typed failure of a database error that is the database's own state (busy,
+    disk full, file gone), not a bug; None for any other error."""
+    if isinstance(error, DatabaseFileGone):
+        return DatabaseUnavailable(DatabaseProblem.FILE_GONE)
+    if is_busy(error):
+        return DatabaseUnavailable(DatabaseProblem.BUSY)
+    if _primary_code(error) == sqlite3.SQLITE_FULL:
+        return DatabaseUnavailable(DatabaseProblem.FULL)
+    return None
 
 
 def check_writable(database: Database, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -139,6 +225,25 @@ def check_writable(database: Database, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
         )
         session.execute(text("UPDATE registry_generation SET value = value"))
         session.rollback()
+
+
+def write_problem(database: Database, *, busy_timeout_ms: int) -> DatabaseProblem | None:
+    """Why a write could not happen now (file gone, disk full, lock held), or None;
+    other errors are raised. The lock test writes nothing, so a full disk is told
+    from the free space of the database's filesystem."""
+    if database.file is not None:
+        if database.file.problem() is not None:
+            return DatabaseProblem.FILE_GONE
+        if database.file.free_bytes() < MIN_FREE_BYTES:
+            return DatabaseProblem.FULL
+    try:
+        check_writable(database, busy_timeout_ms=busy_timeout_ms)
+    except SQLAlchemyError as error:
+        typed = database_failure(error)
+        if typed is None:
+            raise
+        return typed.problem
+    return None
 
 
 # --- Alembic -------------------------------------------------------------

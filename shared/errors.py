@@ -10,6 +10,7 @@
     ├── RateLimited                   (429 rate_limit_error)
     ├── BadGateway                    (502 server_error)
     ├── ServiceUnavailable            (503 service_unavailable)
+    │   └── DatabaseUnavailable       (503: busy, disk full, file deleted or replaced)
     └── GatewayTimeout                (504 timeout_error)
 
 Messages are written for the person reading them: they never contain a
@@ -18,6 +19,7 @@ backend URL, a key or a stack trace.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
 
@@ -81,6 +83,30 @@ class BadGateway(GatewayError):
 class ServiceUnavailable(GatewayError):
     status_code = 503
     error_type = "service_unavailable"
+
+
+class DatabaseProblem(enum.StrEnum):
+    """Why the database cannot take a write now; each says what was (not) done."""
+
+    BUSY = (
+        "the database is busy (a backup or a long write holds it); nothing was changed, "
+        "retry in a few seconds"
+    )
+    FULL = "the disk holding the database is full; nothing was changed"
+    FILE_GONE = (
+        "the database file was deleted or replaced while the gateway had it open; "
+        "nothing was changed (a write now would be lost or go to another database "
+        "than healthd's): restart the gateway and healthd"
+    )
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """A write the database refused for a reason of its own, named by `problem`."""
+
+    def __init__(self, problem: DatabaseProblem) -> None:
+        retry = {"Retry-After": "5"} if problem is DatabaseProblem.BUSY else None
+        super().__init__(problem.value, headers=retry)
+        self.problem = problem
 
 
 class GatewayTimeout(GatewayError):

@@ -167,6 +167,32 @@ class ModelServer(Base):
     )
 
 
+# The columns the routing snapshot (gateway/routing/registry.py) reads. An UPDATE of
+# any of them bumps registry_generation (the trigger migration 0010 makes from this
+# list), so every worker reloads; tests/shared/test_routing_columns.py checks the
+# list against the trigger and against what the snapshot reads. Changing it needs a
+# migration that makes the trigger again.
+ROUTING_COLUMNS = (
+    "model_name",
+    "backend_model",
+    "endpoint_url",
+    "api_key",
+    "streaming_supported",
+    "student_id",
+    "tags",
+    "priority",
+    "weight",
+    "max_concurrent",
+    "health_status",
+    "status_changed_at",
+    "reported_models",
+    "model_details",
+    "draining",
+    "is_active",
+    "registered_at",
+)
+
+
 class HealthCheck(Base):
     """One probe of one backend (healthd keeps the last 100 per server)."""
 
@@ -197,6 +223,17 @@ class RegistryGeneration(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class HealthdHeartbeat(Base):
+    """One row healthd rewrites every second or so: the gateway reads its age (with the
+    registry generation) to know that someone still checks the backends."""
+
+    __tablename__ = "healthd_heartbeat"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class BackendUsage(Base):

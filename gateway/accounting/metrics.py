@@ -88,6 +88,11 @@ SNAPSHOT_AGE = Gauge(
     "Since the routing snapshot was last found to match the database (the worst worker).",
     multiprocess_mode="livemax",
 )
+HEALTHD_AGE = Gauge(
+    "gateway_healthd_heartbeat_age_seconds",
+    "Since healthd last wrote its heartbeat (+Inf: never seen; the worst worker).",
+    multiprocess_mode="livemax",
+)
 
 
 def record_health(snapshot_backends: dict[tuple[str, str], bool]) -> None:

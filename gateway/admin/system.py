@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from gateway.context import context_of
 from gateway.json_bodies import json_response
-from gateway.liveness import package_version
+from gateway.liveness import HEALTHD_STALE_INTERVALS, healthd_state, package_version
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from shared.db import Database
 from shared.errors import InvalidRequest
@@ -43,6 +43,7 @@ class SystemInfo(BaseModel):
     settings: dict[str, Any]
     versions: dict[str, str]
     database: dict[str, Any]
+    healthd: dict[str, Any]
     uptime_seconds: float
 
 
@@ -151,6 +152,8 @@ def database_stats(database: Database, url: str) -> dict[str, Any]:
         path = Path(url.removeprefix("sqlite:///"))
         stats["path"] = str(path.resolve())
         stats["size_bytes"] = path.stat().st_size if path.exists() else 0
+    if database.file is not None:
+        stats["file_problem"] = database.file.problem()  # deleted or replaced under us
     return stats
 
 
@@ -164,6 +167,7 @@ def _version(package: str) -> str:
 async def system(request: Request) -> Response:
     context = context_of(request)
     stats = await run_in_threadpool(database_stats, context.database, context.settings.database_url)
+    healthd_age, healthd_problem = healthd_state(context)
     return json_response(
         SystemInfo(
             settings=masked_settings(context.settings),
@@ -173,6 +177,13 @@ async def system(request: Request) -> Response:
                 **{p: _version(p) for p in ("starlette", "uvicorn", "httptools", "sqlalchemy")},
             },
             database=stats,
+            healthd={
+                "status": "ok" if healthd_problem is None else "stale",
+                "heartbeat_age_seconds": None if healthd_age is None else round(healthd_age, 1),
+                "stale_after_seconds": HEALTHD_STALE_INTERVALS
+                * context.settings.health_check_interval_seconds,
+                "problem": healthd_problem,
+            },
             uptime_seconds=round(time.monotonic() - context.started_monotonic, 1),
         )
     )
@@ -205,7 +216,8 @@ def system_routes() -> list[DocumentedRoute]:
             system,
             method="GET",
             operation=Operation(
-                summary="Settings (secrets masked), versions, database statistics, uptime",
+                summary="Settings (secrets masked), versions, database statistics, healthd's "
+                "heartbeat, uptime",
                 tag="admin",
                 response_model=SystemInfo,
                 responses={200: "the system's state", **auth},

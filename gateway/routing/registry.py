@@ -22,7 +22,7 @@ from gateway.accounting import metrics
 from gateway.routing.policy import Backend
 from shared.db import Database
 from shared.logging import get_logger
-from shared.models import HealthStatus, ModelServer, RegistryGeneration
+from shared.models import HealthdHeartbeat, HealthStatus, ModelServer, RegistryGeneration, utcnow
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
@@ -109,6 +109,14 @@ def read_generation(database: Database) -> int:
         return int(value or 0)
 
 
+def read_generation_and_beat(database: Database) -> tuple[int, datetime | None]:
+    """The generation, and healthd's last heartbeat (None: never), in one read."""
+    with database.reading() as session:
+        value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
+        beat = session.scalar(select(HealthdHeartbeat.beat_at).where(HealthdHeartbeat.id == 1))
+        return int(value or 0), beat
+
+
 def load_snapshot(database: Database) -> RegistrySnapshot:
     """Every active registration, read in one transaction with its generation."""
     with database.reading() as session:
@@ -176,6 +184,7 @@ class SnapshotHolder:
         self.on_change = on_change
         self.database = database
         self.confirmed_at = -float("inf")
+        self.healthd_beat: datetime | None = None  # as of the last confirmation
         self._changed = asyncio.Event()
         self._catching_up: SingleFlight[None, None] = SingleFlight()
 
@@ -196,6 +205,11 @@ class SnapshotHolder:
         database = self.database
         await self._catching_up.run(None, lambda: refresh(self, database))
 
+    def healthd_age(self, now: datetime) -> float | None:
+        """Seconds since healthd's last heartbeat (None: none seen), read with the
+        generation: no database I/O here."""
+        return None if self.healthd_beat is None else (now - self.healthd_beat).total_seconds()
+
     async def wait_for_change(self, timeout: float) -> bool:
         try:
             async with asyncio.timeout(timeout):
@@ -208,7 +222,7 @@ class SnapshotHolder:
 async def refresh(holder: SnapshotHolder, database: Database) -> None:
     """Reload if the generation moved; either way the snapshot is now confirmed."""
     started = asyncio.get_running_loop().time()
-    generation = await asyncio.to_thread(read_generation, database)
+    generation, holder.healthd_beat = await asyncio.to_thread(read_generation_and_beat, database)
     if generation != holder.current.generation:
         holder.replace(await asyncio.to_thread(load_snapshot, database))
     holder.confirmed_at = started
@@ -242,4 +256,6 @@ async def watch_registry(
                 )
             delay = min(MAX_WATCH_BACKOFF, delay * 2)
         metrics.SNAPSHOT_AGE.set(loop.time() - holder.confirmed_at)
+        healthd_age = holder.healthd_age(utcnow())
+        metrics.HEALTHD_AGE.set(float("inf") if healthd_age is None else healthd_age)
         await asyncio.sleep(delay)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
-from shared.db import Database, SchemaMismatch, ensure_schema_current, upgrade_to_head
+from shared.db import (
+    Database,
+    SchemaMismatch,
+    check_writable,
+    database_failure,
+    ensure_schema_current,
+    upgrade_to_head,
+)
+from shared.errors import DatabaseProblem
 from shared.models import ModelServer, utcnow
 from tests.support import BIN, clean_environment
 
@@ -115,3 +126,69 @@ def test_processes_refuse_an_unmigrated_database(tmp_path: Path, program: str) -
     )
     assert result.returncode == 2
     assert "gateway-admin db upgrade" in result.stderr.strip().splitlines()[-1]
+
+
+def _busy(database: Database, path: Path) -> None:
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        check_writable(database, busy_timeout_ms=50)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _full(database: Database, path: Path) -> None:
+    """SQLite's own SQLITE_FULL (the code a full disk gives): no page may be added."""
+    with database.writing() as session:
+        session.execute(text("CREATE TABLE filler (b BLOB)"))
+    with database.writing() as session:
+        pages = session.execute(text("PRAGMA page_count")).scalar()
+        session.execute(text(f"PRAGMA max_page_count = {pages}"))
+        session.execute(text("INSERT INTO filler VALUES (zeroblob(1000000))"))
+
+
+def _gone(database: Database, path: Path) -> None:
+    path.unlink()
+    with database.writing() as session:
+        session.execute(text("UPDATE registry_generation SET value = value + 1"))
+
+
+def _replaced(database: Database, path: Path) -> None:
+    path.rename(path.with_suffix(".old"))
+    sqlite3.connect(path).close()
+    with database.writing():
+        pass
+
+
+def _constraint(database: Database, path: Path) -> None:
+    with database.writing() as session:
+        session.execute(text("INSERT INTO registry_generation (id, value) VALUES (1, 0)"))
+
+
+@pytest.mark.parametrize(
+    ("failing", "problem"),
+    [
+        (_busy, DatabaseProblem.BUSY),
+        (_full, DatabaseProblem.FULL),
+        (_gone, DatabaseProblem.FILE_GONE),
+        (_replaced, DatabaseProblem.FILE_GONE),
+        (_constraint, None),
+    ],
+    ids=["busy", "full", "deleted", "replaced", "a bug's error"],
+)
+def test_database_failures_are_typed_by_code_not_message(
+    database: Database,
+    database_url: str,
+    failing: Callable[[Database, Path], None],
+    problem: DatabaseProblem | None,
+) -> None:
+    path = Path(database_url.removeprefix("sqlite:///"))
+    with database.reading() as session:
+        session.execute(text("SELECT 1"))  # the file this Database opened
+    with pytest.raises(SQLAlchemyError) as raised:
+        failing(database, path)
+    typed = database_failure(raised.value)
+    assert (typed and typed.problem) == problem
+    if typed is not None:
+        assert typed.status_code == 503 and typed.message == problem
