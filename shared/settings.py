@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.urls import Endpoint, endpoints_of
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 RoutingStrategy = Literal["round_robin", "least_loaded", "fastest_response", "weighted"]
 
@@ -76,7 +78,7 @@ class Settings(BaseSettings):
     upstream: str | None = Field(
         None,
         description="one backend URL: the gateway proxies that server alone "
-        "(private addresses allowed unless ALLOW_PRIVATE_BACKENDS says otherwise)",
+        "(dialled whatever its address, as BACKENDS' servers are)",
     )
 
     # Security
@@ -201,17 +203,6 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _upstream_is_trusted(cls, values: Any) -> Any:
-        """UPSTREAM is the operator's own server, often on this machine: its address is
-        allowed unless ALLOW_PRIVATE_BACKENDS is set either way."""
-        if isinstance(values, dict):
-            given = {str(name).lower() for name in values}
-            if values.get("upstream") and "allow_private_backends" not in given:
-                values = {**values, "allow_private_backends": True}
-        return values
-
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         key = self.admin_api_key.get_secret_value()
@@ -231,6 +222,13 @@ class Settings(BaseSettings):
                 "CLIENT_API_KEYS: must list at least one key when REQUIRE_CLIENT_AUTH=true"
             )
         return self
+
+    @property
+    def configured_endpoints(self) -> frozenset[Endpoint]:
+        """Where UPSTREAM and BACKENDS point: the operator named these servers, often on
+        this machine, so they alone are dialled without the address guard; every other
+        address (registrations, leases, probes, notify_url) follows ALLOW_PRIVATE_BACKENDS."""
+        return endpoints_of([*self.backends, *([self.upstream] if self.upstream else [])])
 
     @property
     def admin_key_configured(self) -> bool:

@@ -25,6 +25,19 @@ def test_defaults_match_the_requirements(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.allow_private_backends is False
 
 
+def test_upstream_exempts_its_own_server_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UPSTREAM no longer turns the address guard off for every address (#19 item 6)."""
+    monkeypatch.setenv("UPSTREAM", "http://127.0.0.1:9000")
+    monkeypatch.setenv("BACKENDS", "http://localhost:9001/v1, https://lab.test")
+    settings = load_settings()
+    assert settings.allow_private_backends is False
+    assert settings.configured_endpoints == {
+        ("127.0.0.1", 9000),
+        ("localhost", 9001),
+        ("lab.test", 443),
+    }
+
+
 def test_comma_lists_and_case(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIENT_API_KEYS", " key-one, key-two ,,")
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example,https://b.example")
