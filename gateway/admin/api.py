@@ -331,6 +331,7 @@ def admin_routes() -> list[DocumentedRoute]:
                 responses={
                     200: "deregistered",
                     404: "no such active registration",
+                    409: "a server from configuration: remove it there",
                     **_AUTH_ERRORS,
                 },
                 needs_admin_key=True,
