@@ -1,10 +1,13 @@
 # Everything a newcomer needs: `make run` and `make test`.
-# The virtualenv is created and (re)installed whenever pyproject.toml changes.
+# The virtualenv is created and (re)installed whenever pyproject.toml changes:
+# `make run` installs what running needs, nothing more; `make test`, `make check`
+# and the rest add the test and dev extras (pytest, a browser driver, linters ...).
 
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
 .PHONY: run test conformance check fmt bench clean help tools
 .DEFAULT_GOAL := help
@@ -21,11 +24,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/gateway-admin run-local
 
 test: $(STAMP) check tools

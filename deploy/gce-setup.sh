@@ -2,7 +2,7 @@
 # First-time setup of a Google Compute Engine VM (Debian 12 or Ubuntu 22.04/24.04,
 # e2-micro or e2-small): packages, firewall, automatic security updates, the
 # gateway itself, and nginx in front of it. Run as root from a checkout:
-#   sudo DOMAIN=gateway.example.edu bash deploy/gce-setup.sh
+#   sudo DOMAIN=gateway.example.org bash deploy/gce-setup.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 DOMAIN=${DOMAIN:-}
@@ -23,7 +23,7 @@ dpkg-reconfigure -f noninteractive unattended-upgrades
 bash "$here/install.sh"
 
 site() {  # site NAME FILE: install deploy/FILE for $DOMAIN and enable it
-  sed "s/gateway.example.edu/$DOMAIN/g" "$here/$2" > "/etc/nginx/sites-available/$1"
+  sed "s/gateway.example.org/$DOMAIN/g" "$here/$2" > "/etc/nginx/sites-available/$1"
   ln -sf "/etc/nginx/sites-available/$1" "/etc/nginx/sites-enabled/$1"
 }
 

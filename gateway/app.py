@@ -225,6 +225,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             connect_timeout=settings.connect_timeout_seconds,
             resolver=context.resolver,
             allow_private=settings.allow_private_backends,
+            exempt=settings.configured_endpoints,
             max_connections=settings.backend_max_connections,
         ),
     )

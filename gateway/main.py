@@ -1,4 +1,5 @@
-"""`gateway`: check settings and schema, then serve the app under uvicorn."""
+"""`gateway`: check settings and schema, register the configured servers, then serve the
+app under uvicorn; SIGHUP re-reads BACKENDS_FILE without a restart."""
 
 from __future__ import annotations
 
@@ -7,15 +8,23 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.admin.configured import ConfigurationError, configured_backends, sync_configured
+from gateway.admin.configured import (
+    ConfigurationError,
+    SyncReport,
+    configured_backends,
+    sync_configured,
+)
+from gateway.admin.schemas import RegisterRequest
 from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
-from shared.db import Database
+from shared.db import Database, is_busy
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.startup import refuse, start_process
@@ -44,14 +53,51 @@ def register_configured(database: Database, settings: Settings) -> None:
         refuse("gateway", error)
     report = sync_configured(database, entries)
     if entries or report.deactivated:
-        get_logger("registry").info(
-            "servers from configuration",
-            declared=len(entries),
-            registered=len(report.registered),
-            updated=len(report.updated),
-            deactivated=report.deactivated,
-            left_to_the_api=len(report.left_to_the_api),
-        )
+        log_sync("servers from configuration", entries, report)
+
+
+def log_sync(message: str, entries: list[RegisterRequest], report: SyncReport) -> None:
+    get_logger("registry").info(
+        message,
+        declared=len(entries),
+        registered=len(report.registered),
+        updated=len(report.updated),
+        deactivated=report.deactivated,
+        left_to_the_api=len(report.left_to_the_api),
+    )
+
+
+def reload_configured(database: Database, settings: Settings) -> None:
+    """SIGHUP: read BACKENDS_FILE again and bring the registry in line, as at start. A
+    mistake in the file keeps the registrations as they are (the gateway keeps running);
+    the workers follow through the registry's generation, as for any other change."""
+    try:
+        entries = configured_backends(settings)
+        report = sync_configured(database, entries)
+    except ConfigurationError as error:
+        get_logger("registry").error("configuration not reloaded", problem=str(error))
+        return
+    except SQLAlchemyError as error:
+        reason = "the database is busy" if is_busy(error) else type(error).__name__
+        get_logger("registry").error("configuration not reloaded", problem=reason)
+        return
+    log_sync("configuration reloaded", entries, report)
+
+
+def reload_on_hangup(database: Database, settings: Settings) -> None:
+    """Re-read the configuration on each SIGHUP, in a thread of the supervisor process.
+
+    SIGHUP is blocked in this thread before the workers start, so they (spawned from
+    it) and uvicorn's own SIGHUP handler (restart the workers) never see it: only
+    the thread that waits for it here, with sigwait, takes it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+    def wait_and_reload() -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})
+            reload_configured(database, settings)
+
+    threading.Thread(target=wait_and_reload, name="config-reload", daemon=True).start()
 
 
 def prepare_metrics_folder() -> Path | None:
@@ -82,8 +128,10 @@ def serve() -> None:
     process = start_process("gateway", default_component="api")
     settings = process.settings
     register_configured(process.database, settings)
-    # Each uvicorn worker builds its own app, engine and logging (the factory).
+    # Each uvicorn worker builds its own app, engine and logging (the factory); this
+    # process keeps its engine's (closed) pool only for reloading on SIGHUP.
     process.database.dispose()
+    reload_on_hangup(process.database, settings)
     listen: dict[str, Any] = (
         {"fd": SYSTEMD_FIRST_FD}
         if socket_activated()

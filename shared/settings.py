@@ -8,11 +8,18 @@ environment.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.urls import Endpoint, endpoints_of
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 RoutingStrategy = Literal["round_robin", "least_loaded", "fastest_response", "weighted"]
@@ -76,7 +83,7 @@ class Settings(BaseSettings):
     upstream: str | None = Field(
         None,
         description="one backend URL: the gateway proxies that server alone "
-        "(private addresses allowed unless ALLOW_PRIVATE_BACKENDS says otherwise)",
+        "(dialled whatever its address, as BACKENDS' servers are)",
     )
 
     # Security
@@ -201,17 +208,6 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _upstream_is_trusted(cls, values: Any) -> Any:
-        """UPSTREAM is the operator's own server, often on this machine: its address is
-        allowed unless ALLOW_PRIVATE_BACKENDS is set either way."""
-        if isinstance(values, dict):
-            given = {str(name).lower() for name in values}
-            if values.get("upstream") and "allow_private_backends" not in given:
-                values = {**values, "allow_private_backends": True}
-        return values
-
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         key = self.admin_api_key.get_secret_value()
@@ -231,6 +227,13 @@ class Settings(BaseSettings):
                 "CLIENT_API_KEYS: must list at least one key when REQUIRE_CLIENT_AUTH=true"
             )
         return self
+
+    @property
+    def configured_endpoints(self) -> frozenset[Endpoint]:
+        """Where UPSTREAM and BACKENDS point: the operator named these servers, often on
+        this machine, so they alone are dialled without the address guard; every other
+        address (registrations, leases, probes, notify_url) follows ALLOW_PRIVATE_BACKENDS."""
+        return endpoints_of([*self.backends, *([self.upstream] if self.upstream else [])])
 
     @property
     def admin_key_configured(self) -> bool:
@@ -266,8 +269,59 @@ def describe_errors(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# Names of ours that are not settings: the CLI's, and prometheus_client's folder.
+OTHER_NAMES = frozenset({"GATEWAY_URL", "GATEWAY_MANAGEMENT_TOKEN", "PROMETHEUS_MULTIPROC_DIR"})
+DOTENV_CUTOFF = 0.8  # difflib's ratio above which a `.env` key is taken for a typo
+ENVIRONMENT_CUTOFF = 0.85
+
+
+def _three_words(name: str) -> bool:
+    return name.count("_") >= 2
+
+
+def look_alike(name: str, known: Sequence[str], cutoff: float) -> str | None:
+    """The setting an unknown `name` is probably a typo of (None: known, or like none)."""
+    upper = name.upper()
+    if upper in known or upper in OTHER_NAMES:
+        return None
+    matches = difflib.get_close_matches(upper, known, n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
+def misspelt_settings(
+    dotenv_keys: Iterable[str], environment: Iterable[str], known: Sequence[str]
+) -> list[str]:
+    """One line per name that looks like a typo of a setting, which would be ignored.
+
+    Every key of `.env` is ours to judge. The environment is everybody's, so a
+    variable counts only when both it and the setting it resembles have three
+    words or more (`REQURE_CLIENT_AUTH`), never short ones other programs use
+    (`LOGLEVEL`, `DATABASE_URI`, `WORKER`)."""
+    lines = []
+    for key in dotenv_keys:
+        match = look_alike(key, known, DOTENV_CUTOFF)
+        if match:
+            lines.append(f"unknown setting {key} in .env; did you mean {match}?")
+    long_names = [name for name in known if _three_words(name)]
+    for key in environment:
+        match = look_alike(key, long_names, ENVIRONMENT_CUTOFF) if _three_words(key) else None
+        if match:
+            lines.append(f"unknown setting {key} in the environment; did you mean {match}?")
+    return lines
+
+
+def setting_names() -> list[str]:
+    return sorted(name.upper() for name in Settings.model_fields)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment and `.env`; raise SettingsError if any is bad."""
+    """Read settings from the environment and `.env`; raise SettingsError if any is bad
+    (or if a name there looks like a misspelt setting, which would silently not apply)."""
+    dotenv = Path(".env")
+    dotenv_keys = list(dotenv_values(dotenv)) if dotenv.is_file() else []
+    typos = misspelt_settings(dotenv_keys, os.environ, setting_names())
+    if typos:
+        raise SettingsError("\n".join(typos))
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+Endpoint = tuple[str, int]  # (host, port) as dialled: lower-case host, brackets removed
 
 MAX_URL_LENGTH = 2048
 
@@ -174,8 +175,25 @@ async def resolve_host(host: str, port: int, resolver: Resolver) -> list[IPAddre
     return addresses
 
 
-async def check_backend_url(url: str, *, allow_private: bool, resolver: Resolver) -> None:
-    """Refuse a (normalized) URL whose host resolves to a non-public address."""
+def endpoint_of(url: str) -> Endpoint | None:
+    """The host and port a URL is dialled at (None if it has no host or a bad port)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname else None
+
+
+def endpoints_of(urls: Iterable[str]) -> frozenset[Endpoint]:
+    """The endpoints of several URLs (those without one left out)."""
+    return frozenset(found for found in map(endpoint_of, urls) if found is not None)
+
+
+async def check_backend_url(
+    url: str, *, allow_private: bool, resolver: Resolver, field: str = "endpoint_url"
+) -> None:
+    """Refuse a URL (`field` of a request) whose host resolves to a non-public address."""
     if allow_private:
         return
     parts = urlsplit(url)
@@ -185,6 +203,6 @@ async def check_backend_url(url: str, *, allow_private: bool, resolver: Resolver
     if found is not None:
         address, problem = found
         raise BadBackendURL(
-            f"endpoint_url points to a {problem} ({address}); backends must be reachable on a "
-            "public address (an operator can set ALLOW_PRIVATE_BACKENDS=true)"
+            f"{field} points to a {problem} ({address}); the address guard allows only "
+            "public addresses (an operator can set ALLOW_PRIVATE_BACKENDS=true)"
         )

@@ -73,6 +73,23 @@ async def probe_target(
     return result
 
 
+async def check_notify_url(context: GatewayContext, url: str | None) -> None:
+    """A webhook passes the address guard when it is given, as healthd's sends will."""
+    if url is None:
+        return
+    try:
+        await check_backend_url(
+            url,
+            allow_private=context.settings.allow_private_backends,
+            resolver=context.resolver,
+            field="notify_url",
+        )
+    except BadBackendURL as error:
+        raise InvalidRequest(str(error), param="notify_url") from None
+    except UnresolvableHost as error:
+        raise InvalidRequest(f"notify_url: {error}", param="notify_url") from None
+
+
 def require_listed(probe: ProbeResult, model_name: str | None, backend_model: str | None) -> None:
     """400 unless the backend lists the model a registration names (by the backend's own
     name when `backend_model` is set): else every request would get "no such model"."""
@@ -90,6 +107,7 @@ async def register_new(context: GatewayContext, payload: RegisterRequest) -> tup
     """Probe and store a new registration; returns it with its management token (shown
     once: by the 201 of POST /admin/register, or a lease's `registered` event)."""
     api_key = revealed_key(context, payload)
+    await check_notify_url(context, payload.notify_url)
     probe = await probe_target(context, payload.endpoint_url, api_key)
     require_listed(probe, payload.model_name, payload.backend_model)
     token = new_token()
@@ -146,6 +164,7 @@ async def update(request: Request) -> Response:
     payload = await parse_body(request, UpdateRequest)
     if not payload.model_fields_set:
         raise InvalidRequest("the update is empty; send at least one field to change")
+    await check_notify_url(context, payload.notify_url)
     current = await run_in_threadpool(registrations.current_target, context.database, server_id)
     new_url = payload.endpoint_url or current.endpoint_url
     if "api_key" in payload.model_fields_set:
@@ -312,6 +331,7 @@ def admin_routes() -> list[DocumentedRoute]:
                 responses={
                     200: "deregistered",
                     404: "no such active registration",
+                    409: "a server from configuration: remove it there",
                     **_AUTH_ERRORS,
                 },
                 needs_admin_key=True,

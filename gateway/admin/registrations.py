@@ -39,6 +39,10 @@ from shared.models import (
 from shared.probe import ProbeResult
 
 RECENT_CHECKS = 20
+CONFIGURED_SERVER = (
+    "this server comes from the configuration file; remove it there "
+    "(BACKENDS_FILE, BACKENDS or UPSTREAM) and reload the gateway (SIGHUP)"
+)
 
 
 def usage_out(row: BackendUsage | None) -> Usage:
@@ -309,9 +313,12 @@ def update_registration(
 
 
 def deactivate_registration(db: Database, server_id: str) -> None:
-    """Soft-delete: routing stops at once, the history stays."""
+    """Soft-delete: routing stops at once, the history stays. A server from configuration
+    would come back at the next start (or SIGHUP): refused, so the answer is not a lie."""
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
+        if server.source == RegistrationSource.CONFIG.value:
+            raise Conflict(CONFIGURED_SERVER)
         now = utcnow()
         server.is_active = False
         server.deregistered_at = now

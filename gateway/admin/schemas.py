@@ -93,7 +93,7 @@ EndpointURL = Annotated[
     Field(
         max_length=2048,
         description="Base URL of an OpenAI-compatible server; `/v1/...` is appended.",
-        examples=["https://abc123.ngrok.io"],
+        examples=["https://abc123.example.invalid"],
     ),
 ]
 

@@ -149,7 +149,7 @@ def registration_options(required: bool) -> Callable[[F], F]:
                 help="What the backend calls --model, if not the same (requests are renamed).",
             ),
             click.option(
-                "--endpoint", required=required, help="Backend base URL, e.g. https://x.ngrok.io"
+                "--endpoint", required=required, help="Backend base URL, e.g. https://x.invalid"
             ),
             click.option(
                 "--backend-key",

@@ -1,7 +1,8 @@
 """Dialing a backend: resolve its name, check the answer, connect to the address checked.
 
 A connection is made to an address resolved here and checked like the
-registration was (unless ALLOW_PRIVATE_BACKENDS): a name that re-resolves to
+registration was (unless ALLOW_PRIVATE_BACKENDS, or the origin is one of the
+`exempt` ones: the servers the operator configured): a name that re-resolves to
 a forbidden address later (DNS rebinding), or whose answers include one, is
 refused, not connected to. TLS still verifies the certificate against the
 name. Answers are cached for DNS_CACHE_SECONDS, and one look-up per name is
@@ -23,7 +24,14 @@ from shared.single_flight import SingleFlight
 from shared.upstream.connection import Connection
 from shared.upstream.errors import ConnectFailed
 from shared.upstream.framing import Origin
-from shared.urls import IPAddress, Resolver, UnresolvableHost, first_problem, resolve_host
+from shared.urls import (
+    Endpoint,
+    IPAddress,
+    Resolver,
+    UnresolvableHost,
+    first_problem,
+    resolve_host,
+)
 
 DNS_CACHE_SECONDS = 10.0
 HAPPY_EYEBALLS_DELAY = 0.25
@@ -71,9 +79,11 @@ class Dialer:
         allow_private: bool,
         ssl_context: ssl.SSLContext,
         connect_timeout: float,
+        exempt: frozenset[Endpoint] = frozenset(),
     ) -> None:
         self.resolver = resolver
         self.allow_private = allow_private
+        self.exempt = exempt
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.cache: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
@@ -95,7 +105,7 @@ class Dialer:
             raise ConnectFailed(
                 FailureKind.DNS, "the backend's host name could not be resolved"
             ) from None
-        if not self.allow_private:
+        if not self.allow_private and (origin.host, origin.port) not in self.exempt:
             found = first_problem(addresses)
             if found is not None:
                 raise ConnectFailed(

@@ -29,7 +29,7 @@ from shared.upstream.dialing import Dialer
 from shared.upstream.errors import Disconnected, PoolTimeout
 from shared.upstream.framing import Origin, encode_request, parse_origin
 from shared.upstream.transport import UpstreamRequest
-from shared.urls import Resolver
+from shared.urls import Endpoint, Resolver
 
 DEFAULT_MAX_CONNECTIONS = 100
 _KEEP_ALIVE_TIMEOUT = re.compile(rb"timeout\s*=\s*(\d+)", re.IGNORECASE)
@@ -87,6 +87,7 @@ class UpstreamPool:
         connect_timeout: float,
         resolver: Resolver,
         allow_private: bool,
+        exempt: frozenset[Endpoint] = frozenset(),
         keepalive_seconds: float = 4.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
@@ -97,6 +98,7 @@ class UpstreamPool:
         self.dialer = Dialer(
             resolver=resolver,
             allow_private=allow_private,
+            exempt=exempt,
             ssl_context=ssl_context,
             connect_timeout=connect_timeout,
         )
@@ -297,4 +299,5 @@ def probe_transport(settings: Settings, resolver: Resolver) -> UpstreamPool:
         resolver=resolver,
         allow_private=settings.allow_private_backends,
         max_connections=settings.backend_max_connections,
+        exempt=settings.configured_endpoints,
     )

@@ -20,13 +20,13 @@ import trustme
 from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
-LIVE = "/etc/letsencrypt/live/gateway.example.edu"
+LIVE = "/etc/letsencrypt/live/gateway.example.org"
 
 
 def nginx_test(tmp_path: Path, sites: list[str]) -> subprocess.CompletedProcess[str]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     assert Path(nginx).exists(), "nginx is missing (make test installs Debian's nginx-light)"
-    cert = trustme.CA().issue_cert("gateway.example.edu")
+    cert = trustme.CA().issue_cert("gateway.example.org")
     (tmp_path / "fullchain.pem").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
     cert.private_key_pem.write_to_path(str(tmp_path / "privkey.pem"))
     included = []

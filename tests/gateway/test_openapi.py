@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from openapi_spec_validator import validate
 
@@ -48,3 +50,40 @@ def test_docs_are_served_without_a_cdn(gateway: ThreadedServer) -> None:
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         response = httpx.get(f"{gateway.url}/docs/static/{asset}")
         assert response.status_code == 200 and len(response.content) > 1000
+
+
+RESERVED_SUFFIXES = (".invalid", ".example", ".test", ".localhost")
+RESERVED_HOSTS = {"localhost", "127.0.0.1", "[::1]", "example.com", "example.org", "example.net"}
+URL = re.compile(r"https?://([^/\s\"'<>?#]+)", re.IGNORECASE)
+
+
+def examples_in(node: object, inside: bool = False) -> list[str]:
+    """Every string under an `example` or `examples` key of the spec, at any depth."""
+    if isinstance(node, dict):
+        return [
+            text
+            for key, value in node.items()
+            for text in examples_in(value, inside or key in ("example", "examples"))
+        ]
+    if isinstance(node, list):
+        return [text for item in node for text in examples_in(item, inside)]
+    return [node] if inside and isinstance(node, str) else []
+
+
+def reserved(netloc: str) -> bool:
+    host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
+    host = host.lower()
+    return (
+        host in RESERVED_HOSTS
+        or host.endswith(RESERVED_SUFFIXES)
+        or any(host.endswith(f".{name}") for name in ("example.com", "example.org", "example.net"))
+    )
+
+
+def test_examples_name_only_reserved_hosts(gateway: ThreadedServer) -> None:
+    """A fuzzer follows the examples: a real name in one makes the gateway resolve it
+    (#19 item 24)."""
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    hosts = [host for text in examples_in(spec) for host in URL.findall(text)]
+    assert hosts, "the spec's examples name no URL at all"
+    assert [host for host in hosts if not reserved(host)] == []

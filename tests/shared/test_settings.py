@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError, load_settings, misspelt_settings
 from tests.support import BIN, clean_environment
 
 
@@ -23,6 +23,19 @@ def test_defaults_match_the_requirements(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.require_client_auth is False
     assert settings.enable_cors is True and settings.cors_origins == ["*"]
     assert settings.allow_private_backends is False
+
+
+def test_upstream_exempts_its_own_server_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UPSTREAM no longer turns the address guard off for every address (#19 item 6)."""
+    monkeypatch.setenv("UPSTREAM", "http://127.0.0.1:9000")
+    monkeypatch.setenv("BACKENDS", "http://localhost:9001/v1, https://lab.test")
+    settings = load_settings()
+    assert settings.allow_private_backends is False
+    assert settings.configured_endpoints == {
+        ("127.0.0.1", 9000),
+        ("localhost", 9001),
+        ("lab.test", 443),
+    }
 
 
 def test_comma_lists_and_case(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,3 +131,65 @@ def test_processes_stop_at_start_on_a_bad_value(tmp_path: Path, program: str) ->
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "PORT" in lines[0] and "1 to 65535" in lines[0]
+
+
+KNOWN = ["ADMIN_API_KEY", "DATABASE_URL", "LOG_LEVEL", "REQUIRE_CLIENT_AUTH", "WORKERS"]
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "environment", "expected"),
+    [
+        (["REQUIRE_CLIENT_AUTHH"], [], ["REQUIRE_CLIENT_AUTHH in .env; did you mean REQUIRE_"]),
+        (["requre_client_auth"], [], ["requre_client_auth in .env; did you mean REQUIRE_"]),
+        (["LOGLEVEL", "WORKER"], [], ["LOGLEVEL in .env", "WORKER in .env"]),
+        (["REQUIRE_CLIENT_AUTH", "GATEWAY_URL", "COMPOSE_PROJECT_NAME"], [], []),
+        ([], ["REQURE_CLIENT_AUTH"], ["REQURE_CLIENT_AUTH in the environment; did you mean"]),
+        # Other programs' variables on a normal machine: never taken for ours.
+        (
+            [],
+            ["LOGLEVEL", "WORKER", "DATABASE_URI", "OPENAI_API_KEY", "XDG_RUNTIME_DIR"],
+            [],
+        ),
+        ([], ["DBUS_SESSION_BUS_ADDRESS", "PYTEST_CURRENT_TEST", "GATEWAY_MANAGEMENT_TOKEN"], []),
+    ],
+)
+def test_names_like_a_setting_are_typos(
+    dotenv: list[str], environment: list[str], expected: list[str]
+) -> None:
+    """#19 item 14 (part): a misspelt setting would be ignored silently."""
+    lines = misspelt_settings(dotenv, environment, KNOWN)
+    assert len(lines) == len(expected)
+    for line, fragment in zip(lines, expected, strict=True):
+        assert line.startswith("unknown setting ") and fragment in line
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "environment", "line"),
+    [
+        (
+            "REQUIRE_CLIENT_AUTHH=true\n",
+            {},
+            "unknown setting REQUIRE_CLIENT_AUTHH in .env; did you mean REQUIRE_CLIENT_AUTH?",
+        ),
+        (
+            "PORT=8123\n",
+            {"REQURE_CLIENT_AUTH": "true"},
+            "unknown setting REQURE_CLIENT_AUTH in the environment; "
+            "did you mean REQUIRE_CLIENT_AUTH?",
+        ),
+    ],
+)
+def test_the_gateway_stops_on_a_misspelt_setting(
+    tmp_path: Path, dotenv: str, environment: dict[str, str], line: str
+) -> None:
+    (tmp_path / ".env").write_text(dotenv)
+    result = subprocess.run(
+        [str(BIN / "gateway")],
+        cwd=tmp_path,
+        env=clean_environment(environment),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"gateway: {line}"], result.stderr

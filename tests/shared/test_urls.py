@@ -15,6 +15,7 @@ from shared.urls import (
     UnresolvableHost,
     address_problem,
     check_backend_url,
+    endpoint_of,
     normalize_backend_url,
     parse_ip_literal,
 )
@@ -175,3 +176,19 @@ async def test_empty_answer_is_unresolvable() -> None:
         await check_backend_url(
             "http://empty.example", allow_private=False, resolver=resolver_returning()
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000", ("127.0.0.1", 8000)),
+        ("http://Upstream.Test", ("upstream.test", 80)),
+        ("https://upstream.test/v1", ("upstream.test", 443)),
+        (" http://[::1]:9000/ ", ("::1", 9000)),
+        ("http://upstream.test:99999", None),
+        ("not a url", None),
+    ],
+)
+def test_the_endpoint_a_url_is_dialled_at(url: str, expected: tuple[str, int] | None) -> None:
+    """The key of the guard's exemption: host and port as the dialer sees them (#19 item 6)."""
+    assert endpoint_of(url) == expected

@@ -1,4 +1,4 @@
-"""The client itself (see the package's docstring)."""
+"""The client itself (see the package's docstring); it imports no module of the server."""
 
 from __future__ import annotations
 
