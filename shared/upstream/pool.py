@@ -120,10 +120,6 @@ class UpstreamPool:
         finally:
             response.release()  # (an incomplete answer's connection is closed, not kept)
 
-    async def send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
-        """Deprecated: unscoped (the caller must release or close); use `stream()`."""
-        return await self._send(request, deadline)
-
     async def _send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
         """Send the request and wait for the answer's status and headers."""
         origin = parse_origin(request.base_url)

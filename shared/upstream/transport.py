@@ -40,8 +40,10 @@ class UpstreamRequest:
 class ResponseStream(Protocol):
     """An answer whose status and headers arrived; its body is read whole or chunk by chunk.
 
-    Finish with `release()` (the connection may serve another request) or
-    `close()` (abort: the backend sees the connection drop and stops).
+    It is had only inside `Transport.stream()`'s block, which finishes it: the
+    connection goes back to the pool when the body was read whole, and is
+    closed otherwise (the backend sees it drop and stops generating). There is
+    no way to finish it by hand, so no path can forget to.
     """
 
     status: int
@@ -54,16 +56,8 @@ class ResponseStream(Protocol):
 
     async def read_all(self, limit: int, deadline: float | None) -> bytes: ...
 
-    def release(self) -> None: ...
-
-    def close(self) -> None: ...
-
 
 class Transport(Protocol):
-    async def send(self, request: UpstreamRequest, deadline: float) -> ResponseStream:
-        """Deprecated (the caller must release or close): being replaced by `stream()`."""
-        ...
-
     def stream(
         self, request: UpstreamRequest, deadline: float
     ) -> AbstractAsyncContextManager[ResponseStream]:
