@@ -29,12 +29,14 @@ from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
 from gateway.routing.balancer import Balancer
 from gateway.routing.policy import Backend
-from shared.failures import policy_of
+from shared.failures import FailureKind, policy_of
 from shared.logging import get_logger
 from shared.upstream import UpstreamError
 
 log = get_logger("api")
 CLIENT_CLOSED = 499  # nginx's code for a client that left before the answer
+# Failures on our side of the wire: the backend's request and error counts leave them out.
+NEVER_SENT = frozenset({FailureKind.POOL_FULL, FailureKind.UNSENDABLE})
 
 
 @dataclass
@@ -197,6 +199,8 @@ class Attempt:
     def _count_failure(
         self, failure: UpstreamError, prefix: str, usage: tuple[int, int] | None = None
     ) -> None:
+        if failure.kind in NEVER_SENT:
+            return  # the backend never saw it: not in its figures
         self.feedback.record(
             self.backend.registration_id,
             ok=False,
