@@ -24,7 +24,10 @@ def routes(gateway: GatewayProcess, model: str) -> bool:
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
     try:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
-    except openai.NotFoundError:
+    except (openai.NotFoundError, openai.InternalServerError) as error:
+        # 404: never served; 503: its servers left ("offline", within the last 24 hours)
+        if isinstance(error, openai.InternalServerError) and error.status_code != 503:
+            raise
         return False
     return True
 

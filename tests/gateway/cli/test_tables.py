@@ -93,10 +93,19 @@ def test_servers_shows_every_column_and_a_deregistered_server_as_such(
         gone_id = register(gateway, gone)
         run(gateway, "deregister", gone_id)
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        tables: list[str] = []
+
+        def busy_counted() -> bool:  # (in flight is handed over once a second)
+            tables.append(run(gateway, "servers", "--all"))
+            return any(
+                line.split()[0] == busy_id and line.split()[9] == "1"
+                for line in tables[-1].strip().splitlines()[1:]
+            )
+
         with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as stream:
             next(stream.iter_raw())  # the first events came; the backend stalls after them
-            table = run(gateway, "servers", "--all")
-    header, *lines = table.strip().splitlines()
+            wait_for(busy_counted, timeout=10, what="the stream counted in flight")
+    header, *lines = tables[-1].strip().splitlines()
     assert header.split() == SERVER_HEADER
     rows = {line.split()[0]: line.split() for line in lines}
     assert rows[busy_id][1:] == ["*:", "m", "healthy", "yes", "2", "5", "gpu", "api", "1",
