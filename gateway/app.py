@@ -23,7 +23,7 @@ from gateway.admin import registrations
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminCredentials, AdminKeyMiddleware
 from gateway.admin.drain import drain_routes
-from gateway.admin.leases import lease_routes
+from gateway.admin.leases import lease_routes, lease_streams_end, token_known
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
@@ -83,7 +83,7 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, asyncio.Event]]:
         ensure_schema_current(database.engine)
         runtime = await build_runtime(context, log_outputs)
         watcher = asyncio.create_task(
@@ -102,7 +102,7 @@ def create_app(
         freeze_startup_objects()
         log.info("gateway started", host=settings.host, port=settings.port)
         try:
-            yield
+            yield lease_streams_end()  # set by the worker's protocol when shutdown begins
         finally:
             await cancel_all(background)
             await feedback_module.flush(runtime.feedback, database)
@@ -157,6 +157,7 @@ def create_app(
                         [key.get_secret_value() for key in settings.registration_keys],
                     ),
                     token_hash_of=functools.partial(registrations.token_hash_of, database),
+                    token_known=functools.partial(token_known, database),
                 ),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admin import registrations
+from gateway.admin.auth import deregistered_by
 from gateway.admin.schemas import (
     CheckRequested,
     DeregisterResponse,
@@ -86,9 +87,12 @@ def require_listed(probe: ProbeResult, model_name: str | None, backend_model: st
         raise InvalidRequest(f"{checked.error}{hint}", param=param)
 
 
-async def register_new(context: GatewayContext, payload: RegisterRequest) -> tuple[ServerOut, str]:
+async def register_new(
+    context: GatewayContext, payload: RegisterRequest, lease_seconds: float | None = None
+) -> tuple[ServerOut, str]:
     """Probe and store a new registration; returns it with its management token (shown
-    once: by the 201 of POST /admin/register, or a lease's `registered` event)."""
+    once: by the 201 of POST /admin/register, or a lease's `registered` event, whose
+    lease is taken in the same transaction)."""
     api_key = revealed_key(context, payload)
     probe = await probe_target(context, payload.endpoint_url, api_key)
     require_listed(probe, payload.model_name, payload.backend_model)
@@ -101,6 +105,7 @@ async def register_new(context: GatewayContext, payload: RegisterRequest) -> tup
         probe,
         RegistrationSource.API,
         token_hash(token),
+        lease_seconds,
     )
     return server, token
 
@@ -188,7 +193,12 @@ async def update(request: Request) -> Response:
 async def deregister(request: Request) -> Response:
     context = context_of(request)
     server_id = request.path_params["registration_id"]
-    await run_in_threadpool(registrations.deactivate_registration, context.database, server_id)
+    await run_in_threadpool(
+        registrations.deactivate_registration,
+        context.database,
+        server_id,
+        deregistered_by(request.headers),
+    )
     await context.registry_written()
     log.info("server deregistered", registration_id=server_id)
     return json_response(DeregisterResponse(registration_id=server_id))

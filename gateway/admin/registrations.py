@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from gateway.admin.schemas import (
     UpdateRequest,
     Usage,
 )
+from gateway.admin.tokens import Revoker, revoked_hash
 from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.models import (
@@ -186,8 +187,10 @@ def create_registration(
     probe: ProbeResult,
     source: RegistrationSource = RegistrationSource.API,
     management_token_hash: str | None = None,
+    lease_seconds: float | None = None,
 ) -> ServerOut:
-    """Insert a registration that passed its probe, with that probe as its first check."""
+    """Insert a registration that passed its probe, with that probe as its first check;
+    `lease_seconds`: held by a lease from now on, in the same transaction."""
     with db.writing(durable=True) as session:
         duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
         if duplicate is not None:
@@ -222,6 +225,9 @@ def create_registration(
             created_at=now,
             updated_at=now,
         )
+        if lease_seconds is not None:
+            server.lease_connected_at = server.lease_heartbeat_at = now
+            server.lease_expires_at = now + timedelta(seconds=lease_seconds)
         session.add(server)
         session.flush()
         session.add(_apply_probe(server, probe))
@@ -261,61 +267,71 @@ def update_registration(
     db: Database, server_id: str, request: UpdateRequest, probe: ProbeResult | None
 ) -> ServerOut:
     """Apply the fields the client sent; `probe` is given when the target changed."""
-    sent = request.model_fields_set
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
-        if "model_name" in sent:
-            server.model_name = request.model_name
-            if request.model_name is None:
-                server.backend_model = None
-        if "backend_model" in sent:
-            server.backend_model = request.backend_model
-        if request.endpoint_url is not None:
-            server.endpoint_url = request.endpoint_url
-        if "api_key" in sent:
-            server.api_key = request.api_key.get_secret_value() if request.api_key else None
-        if request.capabilities is not None:
-            capabilities = request.capabilities
-            if "max_tokens" in capabilities.model_fields_set:
-                server.max_tokens = capabilities.max_tokens
-            if "context_length" in capabilities.model_fields_set:
-                server.context_length = capabilities.context_length
-            if capabilities.streaming is not None:
-                server.streaming_supported = capabilities.streaming
-        if request.metadata is not None:
-            for field in request.metadata.model_fields_set:
-                setattr(server, field, getattr(request.metadata, field))
-        if request.tags is not None:
-            server.tags = sorted(set(request.tags))
-        if request.priority is not None:
-            server.priority = request.priority
-        if request.weight is not None:
-            server.weight = request.weight
-        if "max_concurrent" in sent:
-            server.max_concurrent = request.max_concurrent
-        if "notify_url" in sent:
-            server.notify_url = request.notify_url
-        duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
-        if duplicate is not None:
-            raise Conflict(
-                f"this endpoint is already registered {_serving(server.model_name)} "
-                f"as {duplicate.id}"
-            )
-        if probe is not None:
-            session.add(_apply_probe(server, probe))
-        server.updated_at = utcnow()
-        session.flush()
+        apply_update(session, server, request, probe)
         return server_out(server)
 
 
-def deactivate_registration(db: Database, server_id: str) -> None:
-    """Soft-delete: routing stops at once, the history stays."""
+def apply_update(
+    session: Session, server: ModelServer, request: UpdateRequest, probe: ProbeResult | None
+) -> None:
+    """The fields `request` carries, onto `server` (an update, or a lease's re-attach)."""
+    sent = request.model_fields_set
+    if "model_name" in sent:
+        server.model_name = request.model_name
+        if request.model_name is None:
+            server.backend_model = None
+    if "backend_model" in sent:
+        server.backend_model = request.backend_model
+    if request.endpoint_url is not None:
+        server.endpoint_url = request.endpoint_url
+    if "api_key" in sent:
+        server.api_key = request.api_key.get_secret_value() if request.api_key else None
+    if request.capabilities is not None:
+        capabilities = request.capabilities
+        if "max_tokens" in capabilities.model_fields_set:
+            server.max_tokens = capabilities.max_tokens
+        if "context_length" in capabilities.model_fields_set:
+            server.context_length = capabilities.context_length
+        if capabilities.streaming is not None:
+            server.streaming_supported = capabilities.streaming
+    if request.metadata is not None:
+        for field in request.metadata.model_fields_set:
+            setattr(server, field, getattr(request.metadata, field))
+    if request.tags is not None:
+        server.tags = sorted(set(request.tags))
+    if request.priority is not None:
+        server.priority = request.priority
+    if request.weight is not None:
+        server.weight = request.weight
+    if "max_concurrent" in sent:
+        server.max_concurrent = request.max_concurrent
+    if "notify_url" in sent:
+        server.notify_url = request.notify_url
+    duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
+    if duplicate is not None:
+        raise Conflict(
+            f"this endpoint is already registered {_serving(server.model_name)} as {duplicate.id}"
+        )
+    if probe is not None:
+        session.add(_apply_probe(server, probe))
+    server.updated_at = utcnow()
+    session.flush()
+
+
+def deactivate_registration(db: Database, server_id: str, by: Revoker = Revoker.ADMIN) -> None:
+    """Soft-delete: routing stops at once, the history stays. Final: the management
+    token is revoked, so a host's agent cannot lease the registration back."""
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
         now = utcnow()
         server.is_active = False
         server.deregistered_at = now
         server.updated_at = now
+        server.lease_connected_at = server.lease_expires_at = None
+        if server.management_token_hash is not None:
+            server.management_token_hash = revoked_hash(server.management_token_hash, by)
 
 
 def request_check(db: Database, server_id: str) -> None:
