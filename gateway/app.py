@@ -23,7 +23,8 @@ from gateway.admin import registrations
 from gateway.admin.api import admin_routes
 from gateway.admin.auth import AdminCredentials, AdminKeyMiddleware
 from gateway.admin.drain import drain_routes
-from gateway.admin.leases import lease_routes
+from gateway.admin.leases import lease_routes, lease_streams_end, token_known
+from gateway.admin.server_views import server_routes
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
@@ -84,7 +85,7 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, asyncio.Event]]:
         ensure_schema_current(database.engine)
         runtime = await build_runtime(context, log_outputs)
         watcher = asyncio.create_task(
@@ -103,7 +104,7 @@ def create_app(
         freeze_startup_objects()
         log.info("gateway started", host=settings.host, port=settings.port)
         try:
-            yield
+            yield lease_streams_end()  # set by the worker's protocol when shutdown begins
         finally:
             await cancel_all(background)
             await feedback_module.flush(runtime.feedback, database)
@@ -143,6 +144,7 @@ def create_app(
             app=Router(
                 [
                     *admin_routes(),
+                    *server_routes(),
                     *drain_routes(),
                     *lease_routes(),
                     *system_routes(),
@@ -158,6 +160,7 @@ def create_app(
                         [key.get_secret_value() for key in settings.registration_keys],
                     ),
                     token_hash_of=functools.partial(registrations.token_hash_of, database),
+                    token_known=functools.partial(token_known, database),
                 ),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],

@@ -22,6 +22,7 @@ from gateway.admin.configured import (
     configured_backends,
     sync_configured,
 )
+from gateway.admin.leases import end_lease_streams
 from gateway.admin.schemas import RegisterRequest
 from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
 from shared.db import Database, is_busy
@@ -38,6 +39,15 @@ def socket_activated() -> bool:
     return os.environ.get("LISTEN_PID") == str(os.getpid()) and (
         os.environ.get("LISTEN_FDS", "0") not in ("", "0")
     )
+
+
+class ClientProtocol(GuardedProtocol):
+    """uvicorn tells each connection when its graceful shutdown begins: lease streams
+    hear it too, and end at once (inference streams keep SHUTDOWN_GRACE_SECONDS)."""
+
+    def shutdown(self) -> None:
+        end_lease_streams(self.app_state)
+        super().shutdown()
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -147,7 +157,7 @@ def serve() -> None:
     uvicorn.run(
         "gateway.app:create_app_from_environment",
         factory=True,
-        http=cast(Any, functools.partial(GuardedProtocol, guard=ConnectionGuard(limits))),
+        http=cast(Any, functools.partial(ClientProtocol, guard=ConnectionGuard(limits))),
         **listen,
         workers=settings.workers,
         log_config=None,

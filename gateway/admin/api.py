@@ -1,4 +1,5 @@
-"""The admin API under /admin: register, update, deregister, list and show backends.
+"""The admin API under /admin: register, update, deregister and check backends (listing
+and showing them: server_views.py).
 
 Handlers parse and answer; database work runs in a thread (it blocks), and the
 probe of a new or changed target runs before anything is written.
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admin import registrations
+from gateway.admin.auth import deregistered_by
 from gateway.admin.schemas import (
     CheckRequested,
     DeregisterResponse,
@@ -18,14 +20,13 @@ from gateway.admin.schemas import (
     ProbeResponse,
     RegisterRequest,
     RegisterResponse,
-    ServerDetail,
     ServerOut,
     UpdateRequest,
 )
 from gateway.admin.tokens import new_token, token_hash
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
-from gateway.openapi import DocumentedRoute, Operation, QueryParameter
+from gateway.openapi import DocumentedRoute, Operation
 from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.logging import get_logger
 from shared.models import RegistrationSource
@@ -103,9 +104,12 @@ def require_listed(probe: ProbeResult, model_name: str | None, backend_model: st
         raise InvalidRequest(f"{checked.error}{hint}", param=param)
 
 
-async def register_new(context: GatewayContext, payload: RegisterRequest) -> tuple[ServerOut, str]:
+async def register_new(
+    context: GatewayContext, payload: RegisterRequest, lease_seconds: float | None = None
+) -> tuple[ServerOut, str]:
     """Probe and store a new registration; returns it with its management token (shown
-    once: by the 201 of POST /admin/register, or a lease's `registered` event)."""
+    once: by the 201 of POST /admin/register, or a lease's `registered` event, whose
+    lease is taken in the same transaction)."""
     api_key = revealed_key(context, payload)
     await check_notify_url(context, payload.notify_url)
     probe = await probe_target(context, payload.endpoint_url, api_key)
@@ -119,6 +123,7 @@ async def register_new(context: GatewayContext, payload: RegisterRequest) -> tup
         probe,
         RegistrationSource.API,
         token_hash(token),
+        lease_seconds,
     )
     return server, token
 
@@ -207,34 +212,15 @@ async def update(request: Request) -> Response:
 async def deregister(request: Request) -> Response:
     context = context_of(request)
     server_id = request.path_params["registration_id"]
-    await run_in_threadpool(registrations.deactivate_registration, context.database, server_id)
+    await run_in_threadpool(
+        registrations.deactivate_registration,
+        context.database,
+        server_id,
+        deregistered_by(request.headers),
+    )
     await context.registry_written()
     log.info("server deregistered", registration_id=server_id)
     return json_response(DeregisterResponse(registration_id=server_id))
-
-
-_STATUS_FILTERS = {"healthy", "unhealthy", "unknown"}
-
-
-async def list_servers(request: Request) -> Response:
-    context = context_of(request)
-    params = request.query_params
-    status = params.get("status") or None
-    if status is not None and status not in _STATUS_FILTERS:
-        raise InvalidRequest("status must be healthy, unhealthy or unknown", param="status")
-    include_inactive = params.get("include_inactive", "false").lower()
-    if include_inactive not in ("true", "false", "1", "0"):
-        raise InvalidRequest("include_inactive must be true or false", param="include_inactive")
-    servers = await run_in_threadpool(
-        lambda: registrations.list_servers(
-            context.database,
-            include_inactive=include_inactive in ("true", "1"),
-            model_name=params.get("model") or None,
-            health_status=status,
-            student_id=params.get("student_id") or None,
-        )
-    )
-    return json_response(servers)
 
 
 async def force_check(request: Request) -> Response:
@@ -243,14 +229,6 @@ async def force_check(request: Request) -> Response:
     await run_in_threadpool(registrations.request_check, context.database, server_id)
     log.info("health check requested", registration_id=server_id)
     return json_response(CheckRequested(registration_id=server_id), status=202)
-
-
-async def show_server(request: Request) -> Response:
-    context = context_of(request)
-    detail = await run_in_threadpool(
-        registrations.server_detail, context.database, request.path_params["registration_id"]
-    )
-    return json_response(detail)
 
 
 def admin_routes() -> list[DocumentedRoute]:
@@ -332,45 +310,6 @@ def admin_routes() -> list[DocumentedRoute]:
                     200: "deregistered",
                     404: "no such active registration",
                     409: "a server from configuration: remove it there",
-                    **_AUTH_ERRORS,
-                },
-                needs_admin_key=True,
-            ),
-        ),
-        DocumentedRoute(
-            "/servers",
-            list_servers,
-            method="GET",
-            operation=Operation(
-                summary="List registrations with their health",
-                tag="admin",
-                response_model=ServerOut,
-                response_is_list=True,
-                query=(
-                    QueryParameter("model", "only this model name"),
-                    QueryParameter("status", "healthy, unhealthy or unknown"),
-                    QueryParameter("student_id", "only this owner"),
-                    QueryParameter("include_inactive", "also deregistered ones", "boolean"),
-                ),
-                responses={
-                    200: "registrations, newest first",
-                    400: "bad filter",
-                    **_AUTH_ERRORS,
-                },
-                needs_admin_key=True,
-            ),
-        ),
-        DocumentedRoute(
-            "/servers/{registration_id}",
-            show_server,
-            method="GET",
-            operation=Operation(
-                summary="One registration with its last 20 health checks",
-                tag="admin",
-                response_model=ServerDetail,
-                responses={
-                    200: "the registration",
-                    404: "no such registration",
                     **_AUTH_ERRORS,
                 },
                 needs_admin_key=True,

@@ -6,7 +6,9 @@
   class's shared key lets students register without touching each other's servers.
 - A management token (`X-Management-Token`, returned once at registration)
   may read, update, drain, check and deregister its own registration, and
-  re-attach it with a lease (the handler finds which), and no other (403).
+  re-attach it with a lease (the token must be one the database knows, checked
+  by a read before the handler's write; the handler finds which), and no other
+  (403).
 
 Keys and tokens are compared in constant time; none is ever logged or echoed.
 An empty ADMIN_API_KEY turns the admin key off (the admin API answers 503 to
@@ -24,15 +26,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admin.tokens import token_matches
+from gateway.admin.tokens import Revoker, token_matches
 from gateway.json_bodies import status_error_response
 
 # The routes about one registration that its management token may use.
 _MANAGED = re.compile(
     r"/admin/(?:register/(?P<registered>[^/]+)|servers/(?P<server>[^/]+)"
-    r"(?:/(?P<action>drain|undrain|check))?)$"
+    r"(?:/(?P<action>drain|undrain|check))?|leases/(?P<leased>[^/]+)/ack)$"
 )
+_KINDS = ("registered", "server", "leased")
 _MANAGED_METHODS = {
+    ("leased", None): {"POST"},
     ("registered", None): {"PUT", "DELETE"},
     ("server", None): {"GET"},
     ("server", "drain"): {"POST"},
@@ -48,10 +52,16 @@ def managed_registration(method: str, path: str) -> str | None:
     found = _MANAGED.search(path)
     if found is None or not path.endswith(found.group(0)):
         return None
-    kind = "registered" if found.group("registered") else "server"
+    kind = next(kind for kind in _KINDS if found.group(kind))
     if method not in _MANAGED_METHODS.get((kind, found.group("action")), set()):
         return None
     return found.group(kind)
+
+
+def deregistered_by(headers: Headers) -> Revoker:
+    """Who a deregistration admitted here comes from: a request carrying
+    X-Management-Token is admitted on that token alone, so it is the owner's."""
+    return Revoker.OWNER if headers.get("x-management-token") else Revoker.ADMIN
 
 
 @dataclass(frozen=True)
@@ -67,18 +77,22 @@ def _same(sent: str, expected: str) -> bool:
 class AdminKeyMiddleware:
     """Admit a request to /admin by its admin key, registration key or management token.
 
-    `token_hash_of(registration_id)` reads a registration's stored token hash (a
-    blocking database read, run in a thread)."""
+    `token_hash_of(registration_id)` reads a registration's stored token hash, and
+    `token_known(token)` whether a lease's token is (or was) any registration's:
+    blocking database reads, run in a thread, so a made-up token never reaches a
+    handler's write transaction."""
 
     def __init__(
         self,
         app: ASGIApp,
         credentials: AdminCredentials,
         token_hash_of: Callable[[str], str | None] = lambda _: None,
+        token_known: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.token_hash_of = token_hash_of
+        self.token_known = token_known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +111,11 @@ class AdminKeyMiddleware:
         token = headers.get("x-management-token")
         if token:
             if method == "POST" and path.endswith("/admin/leases"):
-                return None  # the lease re-attaches the registration the token manages
+                # The lease re-attaches the registration the token manages (or answers
+                # why it may not: a revoked token is known too).
+                if await run_in_threadpool(self.token_known, token):
+                    return None
+                return 403, "this management token manages no registration"
             registration_id = managed_registration(method, path)
             if registration_id is None:
                 return 403, "a management token may only manage its own registration"

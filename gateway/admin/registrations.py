@@ -1,4 +1,5 @@
-"""Reads and writes of registrations for the admin API (blocking; run in a thread).
+"""Writes of registrations for the admin API (blocking; run in a thread); their reads
+are in server_views.py.
 
 Deregistration is soft: the row and its history stay, `is_active` turns false,
 and the same backend can register again later.
@@ -6,120 +7,36 @@ and the same backend can register again later.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.admin.schemas import (
-    Capabilities,
-    HealthCheckOut,
-    OwnerMetadata,
     RegisterRequest,
-    ServerDetail,
     ServerOut,
     UpdateRequest,
-    Usage,
 )
+from gateway.admin.server_views import server_out
+from gateway.admin.tokens import Revoker, revoked_hash
 from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.models import (
-    BackendUsage,
     CheckOutcome,
     CheckRequest,
     HealthCheck,
     HealthStatus,
     ModelServer,
     RegistrationSource,
-    UTCDateTime,
     utcnow,
 )
 from shared.probe import ProbeResult
 
-RECENT_CHECKS = 20
 CONFIGURED_SERVER = (
     "this server comes from the configuration file; remove it there "
     "(BACKENDS_FILE, BACKENDS or UPSTREAM) and reload the gateway (SIGHUP)"
 )
-
-
-def usage_out(row: BackendUsage | None) -> Usage:
-    if row is None:
-        return Usage()
-    return Usage(
-        requests=row.requests_total,
-        failures=row.failures_total,
-        prompt_tokens=row.prompt_tokens_total,
-        completion_tokens=row.completion_tokens_total,
-        mean_latency_ms=(
-            round(row.latency_ms_total / row.requests_total, 2) if row.requests_total else None
-        ),
-        last_request_at=row.last_request_at,
-    )
-
-
-def server_out(
-    server: ModelServer, latest_check: datetime | None = None, usage: BackendUsage | None = None
-) -> ServerOut:
-    """The public view of a registration (its key only as `api_key_set`).
-
-    healthd rewrites the server row only when something changed, so the last
-    check time comes from the history when that is newer.
-    """
-    last_checked = server.last_checked_at
-    if latest_check is not None and (last_checked is None or latest_check > last_checked):
-        last_checked = latest_check
-    return ServerOut(
-        registration_id=server.id,
-        model_name=server.model_name,
-        backend_model=server.backend_model,
-        served_models=[model for model, _ in server.served_models()],
-        source=RegistrationSource(server.source).value,
-        draining=server.draining,
-        notify_url=server.notify_url,
-        lease_connected_at=server.lease_connected_at,
-        lease_heartbeat_at=server.lease_heartbeat_at,
-        lease_expires_at=server.lease_expires_at,
-        endpoint_url=server.endpoint_url,
-        api_key_set=bool(server.api_key),
-        capabilities=Capabilities(
-            max_tokens=server.max_tokens,
-            context_length=server.context_length,
-            streaming=server.streaming_supported,
-        ),
-        metadata=OwnerMetadata(student_id=server.student_id, description=server.description),
-        tags=list(server.tags or []),
-        priority=server.priority,
-        weight=server.weight,
-        max_concurrent=server.max_concurrent,
-        health_status=HealthStatus(server.health_status).value,
-        last_checked_at=last_checked,
-        status_changed_at=server.status_changed_at,
-        consecutive_failures=server.consecutive_failures,
-        last_error=server.last_error,
-        last_response_time_ms=server.last_response_time_ms,
-        reported_models=list(server.reported_models or []),
-        success_rate=server.success_rate,
-        avg_response_time_ms=server.avg_response_time_ms,
-        uptime_percent=server.uptime_percent,
-        is_active=server.is_active,
-        registered_at=server.registered_at,
-        updated_at=server.updated_at,
-        deregistered_at=server.deregistered_at,
-        usage=usage_out(usage),
-    )
-
-
-def _check_out(check: HealthCheck) -> HealthCheckOut:
-    return HealthCheckOut(
-        checked_at=check.checked_at,
-        status=CheckOutcome(check.status).value,
-        response_time_ms=check.response_time_ms,
-        http_status=check.http_status,
-        error_message=check.error_message,
-    )
 
 
 def _apply_probe(server: ModelServer, probe: ProbeResult) -> HealthCheck:
@@ -190,8 +107,10 @@ def create_registration(
     probe: ProbeResult,
     source: RegistrationSource = RegistrationSource.API,
     management_token_hash: str | None = None,
+    lease_seconds: float | None = None,
 ) -> ServerOut:
-    """Insert a registration that passed its probe, with that probe as its first check."""
+    """Insert a registration that passed its probe, with that probe as its first check;
+    `lease_seconds`: held by a lease from now on, in the same transaction."""
     with db.writing(durable=True) as session:
         duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
         if duplicate is not None:
@@ -226,6 +145,9 @@ def create_registration(
             created_at=now,
             updated_at=now,
         )
+        if lease_seconds is not None:
+            server.lease_connected_at = server.lease_heartbeat_at = now
+            server.lease_expires_at = now + timedelta(seconds=lease_seconds)
         session.add(server)
         session.flush()
         session.add(_apply_probe(server, probe))
@@ -265,56 +187,64 @@ def update_registration(
     db: Database, server_id: str, request: UpdateRequest, probe: ProbeResult | None
 ) -> ServerOut:
     """Apply the fields the client sent; `probe` is given when the target changed."""
-    sent = request.model_fields_set
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
-        if "model_name" in sent:
-            server.model_name = request.model_name
-            if request.model_name is None:
-                server.backend_model = None
-        if "backend_model" in sent:
-            server.backend_model = request.backend_model
-        if request.endpoint_url is not None:
-            server.endpoint_url = request.endpoint_url
-        if "api_key" in sent:
-            server.api_key = request.api_key.get_secret_value() if request.api_key else None
-        if request.capabilities is not None:
-            capabilities = request.capabilities
-            if "max_tokens" in capabilities.model_fields_set:
-                server.max_tokens = capabilities.max_tokens
-            if "context_length" in capabilities.model_fields_set:
-                server.context_length = capabilities.context_length
-            if capabilities.streaming is not None:
-                server.streaming_supported = capabilities.streaming
-        if request.metadata is not None:
-            for field in request.metadata.model_fields_set:
-                setattr(server, field, getattr(request.metadata, field))
-        if request.tags is not None:
-            server.tags = sorted(set(request.tags))
-        if request.priority is not None:
-            server.priority = request.priority
-        if request.weight is not None:
-            server.weight = request.weight
-        if "max_concurrent" in sent:
-            server.max_concurrent = request.max_concurrent
-        if "notify_url" in sent:
-            server.notify_url = request.notify_url
-        duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
-        if duplicate is not None:
-            raise Conflict(
-                f"this endpoint is already registered {_serving(server.model_name)} "
-                f"as {duplicate.id}"
-            )
-        if probe is not None:
-            session.add(_apply_probe(server, probe))
-        server.updated_at = utcnow()
-        session.flush()
+        apply_update(session, server, request, probe)
         return server_out(server)
 
 
-def deactivate_registration(db: Database, server_id: str) -> None:
-    """Soft-delete: routing stops at once, the history stays. A server from configuration
-    would come back at the next start (or SIGHUP): refused, so the answer is not a lie."""
+def apply_update(
+    session: Session, server: ModelServer, request: UpdateRequest, probe: ProbeResult | None
+) -> None:
+    """The fields `request` carries, onto `server` (an update, or a lease's re-attach)."""
+    sent = request.model_fields_set
+    if "model_name" in sent:
+        server.model_name = request.model_name
+        if request.model_name is None:
+            server.backend_model = None
+    if "backend_model" in sent:
+        server.backend_model = request.backend_model
+    if request.endpoint_url is not None:
+        server.endpoint_url = request.endpoint_url
+    if "api_key" in sent:
+        server.api_key = request.api_key.get_secret_value() if request.api_key else None
+    if request.capabilities is not None:
+        capabilities = request.capabilities
+        if "max_tokens" in capabilities.model_fields_set:
+            server.max_tokens = capabilities.max_tokens
+        if "context_length" in capabilities.model_fields_set:
+            server.context_length = capabilities.context_length
+        if capabilities.streaming is not None:
+            server.streaming_supported = capabilities.streaming
+    if request.metadata is not None:
+        for field in request.metadata.model_fields_set:
+            setattr(server, field, getattr(request.metadata, field))
+    if request.tags is not None:
+        server.tags = sorted(set(request.tags))
+    if request.priority is not None:
+        server.priority = request.priority
+    if request.weight is not None:
+        server.weight = request.weight
+    if "max_concurrent" in sent:
+        server.max_concurrent = request.max_concurrent
+    if "notify_url" in sent:
+        server.notify_url = request.notify_url
+    duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
+    if duplicate is not None:
+        raise Conflict(
+            f"this endpoint is already registered {_serving(server.model_name)} as {duplicate.id}"
+        )
+    if probe is not None:
+        session.add(_apply_probe(server, probe))
+    server.updated_at = utcnow()
+    session.flush()
+
+
+def deactivate_registration(db: Database, server_id: str, by: Revoker = Revoker.ADMIN) -> None:
+    """Soft-delete: routing stops at once, the history stays. Final: the management
+    token is revoked, so a host's agent cannot lease the registration back. A server
+    from configuration would come back at the next start (or SIGHUP): refused, so the
+    answer is not a lie."""
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
         if server.source == RegistrationSource.CONFIG.value:
@@ -323,6 +253,9 @@ def deactivate_registration(db: Database, server_id: str) -> None:
         server.is_active = False
         server.deregistered_at = now
         server.updated_at = now
+        server.lease_connected_at = server.lease_expires_at = None
+        if server.management_token_hash is not None:
+            server.management_token_hash = revoked_hash(server.management_token_hash, by)
 
 
 def request_check(db: Database, server_id: str) -> None:
@@ -330,58 +263,3 @@ def request_check(db: Database, server_id: str) -> None:
     with db.writing() as session:
         _get_active(session, server_id)
         session.add(CheckRequest(server_id=server_id, requested_at=utcnow()))
-
-
-def list_servers(
-    db: Database,
-    *,
-    include_inactive: bool = False,
-    model_name: str | None = None,
-    health_status: str | None = None,
-    student_id: str | None = None,
-) -> list[ServerOut]:
-    """Registrations, newest first, filtered as asked."""
-    query = select(ModelServer).order_by(ModelServer.registered_at.desc())
-    if not include_inactive:
-        query = query.where(ModelServer.is_active.is_(True))
-    if model_name:
-        # Named, or serving every model its backend lists (filtered below).
-        query = query.where(
-            (ModelServer.model_name == model_name) | ModelServer.model_name.is_(None)
-        )
-    if health_status:
-        query = query.where(ModelServer.health_status == health_status)
-    if student_id:
-        query = query.where(ModelServer.student_id == student_id)
-    with db.reading() as session:
-        rows: Sequence[ModelServer] = session.scalars(query).all()
-        if model_name:
-            rows = [row for row in rows if any(m == model_name for m, _ in row.served_models())]
-        latest = dict(
-            session.execute(
-                select(
-                    HealthCheck.server_id, func.max(HealthCheck.checked_at, type_=UTCDateTime())
-                ).group_by(HealthCheck.server_id)
-            ).all()
-        )
-        usage = {row.server_id: row for row in session.scalars(select(BackendUsage))}
-        return [server_out(row, latest.get(row.id), usage.get(row.id)) for row in rows]
-
-
-def server_detail(db: Database, server_id: str) -> ServerDetail:
-    """One registration (active or not) with its last 20 checks."""
-    with db.reading() as session:
-        server = session.get(ModelServer, server_id)
-        if server is None:
-            raise NotFound(f"no registration with id {server_id!r}")
-        checks = session.scalars(
-            select(HealthCheck)
-            .where(HealthCheck.server_id == server_id)
-            .order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc())
-            .limit(RECENT_CHECKS)
-        ).all()
-        latest = checks[0].checked_at if checks else None
-        return ServerDetail(
-            **server_out(server, latest, session.get(BackendUsage, server_id)).model_dump(),
-            recent_checks=[_check_out(c) for c in checks],
-        )

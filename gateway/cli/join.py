@@ -5,12 +5,17 @@ long as it runs, and only ever makes outgoing connections, so it works from a
 laptop behind NAT whose model server is published through a tunnel
 (`--endpoint` is that public URL). It reconnects with backoff (1 s doubling to
 30 s) and keeps the registration's management token in a file under the
-user's config folder, so a restart re-attaches the same registration. Ctrl-C
-drains the server (requests in flight finish) and ends the lease.
+user's config folder, so a restart re-attaches the same registration. It
+acknowledges every heartbeat (only that renews the lease, so a frozen agent
+loses it), reconnects quietly when the gateway restarts (a `reconnect` event),
+and exits when its registration was deregistered (the token is revoked: the
+kept file goes). Ctrl-C drains the server (requests in flight finish) and ends
+the lease.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -76,6 +81,13 @@ class Refused(Exception):
         self.status = status
 
 
+class Ending(enum.Enum):
+    """How a lease stream ended without an error."""
+
+    ENDED = "ended"  # the gateway ended the lease (expired, or a newer lease took it)
+    RESTARTING = "restarting"  # the gateway is shutting down: reconnect, quietly
+
+
 class Agent:
     def __init__(self, gateway: str, key: str | None, body: dict[str, Any], tokens: Path) -> None:
         self.gateway = gateway.rstrip("/")
@@ -84,14 +96,18 @@ class Agent:
         self.tokens = tokens
         self.registration_id: str | None = None
         self.status: tuple[str, bool] | None = None
+        self.restarting = False  # told so by the gateway, and not back yet
+
+    def _token(self) -> str | None:
+        return self.tokens.read_text().strip() if self.tokens.exists() else None
 
     def _headers(self) -> dict[str, str]:
-        if self.tokens.exists():
-            return {"X-Management-Token": self.tokens.read_text().strip()}
-        return {"X-API-Key": self.key or ""}
+        token = self._token()
+        return {"X-Management-Token": token} if token else {"X-API-Key": self.key or ""}
 
-    def hold(self) -> None:
+    def hold(self) -> Ending:
         """One lease, until the stream ends; raises httpx errors on a broken connection."""
+        with_token = self.tokens.exists()
         with httpx.stream(
             "POST",
             f"{self.gateway}/admin/leases",
@@ -102,9 +118,18 @@ class Agent:
         ) as response:
             if response.status_code != 200:
                 response.read()
+                if response.status_code == 403 and with_token:
+                    # A token the gateway refuses is dead for good (deregistered): the
+                    # next join registers anew with --key.
+                    self.tokens.unlink(missing_ok=True)
                 raise Refused(response.status_code, self._refusal(response))
             for kind, data in sse_events(response.iter_lines()):
+                if kind == "reconnect":
+                    click.echo("the gateway is restarting; reconnecting")
+                    self.restarting = True
+                    return Ending.RESTARTING
                 self._on(kind, data)
+        return Ending.ENDED
 
     def _refusal(self, response: httpx.Response) -> str:
         try:
@@ -115,7 +140,7 @@ class Agent:
 
     def _on(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "registered":
-            self.registration_id = data["registration_id"]
+            self.registration_id, self.restarting = data["registration_id"], False
             token = data.get("management_token")
             if token:
                 self.tokens.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +152,25 @@ class Agent:
             if status != self.status:
                 self.status = status
                 click.echo(f"status: {status[0]}{' (draining)' if status[1] else ''}")
+            self.acknowledge()
         elif kind == "ended":
             click.echo(f"lease ended: {data.get('reason')}")
+
+    def acknowledge(self) -> None:
+        """Answer a heartbeat: only that renews the lease. A failed answer is not fatal
+        (the stream tells what happened next)."""
+        token = self._token()
+        if self.registration_id is None or token is None:
+            return
+        try:
+            httpx.post(
+                f"{self.gateway}/admin/leases/{self.registration_id}/ack",
+                headers={"X-Management-Token": token},
+                timeout=10,
+                trust_env=False,
+            )
+        except httpx.HTTPError as error:
+            click.echo(f"could not acknowledge a heartbeat ({type(error).__name__})", err=True)
 
     def drain(self) -> None:
         if self.registration_id is None or not self.tokens.exists():
@@ -157,10 +199,13 @@ def run(agent: Agent) -> None:
         while True:
             started = time.monotonic()
             try:
-                agent.hold()
-                click.echo("the gateway ended the lease; reconnecting", err=True)
+                if agent.hold() is Ending.RESTARTING:
+                    backoff = FIRST_BACKOFF
+                else:
+                    click.echo("the gateway ended the lease; reconnecting", err=True)
             except httpx.HTTPError as error:
-                click.echo(f"connection lost ({type(error).__name__}); reconnecting", err=True)
+                if not agent.restarting:  # a gateway that said it restarts is away a while
+                    click.echo(f"connection lost ({type(error).__name__}); reconnecting", err=True)
             except Refused as refusal:
                 if refusal.status < 500:
                     raise click.ClickException(str(refusal)) from None

@@ -34,6 +34,9 @@ CLASS_KEY = "class-registration-key-2026"
         ("DELETE", "/admin/servers/abc", None),
         ("GET", "/admin/logs", None),
         ("POST", "/admin/servers/abc/drain/x", None),
+        ("POST", "/admin/leases/abc/ack", "abc"),
+        ("GET", "/admin/leases/abc/ack", None),
+        ("POST", "/admin/leases", None),
     ],
 )
 def test_what_a_management_token_may_touch(method: str, path: str, expected: str | None) -> None:
