@@ -29,16 +29,16 @@ from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess
 from gateway.admission.ratelimit import RateLimiter
+from gateway.catalog.discovery import discovery_routes
+from gateway.catalog.models import models_routes
+from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
-from gateway.discovery import discovery_routes
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.prometheus import metrics_route
 from gateway.proxy.endpoint import Dispatcher, proxy_routes
-from gateway.proxy.models import models_routes
-from gateway.proxy.ollama import ollama_routes
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.stored_responses import stored_response_routes
 from gateway.routing.affinity import ResponseOwners
@@ -89,7 +89,8 @@ def create_app(
         ensure_schema_current(database.engine)
         runtime = await build_runtime(context, log_outputs)
         watcher = asyncio.create_task(
-            watch_registry(runtime.holder, database), name="registry-watch"
+            watch_registry(runtime.holder, database, on_ages=metrics.record_ages),
+            name="registry-watch",
         )
         context.registry_watch = watcher
         background = [

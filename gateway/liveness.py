@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.admin.schemas import HealthResponse, ReadyResponse
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response
 from gateway.openapi import DocumentedRoute, Operation
@@ -25,6 +26,29 @@ from shared.db import Database, write_problem
 from shared.errors import DatabaseProblem, ServiceUnavailable
 from shared.logging import get_logger
 from shared.models import utcnow
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok", "unreachable"] = Field(description="Same as database_read.")
+    database_read: Literal["ok", "failing"]
+    database_write: Literal["ok", "failing"] = Field(
+        description="Whether a write could happen now: the lock can be had (not while a "
+        "backup holds it), the disk has room, the file is the one opened."
+    )
+    database_problem: str | None = Field(None, description="Why database_write is failing.")
+    healthd: Literal["ok", "stale"] = Field(
+        description="stale: healthd's heartbeat is older than 3 x HEALTH_CHECK_INTERVAL_SECONDS."
+    )
+    healthd_heartbeat_age_seconds: float | None = Field(
+        description="Since healthd last wrote its heartbeat (null: none seen yet)."
+    )
+    version: str
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+
 
 log = get_logger("api")
 

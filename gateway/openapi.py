@@ -19,7 +19,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from gateway.admin.schemas import ErrorResponse
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """Every error, in the OpenAI format."""
+
+    error: ErrorDetail
+
 
 _PATH_PARAMETER = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 

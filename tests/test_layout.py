@@ -42,6 +42,71 @@ def test_imports_stay_inside_their_layer(path: Path) -> None:
     assert not wrong, f"{package} must not import {sorted(wrong)}"
 
 
+# The rooms of gateway/ (a folder, or a module at its top), lowest first: a module may
+# import its own room and the rooms of lower levels, never a room of its level or above.
+# So the request path's parts (routing, accounting, proxy) never reach up into the
+# admin API, the pages or the app that wires them, and handler rooms stay apart.
+GATEWAY_LEVELS: tuple[frozenset[str], ...] = (
+    frozenset({"json_bodies", "context", "client_connections", "client"}),
+    frozenset({"openapi", "errors", "middleware"}),
+    frozenset({"routing"}),
+    frozenset({"accounting", "admission"}),
+    frozenset({"proxy"}),
+    frozenset({"catalog", "liveness", "prometheus", "cli"}),
+    frozenset({"admin", "web"}),
+    frozenset({"app", "main"}),
+)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The project modules `path` imports when it runs: not those under `if TYPE_CHECKING:`
+    (a type named in a hint is no dependency of the code: gateway/context.py holds the
+    proxy's runtime without importing the proxy)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name for name in names if name.split(".")[0] in PACKAGES}
+
+
+def gateway_room(path: Path) -> str:
+    parts = path.relative_to(REPO / "gateway").parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def room_level(room: str) -> int:
+    for level, rooms in enumerate(GATEWAY_LEVELS):
+        if room in rooms:
+            return level
+    raise AssertionError(f"gateway room {room!r} has no level in GATEWAY_LEVELS")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in modules() if path.parts[len(REPO.parts)] == "gateway"],
+    ids=lambda path: str(path.relative_to(REPO)),
+)
+def test_gateway_rooms_import_only_lower_rooms(path: Path) -> None:
+    if path.name == "__init__.py" and path.parent == REPO / "gateway":
+        return
+    room = gateway_room(path)
+    wrong = set()
+    for name in runtime_imports(path):
+        parts = name.split(".")
+        if parts[0] != "gateway" or len(parts) < 2:
+            continue
+        other = parts[1]
+        if other != room and room_level(other) >= room_level(room):
+            wrong.add(name)
+    assert not wrong, f"{room} (level {room_level(room)}) must not import {sorted(wrong)}"
+
+
 def test_the_upstream_room_imports_only_what_it_stands_on() -> None:
     allowed = {
         "shared.upstream",

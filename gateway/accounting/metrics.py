@@ -95,6 +95,12 @@ HEALTHD_AGE = Gauge(
 )
 
 
+def record_ages(snapshot_seconds: float, healthd_seconds: float | None) -> None:
+    """The registry watcher's round: its snapshot's age, healthd's heartbeat's."""
+    SNAPSHOT_AGE.set(snapshot_seconds)
+    HEALTHD_AGE.set(float("inf") if healthd_seconds is None else healthd_seconds)
+
+
 def record_health(snapshot_backends: dict[tuple[str, str], bool]) -> None:
     """Each (backend, model)'s health in a new routing snapshot; those gone read 0."""
     for (backend, model), healthy in snapshot_backends.items():

@@ -283,38 +283,3 @@ class ServerOut(BaseModel):
 
 class ServerDetail(ServerOut):
     recent_checks: list[HealthCheckOut] = Field(description="The last 20 checks, newest first.")
-
-
-class HealthResponse(BaseModel):
-    status: Literal["ok"]
-    database: Literal["ok", "unreachable"] = Field(description="Same as database_read.")
-    database_read: Literal["ok", "failing"]
-    database_write: Literal["ok", "failing"] = Field(
-        description="Whether a write could happen now: the lock can be had (not while a "
-        "backup holds it), the disk has room, the file is the one opened."
-    )
-    database_problem: str | None = Field(None, description="Why database_write is failing.")
-    healthd: Literal["ok", "stale"] = Field(
-        description="stale: healthd's heartbeat is older than 3 x HEALTH_CHECK_INTERVAL_SECONDS."
-    )
-    healthd_heartbeat_age_seconds: float | None = Field(
-        description="Since healthd last wrote its heartbeat (null: none seen yet)."
-    )
-    version: str
-
-
-class ReadyResponse(BaseModel):
-    status: Literal["ready"]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: int
-
-
-class ErrorResponse(BaseModel):
-    """Every error, in the OpenAI format."""
-
-    error: ErrorDetail

@@ -44,6 +44,7 @@ from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
+from gateway.routing.registry import CATCH_UP_AFTER_SECONDS
 from shared.errors import NotFound, ServiceUnavailable
 from shared.failures import FailureKind
 from shared.upstream import (
@@ -55,7 +56,6 @@ from shared.upstream import (
     is_failed_status,
 )
 
-CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
 OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 
 

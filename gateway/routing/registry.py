@@ -18,7 +18,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway.accounting import metrics
 from gateway.routing.policy import Backend
 from shared.db import Database
 from shared.logging import get_logger
@@ -26,6 +25,7 @@ from shared.models import HealthdHeartbeat, HealthStatus, ModelServer, RegistryG
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
+CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
 OFFLINE_MEMORY_SECONDS = 24 * 3600.0  # a model served this recently is offline, not unknown
 
 log = get_logger("registry")
@@ -232,12 +232,16 @@ MAX_WATCH_BACKOFF = 5.0
 
 
 async def watch_registry(
-    holder: SnapshotHolder, database: Database, interval: float = POLL_SECONDS
+    holder: SnapshotHolder,
+    database: Database,
+    interval: float = POLL_SECONDS,
+    on_ages: Callable[[float, float | None], None] = lambda snapshot, healthd: None,
 ) -> None:
     """Keep `holder` current until cancelled. Any error (the database's or a bug's) is
     logged, the snapshot kept, and the reload tried again after a growing pause:
     routing never stops because one reload failed, and readiness (`/health/ready`)
-    reports a snapshot that stays unconfirmed."""
+    reports a snapshot that stays unconfirmed. After each round `on_ages` is told
+    the snapshot's age and healthd's heartbeat's (None: never seen), in seconds."""
     delay = interval
     loop = asyncio.get_running_loop()
     while True:
@@ -255,7 +259,5 @@ async def watch_registry(
                     exc_info=not isinstance(error, SQLAlchemyError),
                 )
             delay = min(MAX_WATCH_BACKOFF, delay * 2)
-        metrics.SNAPSHOT_AGE.set(loop.time() - holder.confirmed_at)
-        healthd_age = holder.healthd_age(utcnow())
-        metrics.HEALTHD_AGE.set(float("inf") if healthd_age is None else healthd_age)
+        on_ages(loop.time() - holder.confirmed_at, holder.healthd_age(utcnow()))
         await asyncio.sleep(delay)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
-from gateway.proxy.models import admitted_runtime
+from gateway.proxy.runtime import admitted_runtime
 from gateway.routing.policy import parse_tags
 from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 

@@ -10,12 +10,10 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
-from gateway.proxy.forward import CATCH_UP_AFTER_SECONDS
-from gateway.proxy.runtime import ProxyRuntime
-from gateway.routing.registry import RegistrySnapshot
-from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.proxy.runtime import admitted_runtime
+from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, RegistrySnapshot
+from shared.errors import InvalidRequest, NotFound
 
 
 class ModelEntry(BaseModel):
@@ -46,17 +44,6 @@ def model_entry(snapshot: RegistrySnapshot, model: str) -> ModelEntry:
         available_servers=snapshot.healthy_count(model),
         max_model_len=length if isinstance(length, int) else None,
     )
-
-
-def admitted_runtime(request: Request) -> ProxyRuntime:
-    """The proxy's runtime, once the client passed its key and rate checks."""
-    runtime = context_of(request).proxy
-    if runtime is None:
-        raise ServiceUnavailable("the gateway is starting or stopping")
-    runtime.access.admit(
-        request.headers.get("authorization"), request.client.host if request.client else "unknown"
-    )
-    return runtime
 
 
 def _answer(content: BaseModel) -> Response:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import DocumentedRoute, Operation
-from gateway.proxy.models import admitted_runtime
+from gateway.proxy.runtime import admitted_runtime
 from gateway.routing.registry import RegistrySnapshot
 
 # The level of Ollama's API the gateway answers as (clients compare it to the
