@@ -6,11 +6,15 @@ conversation back to the backend that holds it). JSON bodies are read with the
 standard parser; a `multipart/form-data` body (audio uploads: the model is a
 form field) with python-multipart, which also says where the model's value
 sits so that a `backend_model` can be spliced in without re-encoding the file.
+
+Renaming the model splices the new value into the client's bytes: the body is
+never parsed and dumped again (see json_members for why).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -20,11 +24,18 @@ from python_multipart.multipart import MultipartState, parse_options_header
 
 from gateway.accounting.stream_usage import asked_for_usage
 from gateway.json_bodies import parse_json_object, validate
+from gateway.splice.json_members import (
+    decoded,
+    encoded,
+    spliced,
+    whole_object,
+)
 from shared.errors import InvalidRequest
 
 MAX_MODEL_NAME = 256
 MAX_FIELD_BYTES = 4096  # a form field the proxy reads (model, stream) is short
 _FORM_FIELDS = frozenset({"model", "stream"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ProxiedRequest(BaseModel):
@@ -68,10 +79,20 @@ def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
     previous = document.get("previous_response_id")
     if previous is not None and (type(previous) is not str or not previous):
         raise InvalidRequest("previous_response_id must be a string", param="previous_response_id")
+    _refuse_lone_surrogates(target.model, "model")
+    if previous is not None:
+        _refuse_lone_surrogates(previous, "previous_response_id")
     usage_asked = target.stream and asked_for_usage(document)
     if previous is None and not usage_asked:
         return target
     return Target(target.model, target.stream, previous, usage_asked=usage_asked)
+
+
+def _refuse_lone_surrogates(value: str, param: str) -> None:
+    """A value the gateway keeps or looks up must be text it can encode: `"\\ud800"` is
+    valid JSON, but no UTF-8 (a database or a log) can hold it."""
+    if not value.isascii() and _SURROGATE.search(value):
+        raise InvalidRequest(f"{param} is not valid Unicode (a lone surrogate)", param=param)
 
 
 def is_form(content_type: str | None) -> bool:
@@ -165,13 +186,18 @@ def parse_target(body: bytes, content_type: str | None, stream_default: bool = F
 
 def with_model(body: bytes, model: str, span: tuple[int, int] | None = None) -> bytes:
     """The body with `model` replaced: for a backend that calls the model by another
-    name (`backend_model`). Only these bodies are not forwarded byte for byte; a form's
-    other parts (the audio) are left as they are."""
+    name (`backend_model`). Only the model's value changes: in a form at `span` (the
+    audio left as it is), in JSON the value of every top-level `model` member (the
+    standard parser reads the last; the others are renamed for a parser that reads the
+    first). A body that cannot be renamed is a 400."""
     if span is not None:
         start, end = span
         return body[:start] + model.encode() + body[end:]
-    if body[:1] != b"{":
+    if body.startswith(b"--"):  # a form whose model the parser could not place
         raise InvalidRequest("the model field of this form cannot be renamed", param="model")
-    document = json.loads(body)
-    document["model"] = model
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    text, codec = decoded(body)
+    found = whole_object(text).named("model")
+    if not found:
+        raise InvalidRequest("the request body has no model to rename", param="model")
+    value = json.dumps(model)
+    return encoded(spliced(text, [(m.start, m.end, value) for m in found]), codec)
