@@ -6,6 +6,8 @@ conversation back to the backend that holds it). JSON bodies are read with the
 standard parser; a `multipart/form-data` body (audio uploads: the model is a
 form field) with python-multipart, which also says where the model's value
 sits so that a `backend_model` can be spliced in without re-encoding the file.
+A form field sent twice counts by its last value, as the backends' form parsers
+(Starlette's, so vLLM's) read it.
 
 Renaming the model splices the new value into the client's bytes: the body is
 never parsed and dumped again (see json_members for why).
@@ -100,7 +102,9 @@ def is_form(content_type: str | None) -> bool:
 
 
 class _FormReader:
-    """Collects the short fields the proxy reads, with their value's place in the body."""
+    """Collects the short fields the proxy reads, with their value's place in the body.
+
+    A field sent twice is read by its last part (the earlier value and place dropped)."""
 
     def __init__(self) -> None:
         self.header_name = b""
@@ -124,6 +128,8 @@ class _FormReader:
             name = options.get(b"name", b"").decode("utf-8", "replace")
             if name in _FORM_FIELDS and b"filename" not in options:
                 self.field = name
+                self.values[name] = bytearray()  # the last part of a name wins
+                self.spans.pop(name, None)
         self.header_name = self.header_value = b""
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

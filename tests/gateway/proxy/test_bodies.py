@@ -154,3 +154,26 @@ def test_a_lone_surrogate_elsewhere_is_read_and_kept() -> None:
     body = b'{"model": "m", "messages": "\\ud800", "x": "\\ud83d\\ude00"}'
     assert parse_target(body, None) == Target("m")
     assert with_model(body, "n") == body.replace(b'"m"', b'"n"', 1)
+
+
+@pytest.mark.parametrize(
+    ("parts", "model", "stream"),
+    [
+        ((("model", b"audio", None), ("model", b"ok", None)), "ok", False),
+        ((("model", b"a", None), ("file", b"RIFF", "a.wav"), ("model", b"ok", None)), "ok", False),
+        ((("model", b"m", None), ("stream", b"true", None), ("stream", b"false", None)), "m", 0),
+        ((("model", b"m", None), ("stream", b"maybe", None), ("stream", b"true", None)), "m", 1),
+    ],
+)  # fmt: skip
+def test_a_form_field_sent_twice_is_read_by_its_last_value(
+    parts: tuple[tuple[str, bytes, str | None], ...], model: str, stream: bool
+) -> None:
+    """#19 item 21: the values were concatenated ("audio" + "ok"), so the gateway routed
+    on a model the backend (whose form parser keeps the last) was not asked for."""
+    body = form(*parts)
+    target = parse_target(body, FORM)
+    assert (target.model, target.stream) == (model, stream)
+    assert target.model_span is not None
+    renamed = with_model(body, "real", target.model_span)
+    assert renamed == body.replace(f"\r\n\r\n{model}\r\n".encode(), b"\r\n\r\nreal\r\n")
+    assert parse_target(renamed, FORM).model == "real"
