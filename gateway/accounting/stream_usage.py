@@ -40,6 +40,9 @@ _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,\s*')
 _OPENING = re.compile(rb"[ \t\n\r]*\{[ \t\n\r]*(\}?)")
 _ASKED = b'"stream_options":{"include_usage":true}'
+# An escape that could spell a letter or "_" of a key (\u0041 to \u007f): clients
+# escape only other characters (é as \u00e9, controls as \u0000 to \u001f).
+_ESCAPED_ASCII = re.compile(rb"\\u00[4-7][0-9a-fA-F]")
 
 
 def asked_for_usage(document: dict[str, Any]) -> bool:
@@ -70,14 +73,14 @@ def with_usage_asked(body: bytes) -> bytes:
 
 def _as_first_member(body: bytes) -> bytes | None:
     """The usual case, without a scan (this runs for most streams): a UTF-8 body in which
-    nothing, at any depth, can be a `stream_options` key (no such text, no `\\u`
-    escape that could spell it) gets the option as its first member. Its JSON was
+    nothing, at any depth, can be a `stream_options` key (no such text, no escape
+    that could spell one) gets the option as its first member. Its JSON was
     checked when the request was read (bodies.parse_target); this does not check it
     again, and a text that is not JSON stays as wrong as it was."""
     opening = _OPENING.match(body)
     if opening is None or b"\x00" in body[:4]:  # not UTF-8 (UTF-16 or 32 has zero bytes)
         return None
-    if b"stream_options" in body or b"\\u" in body:
+    if b"stream_options" in body or _ESCAPED_ASCII.search(body):
         return None
     at = body.index(b"{") + 1
     return body[:at] + _ASKED + (b"" if opening.group(1) else b",") + body[at:]
