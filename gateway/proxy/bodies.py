@@ -7,7 +7,7 @@ standard parser; a `multipart/form-data` body (audio uploads: the model is a
 form field) with python-multipart, which also says where the model's value
 sits so that a `backend_model` can be spliced in without re-encoding the file.
 A form field sent twice counts by its last value, as the backends' form parsers
-(Starlette's, so vLLM's) read it.
+(Starlette's, so vLLM's) read it; a form has at most MAX_MULTIPART_PARTS parts.
 
 Renaming the model splices the new value into the client's bytes: the body is
 never parsed and dumped again (see json_members for why).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from python_multipart import MultipartParser
@@ -32,11 +33,15 @@ from gateway.splice.json_members import (
     spliced,
     whole_object,
 )
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, PayloadTooLarge
 
 MAX_MODEL_NAME = 256
 MAX_FIELD_BYTES = 4096  # a form field the proxy reads (model, stream) is short
+MAX_MULTIPART_PARTS = 1000  # as Starlette's form parser: an upload has a handful
 _FORM_FIELDS = frozenset({"model", "stream"})
+# The members of a JSON body that json_target reads.
+READ_MEMBERS = ("model", "stream", "previous_response_id", "stream_options")
+EMPTY_HINT = "send a JSON object with a model"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -74,7 +79,11 @@ def _checked(model: object, stream: object) -> Target:
 
 def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
     """Read `model` and `stream` (and `previous_response_id`) of a JSON body."""
-    document = parse_json_object(body, empty_hint="send a JSON object with a model")
+    return json_target(parse_json_object(body, empty_hint=EMPTY_HINT), stream_default)
+
+
+def json_target(document: dict[str, Any], stream_default: bool = False) -> Target:
+    """The target of a JSON body's members (all of them, or only READ_MEMBERS)."""
     # The usual request is checked without pydantic (a few µs on every request);
     # anything else is validated in full, for the exact error message.
     target = _checked(document.get("model"), document.get("stream", stream_default))
@@ -110,11 +119,17 @@ class _FormReader:
         self.header_name = b""
         self.header_value = b""
         self.field: str | None = None
+        self.parts = 0
         self.values: dict[str, bytearray] = {}
         self.spans: dict[str, tuple[int, int]] = {}
 
     def on_part_begin(self) -> None:
         self.field = None
+        self.parts += 1
+        if self.parts > MAX_MULTIPART_PARTS:
+            raise PayloadTooLarge(
+                f"the multipart/form-data body has more than {MAX_MULTIPART_PARTS} parts"
+            )
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_name += data[start:end]

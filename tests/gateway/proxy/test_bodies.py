@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.proxy.bodies import Target, parse_target, with_model
-from shared.errors import InvalidRequest
+from gateway.proxy.bodies import MAX_MULTIPART_PARTS, Target, parse_target, with_model
+from shared.errors import InvalidRequest, PayloadTooLarge
 
 FORM = "multipart/form-data; boundary=b0undary"
 
@@ -177,3 +177,18 @@ def test_a_form_field_sent_twice_is_read_by_its_last_value(
     renamed = with_model(body, "real", target.model_span)
     assert renamed == body.replace(f"\r\n\r\n{model}\r\n".encode(), b"\r\n\r\nreal\r\n")
     assert parse_target(renamed, FORM).model == "real"
+
+
+@pytest.mark.parametrize(
+    ("count", "refused"), [(MAX_MULTIPART_PARTS, False), (MAX_MULTIPART_PARTS + 1, True)]
+)
+def test_a_form_has_a_bounded_number_of_parts(count: int, refused: bool) -> None:
+    """#19 item 19: a form of 190,000 tiny parts took a second of the event loop."""
+    body = form(("model", b"m", None), *[("x", b"", None)] * (count - 1))
+    if not refused:
+        assert parse_target(body, FORM).model == "m"
+        return
+    with pytest.raises(PayloadTooLarge) as caught:
+        parse_target(body, FORM)
+    assert caught.value.status_code == 413
+    assert f"more than {MAX_MULTIPART_PARTS} parts" in caught.value.message
