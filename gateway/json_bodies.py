@@ -31,17 +31,31 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
 def parse_json_object(raw: bytes, *, empty_hint: str = "send a JSON object") -> dict[str, Any]:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
     if not raw.strip():
-        raise InvalidRequest(f"the request body is empty; {empty_hint}")
+        raise refused_json("empty", empty_hint=empty_hint)
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+        raise refused_json("invalid", str(error)) from None
     except RecursionError:
         # The parser gives up at Python's recursion limit (~1,000 levels), at once.
-        raise InvalidRequest("the request body is nested too deeply") from None
+        raise refused_json("deep") from None
     if not isinstance(document, dict):
-        raise InvalidRequest("the request body must be a JSON object")
+        raise refused_json("not_object")
     return document
+
+
+def refused_json(
+    kind: str, detail: str = "", *, empty_hint: str = "send a JSON object"
+) -> InvalidRequest:
+    """The 400 for a body that is not a JSON object, by kind: one wording, wherever the
+    body was parsed (here, or in a child process: gateway/splice/child_parse.py)."""
+    messages = {
+        "empty": f"the request body is empty; {empty_hint}",
+        "invalid": f"the request body is not valid JSON: {detail}",
+        "deep": "the request body is nested too deeply",
+        "not_object": "the request body must be a JSON object",
+    }
+    return InvalidRequest(messages.get(kind, messages["invalid"]))
 
 
 def validate(model: type[ModelT], document: dict[str, Any]) -> ModelT:

@@ -6,12 +6,19 @@ conversation back to the backend that holds it). JSON bodies are read with the
 standard parser; a `multipart/form-data` body (audio uploads: the model is a
 form field) with python-multipart, which also says where the model's value
 sits so that a `backend_model` can be spliced in without re-encoding the file.
+A form field sent twice counts by its last value, as the backends' form parsers
+(Starlette's, so vLLM's) read it; a form has at most MAX_MULTIPART_PARTS parts.
+
+Renaming the model splices the new value into the client's bytes: the body is
+never parsed and dumped again (see json_members for why).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from python_multipart import MultipartParser
@@ -20,11 +27,22 @@ from python_multipart.multipart import MultipartState, parse_options_header
 
 from gateway.accounting.stream_usage import asked_for_usage
 from gateway.json_bodies import parse_json_object, validate
-from shared.errors import InvalidRequest
+from gateway.splice.json_members import (
+    decoded,
+    encoded,
+    spliced,
+    whole_object,
+)
+from shared.errors import InvalidRequest, PayloadTooLarge
 
 MAX_MODEL_NAME = 256
 MAX_FIELD_BYTES = 4096  # a form field the proxy reads (model, stream) is short
+MAX_MULTIPART_PARTS = 1000  # as Starlette's form parser: an upload has a handful
 _FORM_FIELDS = frozenset({"model", "stream"})
+# The members of a JSON body that json_target reads.
+READ_MEMBERS = ("model", "stream", "previous_response_id", "stream_options")
+EMPTY_HINT = "send a JSON object with a model"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ProxiedRequest(BaseModel):
@@ -61,17 +79,31 @@ def _checked(model: object, stream: object) -> Target:
 
 def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
     """Read `model` and `stream` (and `previous_response_id`) of a JSON body."""
-    document = parse_json_object(body, empty_hint="send a JSON object with a model")
+    return json_target(parse_json_object(body, empty_hint=EMPTY_HINT), stream_default)
+
+
+def json_target(document: dict[str, Any], stream_default: bool = False) -> Target:
+    """The target of a JSON body's members (all of them, or only READ_MEMBERS)."""
     # The usual request is checked without pydantic (a few µs on every request);
     # anything else is validated in full, for the exact error message.
     target = _checked(document.get("model"), document.get("stream", stream_default))
     previous = document.get("previous_response_id")
     if previous is not None and (type(previous) is not str or not previous):
         raise InvalidRequest("previous_response_id must be a string", param="previous_response_id")
+    _refuse_lone_surrogates(target.model, "model")
+    if previous is not None:
+        _refuse_lone_surrogates(previous, "previous_response_id")
     usage_asked = target.stream and asked_for_usage(document)
     if previous is None and not usage_asked:
         return target
     return Target(target.model, target.stream, previous, usage_asked=usage_asked)
+
+
+def _refuse_lone_surrogates(value: str, param: str) -> None:
+    """A value the gateway keeps or looks up must be text it can encode: `"\\ud800"` is
+    valid JSON, but no UTF-8 (a database or a log) can hold it."""
+    if not value.isascii() and _SURROGATE.search(value):
+        raise InvalidRequest(f"{param} is not valid Unicode (a lone surrogate)", param=param)
 
 
 def is_form(content_type: str | None) -> bool:
@@ -79,17 +111,25 @@ def is_form(content_type: str | None) -> bool:
 
 
 class _FormReader:
-    """Collects the short fields the proxy reads, with their value's place in the body."""
+    """Collects the short fields the proxy reads, with their value's place in the body.
+
+    A field sent twice is read by its last part (the earlier value and place dropped)."""
 
     def __init__(self) -> None:
         self.header_name = b""
         self.header_value = b""
         self.field: str | None = None
+        self.parts = 0
         self.values: dict[str, bytearray] = {}
         self.spans: dict[str, tuple[int, int]] = {}
 
     def on_part_begin(self) -> None:
         self.field = None
+        self.parts += 1
+        if self.parts > MAX_MULTIPART_PARTS:
+            raise PayloadTooLarge(
+                f"the multipart/form-data body has more than {MAX_MULTIPART_PARTS} parts"
+            )
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_name += data[start:end]
@@ -103,6 +143,8 @@ class _FormReader:
             name = options.get(b"name", b"").decode("utf-8", "replace")
             if name in _FORM_FIELDS and b"filename" not in options:
                 self.field = name
+                self.values[name] = bytearray()  # the last part of a name wins
+                self.spans.pop(name, None)
         self.header_name = self.header_value = b""
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -165,13 +207,18 @@ def parse_target(body: bytes, content_type: str | None, stream_default: bool = F
 
 def with_model(body: bytes, model: str, span: tuple[int, int] | None = None) -> bytes:
     """The body with `model` replaced: for a backend that calls the model by another
-    name (`backend_model`). Only these bodies are not forwarded byte for byte; a form's
-    other parts (the audio) are left as they are."""
+    name (`backend_model`). Only the model's value changes: in a form at `span` (the
+    audio left as it is), in JSON the value of every top-level `model` member (the
+    standard parser reads the last; the others are renamed for a parser that reads the
+    first). A body that cannot be renamed is a 400."""
     if span is not None:
         start, end = span
         return body[:start] + model.encode() + body[end:]
-    if body[:1] != b"{":
+    if body.startswith(b"--"):  # a form whose model the parser could not place
         raise InvalidRequest("the model field of this form cannot be renamed", param="model")
-    document = json.loads(body)
-    document["model"] = model
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    text, codec = decoded(body)
+    found = whole_object(text).named("model")
+    if not found:
+        raise InvalidRequest("the request body has no model to rename", param="model")
+    value = json.dumps(model)
+    return encoded(spliced(text, [(m.start, m.end, value) for m in found]), codec)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from starlette.datastructures import Headers
@@ -31,12 +31,29 @@ from gateway.errors import JSONAnswer, error_answer, internal_error_answer
 from gateway.middleware import body_too_large, choose_request_id, cors_options
 from gateway.openapi import DocumentedRoute, Operation, walk_routes
 from gateway.proxy.apis import FORWARDED_APIS, ForwardedAPI
-from gateway.proxy.bodies import ProxiedRequest, parse_target
+from gateway.proxy.bodies import (
+    EMPTY_HINT,
+    READ_MEMBERS,
+    ProxiedRequest,
+    Target,
+    is_form,
+    json_target,
+    parse_target,
+)
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
 from gateway.proxy.runtime import ProxyRuntime
+from gateway.splice.child_parse import ChildFailed, members_in_child
 from shared.errors import GatewayError, ServiceUnavailable
+from shared.logging import get_logger
+
+log = get_logger("api")
+
+# A body above this is parsed off the event loop (read_target).
+LARGE_BODY_BYTES = 1024 * 1024
+
+TargetParser = Callable[[bytes, str | None, bool], Target]
 
 _WANTED_HEADERS = frozenset(
     {
@@ -156,7 +173,7 @@ class ProxyEndpoint:
     ) -> Answer:
         """Route the request by its model and forward it."""
         content_type = _text(headers.get(b"content-type"))
-        target = parse_target(body, content_type, self.api.streams_by_default)
+        target = await read_target(body, content_type, self.api.streams_by_default)
         incoming = Incoming(
             path=self.api.path,
             body=body,
@@ -168,6 +185,39 @@ class ProxyEndpoint:
         )
         watch.start()
         return await Forwarder(runtime, incoming, watch).run(target)
+
+
+async def read_target(
+    body: bytes,
+    content_type: str | None,
+    stream_default: bool,
+    *,
+    parse: TargetParser = parse_target,
+    parse_large: TargetParser | None = None,
+) -> Target:
+    """The routing facts of a body: a small one parsed here, at once (a thread hop would
+    cost more than the parse), a large one (`parse_large`, by default
+    parse_large_target) in a worker thread, so that every other request of this
+    worker goes on meanwhile."""
+    if len(body) <= LARGE_BODY_BYTES:
+        return parse(body, content_type, stream_default)
+    large = parse_large_target if parse_large is None else parse_large
+    return await asyncio.to_thread(large, body, content_type, stream_default)
+
+
+def parse_large_target(body: bytes, content_type: str | None, stream_default: bool) -> Target:
+    """parse_target for a large body, in a worker thread: a form is read here (its parser
+    is Python code, which takes turns with the event loop), a JSON body in a child
+    process (the C parser would hold the interpreter lock throughout; see
+    gateway/splice/child_parse.py). If no child can run, it is parsed here."""
+    if is_form(content_type):
+        return parse_target(body, content_type, stream_default)
+    try:
+        members = members_in_child(body, READ_MEMBERS, empty_hint=EMPTY_HINT)
+    except ChildFailed as failure:
+        log.warning("a large body was parsed in the worker itself", reason=str(failure))
+        return parse_target(body, content_type, stream_default)
+    return json_target(members, stream_default)
 
 
 def request_trace(headers: dict[bytes, bytes]) -> TraceContext | None:
@@ -229,7 +279,7 @@ _PROXY_RESPONSES = {
     401: "client key required (REQUIRE_CLIENT_AUTH)",
     403: "invalid client key",
     404: "unknown model; the message lists the available ones",
-    413: "body over MAX_REQUEST_BODY_BYTES",
+    413: "body over MAX_REQUEST_BODY_BYTES, or a form of over 1000 parts",
     429: "rate limit exceeded (see Retry-After)",
     503: "no healthy backend for the model",
     504: "every attempt failed, or REQUEST_TIMEOUT_SECONDS passed",

@@ -18,7 +18,8 @@ import pytest
 
 from gateway.cli.demo_backend import create_demo_app
 from shared.db import Database
-from tests.gateway.proxy.test_proxy import CHAT, HEADERS, register
+from tests.gateway.proxy.test_proxy import CHAT, HEADERS, register, wait_routable
+from tests.raw_backend import RawBackend
 from tests.support import (
     BIN,
     ThreadedServer,
@@ -263,3 +264,47 @@ def test_not_ready_while_the_registry_cannot_be_read(
         with sqlite3.connect(path) as raw:
             raw.execute("ALTER TABLE registry_generation_away RENAME TO registry_generation")
     wait_for(lambda: httpx.get(f"{gateway.url}/health/ready").status_code == 200, timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("sent", "status", "received"),
+    [
+        # Valid JSON with a leading space: renamed in place, the space kept.
+        (b' {"model": "chat", "messages": []}', 200, b' {"model": "real", "messages": []}'),
+        # A lone surrogate is valid JSON: forwarded as the client wrote it.
+        (
+            b'{"model": "chat", "messages": "\\ud800", "n": 1e999}',
+            200,
+            b'{"model": "real", "messages": "\\ud800", "n": 1e999}',
+        ),
+        # A value the gateway looks up must be encodable text: a clear 400.
+        (b'{"model": "chat", "input": "x", "previous_response_id": "\\udc00"}', 400, None),
+        (b'{"model": "ch\\udc00at"}', 400, None),
+    ],
+    ids=["leading space", "lone surrogate forwarded", "surrogate id", "surrogate model"],
+)
+def test_valid_json_is_renamed_in_place_and_never_a_500(
+    start_gateway: Callable[..., ThreadedServer],
+    tmp_path: Path,
+    sent: bytes,
+    status: int,
+    received: bytes | None,
+) -> None:
+    """#19 item 1: a body for a model with `backend_model` is renamed by splicing the
+    model's value into the client's bytes (it was re-encoded: a leading space was a 400,
+    a lone surrogate a 500). Through a real gateway, to a backend that records."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    with RawBackend(model="real") as backend:
+        register(gateway, "chat", backend.url, backend_model="real")
+        wait_routable(gateway, "chat", 1)
+        for path in ("/v1/chat/completions", "/v1/responses"):
+            answer = httpx.post(f"{gateway.url}{path}", content=sent, timeout=15)
+            assert answer.status_code == status, answer.text
+            if received is None:
+                error = answer.json()["error"]
+                assert error["type"] == "invalid_request_error" and "surrogate" in error["message"]
+                assert backend.posts == 0
+            else:
+                assert backend.requests[-1].body == received
+    log = (tmp_path / "logs" / "gateway.log").read_text()
+    assert "Traceback" not in log

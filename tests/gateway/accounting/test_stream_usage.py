@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.accounting.stream_usage import with_usage_asked, without_usage
+from shared.errors import InvalidRequest
 from tests.conftest import ADMIN_KEY
 from tests.support import ThreadedServer, wait_for
 
@@ -172,3 +173,69 @@ def test_with_usage_asked_keeps_the_other_options() -> None:
         "continuous_usage_stats": False,
         "include_usage": True,
     }
+
+
+ASKED = b'"stream_options":{"include_usage":true}'
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        (b"{}", b"{" + ASKED + b"}"),
+        (b' {\n "model": "m"}\n', b" {" + ASKED + b',\n "model": "m"}\n'),
+        # The rest byte for byte: a number no float holds, a lone surrogate, an escape.
+        (b'{"x": 1e999}', b"{" + ASKED + b',"x": 1e999}'),
+        (b'{"m": "\\ud800", "n": "caf\\u00e9"}',
+         b"{" + ASKED + b',"m": "\\ud800", "n": "caf\\u00e9"}'),
+        # The text "stream_options" elsewhere is not the option.
+        (b'{"c": ["stream_options"], "o": {"stream_options": 1}}',
+         b"{" + ASKED + b',"c": ["stream_options"], "o": {"stream_options": 1}}'),
+        # The client's options are kept, the flag set inside them.
+        (b'{"stream_options": {"continuous_usage_stats": false}}',
+         b'{"stream_options": {"include_usage":true,"continuous_usage_stats": false}}'),
+        (b'{"stream_options" : { } }', b'{"stream_options" : {"include_usage":true } }'),
+        (b'{"stream_options": {"include_usage": false}}',
+         b'{"stream_options": {"include_usage": true}}'),
+        (b'{"stream_options": {"include_usage": null, "include_usage": 0}}',
+         b'{"stream_options": {"include_usage": true, "include_usage": true}}'),
+        (b'{"stream\\u005foptions": {"a": 1}}',
+         b'{"stream\\u005foptions": {"include_usage":true,"a": 1}}'),
+        (b'{"stream_options": null}', b'{"stream_options": {"include_usage":true}}'),
+        (b'{"stream_options": [1], "stream_options": {}}',
+         b'{"stream_options": {"include_usage":true}, "stream_options": {"include_usage":true}}'),
+        ('{"m": "é"}'.encode("utf-16"), ("{" + ASKED.decode() + ',"m": "é"}').encode("utf-16")),
+        ('{"m": 1}'.encode("utf-16-le"), ("{" + ASKED.decode() + ',"m": 1}').encode("utf-16-le")),
+    ],
+)  # fmt: skip
+def test_with_usage_asked_splices_the_option_into_the_bytes(body: bytes, sent: bytes) -> None:
+    """#19 item 9: the body was parsed and dumped again (1e999 became Infinity, not JSON;
+    a lone surrogate could not be encoded: a 500)."""
+    assert with_usage_asked(body) == sent
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b'{"stream_options": {"a": }}', b"\xff{"])
+def test_with_usage_asked_refuses_what_is_not_an_object(body: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        with_usage_asked(body)
+
+
+def test_the_backend_gets_the_clients_bytes_with_the_option(gateway: ThreadedServer) -> None:
+    """Through a real gateway: the body the backend receives is the client's, plus the
+    option, and the client's stream is what the backend would have sent it."""
+    backend = UsageBackend()
+    with ThreadedServer(backend.app) as server:
+        register(gateway, server.url)
+        for sent in (
+            b'{"model": "m", "stream": true, "n": 1e999, "messages": []}',
+            b'{"model": "m", "stream": true, "messages": [{"content": "\\ud800"}]}',
+        ):
+            with httpx.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", content=sent, timeout=15
+            ) as through:
+                assert through.status_code == 200
+                relayed = through.read()
+            assert backend.bodies[-1] == b"{" + ASKED + b"," + sent[1:]
+            with httpx.stream(
+                "POST", f"{server.url}/v1/chat/completions", content=sent, timeout=15
+            ) as direct:
+                assert relayed == direct.read()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.proxy.bodies import Target, parse_target, with_model
-from shared.errors import InvalidRequest
+from gateway.proxy.bodies import MAX_MULTIPART_PARTS, Target, parse_target, with_model
+from shared.errors import InvalidRequest, PayloadTooLarge
 
 FORM = "multipart/form-data; boundary=b0undary"
 
@@ -91,3 +91,104 @@ def test_a_json_rename_keeps_every_other_field() -> None:
         "messages": [{"content": "héllo"}],
         "n": 2,
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "renamed"),
+    [
+        (b' {"model": "chat"}', b' {"model": "real"}'),
+        (b'{\n\t"model" :\r "chat" \n}\n', b'{\n\t"model" :\r "real" \n}\n'),
+        # Everything else byte for byte: a number no float holds, a lone surrogate.
+        (b'{"model":"chat","n":1e999,"m":"\\ud800"}', b'{"model":"real","n":1e999,"m":"\\ud800"}'),
+        (b'{"mod\\u0065l": "chat"}', b'{"mod\\u0065l": "real"}'),  # an escaped key
+        (b'{"model": "a", "x": 1, "model": "b"}', b'{"model": "real", "x": 1, "model": "real"}'),
+        (
+            b'{"messages": [{"model": "keep"}], "tools": {"model": 1}, "model": "chat"}',
+            b'{"messages": [{"model": "keep"}], "tools": {"model": 1}, "model": "real"}',
+        ),
+        (b'{"model": 7}', b'{"model": "real"}'),
+        ('{"model": "chät", "c": "é"}'.encode(), '{"model": "real", "c": "é"}'.encode()),
+        (b'\xef\xbb\xbf{"model": "chat"}', b'\xef\xbb\xbf{"model": "real"}'),  # a BOM
+        ('{"model": "chat"}'.encode("utf-16"), '{"model": "real"}'.encode("utf-16")),
+        ('{"model": "chat"}'.encode("utf-16-be"), '{"model": "real"}'.encode("utf-16-be")),
+    ],
+)  # fmt: skip
+def test_a_json_rename_changes_only_the_models_value(body: bytes, renamed: bytes) -> None:
+    assert with_model(body, "real") == renamed
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"[]", "must be a JSON object"),
+        (b'{"messages": []}', "no model"),
+        (b'{"model": "a",}', "not valid JSON"),
+        (b'{"model": "a"} {}', "extra data"),
+        (b'{"model": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        (b'{"model": "a", "x": 1' + b"0" * 5000 + b"}", "not valid JSON"),
+        (b'{"model": "\xff"}', "not valid JSON"),
+        (b"", "must be a JSON object"),
+    ],
+)
+def test_a_body_that_cannot_be_renamed_is_a_400(body: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        with_model(body, "real")
+    assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "\\ud800"}', "model"),
+        (b'{"model": "m\\udfff"}', "model"),
+        (b'{"model": "m", "previous_response_id": "resp_\\ud800"}', "previous_response_id"),
+    ],
+)
+def test_a_lone_surrogate_where_the_gateway_reads_is_a_400(body: bytes, param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_target(body, "application/json")
+    assert caught.value.param == param and "surrogate" in caught.value.message
+
+
+def test_a_lone_surrogate_elsewhere_is_read_and_kept() -> None:
+    body = b'{"model": "m", "messages": "\\ud800", "x": "\\ud83d\\ude00"}'
+    assert parse_target(body, None) == Target("m")
+    assert with_model(body, "n") == body.replace(b'"m"', b'"n"', 1)
+
+
+@pytest.mark.parametrize(
+    ("parts", "model", "stream"),
+    [
+        ((("model", b"audio", None), ("model", b"ok", None)), "ok", False),
+        ((("model", b"a", None), ("file", b"RIFF", "a.wav"), ("model", b"ok", None)), "ok", False),
+        ((("model", b"m", None), ("stream", b"true", None), ("stream", b"false", None)), "m", 0),
+        ((("model", b"m", None), ("stream", b"maybe", None), ("stream", b"true", None)), "m", 1),
+    ],
+)  # fmt: skip
+def test_a_form_field_sent_twice_is_read_by_its_last_value(
+    parts: tuple[tuple[str, bytes, str | None], ...], model: str, stream: bool
+) -> None:
+    """#19 item 21: the values were concatenated ("audio" + "ok"), so the gateway routed
+    on a model the backend (whose form parser keeps the last) was not asked for."""
+    body = form(*parts)
+    target = parse_target(body, FORM)
+    assert (target.model, target.stream) == (model, stream)
+    assert target.model_span is not None
+    renamed = with_model(body, "real", target.model_span)
+    assert renamed == body.replace(f"\r\n\r\n{model}\r\n".encode(), b"\r\n\r\nreal\r\n")
+    assert parse_target(renamed, FORM).model == "real"
+
+
+@pytest.mark.parametrize(
+    ("count", "refused"), [(MAX_MULTIPART_PARTS, False), (MAX_MULTIPART_PARTS + 1, True)]
+)
+def test_a_form_has_a_bounded_number_of_parts(count: int, refused: bool) -> None:
+    """#19 item 19: a form of 190,000 tiny parts took a second of the event loop."""
+    body = form(("model", b"m", None), *[("x", b"", None)] * (count - 1))
+    if not refused:
+        assert parse_target(body, FORM).model == "m"
+        return
+    with pytest.raises(PayloadTooLarge) as caught:
+        parse_target(body, FORM)
+    assert caught.value.status_code == 413
+    assert f"more than {MAX_MULTIPART_PARTS} parts" in caught.value.message
