@@ -111,6 +111,7 @@ def create_app(
             await feedback_module.flush(runtime.feedback, database)
             metrics.flush(runtime.balancer.in_flight)
             runtime.transport.close()
+            runtime.large_bodies.shutdown(wait=False, cancel_futures=True)
             probes.close()
             runtime.request_log.drain()
             context.proxy = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 
 import structlog
 from starlette.datastructures import Headers
@@ -173,7 +174,9 @@ class ProxyEndpoint:
     ) -> Answer:
         """Route the request by its model and forward it."""
         content_type = _text(headers.get(b"content-type"))
-        target = await read_target(body, content_type, self.api.streams_by_default)
+        target = await read_target(
+            body, content_type, self.api.streams_by_default, executor=runtime.large_bodies
+        )
         incoming = Incoming(
             path=self.api.path,
             body=body,
@@ -194,15 +197,17 @@ async def read_target(
     *,
     parse: TargetParser = parse_target,
     parse_large: TargetParser | None = None,
+    executor: Executor | None = None,
 ) -> Target:
     """The routing facts of a body: a small one parsed here, at once (a thread hop would
     cost more than the parse), a large one (`parse_large`, by default
     parse_large_target) in a worker thread, so that every other request of this
-    worker goes on meanwhile."""
+    worker goes on meanwhile (on `executor`: the runtime's few large-body threads)."""
     if len(body) <= LARGE_BODY_BYTES:
         return parse(body, content_type, stream_default)
     large = parse_large_target if parse_large is None else parse_large
-    return await asyncio.to_thread(large, body, content_type, stream_default)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, large, body, content_type, stream_default)
 
 
 def parse_large_target(body: bytes, content_type: str | None, stream_default: bool) -> Target:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -18,6 +19,8 @@ from shared.errors import ServiceUnavailable
 from shared.settings import Settings
 from shared.upstream import Transport
 
+LARGE_BODY_PARSERS = 2
+
 
 @dataclass
 class ProxyRuntime:
@@ -29,6 +32,12 @@ class ProxyRuntime:
     access: ClientAccess
     request_log: RequestLog
     transport: Transport
+    # Large bodies are parsed here (gateway/proxy/endpoint.py), never on the loop, and a
+    # few at a time: a flood of them waits its turn instead of taking every thread of the
+    # default executor, which the database's work needs.
+    large_bodies: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(LARGE_BODY_PARSERS, "large-body")
+    )
 
     @property
     def learned(self) -> Learned:
