@@ -283,6 +283,8 @@ class UsageMinute(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     latency_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
     first_token_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+    # Of `requests` (attempts), those whose request went on to another backend.
+    retried: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (Index("idx_usage_minutes_minute", "minute"),)
 

@@ -108,6 +108,15 @@ class Feedback:
             delta.completion_tokens += usage[1]
         delta.last_request_at = utcnow()
 
+    def failed_over(self, backend_id: str, model: str) -> None:
+        """A failed attempt on this backend whose request went on to another: in the
+        statistics it is the backend's failure, not a request of its own."""
+        key = (int(time.time() // 60), backend_id, model)
+        counts = self.pending.minutes.get(key)
+        if counts is None:
+            counts = self.pending.minutes[key] = Counts()
+        counts.retried += 1
+
     def request_check(self, backend_id: str) -> None:
         """Ask healthd to probe this backend now."""
         self.pending.checks.add(backend_id)
@@ -221,6 +230,7 @@ def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -
                 completion_tokens=0,
                 latency_counts=[0] * BUCKETS,
                 first_token_counts=[0] * BUCKETS,
+                retried=0,
             )
             session.add(row)
         merged = Counts(
@@ -230,10 +240,12 @@ def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -
             row.completion_tokens,
             list(row.latency_counts),
             list(row.first_token_counts),
+            row.retried,
         ).add(counts)
         row.requests, row.failures = merged.requests, merged.failures
         row.prompt_tokens, row.completion_tokens = merged.prompt_tokens, merged.completion_tokens
         row.latency_counts, row.first_token_counts = merged.latency, merged.first_token
+        row.retried = merged.retried
     if random.random() < PRUNE_CHANCE:
         oldest = min(minute for minute, _, _ in keys) - MINUTES_KEPT
         session.execute(delete(UsageMinute).where(UsageMinute.minute < oldest))

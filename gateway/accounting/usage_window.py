@@ -42,6 +42,7 @@ def read_window(database: Database, first_minute: int) -> tuple[list[Row], dict[
                     m.completion_tokens,
                     list(m.latency_counts),
                     list(m.first_token_counts),
+                    m.retried,
                 ),
             )
             for m in minutes

@@ -63,7 +63,11 @@ def percentile(counts: list[int], fraction: float) -> float | None:
 
 @dataclass
 class Counts:
-    """What was served in some minutes through some backends: added up, never averaged."""
+    """What was served in some minutes through some backends: added up, never averaged.
+
+    `requests` counts attempts (a backend's view: each try it got); `retried`, those
+    of them that failed and whose request went on to another backend. A client saw
+    `requests - retried` requests, of which `failures - retried` failed."""
 
     requests: int = 0
     failures: int = 0
@@ -71,9 +75,11 @@ class Counts:
     completion_tokens: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     first_token: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    retried: int = 0
 
     def add(self, other: Counts) -> Counts:
         self.requests += other.requests
+        self.retried += other.retried
         self.failures += other.failures
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
@@ -100,14 +106,22 @@ class Counts:
             self.prompt_tokens += usage[0]
             self.completion_tokens += usage[1]
 
-    def summary(self) -> dict[str, float | int | None]:
+    @property
+    def client_requests(self) -> int:
+        return self.requests - self.retried
+
+    def summary(self, *, attempts: bool = False) -> dict[str, float | int | None]:
+        """Requests and failures as clients saw them, or (`attempts`: a backend's figures)
+        as the backend did, failed-over tries included. Both say the attempts."""
+        requests = self.requests if attempts else self.client_requests
+        failures = self.failures if attempts else self.failures - self.retried
         return {
-            "requests": self.requests,
-            "failures": self.failures,
+            "requests": requests,
+            "failures": failures,
+            "attempts": self.requests,
+            "retried": self.retried,
             "success_rate": (
-                round(100 * (self.requests - self.failures) / self.requests, 2)
-                if self.requests
-                else None
+                round(100 * (requests - failures) / requests, 2) if requests else None
             ),
             "latency_p50_ms": percentile(self.latency, 0.5),
             "latency_p95_ms": percentile(self.latency, 0.95),
@@ -206,7 +220,7 @@ def summarize(
         backends.append(
             {
                 "registration_id": server_id,
-                **counts.summary(),
+                **counts.summary(attempts=True),
                 "in_flight": int(in_flight.get(server_id, 0)),
                 "health": server.health if server else "deregistered",
                 "last_error": server.last_error if server else None,
@@ -227,9 +241,13 @@ def summarize(
         "owners": {owner: counts.summary() for owner, counts in sorted(by_owner.items())},
         "series": {
             "minutes": [(first_minute + i) * 60 for i in range(minutes)],
-            "requests": [c.requests for c in series],
+            "requests": [c.client_requests for c in series],
+            "attempts": [c.requests for c in series],
             "error_rate": [
-                round(100 * c.failures / c.requests, 2) if c.requests else None for c in series
+                round(100 * (c.failures - c.retried) / c.client_requests, 2)
+                if c.client_requests
+                else None
+                for c in series
             ],
             "latency_p50_ms": [percentile(c.latency, 0.5) for c in series],
             "latency_p95_ms": [percentile(c.latency, 0.95) for c in series],

@@ -168,6 +168,7 @@ class Forwarder:
                 break
             if tried:
                 metrics.RETRIES.labels(target.model).inc()
+                runtime.feedback.failed_over(tried[-1], target.model)
             elif waited_since is not None:
                 metrics.QUEUE_WAIT.observe(self.loop.time() - waited_since)
             tried.append(backend.registration_id)

@@ -4,7 +4,7 @@ import { api, escapeHtml } from "/static/app.js";
 
 const COLORS = ["#0b5cad", "#a40e26", "#116329", "#6e4b00", "#6639ba", "#0a7b83", "#953800"];
 const CHARTS = [
-  { id: "requests", title: "Requests per minute", series: [["requests", "requests"]] },
+  { id: "requests", title: "Requests per minute", series: [["requests", "requests"], ["attempts", "attempts (failovers included)"]] },
   { id: "errors", title: "Error rate (%)", series: [["error_rate", "errors %"]], percent: true },
   { id: "latency", title: "Latency (ms)", series: [["latency_p50_ms", "p50"], ["latency_p95_ms", "p95"]] },
   { id: "first-token", title: "Time to first token (ms)", series: [["first_token_p50_ms", "p50"], ["first_token_p95_ms", "p95"]] },

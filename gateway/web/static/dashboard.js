@@ -29,7 +29,6 @@ function render() {
     $(`#stat-${status}`).textContent = servers.filter((s) => s.health_status === status).length;
   }
   $("#stat-models").textContent = new Set(servers.flatMap((s) => s.served_models)).size;
-  $("#stat-requests").textContent = servers.reduce((sum, s) => sum + s.usage.requests, 0).toLocaleString();
   const body = $("#servers tbody");
   if (!rows.length) {
     body.innerHTML = `<tr><td colspan="6" class="muted">${servers.length ? "No server matches the filters." : "No server registered yet. <a href=\"/register\">Register one</a>."}</td></tr>`;
@@ -70,6 +69,9 @@ function renderBalance(backends) {
 async function charts() {
   const stats = await drawCharts($("#charts"), $("#chart-window").value);
   const t = stats.totals;
+  // Requests as clients saw them (a failover's tries are the chart's "attempts").
+  $("#stat-requests").textContent = t.requests.toLocaleString();
+  $("#stat-requests-label").textContent = `requests (${$("#chart-window").value})`;
   $("#traffic-totals").textContent = `${t.requests.toLocaleString()} requests, ${t.success_rate ?? "–"} % successful, ` +
     `p95 ${t.latency_p95_ms ?? "–"} ms, ${(t.prompt_tokens + t.completion_tokens).toLocaleString()} tokens.`;
   renderBalance(stats.backends);

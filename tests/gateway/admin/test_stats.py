@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +24,8 @@ from gateway.accounting.windows import (
 )
 from tests.conftest import ADMIN_KEY
 from tests.fakes import ScriptedBackend
+from tests.gateway.proxy.test_proxy import CHAT, register, wait_routable
+from tests.raw_backend import RawBackend, Write, http
 from tests.support import BIN, GatewayProcess, ThreadedServer, process_settings, wait_for
 
 HEADERS = {"X-API-Key": ADMIN_KEY}
@@ -156,3 +160,34 @@ def test_stats_after_traffic_through_two_workers(tmp_path: Path, database_url: s
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
         )  # fmt: skip
         assert json.loads(as_json.stdout)["window"] == "1h"
+
+
+def test_a_failed_over_request_is_one_request_and_two_attempts(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    """What a client saw is the request; the failed try is the first backend's failure
+    and an attempt of its own series, not a second request."""
+    gateway = start_gateway(rate_limit_per_minute=0, slow_start_seconds=0)
+    with (
+        RawBackend(lambda seen: [Write(http(500, b'{"error":{"message":"down"}}'))]) as bad,
+        RawBackend() as good,
+    ):
+        bad_id = register(gateway, "m", bad.url, priority=0)
+        register(gateway, "m", good.url, priority=1)
+        wait_routable(gateway, "m", 2)
+        answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=15)
+        assert answer.status_code == 200 and (bad.posts, good.posts) == (1, 1)
+
+        def stats() -> dict[str, Any]:
+            got: dict[str, Any] = httpx.get(
+                f"{gateway.url}/admin/stats?window=5m", headers=HEADERS, timeout=10
+            ).json()
+            return got
+
+        wait_for(lambda: stats()["totals"]["attempts"] == 2, what="the minute written")
+        seen = stats()
+        assert seen["totals"]["requests"] == 1 and seen["totals"]["failures"] == 0
+        assert seen["models"]["m"]["requests"] == 1
+        assert sum(seen["series"]["requests"]) == 1 and sum(seen["series"]["attempts"]) == 2
+        row = next(b for b in seen["backends"] if b["registration_id"] == bad_id)
+        assert (row["requests"], row["failures"], row["retried"]) == (1, 1, 1)
