@@ -1,9 +1,9 @@
 """What the gateway counts for Prometheus (served by gateway/prometheus.py).
 
-The request path does not touch prometheus_client: a labelled update costs
-1.5 to 5 µs in its multiprocess mode (a lock and a memory-mapped write each),
-and a request makes six of them, a sixth of a worker's time per request
-(measured with bench/ab.py). Requests add to plain dicts in a `Recorder`,
+The request path does not touch prometheus_client: in its multiprocess mode a
+labelled update takes a lock and writes a memory-mapped file, and a request
+would make six of them (the README's Performance section has what that cost).
+Requests add to plain dicts in a `Recorder`,
 and `flush()` (every second, and before /metrics answers) hands the sums over
 in one update per label set: a histogram's buckets through the `_buckets` and
 `_sum` values prometheus_client keeps for each child (its multiprocess layout

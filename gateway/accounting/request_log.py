@@ -1,11 +1,10 @@
 """The proxy's line per request ("request served"), held back and written in batches.
 
-Measured with two gateways side by side on one backend (LOG_LEVEL=INFO
-against WARNING, the gateway's CPU time per request from /proc): through
-structlog's processors this line cost ~70 µs of the worker per request;
-rendered from templates right away, still ~45 µs in the process (against 7 µs
+Through structlog's processors this line cost a large part of the worker's
+time per request, and rendered from templates right away still much more than
 in a tight loop: rendering between requests runs with cold caches and evicts
-the hot path's). So a request only appends its fields to a list; every
+the hot path's (the README's Performance section has the figures). So a
+request only appends its fields to a list; every
 BATCH_SECONDS the event loop renders the batch, warm, and writes it with one
 write per output. Any other entry drains the batch first, so the files keep
 the order. The entry is the one `log.info("request served", ...)` would

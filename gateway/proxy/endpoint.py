@@ -7,11 +7,8 @@ Starlette's middleware stack: the endpoint does itself, in one place and
 cheaply, what that stack would do (request id, body limit, OpenAI-format
 errors, and CORS through Starlette's own CORSMiddleware, whose response
 headers it applies when the request has an Origin: wrapped around the
-endpoint, the middleware cost ~13 µs of every request, a twentieth of the
-worker's time, measured with bench/ab.py).
-
-Measured with `make bench`: this path is what took the gateway from about a
-third to about the throughput of a bare proxy.
+endpoint, the middleware cost a measurable share of every request, with
+bench/ab.py). The README's Performance section has what this path changed.
 """
 
 from __future__ import annotations

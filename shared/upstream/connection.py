@@ -1,12 +1,9 @@
 """One exchange on one keep-alive connection: an asyncio protocol, parsed by httptools.
 
-Why not a general-purpose client: measured with bare proxies in one
-`make bench`-style run (same backend, wrk, 64 connections, one worker),
-forwarding through aiohttp's ClientSession served 3,600-4,600 requests/s
-(p99 39-48 ms) and added ~0.3 ms at one connection; pyreqwest 6,500-7,000
-(p99 18-19 ms, +0.3 ms); this design 10,600-12,000 (p99 10-13 ms,
-+0.15 ms). httpx did a few hundred. The proxy needs a small part of a
-general client: one request with a byte body, an answer read whole or relayed
+Why not a general-purpose client: bare proxies measured in one run forwarded
+several times more requests through this design than through aiohttp's
+ClientSession, pyreqwest or httpx (the README's Performance section has the
+figures). The proxy needs a small part of a general client: one request with a byte body, an answer read whole or relayed
 chunk by chunk, timeouts, keep-alive, TLS. Parsing is httptools (llhttp, the
 parser uvicorn itself uses, strict about framing: both length headers,
 duplicate or invalid lengths are refused); what is left here is feeding it

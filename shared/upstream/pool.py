@@ -4,7 +4,7 @@ Per origin, at most `max_connections` are open (BACKEND_MAX_CONNECTIONS); a
 request that finds none free waits for one, within its deadline, first come
 first served: a freed connection (or the room a closed one leaves) is handed
 to the longest waiter, never taken by a request that came later (with
-barging, 256 clients on 110 connections had a p99 six times their p50). An origin's
+barging, the tail latency was several times the median: README, Performance). An origin's
 connections and line are one `OriginPool`, and a request that stops waiting takes
 only itself out of the line (never the line, which others may have joined). An idle
 connection is kept `keepalive_seconds`, less when the backend's Keep-Alive
