@@ -3,12 +3,13 @@
 Why not a general-purpose client: bare proxies measured in one run forwarded
 several times more requests through this design than through aiohttp's
 ClientSession, pyreqwest or httpx (the README's Performance section has the
-figures). The proxy needs a small part of a general client: one request with a byte body, an answer read whole or relayed
-chunk by chunk, timeouts, keep-alive, TLS. Parsing is httptools (llhttp, the
-parser uvicorn itself uses, strict about framing: both length headers,
-duplicate or invalid lengths are refused); what is left here is feeding it
-and reading the answer. Connections are made and kept by pool.py; failures
-are shared/upstream/errors.py's.
+figures). The proxy needs a small part of a general client: one request with
+a byte body, an answer read whole or relayed chunk by chunk, timeouts,
+keep-alive, TLS. Parsing is httptools (llhttp, the parser uvicorn itself
+uses, strict about framing: both length headers, duplicate or invalid
+lengths are refused); what is left here is feeding it and reading the
+answer. Connections are made and kept by pool.py; failures are
+shared/upstream/errors.py's.
 """
 
 from __future__ import annotations
