@@ -20,10 +20,18 @@ from tests.support import ThreadedServer
 EXAMPLES_PER_OPERATION = 12
 
 
+async def no_names(host: str, port: int) -> list[str]:
+    if host == "localhost":
+        return ["127.0.0.1"]
+    raise OSError(f"no DNS in tests: {host!r} not looked up")
+
+
 def test_no_5xx_and_every_error_in_the_openai_shape(
     start_gateway: Callable[..., ThreadedServer],
 ) -> None:
-    gateway = start_gateway(rate_limit_per_minute=0)
+    # Generated URLs name any host: looked up by the system, each would be DNS traffic.
+    # Names are refused here, as a resolver with no answer would (literals are dialled).
+    gateway = start_gateway(resolver=no_names, rate_limit_per_minute=0)
     with ThreadedServer(create_demo_app("m")) as backend:
         register(gateway, "m", backend.url)
         spec = httpx.get(f"{gateway.url}/openapi.json").json()
