@@ -34,7 +34,7 @@ from shared.models import (
 from shared.probe import ProbeResult
 
 CONFIGURED_SERVER = (
-    "this server comes from the configuration file; remove it there "
+    "this server comes from the configuration file; change or remove it there "
     "(BACKENDS_FILE, BACKENDS or UPSTREAM) and reload the gateway (SIGHUP)"
 )
 
@@ -186,9 +186,12 @@ def _get_active(session: Session, server_id: str) -> ModelServer:
 def update_registration(
     db: Database, server_id: str, request: UpdateRequest, probe: ProbeResult | None
 ) -> ServerOut:
-    """Apply the fields the client sent; `probe` is given when the target changed."""
+    """Apply the fields the client sent; `probe` is given when the target changed. A
+    server from configuration is changed there: the next start or SIGHUP would undo it."""
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
+        if server.source == RegistrationSource.CONFIG.value:
+            raise Conflict(CONFIGURED_SERVER)
         apply_update(session, server, request, probe)
         return server_out(server)
 

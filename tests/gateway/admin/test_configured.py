@@ -19,9 +19,11 @@ from gateway.admin.configured import (
     read_backends_file,
     sync_configured,
 )
-from gateway.admin.schemas import RegisterRequest
+from gateway.admin.registrations import update_registration
+from gateway.admin.schemas import RegisterRequest, UpdateRequest
 from gateway.cli.demo_backend import create_demo_app
 from shared.db import Database
+from shared.errors import Conflict
 from shared.models import ModelServer
 from shared.settings import Settings
 from tests.healthd.test_daemon import until
@@ -116,6 +118,16 @@ def test_sync_is_idempotent_and_deactivates_what_was_removed(database: Database)
     back = sync_configured(database, [one, two])
     assert not back.registered  # the same registration, active again
     assert [(row.id, row.is_active) for row in rows(database)] == [(ids[0], True), (ids[1], True)]
+
+
+def test_a_configured_server_is_changed_in_its_file_not_through_the_api(
+    database: Database,
+) -> None:
+    sync_configured(database, [RegisterRequest(endpoint_url="http://127.0.0.1:9101")])
+    server_id = rows(database)[0].id
+    with pytest.raises(Conflict, match="change or remove it there"):
+        update_registration(database, server_id, UpdateRequest(weight=3), None)
+    assert rows(database)[0].weight == 1
 
 
 def test_api_registrations_are_left_alone(database: Database, demo_backend: ThreadedServer) -> None:

@@ -68,7 +68,9 @@ def test_configured_servers_are_the_files_to_remove_and_sighup_reloads_it(
 
                 refused = httpx.delete(f"{gateway.url}/admin/register/{alpha_id}", headers=HEADERS)
                 assert refused.status_code == 409, refused.text
-                assert "comes from the configuration file; remove it there" in refused.text
+                assert (
+                    "comes from the configuration file; change or remove it there" in refused.text
+                )
                 assert routes(gateway, "alpha")
 
                 # A mistake in the file: logged, the registrations stay, the gateway runs on.
