@@ -51,6 +51,7 @@ class Daemon:
         transport: Transport,
         *,
         redactor: Redactor | None = None,
+        notifications: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -58,6 +59,10 @@ class Daemon:
         self.redactor = redactor
         self.database = database
         self.transport = transport
+        # Webhooks go out through a transport without the configured servers' exemption
+        # from the address guard: that exemption is for probing those servers, not for
+        # a host's notify_url that names one of them (or anything beside them).
+        self.notifications = notifications or transport
         self.clock = clock
         self.rng = rng
         self.targets: dict[str, store.Target] = {}
@@ -238,7 +243,7 @@ class Daemon:
             raise
         for change in transitions:
             if change.notify is not None:
-                task = asyncio.create_task(deliver(self.transport, change.notify))
+                task = asyncio.create_task(deliver(self.notifications, change.notify))
                 self.deliveries.add(task)
                 task.add_done_callback(self.deliveries.discard)
             known = self.targets.get(change.server_id)

@@ -28,10 +28,15 @@ async def run_until_stopped(settings: Settings, database: Database, redactor: Re
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     transport = probe_transport(settings, system_resolver)
+    notifications = probe_transport(settings, system_resolver, exempt_configured=False)
     try:
-        await Daemon(settings, database, transport, redactor=redactor).run(stop)
+        daemon = Daemon(
+            settings, database, transport, redactor=redactor, notifications=notifications
+        )
+        await daemon.run(stop)
     finally:
         transport.close()
+        notifications.close()
 
 
 def main() -> None:

@@ -40,7 +40,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.admin import registrations
-from gateway.admin.api import probe_target, register_new, require_listed, revealed_key
+from gateway.admin.api import (
+    check_notify_url,
+    probe_target,
+    register_new,
+    require_listed,
+    revealed_key,
+)
 from gateway.admin.registrations import Target
 from gateway.admin.schemas import RegisterRequest, UpdateRequest
 from gateway.admin.tokens import Revoker, stored_forms
@@ -270,6 +276,7 @@ async def _reattach(
     if holder.revoked_by is not None:
         raise revoked(holder.revoked_by)
     target = reattached_target(payload, holder.target, revealed_key(context, payload))
+    await check_notify_url(context, payload.notify_url)  # the guard, as on every other path
     probe = await probe_target(context, target.endpoint_url, target.api_key)
     require_listed(probe, target.model_name, target.backend_model)
     change = change_of(payload)

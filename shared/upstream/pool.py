@@ -286,14 +286,18 @@ class UpstreamPool:
             state.idle.clear()
 
 
-def probe_transport(settings: Settings, resolver: Resolver) -> UpstreamPool:
+def probe_transport(
+    settings: Settings, resolver: Resolver, *, exempt_configured: bool = True
+) -> UpstreamPool:
     """The transport for probes: the whole probe may take HEALTH_CHECK_TIMEOUT_SECONDS,
-    connecting included; at most BACKEND_MAX_CONNECTIONS to a backend, as the proxy."""
+    connecting included; at most BACKEND_MAX_CONNECTIONS to a backend, as the proxy.
+    `exempt_configured`: the configured servers' addresses pass the guard (a probe of
+    them); false for anything else sent the same way (notifications)."""
     return UpstreamPool(
         verify_tls=settings.verify_backend_tls,
         connect_timeout=settings.health_check_timeout_seconds,
         resolver=resolver,
         allow_private=settings.allow_private_backends,
         max_connections=settings.backend_max_connections,
-        exempt=settings.configured_endpoints,
+        exempt=settings.configured_endpoints if exempt_configured else frozenset(),
     )

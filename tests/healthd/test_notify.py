@@ -19,6 +19,8 @@ from gateway.admin.tokens import new_token, token_hash
 from healthd.notify import Notification, retry_delays, signature
 from shared.db import Database
 from shared.settings import Settings
+from shared.upstream import probe_transport
+from shared.urls import system_resolver
 from tests.conftest import ADMIN_KEY
 from tests.healthd.test_daemon import Switchable, add_server, running, until
 from tests.support import ThreadedServer
@@ -111,3 +113,14 @@ def test_notify_url_through_the_admin_api(gateway: ThreadedServer) -> None:
             headers={"X-API-Key": ADMIN_KEY},
         )
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "notify_url"
+
+
+def test_notifications_are_not_exempt_from_the_guard_as_configured_probes_are(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """UPSTREAM's server is probed without the guard; a webhook naming it is not sent so."""
+    settings = make_settings(upstream="http://127.0.0.1:9", allow_private_backends=False)
+    probes = probe_transport(settings, system_resolver)
+    notifications = probe_transport(settings, system_resolver, exempt_configured=False)
+    assert probes.dialer.exempt == {("127.0.0.1", 9)}
+    assert notifications.dialer.exempt == frozenset()

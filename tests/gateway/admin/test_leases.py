@@ -142,6 +142,25 @@ def test_a_reattach_applies_its_body_and_probes_before_routing(
     assert not server(gateway, registration_id)["is_active"]
 
 
+def test_a_reattach_passes_notify_url_through_the_guard(
+    start_gateway: Callable[..., ThreadedServer], database: Database
+) -> None:
+    """As registering and PUT do: a token holder cannot store a forbidden webhook."""
+    gateway = start_gateway(lease_heartbeat_seconds=0.2, lease_grace_seconds=0)
+    # A second gateway on the same database, with the guard on (the first lets the test's
+    # loopback backend in): the webhook is checked before anything else is.
+    guarded = start_gateway(allow_private_backends=False)
+    with ThreadedServer(create_demo_app("laptop")) as backend:
+        registration_id, token = join_new(gateway, backend)
+        expire(database)
+        body = {"endpoint_url": backend.url, "notify_url": "http://169.254.169.254/latest/x"}
+        with lease(guarded, body, {"X-Management-Token": token}) as (response, _):
+            assert response.status_code == 400
+            response.read()
+            assert response.json()["error"]["param"] == "notify_url"
+        assert server(gateway, registration_id)["notify_url"] is None
+
+
 @pytest.mark.parametrize(("by", "who"), [("admin", "the admin"), ("owner", "its owner")])
 def test_a_deregistration_is_final(
     start_gateway: Callable[..., ThreadedServer], by: str, who: str
