@@ -105,8 +105,10 @@ def refuses_usage_option(status: int, body: bytes) -> bool:
     option (an older server), not the client's request."""
     if status not in (400, 422):
         return False
-    lowered = body.lower()
-    return any(word in lowered for word in _USAGE_OPTION_WORDS)
+    # Its own words, without a validator's echo of the whole input (pydantic's
+    # "input_value={...}" repeats the body, option and all).
+    words = _words(body).split("input_value=")[0].lower().encode()
+    return any(word in words for word in _USAGE_OPTION_WORDS)
 
 
 def redacted(body: bytes, secrets: tuple[str, ...]) -> bytes:

@@ -56,6 +56,10 @@ from shared.upstream import (
     is_failed_status,
 )
 
+# What describes a backend's body, dropped when the gateway answers with its own.
+BODY_HEADERS = frozenset(
+    {b"content-type", b"content-encoding", b"content-language", b"content-disposition"}
+)
 OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 
 
@@ -305,7 +309,10 @@ class Forwarder:
         """The backend's answer, held by `held`; whether it was asked for the stream's
         usage; and its body when that had to be read already (a 400 that did not
         refuse the option). A backend that refuses the option is asked again without
-        it, and that is remembered for a while."""
+        it, and that is remembered for a while when the second answer is no error: a
+        400 that only seemed to name the option (one echoing the whole request) was
+        the client's, and the second answer, the backend's word on the request as
+        the client sent it, is passed on."""
         if ask:
             async with AsyncExitStack() as first:
                 upstream = await first.enter_async_context(
@@ -319,8 +326,9 @@ class Forwarder:
                     held.push_async_exit(first.pop_all())
                     return upstream, True, said
             # (its refusal was read whole: the connection is back in the pool)
-            self.runtime.learned.learn(backend.key, Trait.REFUSES_USAGE_OPTION)
         upstream = await held.enter_async_context(self._stream(backend, deadline, body))
+        if ask and upstream.status < 400:
+            self.runtime.learned.learn(backend.key, Trait.REFUSES_USAGE_OPTION)
         return upstream, False, None
 
     async def _read_error(self, upstream: ResponseStream) -> bytes:
@@ -335,7 +343,7 @@ class Forwarder:
         wrapped = client_error_body(status, data, self.incoming.path)
         if wrapped is None:
             return BufferedResponse(status, headers, data)
-        kept = [(name, value) for name, value in headers if name != b"content-type"]
+        kept = [(name, value) for name, value in headers if name not in BODY_HEADERS]
         return BufferedResponse(status, [(b"content-type", b"application/json"), *kept], wrapped)
 
     @property

@@ -3,6 +3,7 @@ refuses, or only this request), and what the client gets (its API's shape, no se
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,14 @@ def test_a_path_is_lacking_only_when_the_body_says_so(
         (400, b'{"error":{"message":"This model\'s maximum context length is 8 tokens"}}', 0),
         (422, b'{"detail":[{"loc":["body","messages"],"msg":"field required"}]}', 0),
         (500, b"stream_options", 0),
+        # A validator echoing the whole input names the option without refusing it.
+        (
+            400,
+            b'{"error":{"message":"1 validation error: Value error, top_logprobs needs '
+            b"logprobs [type=value_error, input_value={'model': 'm', 'stream_options': "
+            b"{'include_usage': True}}, input_type=dict]\"}}",
+            0,
+        ),
     ],
 )
 def test_only_an_answer_naming_the_option_refuses_it(
@@ -315,3 +324,48 @@ def test_a_model_whose_servers_left_is_offline_not_unknown(
         assert int(answer.headers["retry-after"]) > 0
         never = httpx.post(chat, json={**CHAT, "model": "never-served"}, timeout=15)
         assert never.status_code == 404
+
+
+def test_a_compressed_error_that_is_wrapped_loses_its_encoding(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    """The gateway's own body replaces the backend's: the backend's Content-Encoding must
+    not describe it (the client could not read the error at all)."""
+    squeezed = gzip.compress(b'{"detail":"bad key"}')
+    answer_bytes = http(401, squeezed, "Content-Encoding: gzip")
+    gateway = start_gateway(rate_limit_per_minute=0)
+    with RawBackend(lambda seen: [Write(answer_bytes)]) as backend:
+        register(gateway, "m", backend.url)
+        wait_routable(gateway, "m", 1)
+        answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=15)
+        assert answer.status_code == 401 and "content-encoding" not in answer.headers
+        assert answer.json()["error"]["code"] == 401
+
+
+def test_a_400_that_only_echoes_the_option_is_not_learnt_as_a_refusal(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    echo = (
+        b'{"error":{"message":"Value error [type=value_error, input_value={\'stream_options\': '
+        b"{'include_usage': True}}]\"}}"
+    )
+    refusal = b'{"error":{"message":"Unrecognized request argument supplied: stream_options"}}'
+    answers = iter([refusal, b'{"error":{"message":"logprobs must be set"}}'])
+
+    def script(seen: Seen) -> list[Step]:
+        if b"stream_options" in seen.body:
+            return [Write(http(400, next(answers, echo)))]
+        return [Write(http(400, b'{"error":{"message":"logprobs must be set"}}'))]
+
+    gateway = start_gateway(rate_limit_per_minute=0)
+    with RawBackend(script) as backend:
+        register(gateway, "m", backend.url)
+        wait_routable(gateway, "m", 1)
+        stream = {**CHAT, "stream": True}
+        first = httpx.post(f"{gateway.url}/v1/chat/completions", json=stream, timeout=15)
+        # Named as refused, asked again without: the second answer is an error too, so the
+        # first was about the request: the client gets that, and nothing is learnt.
+        assert first.status_code == 400 and "logprobs must be set" in first.text
+        assert backend.posts == 2
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=stream, timeout=15)
+        assert b"stream_options" in backend.requests[2].body  # still asked
