@@ -112,6 +112,7 @@ def create_app(
             metrics.flush(runtime.balancer.in_flight)
             runtime.transport.close()
             runtime.large_bodies.shutdown(wait=False, cancel_futures=True)
+            runtime.responses.close()
             probes.close()
             runtime.request_log.drain()
             context.proxy = None

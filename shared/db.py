@@ -164,20 +164,24 @@ class Database:
             yield session
 
     @contextmanager
-    def writing(self, *, durable: bool = False) -> Iterator[Session]:
+    def writing(
+        self, *, durable: bool = False, busy_timeout_ms: int | None = None
+    ) -> Iterator[Session]:
         """A session that commits on success and rolls back on error.
 
         `durable`: the commit is on disk before it returns (synchronous=FULL), as
         registrations must be; in WAL mode NORMAL may lose the last commits on a
         power loss (never corrupting the file), which is fine for usage and history.
         A write that cannot get the lock within the busy timeout raises
-        OperationalError (`is_busy`) before anything was written; one to a file
-        deleted or replaced under us raises DatabaseFileGone before it starts."""
+        OperationalError (`is_busy`) before anything was written (`busy_timeout_ms`:
+        a shorter wait than BUSY_TIMEOUT_MS); one to a file deleted or replaced under
+        us raises DatabaseFileGone before it starts."""
         self.check_file()
+        options: dict[str, object] = {"sqlite_begin": "IMMEDIATE", "sqlite_durable": durable}
+        if busy_timeout_ms is not None:
+            options["sqlite_busy_timeout_ms"] = busy_timeout_ms
         with self.sessions() as session:
-            session.connection(
-                execution_options={"sqlite_begin": "IMMEDIATE", "sqlite_durable": durable}
-            )
+            session.connection(execution_options=options)
             try:
                 yield session
                 session.commit()

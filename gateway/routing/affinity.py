@@ -18,6 +18,7 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
@@ -66,7 +67,8 @@ def response_id_in_events(events: bytes) -> str | None:
 
 
 def write_owner(database: Database, response_id: str, registration_id: str) -> None:
-    with database.writing() as session:
+    # It waits for the lock no longer than the request waits for it (then the batch has it).
+    with database.writing(busy_timeout_ms=int(OWNER_WRITE_SECONDS * 1000)) as session:
         row = {"response_id": response_id, "server_id": registration_id, "created_at": utcnow()}
         session.execute(sqlite_insert(ResponseOwner).values(row).on_conflict_do_nothing())
 
@@ -91,6 +93,9 @@ class ResponseOwners:
     ) -> None:
         self.later = later
         self.database = database
+        # Its own thread: a busy database (a backup) keeps these writes waiting, never the
+        # default executor's threads, which the registry and the leases need meanwhile.
+        self.writer = ThreadPoolExecutor(1, "response-owners")
         self.limit = limit
         self.known: OrderedDict[str, str] = OrderedDict()
 
@@ -106,9 +111,12 @@ class ResponseOwners:
         self._keep(response_id, backend_id)
         if self.database is None:
             return
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(OWNER_WRITE_SECONDS):
-                await asyncio.to_thread(write_owner, self.database, response_id, backend_id)
+                await loop.run_in_executor(
+                    self.writer, write_owner, self.database, response_id, backend_id
+                )
         except (SQLAlchemyError, TimeoutError) as error:
             log.warning("a response's backend goes with the next batch", error=str(error))
             self.later(response_id, backend_id)
@@ -129,3 +137,6 @@ class ResponseOwners:
         if found is not None:
             self._keep(response_id, found)
         return found
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=False, cancel_futures=True)
