@@ -32,8 +32,9 @@ def installs(target: str, venv: Path) -> list[str]:
     return [arguments for arguments in lines if arguments != "--upgrade pip"]
 
 
-def test_make_run_installs_the_package_without_extras(tmp_path: Path) -> None:
-    assert installs("run", tmp_path / "venv") == ["-e ."]
+def test_make_run_installs_the_package_and_the_client_only(tmp_path: Path) -> None:
+    """What running needs, and the openai SDK its printed "try it" snippet uses."""
+    assert installs("run", tmp_path / "venv") == ["-e '.[client]'"]
 
 
 @pytest.mark.parametrize("target", ["test", "check", "fmt"])
