@@ -6,13 +6,15 @@ registered model (the dashboard shows the unhealthy ones too)."""
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.proxy.runtime import admitted_runtime
-from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, RegistrySnapshot
+from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, RegistrySnapshot, offline_error
 from shared.errors import InvalidRequest, NotFound
 
 
@@ -72,6 +74,9 @@ async def retrieve_model(request: Request) -> Response:
         await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)
         snapshot = runtime.holder.current
     if model not in snapshot.by_model:
+        offline = offline_error(snapshot, model, time.time())
+        if offline is not None:
+            raise offline
         raise NotFound(f"model {model!r} not found", param="model")
     return _answer(model_entry(snapshot, model))
 

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt
@@ -44,7 +43,7 @@ from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
-from gateway.routing.registry import CATCH_UP_AFTER_SECONDS
+from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error
 from shared.errors import NotFound, ServiceUnavailable
 from shared.failures import FailureKind
 from shared.upstream import (
@@ -60,7 +59,6 @@ from shared.upstream import (
 BODY_HEADERS = frozenset(
     {b"content-type", b"content-encoding", b"content-language", b"content-disposition"}
 )
-OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 
 
 @dataclass(frozen=True)
@@ -115,13 +113,9 @@ class Forwarder:
             # Registered a moment ago, perhaps through another worker: look once.
             await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)
         if not runtime.holder.current.backends(target.model):
-            offline_since = runtime.holder.current.left_at(target.model, time.time())
-            if offline_since is not None:
-                left = datetime.fromtimestamp(offline_since, UTC).isoformat(timespec="seconds")
-                raise ServiceUnavailable(
-                    f"model {target.model!r} is offline: its last server left at {left}",
-                    headers={"Retry-After": str(OFFLINE_RETRY_AFTER_SECONDS)},
-                )
+            offline = offline_error(runtime.holder.current, target.model, time.time())
+            if offline is not None:
+                raise offline
             available = sorted(runtime.holder.current.by_model)
             raise NotFound(
                 f"model {target.model!r} not found; available models: "

@@ -20,12 +20,14 @@ from sqlalchemy.orm import Session
 
 from gateway.routing.policy import Backend
 from shared.db import Database
+from shared.errors import ServiceUnavailable
 from shared.logging import get_logger
 from shared.models import HealthdHeartbeat, HealthStatus, ModelServer, RegistryGeneration, utcnow
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
 CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
+OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 OFFLINE_MEMORY_SECONDS = 24 * 3600.0  # a model served this recently is offline, not unknown
 
 log = get_logger("registry")
@@ -162,6 +164,19 @@ def _departed(session: Session, served: Iterable[str]) -> dict[str, float]:
             if model not in serving:
                 departed[model] = max(departed.get(model, left), left)
     return departed
+
+
+def offline_error(snapshot: RegistrySnapshot, model: str, now: float) -> ServiceUnavailable | None:
+    """The answer for a model no server serves now that one did within a day: offline,
+    a host may come back (not a typo's 404)."""
+    left = snapshot.left_at(model, now)
+    if left is None:
+        return None
+    when = datetime.fromtimestamp(left, UTC).isoformat(timespec="seconds")
+    return ServiceUnavailable(
+        f"model {model!r} is offline: its last server left at {when}",
+        headers={"Retry-After": str(OFFLINE_RETRY_AFTER_SECONDS)},
+    )
 
 
 class SnapshotHolder:

@@ -324,6 +324,8 @@ def test_a_model_whose_servers_left_is_offline_not_unknown(
         assert int(answer.headers["retry-after"]) > 0
         never = httpx.post(chat, json={**CHAT, "model": "never-served"}, timeout=15)
         assert never.status_code == 404
+        asked = httpx.get(f"{gateway.url}/v1/models/m", timeout=15)  # and so says the list
+        assert asked.status_code == 503 and "offline" in asked.json()["error"]["message"]
 
 
 def test_a_compressed_error_that_is_wrapped_loses_its_encoding(
