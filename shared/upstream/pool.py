@@ -19,9 +19,8 @@ import contextlib
 import re
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from shared.settings import Settings
 from shared.upstream.connection import Connection, UpstreamResponse
@@ -77,6 +76,34 @@ class OriginPool:
             self.waiters.remove(waiter)
 
 
+class Exchange:
+    """`async with pool.stream(request, deadline) as response`: sends on entering, and
+    on leaving releases the answer (its connection goes back to the pool when the body
+    was read whole, and is closed otherwise). A class, not a generator: it is on every
+    request's path, where @asynccontextmanager's machinery cost a few microseconds."""
+
+    __slots__ = ("deadline", "pool", "request", "response")
+
+    def __init__(self, pool: UpstreamPool, request: UpstreamRequest, deadline: float) -> None:
+        self.pool = pool
+        self.request = request
+        self.deadline = deadline
+        self.response: UpstreamResponse | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        self.response = await self.pool._send(self.request, self.deadline)
+        return self.response
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.response is not None:
+            self.response.release()  # (an incomplete answer's connection is closed)
+
+
 class UpstreamPool:
     """Keep-alive connections per origin, most recently used first (a `Transport`)."""
 
@@ -109,16 +136,9 @@ class UpstreamPool:
         self.origins: dict[Origin, OriginPool] = {}
         self.sweeping: asyncio.TimerHandle | None = None
 
-    @asynccontextmanager
-    async def stream(
-        self, request: UpstreamRequest, deadline: float
-    ) -> AsyncIterator[UpstreamResponse]:
+    def stream(self, request: UpstreamRequest, deadline: float) -> Exchange:
         """The answer, held for the block: released when read whole, closed otherwise."""
-        response = await self._send(request, deadline)
-        try:
-            yield response
-        finally:
-            response.release()  # (an incomplete answer's connection is closed, not kept)
+        return Exchange(self, request, deadline)
 
     async def _send(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
         """Send the request and wait for the answer's status and headers."""
