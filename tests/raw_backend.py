@@ -132,10 +132,13 @@ class RawBackend:
     script: Script = ok
     model: str = "m"
     models: tuple[str, ...] = ()  # what /v1/models lists, when more than `model`
+    lists_models: bool = True  # False: GET /v1/models goes to the script too
     requests: list[Seen] = field(default_factory=list)
     client_closed_at: list[float] = field(default_factory=list)  # monotonic, after a Hold
 
     def __post_init__(self) -> None:
+        self.open = 0  # connections open now, and the most seen at once
+        self.most_open = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
@@ -188,9 +191,11 @@ class RawBackend:
         return Seen(method, path, headers, body)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
         try:
             while (seen := await self._read(reader)) is not None:
-                if seen.method == "GET" and seen.path.endswith("/v1/models"):
+                if self.lists_models and seen.method == "GET" and seen.path.endswith("/v1/models"):
                     listed = [
                         {"id": name, "object": "model"} for name in self.models or [self.model]
                     ]
@@ -206,6 +211,7 @@ class RawBackend:
         except asyncio.CancelledError:
             pass  # shutting down: end quietly (start_server reports a cancelled handler)
         finally:
+            self.open -= 1
             writer.close()
 
     async def _play(

@@ -142,6 +142,22 @@ def test_api_registrations_are_left_alone(database: Database, demo_backend: Thre
     assert [row.is_active for row in rows(database)] == [True]
 
 
+def answers_as_the_upstream(gateway: GatewayProcess) -> None:
+    """The gateway lists the upstream's model "tiny" (once healthd checked it) and a chat
+    through it is answered."""
+
+    def listed() -> list[str]:
+        data = httpx.get(f"{gateway.url}/v1/models").json()["data"]
+        return [entry["id"] for entry in data]
+
+    asyncio.run(until(lambda: listed() == ["tiny"], 10, "the upstream's model"))
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content
+
+
 def test_upstream_alone_makes_a_single_server_proxy(tmp_path: Path, database_url: str) -> None:
     """A real gateway and healthd with nothing but UPSTREAM: the openai SDK reaches the
     server, whose private address is allowed because the operator named it."""
@@ -157,17 +173,7 @@ def test_upstream_alone_makes_a_single_server_proxy(tmp_path: Path, database_url
         with GatewayProcess(tmp_path, settings) as gateway:
             healthd = start_healthd(tmp_path, settings)
             try:
-
-                def listed() -> list[str]:
-                    data = httpx.get(f"{gateway.url}/v1/models").json()["data"]
-                    return [entry["id"] for entry in data]
-
-                asyncio.run(until(lambda: listed() == ["tiny"], 10, "the upstream's model"))
-                client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
-                answer = client.chat.completions.create(
-                    model="tiny", messages=[{"role": "user", "content": "hi"}]
-                )
-                assert answer.choices[0].message.content
+                answers_as_the_upstream(gateway)
             finally:
                 healthd.send_signal(signal.SIGTERM)
                 assert healthd.wait(timeout=20) == 0

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 
 from gateway.cli.demo_backend import create_demo_app
 from shared.failures import FailureKind
 from shared.upstream import ConnectFailed, UpstreamPool, UpstreamRequest
 from tests.fakes import CountingApp
-from tests.healthd.test_daemon import until
+from tests.gateway.admin.test_configured import answers_as_the_upstream
 from tests.support import ADMIN_KEY, GatewayProcess, ThreadedServer, process_settings, start_healthd
 
 HEADERS = {"X-API-Key": ADMIN_KEY}
@@ -50,17 +49,7 @@ def test_upstream_is_exempt_and_nothing_else(tmp_path: Path, database_url: str) 
         with GatewayProcess(tmp_path, settings) as gateway:
             healthd = start_healthd(tmp_path, settings)
             try:
-
-                def listed() -> list[str]:
-                    data = httpx.get(f"{gateway.url}/v1/models").json()["data"]
-                    return [entry["id"] for entry in data]
-
-                asyncio.run(until(lambda: listed() == ["tiny"], 10, "the upstream's model"))
-                client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
-                answer = client.chat.completions.create(
-                    model="tiny", messages=[{"role": "user", "content": "hi"}]
-                )
-                assert answer.choices[0].message.content
+                answers_as_the_upstream(gateway)
 
                 def admin(path: str, body: dict[str, Any]) -> httpx.Response:
                     return httpx.post(f"{gateway.url}/admin{path}", json=body, headers=HEADERS)

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.cli.demo_backend import create_demo_app
 from shared.db import upgrade_to_head
+from tests.gateway.test_hostile_input import register_at
 from tests.support import (
     ADMIN_KEY,
     GatewayProcess,
@@ -26,15 +27,6 @@ from tests.support import (
 HEADERS = {"X-API-Key": ADMIN_KEY}
 FULL = "the disk holding the database is full"
 GONE = "the database file was deleted or replaced"
-
-
-def register_at(gateway_url: str, backend_url: str) -> httpx.Response:
-    return httpx.post(
-        f"{gateway_url}/admin/register",
-        json={"model_name": "m", "endpoint_url": backend_url},
-        headers=HEADERS,
-        timeout=30,
-    )
 
 
 def assert_503_naming(response: httpx.Response, cause: str) -> None:
