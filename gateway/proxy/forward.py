@@ -232,7 +232,7 @@ class Forwarder:
             upstream, ask_usage, data = await self._open(held, backend, deadline, body, ask_usage)
             status = upstream.status
             if status == 501 or (status in (404, 405) and lacks_on_404):
-                data = data if data is not None else await self._read_error(upstream)
+                data = data if data is not None else await self._read_whole(upstream)
                 if lacks_on_404 and lacks_endpoint(status, data, self.incoming.path):
                     self.runtime.learned.learn(backend.key, Trait.LACKS_PATH, self.incoming.path)
                     if fail_over_404():
@@ -262,7 +262,7 @@ class Forwarder:
                     held=held.pop_all(),  # the slot and the connection, now the stream's
                 )
             if data is None:
-                data = await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
+                data = await self._read_whole(upstream)
             if self.makes_responses and status == 200:
                 await self._remember_owner(response_id_of(data), backend)
             attempt.answered(status, extract_usage(data))
@@ -315,7 +315,7 @@ class Forwarder:
                 if upstream.status not in (400, 422):
                     held.push_async_exit(first.pop_all())
                     return upstream, True, None
-                said = await self._read_error(upstream)
+                said = await self._read_whole(upstream)
                 if not refuses_usage_option(upstream.status, said):
                     held.push_async_exit(first.pop_all())
                     return upstream, True, said
@@ -325,7 +325,7 @@ class Forwarder:
             self.runtime.learned.learn(backend.key, Trait.REFUSES_USAGE_OPTION)
         return upstream, False, None
 
-    async def _read_error(self, upstream: ResponseStream) -> bytes:
+    async def _read_whole(self, upstream: ResponseStream) -> bytes:
         return await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
 
     def _error_answer(
