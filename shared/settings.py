@@ -172,13 +172,49 @@ class Settings(BaseSettings):
         30, ge=0, le=3600, description="a number of seconds from 0 (off) to 3600"
     )
     queue_timeout_seconds: float = Field(
-        0, ge=0, le=300, description="a number of seconds from 0 (off) to 300"
+        30,
+        ge=0,
+        le=300,
+        description="seconds a request waits for a slot when every backend of its model is "
+        "at max_concurrent, from 0 (answer at once) to 300",
+    )
+    queue_max_per_key: int = Field(
+        50, ge=1, le=100_000, description="requests one client may have waiting, from 1"
+    )
+    queue_max_total: int = Field(
+        1000, ge=1, le=1_000_000, description="requests waiting in all, per worker, from 1"
+    )
+    recovery_wait_seconds: float = Field(
+        0,
+        ge=0,
+        le=300,
+        description="seconds a request waits for a model with no healthy backend to "
+        "recover, from 0 (answer 503 at once) to 300",
     )
     max_request_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, le=1024**3, description="bytes, from 1024 to 1073741824"
     )
     rate_limit_per_minute: int = Field(
-        60, ge=0, le=1_000_000, description="requests per minute per client; 0 turns it off"
+        60,
+        ge=0,
+        le=1_000_000,
+        description="requests per minute per client (address, or key without a limit of "
+        "its own); 0 turns it off",
+    )
+    key_tokens_per_minute: int = Field(
+        0, ge=0, le=10**12, description="a key's tokens per minute unless set; 0: no limit"
+    )
+    key_tokens_per_day: int = Field(
+        0, ge=0, le=10**12, description="a key's tokens per UTC day unless set; 0: no limit"
+    )
+    key_max_concurrent: int = Field(
+        0, ge=0, le=100_000, description="a key's requests at once unless set; 0: no limit"
+    )
+    token_reservation_default: int = Field(
+        1024,
+        ge=1,
+        le=10**7,
+        description="tokens reserved for a request that gives no max_tokens, from 1",
     )
     header_timeout_seconds: float = Field(
         10, gt=0, le=300, description="a number of seconds above 0, at most 300"

@@ -131,7 +131,7 @@ class Forwarder:
         tried: list[str] = []
         failures: list[UpstreamError] = []
         attempts = 1 + self.settings.max_retry_attempts
-        queue_deadline = self.started + self.settings.queue_timeout_seconds
+        queue_deadline = self.started + self.settings.recovery_wait_seconds
         path = self.incoming.path
         while len(tried) < attempts and self.loop.time() < self.deadline:
             backends = runtime.holder.current.backends(target.model)

@@ -446,9 +446,9 @@ def test_queue_waits_for_a_backend_to_recover(
     scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
     database: Database,
 ) -> None:
-    """QUEUE_TIMEOUT_SECONDS: with no healthy backend the request waits; a recovery
+    """RECOVERY_WAIT_SECONDS: with no healthy backend the request waits; a recovery
     written while it waits (as healthd would) lets it through."""
-    gateway = start_gateway(rate_limit_per_minute=0, queue_timeout_seconds=10)
+    gateway = start_gateway(rate_limit_per_minute=0, recovery_wait_seconds=10)
     _, server = scripted()
     registration_id = register_routable(gateway, server.url)
 
