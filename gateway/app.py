@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,9 +28,11 @@ from gateway.admin.leases import lease_routes, lease_streams_end, token_known
 from gateway.admin.server_views import server_routes
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
-from gateway.admission.access import ClientAccess
-from gateway.admission.ratelimit import RateLimiter
+from gateway.admission.access import ClientAccess, default_limits
+from gateway.admission.keyring import KeyRingHolder, static_clients, watch_keys
+from gateway.admission.shared_counters import SharedCounters, counters_folder
 from gateway.catalog.discovery import discovery_routes
+from gateway.catalog.me import me_routes
 from gateway.catalog.models import models_routes
 from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
@@ -99,6 +102,7 @@ def create_app(
                 feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"
             ),
             asyncio.create_task(flush_metrics_forever(runtime), name="metrics-flush"),
+            asyncio.create_task(watch_keys(runtime.access.keys), name="keys-watch"),
         ]
         probes = context.probes = probe_transport(settings, resolver)
         context.proxy = runtime
@@ -113,6 +117,7 @@ def create_app(
             runtime.transport.close()
             runtime.large_bodies.shutdown(wait=False, cancel_futures=True)
             runtime.responses.close()
+            close_counters(runtime.access.store)
             probes.close()
             runtime.request_log.drain()
             context.proxy = None
@@ -135,6 +140,7 @@ def create_app(
                     *proxy_routes(context, "/v1"),
                     *stored_response_routes(context),
                     *models_routes(),
+                    *me_routes(),
                 ],
                 redirect_slashes=False,
             ),
@@ -202,6 +208,13 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             }
         )
 
+    defaults = default_limits(settings)
+    keys = KeyRingHolder(
+        context.database,
+        defaults,
+        static_clients([key.get_secret_value() for key in settings.client_api_keys], defaults),
+    )
+    await keys.refresh()
     initial = await asyncio.to_thread(load_snapshot, context.database)
     holder = SnapshotHolder(initial, on_change=on_snapshot, database=context.database)
     holder.confirmed_at = asyncio.get_running_loop().time()
@@ -222,7 +235,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         ),
         feedback=feedback,
         responses=ResponseOwners(feedback.record_response_owner, context.database),
-        access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
+        access=ClientAccess(settings, keys, open_counters()),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"
         ),
@@ -235,6 +248,22 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             max_connections=settings.backend_max_connections,
         ),
     )
+
+
+def open_counters() -> SharedCounters:
+    """The clients' counters: the folder the supervisor made for every worker, or one of
+    this app's own (removed when it stops)."""
+    folder, made = counters_folder()
+    store = SharedCounters(folder)
+    store.owns_folder = made
+    return store
+
+
+def close_counters(store: object) -> None:
+    if isinstance(store, SharedCounters):
+        store.close()
+        if store.owns_folder:
+            shutil.rmtree(store.folder, ignore_errors=True)
 
 
 async def flush_metrics_forever(runtime: ProxyRuntime) -> None:

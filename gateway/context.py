@@ -37,6 +37,12 @@ class GatewayContext:
         if self.proxy is not None:
             await self.proxy.holder.catch_up()
 
+    async def keys_written(self) -> None:
+        """A client key or group write committed: this worker honours it before the
+        answer goes out (the others within the keys' poll)."""
+        if self.proxy is not None:
+            await self.proxy.access.keys.catch_up()
+
     def probe_transport(self) -> Transport:
         if self.probes is None:
             raise RuntimeError("the probe transport exists only while the app runs (lifespan)")

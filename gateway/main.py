@@ -24,6 +24,7 @@ from gateway.admin.configured import (
 )
 from gateway.admin.leases import end_lease_streams
 from gateway.admin.schemas import RegisterRequest
+from gateway.admission.shared_counters import COUNTERS_DIR_VARIABLE, shared_memory_base
 from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
 from shared.db import Database, is_busy
 from shared.logging import get_logger
@@ -125,13 +126,24 @@ def prepare_metrics_folder() -> Path | None:
     return None
 
 
+def prepare_counters_folder() -> Path:
+    """A fresh folder for the clients' counters (gateway/admission/shared_counters.py),
+    shared by this run's workers through the environment they inherit, removed at
+    exit. Fresh each run: the counters of a stopped gateway are not carried over."""
+    made = Path(tempfile.mkdtemp(prefix="gateway-counters-", dir=shared_memory_base()))
+    os.environ[COUNTERS_DIR_VARIABLE] = str(made)
+    return made
+
+
 def main() -> None:
     made = prepare_metrics_folder()
+    counters = prepare_counters_folder()
     try:
         serve()
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
+        shutil.rmtree(counters, ignore_errors=True)
 
 
 def serve() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from gateway.accounting import metrics
 from gateway.accounting.feedback import Feedback
@@ -37,6 +38,17 @@ log = get_logger("api")
 CLIENT_CLOSED = 499  # nginx's code for a client that left before the answer
 # Failures on our side of the wire: the backend's request and error counts leave them out.
 NEVER_SENT = frozenset({FailureKind.POOL_FULL, FailureKind.UNSENDABLE})
+
+
+class Observer(Protocol):
+    """Told how the attempt ended (the request's Charge: gateway/admission/charge.py)."""
+
+    @property
+    def key_id(self) -> str | None: ...
+
+    def answered(self, ok: bool, usage: tuple[int, int] | None) -> None: ...
+
+    def abandoned(self) -> None: ...
 
 
 @dataclass
@@ -63,8 +75,11 @@ class Attempt:
         balancer: Balancer,
         feedback: Feedback,
         request_log: RequestLog,
+        observer: Observer | None = None,
     ) -> None:
         self.backend = backend
+        self.observer = observer
+        self.key_id = None if observer is None else observer.key_id
         self.peers = peers  # the model's backends, for outlier detection's share
         self.model = model
         self.request_id = request_id
@@ -119,6 +134,8 @@ class Attempt:
             return
         latency = self.elapsed_ms()
         ok = status < 400
+        if self.observer is not None:
+            self.observer.answered(ok, usage if ok else None)
         self._measure(status, usage if ok else None)
         self.balancer.finished(self.backend.registration_id, latency if ok else None)
         self.balancer.learned.answered(self.backend.key)
@@ -137,6 +154,7 @@ class Attempt:
             latency_ms=latency,
             stream=False,
             trace_id=self.trace_id,
+            key_id=self.key_id,
         )
 
     def failed(self, failure: UpstreamError) -> None:
@@ -159,6 +177,8 @@ class Attempt:
             return
         latency = self.elapsed_ms()
         failure = outcome.failure
+        if self.observer is not None:
+            self.observer.answered(failure is None and not outcome.client_gone, outcome.usage)
         self._measure(200 if failure is None else policy_of(failure.kind).status, outcome.usage)
         self.balancer.finished(self.backend.registration_id, None if failure else latency)
         if failure is not None:
@@ -188,11 +208,14 @@ class Attempt:
             stream=True,
             client_gone=outcome.client_gone,
             trace_id=self.trace_id,
+            key_id=self.key_id,
         )
 
     def abandoned(self) -> None:
         """Cancelled before an answer (the client left): only the slot is freed."""
         if self._settle():
+            if self.observer is not None:
+                self.observer.abandoned()
             self._measure(CLIENT_CLOSED, None)
             self.balancer.finished(self.backend.registration_id, None)
 

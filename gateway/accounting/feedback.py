@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -27,6 +27,8 @@ from shared.logging import get_logger
 from shared.models import (
     BackendUsage,
     CheckRequest,
+    ClientKey,
+    KeyUsageMinute,
     ModelServer,
     ResponseOwner,
     UsageMinute,
@@ -39,6 +41,8 @@ FLUSH_SECONDS = 2.0
 RESPONSES_KEPT = timedelta(days=30)
 PRUNE_CHANCE = 0.01
 MINUTES_KEPT = 25 * 60  # per-minute counts: a day's window, and an hour to spare
+# A person's usage per minute: 90 days (a course's term), for their history and quotas.
+KEY_MINUTES_KEPT = 90 * 24 * 60
 
 log = get_logger("registry")
 
@@ -71,9 +75,14 @@ class Batch:
     response_owners: dict[str, str] = field(default_factory=dict)  # response id → backend
     # (minute, backend, model) → what was served (for /admin/stats and the charts)
     minutes: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
+    # (minute, client key, model) → what the key's holder was served; key → last use
+    key_minutes: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
+    keys_used: dict[str, datetime] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.usage or self.checks or self.response_owners or self.minutes)
+        return bool(
+            self.usage or self.checks or self.response_owners or self.minutes or self.key_minutes
+        )
 
 
 class Feedback:
@@ -108,6 +117,23 @@ class Feedback:
             delta.completion_tokens += usage[1]
         delta.last_request_at = utcnow()
 
+    def record_client(
+        self,
+        key_id: str,
+        model: str,
+        *,
+        ok: bool,
+        latency_ms: float,
+        usage: tuple[int, int] | None,
+    ) -> None:
+        """Count one request of a client key (its usage per person: key_usage_minutes)."""
+        key = (int(time.time() // 60), key_id, model)
+        counts = self.pending.key_minutes.get(key)
+        if counts is None:
+            counts = self.pending.key_minutes[key] = Counts()
+        counts.observe(ok=ok, latency_ms=latency_ms, first_token_ms=None, usage=usage)
+        self.pending.keys_used[key_id] = utcnow()
+
     def failed_over(self, backend_id: str, model: str) -> None:
         """A failed attempt on this backend whose request went on to another: in the
         statistics it is the backend's failure, not a request of its own."""
@@ -137,6 +163,9 @@ class Feedback:
         self.pending.response_owners = batch.response_owners | self.pending.response_owners
         for key, counts in batch.minutes.items():
             self.pending.minutes[key] = counts.add(self.pending.minutes.get(key, Counts()))
+        for key, counts in batch.key_minutes.items():
+            self.pending.key_minutes[key] = counts.add(self.pending.key_minutes.get(key, Counts()))
+        self.pending.keys_used = batch.keys_used | self.pending.keys_used
 
 
 def write_batch(database: Database, batch: Batch) -> None:
@@ -189,6 +218,7 @@ def write_batch(database: Database, batch: Batch) -> None:
         for backend_id in batch.checks & existing:
             session.add(CheckRequest(server_id=backend_id, requested_at=now))
         add_minutes(session, {k: v for k, v in batch.minutes.items() if k[1] in existing})
+        add_key_minutes(session, batch.key_minutes, batch.keys_used)
         owners = [
             {"response_id": response_id, "server_id": backend_id, "created_at": now}
             for response_id, backend_id in batch.response_owners.items()
@@ -249,6 +279,70 @@ def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -
     if random.random() < PRUNE_CHANCE:
         oldest = min(minute for minute, _, _ in keys) - MINUTES_KEPT
         session.execute(delete(UsageMinute).where(UsageMinute.minute < oldest))
+
+
+def add_key_minutes(
+    session: Session,
+    minutes: dict[tuple[int, str, str], Counts],
+    used: dict[str, datetime],
+) -> None:
+    """Add this process's counts per client key to the other workers' rows (as
+    add_minutes), and note when each key was last used (keys deleted since: skipped)."""
+    if not minutes and not used:
+        return
+    known = set(
+        session.scalars(
+            select(ClientKey.id).where(
+                ClientKey.id.in_({*used, *(key_id for _, key_id, _ in minutes)})
+            )
+        )
+    )
+    for key_id, when in used.items():
+        if key_id in known:
+            session.execute(
+                update(ClientKey).where(ClientKey.id == key_id).values(last_used_at=when)
+            )
+    keys = [key for key in minutes if key[1] in known]
+    if not keys:
+        return
+    rows = {
+        (row.minute, row.key_id, row.model): row
+        for row in session.scalars(
+            select(KeyUsageMinute).where(
+                tuple_(KeyUsageMinute.minute, KeyUsageMinute.key_id, KeyUsageMinute.model).in_(keys)
+            )
+        )
+    }
+    for key in keys:
+        counts = minutes[key]
+        row = rows.get(key)
+        if row is None:
+            minute, key_id, model = key
+            row = KeyUsageMinute(
+                minute=minute,
+                key_id=key_id,
+                model=model,
+                requests=0,
+                failures=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_counts=[0] * BUCKETS,
+            )
+            session.add(row)
+        merged = Counts(
+            row.requests,
+            row.failures,
+            row.prompt_tokens,
+            row.completion_tokens,
+            list(row.latency_counts),
+            [0] * BUCKETS,
+        ).add(counts)
+        row.requests, row.failures = merged.requests, merged.failures
+        row.prompt_tokens, row.completion_tokens = merged.prompt_tokens, merged.completion_tokens
+        row.latency_counts = merged.latency
+    if random.random() < PRUNE_CHANCE:
+        oldest = min(minute for minute, _, _ in keys) - KEY_MINUTES_KEPT
+        session.execute(delete(KeyUsageMinute).where(KeyUsageMinute.minute < oldest))
 
 
 async def flush(feedback: Feedback, database: Database) -> None:

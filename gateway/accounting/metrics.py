@@ -83,6 +83,22 @@ QUEUE_WAIT = Histogram(
     "Time a request waited for a backend to become available (QUEUE_TIMEOUT_SECONDS).",
     buckets=LATENCY_BUCKETS,
 )
+# Per client group, never per key: a label set bounded by the groups an admin makes.
+CLIENT_REQUESTS = Counter(
+    "gateway_client_requests_total",
+    "Requests of keyed clients, by their group ('' for none) and outcome (ok or failed).",
+    ("group", "outcome"),
+)
+CLIENT_TOKENS = Counter(
+    "gateway_client_tokens_total",
+    "Tokens used by keyed clients, by their group and kind (prompt or completion).",
+    ("group", "kind"),
+)
+CLIENT_LIMITED = Counter(
+    "gateway_client_limited_total",
+    "Requests refused by a client limit (429), by group and limit.",
+    ("group", "limit"),
+)
 SNAPSHOT_AGE = Gauge(
     "gateway_registry_snapshot_age_seconds",
     "Since the routing snapshot was last found to match the database (the worst worker).",
@@ -149,6 +165,15 @@ class Recorder:
     durations: dict[tuple[str, str], Distribution] = field(default_factory=dict)
     first_tokens: dict[tuple[str, str], Distribution] = field(default_factory=dict)
     gaps: dict[str, Distribution] = field(default_factory=dict)
+    clients: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, outcome)
+    client_tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, kind)
+
+    def client(self, group: str, ok: bool, usage: tuple[int, int] | None) -> None:
+        key = (group, "ok" if ok else "failed")
+        self.clients[key] = self.clients.get(key, 0) + 1
+        if usage is not None:
+            for kind, count in (("prompt", usage[0]), ("completion", usage[1])):
+                self.client_tokens[group, kind] = self.client_tokens.get((group, kind), 0) + count
 
     def request(
         self,
@@ -180,6 +205,12 @@ class Recorder:
         durations, self.durations = self.durations, {}
         first_tokens, self.first_tokens = self.first_tokens, {}
         gaps, self.gaps = self.gaps, {}
+        clients, self.clients = self.clients, {}
+        client_tokens, self.client_tokens = self.client_tokens, {}
+        for pair, count in clients.items():
+            CLIENT_REQUESTS.labels(*pair).inc(count)
+        for pair, count in client_tokens.items():
+            CLIENT_TOKENS.labels(*pair).inc(count)
         for labels, count in requests.items():
             REQUESTS.labels(*labels).inc(count)
         for token_labels, count in tokens.items():

@@ -37,6 +37,7 @@ class Served(NamedTuple):
     stream: bool
     client_gone: bool | None
     trace_id: str | None  # 32 hex digits (a W3C traceparent's), when the client sent one
+    key_id: str | None = None  # the client key's id (a UUID; never the key)
 
 
 class RequestLog:
@@ -68,6 +69,7 @@ class RequestLog:
         stream: bool,
         client_gone: bool | None = None,
         trace_id: str | None = None,
+        key_id: str | None = None,
     ) -> None:
         if not self.enabled:
             return
@@ -81,6 +83,7 @@ class RequestLog:
             stream,
             client_gone,
             trace_id,
+            key_id,
         )
         if not self.batched:
             self._through_structlog(entry)
@@ -119,6 +122,8 @@ class RequestLog:
             fields["client_gone"] = entry.client_gone
         if entry.trace_id is not None:
             fields["trace_id"] = entry.trace_id
+        if entry.key_id is not None:
+            fields["key_id"] = entry.key_id
         if self.outputs is None:  # logging set up some other way; request_id from the context
             self.fallback.info("request served", **fields)
             return
@@ -135,11 +140,13 @@ class RequestLog:
 
     # What KeyValueRenderer and JSONRenderer would write, from templates. Only the
     # model is free text (escaped by repr / json); ids are UUIDs or match
-    # choose_request_id's [A-Za-z0-9._:-]; a trace id is 32 hex digits.
+    # choose_request_id's [A-Za-z0-9._:-]; a trace id is 32 hex digits; a key id a UUID.
     def _console_line(self, entry: Served) -> str:
         gone = "" if entry.client_gone is None else f" client_gone={entry.client_gone!r}"
         if entry.trace_id is not None:
             gone += f" trace_id={entry.trace_id!r}"
+        if entry.key_id is not None:
+            gone += f" key_id={entry.key_id!r}"
         return (
             f"timestamp={self.clock.format(entry.at)!r} level='info' "
             f"component={self.component!r} event='request served' "
@@ -155,6 +162,8 @@ class RequestLog:
         )
         if entry.trace_id is not None:
             gone += f', "trace_id": "{entry.trace_id}"'
+        if entry.key_id is not None:
+            gone += f', "key_id": "{entry.key_id}"'
         return (
             f'{{"timestamp": "{self.clock.format(entry.at)}", "level": "info", '
             f'"component": "{self.component}", "message": "request served", '

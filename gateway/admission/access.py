@@ -1,12 +1,26 @@
-"""Who may call /v1: optional client keys (Bearer) and a per-client rate limit."""
+"""Who may call /v1: client keys (Bearer), and each client's limits.
+
+`identify` is the first thing a request meets, before its body is read: a key
+is looked up in the ring (gateway/admission/keyring.py: no database I/O). The
+rule: a key is required when REQUIRE_CLIENT_AUTH is true or when any key exists
+in the database (issuing the first key closes the gateway to anonymous
+clients); without that, anyone may call, counted by address. An unknown key is
+"invalid" whatever the reason (nothing to probe); a revoked or expired one says
+so, as its holder may need to know.
+"""
 
 from __future__ import annotations
 
-import hmac
-import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
-from gateway.admission.ratelimit import RateLimiter, client_of
-from shared.errors import AuthenticationRequired, PermissionDenied, RateLimited
+from gateway.admission.charge import Account, Caller, Charge
+from gateway.admission.counters import CounterStore
+from gateway.admission.keyring import KeyRingHolder
+from gateway.admission.limits import Limits
+from gateway.admission.ratelimit import client_of
+from shared.errors import AuthenticationRequired
 from shared.settings import Settings
 
 
@@ -17,35 +31,84 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def default_limits(settings: Settings) -> Limits:
+    """A key's limits where neither it nor its group sets them."""
+    return Limits(
+        requests_per_minute=settings.rate_limit_per_minute,
+        tokens_per_minute=settings.key_tokens_per_minute,
+        tokens_per_day=settings.key_tokens_per_day,
+        max_concurrent=settings.key_max_concurrent,
+    )
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class ClientAccess:
-    def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
-        self.required = settings.require_client_auth
-        self.keys = [key.get_secret_value().encode() for key in settings.client_api_keys]
-        self.limiter = limiter
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyRingHolder,
+        store: CounterStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.always_required = settings.require_client_auth
+        self.address_limits = Limits(requests_per_minute=settings.rate_limit_per_minute)
+        self.reservation = settings.token_reservation_default
+        self.keys = keys
+        self.store = store
+        self.clock = clock
 
-    def _known(self, token: str) -> bool:
-        candidate = token.encode()
-        # Compare with every key, always, so timing says nothing about which matched.
-        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return any(matches)
+    @property
+    def required(self) -> bool:
+        return self.always_required or self.keys.current.active_rows > 0
 
-    def admit(self, authorization: str | None, client_host: str) -> None:
-        """Raise the 401/403/429 the client should get, or return to let it through."""
+    def identify(self, authorization: str | None, address: str) -> Caller:
+        """The caller, or the 401 it should get."""
         token = bearer_token(authorization)
-        if self.required:
+        client = None if token is None else self.keys.current.find(token)
+        if client is None:
+            if not self.required:
+                return Caller(client_of(address), self.address_limits)
             if token is None:
                 raise AuthenticationRequired(
                     "missing API key: send it as 'Authorization: Bearer <key>'"
                 )
-            if not self._known(token):
-                raise PermissionDenied("invalid API key")
-        if self.limiter.enabled:
-            client = f"key:{token}" if self.required and token else client_of(client_host)
-            wait = self.limiter.check(client)
-            if wait > 0:
-                seconds = max(1, math.ceil(wait))
-                raise RateLimited(
-                    f"rate limit of {self.limiter.per_minute} requests per minute exceeded; "
-                    f"retry in {seconds}s",
-                    headers={"Retry-After": str(seconds)},
-                )
+            raise AuthenticationRequired("invalid API key")
+        if client.revoked_at is not None:
+            raise AuthenticationRequired(
+                f"this API key ({client.prefix}…) was revoked on {_when(client.revoked_at)}"
+            )
+        if client.expires_at is not None and client.expires_at <= self.clock():
+            raise AuthenticationRequired(
+                f"this API key ({client.prefix}…) expired on {_when(client.expires_at)}"
+            )
+        return Caller(client.subject, client.limits, client)
+
+    def charge(
+        self,
+        caller: Caller,
+        *,
+        model: str,
+        max_tokens: int | None,
+        body_bytes: int,
+        on_done: Callable[[Account], None] | None = None,
+    ) -> Charge:
+        """The request's claim on its limits (enter it to reserve): the answer's
+        max_tokens (else TOKEN_RESERVATION_DEFAULT) and the prompt, estimated at a
+        token per four bytes of body (an over-estimate for JSON; corrected after)."""
+        completion = self.reservation if max_tokens is None else max_tokens
+        return Charge(
+            self.store,
+            caller,
+            model=model,
+            tokens=completion + body_bytes // 4,
+            on_done=on_done,
+        )
+
+    async def count_request(self, caller: Caller) -> Charge:
+        """A request that uses no tokens (a list of models): counted, and settled."""
+        async with Charge(self.store, caller, model="", tokens=0) as charge:
+            return charge

@@ -23,7 +23,7 @@ from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 
 
 async def registry(request: Request) -> Response:
-    snapshot = admitted_runtime(request).holder.current
+    snapshot = (await admitted_runtime(request)).holder.current
     models: dict[str, list[dict[str, Any]]] = {}
     for model in sorted(snapshot.by_model):
         models[model] = [
@@ -40,7 +40,7 @@ async def registry(request: Request) -> Response:
 
 
 async def route(request: Request) -> Response:
-    runtime = admitted_runtime(request)
+    runtime = await admitted_runtime(request)
     if not runtime.settings.discovery_direct:
         raise NotFound(
             "direct discovery is off (DISCOVERY_DIRECT=false): send requests to /v1 instead"

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
-from gateway.proxy.runtime import admitted_runtime
+from gateway.proxy.runtime import admitted
 from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, RegistrySnapshot, offline_error
 from shared.errors import InvalidRequest, NotFound
 
@@ -53,12 +53,16 @@ def _answer(content: BaseModel) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    runtime = admitted_runtime(request)
+    runtime, caller = await admitted(request)
     every = request.query_params.get("all", "false").lower()
     if every not in ("true", "false", "1", "0"):
         raise InvalidRequest("all must be true or false", param="all")
     snapshot = runtime.holder.current
-    entries = [model_entry(snapshot, model) for model in sorted(snapshot.by_model)]
+    entries = [
+        model_entry(snapshot, model)
+        for model in sorted(snapshot.by_model)
+        if caller.may_use(model)  # a group's keys see only its models
+    ]
     if every in ("false", "0"):
         entries = [entry for entry in entries if entry.available_servers > 0]
     return _answer(ModelList(data=entries))
@@ -67,8 +71,10 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     """`GET /v1/models/{model}` (the SDK's `models.retrieve`): any registered model,
     so a client can tell "unknown" (404) from "no healthy server now" (0 servers)."""
-    runtime = admitted_runtime(request)
+    runtime, caller = await admitted(request)
     model = request.path_params["model"]
+    if not caller.may_use(model):
+        raise NotFound(f"model {model!r} not found", param="model")
     snapshot = runtime.holder.current
     if model not in snapshot.by_model:
         await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)

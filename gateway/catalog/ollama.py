@@ -11,6 +11,7 @@ its models are the models with a healthy backend, from the routing snapshot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import DocumentedRoute, Operation
-from gateway.proxy.runtime import admitted_runtime
+from gateway.proxy.runtime import admitted, admitted_runtime
 from gateway.routing.registry import RegistrySnapshot
 
 # The level of Ollama's API the gateway answers as (clients compare it to the
@@ -26,12 +27,14 @@ from gateway.routing.registry import RegistrySnapshot
 OLLAMA_API_VERSION = "0.9.0"
 
 
-def pool_models(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
+def pool_models(
+    snapshot: RegistrySnapshot, may_use: Callable[[str], bool] = lambda model: True
+) -> list[dict[str, Any]]:
     """Every model with a healthy backend, in the shape of Ollama's model list. What a
     single Ollama knows of its files (size, digest, quantization) the pool does not."""
     models = []
     for name in sorted(snapshot.by_model):
-        if snapshot.healthy_count(name) == 0:
+        if snapshot.healthy_count(name) == 0 or not may_use(name):
             continue
         created = datetime.fromtimestamp(snapshot.created.get(name, 0), UTC)
         models.append(
@@ -48,19 +51,22 @@ def pool_models(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
 
 
 async def tags(request: Request) -> Response:
-    snapshot = admitted_runtime(request).holder.current
-    return JSONResponse({"models": pool_models(snapshot)})
+    runtime, caller = await admitted(request)
+    return JSONResponse({"models": pool_models(runtime.holder.current, caller.may_use)})
 
 
 async def running(request: Request) -> Response:
     """What is loaded now: in a pool, every model a healthy backend serves."""
-    snapshot = admitted_runtime(request).holder.current
-    models = [{**model, "size_vram": 0, "expires_at": None} for model in pool_models(snapshot)]
+    runtime, caller = await admitted(request)
+    models = [
+        {**model, "size_vram": 0, "expires_at": None}
+        for model in pool_models(runtime.holder.current, caller.may_use)
+    ]
     return JSONResponse({"models": models})
 
 
 async def version(request: Request) -> Response:
-    admitted_runtime(request)
+    await admitted_runtime(request)
     return JSONResponse({"version": OLLAMA_API_VERSION})
 
 

@@ -40,7 +40,19 @@ MAX_FIELD_BYTES = 4096  # a form field the proxy reads (model, stream) is short
 MAX_MULTIPART_PARTS = 1000  # as Starlette's form parser: an upload has a handful
 _FORM_FIELDS = frozenset({"model", "stream"})
 # The members of a JSON body that json_target reads.
-READ_MEMBERS = ("model", "stream", "previous_response_id", "stream_options")
+READ_MEMBERS = (
+    "model",
+    "stream",
+    "previous_response_id",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "n",
+    "options",
+)
+# Where each API says how many tokens the answer may have (Ollama: options.num_predict).
+_MAX_TOKENS_MEMBERS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 EMPTY_HINT = "send a JSON object with a model"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -66,6 +78,8 @@ class Target:
     # Where the model's value sits in a multipart body (start, end), for renaming it.
     model_span: tuple[int, int] | None = None
     usage_asked: bool = False  # stream_options.include_usage, as the client sent it
+    # The answer's most tokens, as the request bounds them (max_tokens times n), if it does.
+    max_tokens: int | None = None
 
 
 def _checked(model: object, stream: object) -> Target:
@@ -94,9 +108,32 @@ def json_target(document: dict[str, Any], stream_default: bool = False) -> Targe
     if previous is not None:
         _refuse_lone_surrogates(previous, "previous_response_id")
     usage_asked = target.stream and asked_for_usage(document)
-    if previous is None and not usage_asked:
+    max_tokens = requested_tokens(document)
+    if previous is None and not usage_asked and max_tokens is None:
         return target
-    return Target(target.model, target.stream, previous, usage_asked=usage_asked)
+    return Target(
+        target.model, target.stream, previous, usage_asked=usage_asked, max_tokens=max_tokens
+    )
+
+
+def requested_tokens(document: dict[str, Any]) -> int | None:
+    """The most tokens the answer may have, if the request says (for the client's token
+    limits: what it reserves). Not validated here: the backend judges the values."""
+    bound = None
+    for name in _MAX_TOKENS_MEMBERS:
+        value = document.get(name)
+        if type(value) is int and value >= 0:
+            bound = value
+            break
+    if bound is None:
+        options = document.get("options")
+        if type(options) is dict:
+            value = options.get("num_predict")
+            bound = value if type(value) is int and value >= 0 else None
+    if bound is None:
+        return None
+    choices = document.get("n")
+    return bound * choices if type(choices) is int and 1 < choices <= 128 else bound
 
 
 def _refuse_lone_surrogates(value: str, param: str) -> None:

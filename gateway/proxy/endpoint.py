@@ -17,6 +17,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from contextlib import AsyncExitStack
 
 import structlog
 from starlette.datastructures import Headers
@@ -24,6 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission.charge import Caller, Charge
 from gateway.context import GatewayContext
 from gateway.errors import JSONAnswer, error_answer, internal_error_answer
 from gateway.middleware import body_too_large, choose_request_id, cors_options
@@ -43,7 +45,7 @@ from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.splice.child_parse import ChildFailed, members_in_child
-from shared.errors import GatewayError, ServiceUnavailable
+from shared.errors import GatewayError, NotFound, ServiceUnavailable
 from shared.logging import get_logger
 
 log = get_logger("api")
@@ -150,11 +152,12 @@ class ProxyEndpoint:
             if runtime is None:
                 raise ServiceUnavailable("the gateway is starting or stopping")
             client = scope.get("client")
-            runtime.access.admit(
+            # Who it is, before its body is read: an unknown client costs no more.
+            caller = runtime.access.identify(
                 _text(headers.get(b"authorization")), client[0] if client else "unknown"
             )
             body = await self._read_body(headers, receive)
-            return await self.forward(runtime, scope, headers, body, request_id, watch)
+            return await self.forward(runtime, scope, headers, body, request_id, watch, caller)
         except GatewayError as error:
             return error_answer(error)
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
@@ -168,11 +171,22 @@ class ProxyEndpoint:
         body: bytes,
         request_id: str,
         watch: ClientWatch,
+        caller: Caller,
     ) -> Answer:
-        """Route the request by its model and forward it."""
+        """Route the request by its model and forward it, within its client's limits;
+        the answer (an error too) carries the x-ratelimit-* headers of the limits."""
         content_type = _text(headers.get(b"content-type"))
         target = await read_target(
             body, content_type, self.api.streams_by_default, executor=runtime.large_bodies
+        )
+        if not caller.may_use(target.model):  # a group's keys see only its models
+            raise NotFound(f"model {target.model!r} not found", param="model")
+        charge = runtime.access.charge(
+            caller,
+            model=target.model,
+            max_tokens=target.max_tokens,
+            body_bytes=0 if is_form(content_type) else len(body),
+            on_done=runtime.account,
         )
         incoming = Incoming(
             path=self.api.path,
@@ -182,9 +196,34 @@ class ProxyEndpoint:
             request_id=request_id,
             trace=request_trace(headers),
             model_span=target.model_span,
+            charge=charge,
         )
-        watch.start()
-        return await Forwarder(runtime, incoming, watch).run(target)
+        try:
+            answer = await self._forward_charged(runtime, incoming, target, watch, charge)
+        except GatewayError as error:
+            error.headers.update((k.decode(), v.decode()) for k, v in charge.headers())
+            raise
+        answer.headers.extend(charge.headers())
+        return answer
+
+    async def _forward_charged(
+        self,
+        runtime: ProxyRuntime,
+        incoming: Incoming,
+        target: Target,
+        watch: ClientWatch,
+        charge: Charge,
+    ) -> Answer:
+        """The charge is held until the answer is relayed (a stream: its end)."""
+        async with AsyncExitStack() as held:
+            await held.enter_async_context(charge)  # a refusal is the client's 429
+            watch.start()
+            answer = await Forwarder(runtime, incoming, watch).run(target)
+            if isinstance(answer, RelayedStream):
+                # Settled when the stream ends (RelayedStream tells its attempt first).
+                answer.held.push_async_exit(held.pop_all())
+            return answer
+        raise AssertionError("unreachable")  # (mypy: an exit stack may swallow exceptions)
 
 
 async def read_target(
@@ -278,11 +317,12 @@ class Dispatcher:
 _PROXY_RESPONSES = {
     200: "the backend's answer (JSON, or server-sent events when stream is true)",
     400: "malformed JSON or no model",
-    401: "client key required (REQUIRE_CLIENT_AUTH)",
-    403: "invalid client key",
+    401: "a client key is required (REQUIRE_CLIENT_AUTH, or any key issued), or the key "
+    "is invalid, revoked or expired",
     404: "unknown model; the message lists the available ones",
     413: "body over MAX_REQUEST_BODY_BYTES, or a form of over 1000 parts",
-    429: "rate limit exceeded (see Retry-After)",
+    429: "a client limit was reached (the message and `param` name it; see Retry-After "
+    "and the x-ratelimit-* headers), or the pool is busy",
     503: "no healthy backend for the model",
     504: "every attempt failed, or REQUEST_TIMEOUT_SECONDS passed",
 }

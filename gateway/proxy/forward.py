@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 
 from gateway.accounting import metrics
-from gateway.accounting.attempt import Attempt
+from gateway.accounting.attempt import Attempt, Observer
 from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
 from gateway.accounting.usage import extract_usage
 from gateway.proxy.apis import RESPONSES_PATH
@@ -74,6 +74,7 @@ class Incoming:
     model_span: tuple[int, int] | None = None  # the model's value in a multipart body
     method: str = "POST"
     endpoint: str | None = None  # the API's path, when `path` carries an id (a metric label)
+    charge: Observer | None = None  # the client's claim on its limits, told of each answer
 
 
 Answer = RelayedStream | BufferedResponse
@@ -295,6 +296,7 @@ class Forwarder:
             balancer=runtime.balancer,
             feedback=runtime.feedback,
             request_log=runtime.request_log,
+            observer=self.incoming.charge,
         )
 
     async def _open(

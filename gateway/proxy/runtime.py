@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from gateway.accounting import metrics
 from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
 from gateway.admission.access import ClientAccess
+from gateway.admission.charge import Account, Caller
 from gateway.context import context_of
 from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
@@ -39,18 +41,41 @@ class ProxyRuntime:
         default_factory=lambda: ThreadPoolExecutor(LARGE_BODY_PARSERS, "large-body")
     )
 
+    def account(self, account: Account) -> None:
+        """A keyed client's request ended: its usage per person, and its group's metrics."""
+        client = account.caller.client
+        if client is None:
+            return
+        metrics.RECORDER.client(client.group or "", account.ok, account.usage)
+        if client.key_id is not None:
+            self.feedback.record_client(
+                client.key_id,
+                account.model,
+                ok=account.ok,
+                latency_ms=account.latency_ms,
+                usage=account.usage,
+            )
+
     @property
     def learned(self) -> Learned:
         """What was learned of each (registration, model): faults, lacking paths, ..."""
         return self.balancer.learned
 
 
-def admitted_runtime(request: Request) -> ProxyRuntime:
-    """The proxy's runtime, once the client passed its key and rate checks."""
+async def admitted(request: Request) -> tuple[ProxyRuntime, Caller]:
+    """The proxy's runtime and the caller, once it passed its key and request-rate
+    checks (a request that uses no tokens: a list of models, a route)."""
     runtime = context_of(request).proxy
     if runtime is None:
         raise ServiceUnavailable("the gateway is starting or stopping")
-    runtime.access.admit(
+    caller = runtime.access.identify(
         request.headers.get("authorization"), request.client.host if request.client else "unknown"
     )
+    await runtime.access.count_request(caller)
+    return runtime, caller
+
+
+async def admitted_runtime(request: Request) -> ProxyRuntime:
+    """The proxy's runtime, once the client passed its key and rate checks."""
+    runtime, _ = await admitted(request)
     return runtime

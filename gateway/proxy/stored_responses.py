@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from starlette.types import Scope
 
+from gateway.admission.charge import Caller
 from gateway.context import GatewayContext
 from gateway.openapi import DocumentedRoute, Operation
 from gateway.proxy.apis import RESPONSES_PATH, ForwardedAPI
@@ -48,7 +49,9 @@ class StoredResponseEndpoint(ProxyEndpoint):
         body: bytes,
         request_id: str,
         watch: ClientWatch,
+        caller: Caller,
     ) -> Answer:
+        await runtime.access.count_request(caller)  # a request; no tokens reserved
         response_id: str = scope["path_params"]["response_id"]
         owner = await runtime.responses.owner(response_id)
         backend = runtime.holder.current.server(owner) if owner is not None else None

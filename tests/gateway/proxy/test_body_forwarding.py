@@ -175,4 +175,4 @@ def test_a_large_body_gets_the_same_target_or_400_as_a_small_one(
 def test_no_child_is_a_typed_failure_the_caller_recovers_from() -> None:
     with pytest.raises(ChildFailed):
         members_in_child(b'{"model": "m"}', READ_MEMBERS, python="/nonexistent/python")
-    assert members_in_child(b'{"model": "m", "n": 1}', READ_MEMBERS) == {"model": "m"}
+    assert members_in_child(b'{"model": "m", "temperature": 1}', READ_MEMBERS) == {"model": "m"}

@@ -375,7 +375,7 @@ def test_client_keys(
     missing = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
     assert missing.status_code == 401
     assert missing.json()["error"]["type"] == "authentication_error"
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.AuthenticationError, match="invalid API key"):
         sdk(gateway, api_key="key-c").chat.completions.create(model="m", messages=[])
     reply = sdk(gateway, api_key="key-b").chat.completions.create(model="m", messages=[])
     assert reply.choices[0].message.content == "hi from m"

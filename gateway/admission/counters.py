@@ -1,0 +1,232 @@
+"""A client's counters and the policy that reads them: pure, tested as tables.
+
+Per subject (a key, or an address without keys) the store keeps one `Slot`:
+- requests per minute: a token bucket of `requests_per_minute`, refilled
+  continuously (a client may burst to its minute's worth, then one request per
+  60/rpm seconds);
+- tokens per minute: a bucket of `tokens_per_minute`; a request takes its
+  reservation (max_tokens, or TOKEN_RESERVATION_DEFAULT, plus an estimate of
+  the prompt) before it is forwarded, and the difference to the answer's usage
+  is given back or taken after (the level may go below zero: the next request
+  then waits). A limit is overshot by at most the requests in flight's
+  under-estimates, never by a request admitted on an empty bucket;
+- tokens per UTC day: a count that restarts at midnight UTC, reserved and
+  corrected the same way;
+- requests in flight: counted per worker (`columns`), so a worker that dies
+  takes its counts with it (the store clears a dead worker's column).
+
+`admit` decides and spends in one step; the store runs it under its lock, so
+two workers never both spend the last token. `CounterStore` is the interface
+the request path uses (async: a store on another machine, Redis, fits it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from gateway.admission.limits import Limits
+
+DAY_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class Slot:
+    requests: float = math.inf  # the requests bucket's level (inf: never used)
+    requests_at: float = 0.0
+    tokens: float = math.inf  # the tokens-per-minute bucket's level
+    tokens_at: float = 0.0
+    day: int = 0  # the UTC day (epoch seconds // 86400) day_used counts
+    day_used: int = 0
+    in_flight: int = 0  # all workers'
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the x-ratelimit-* headers and GET /v1/me report (after this request)."""
+
+    limits: Limits
+    requests_remaining: int | None = None  # None: no such limit
+    requests_reset: float = 0.0  # seconds until the bucket is full again
+    tokens_remaining: int | None = None
+    tokens_reset: float = 0.0
+    day_remaining: int | None = None
+    day_reset: float = 0.0
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Which limit refused, and when to come back (None: never, as sent)."""
+
+    limit: str  # requests_per_minute, tokens_per_minute, tokens_per_day, max_concurrent
+    message: str
+    retry_after: float | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    standing: Standing
+    refusal: Refusal | None = None
+
+
+def _refill(level: float, at: float, per_minute: int, now: float) -> float:
+    if not per_minute:
+        return math.inf  # no limit: the bucket starts full when one is set
+    if math.isinf(level):
+        return float(per_minute)
+    return min(float(per_minute), level + max(0.0, now - at) * per_minute / 60.0)
+
+
+def brought_to(slot: Slot, limits: Limits, now: float) -> Slot:
+    """The slot brought to `now`: buckets refilled, the day started again at midnight."""
+    day = int(now // DAY_SECONDS)
+    return replace(
+        slot,
+        requests=_refill(slot.requests, slot.requests_at, limits.requests_per_minute, now),
+        requests_at=now,
+        tokens=_refill(slot.tokens, slot.tokens_at, limits.tokens_per_minute, now),
+        tokens_at=now,
+        day=day,
+        day_used=slot.day_used if slot.day == day else 0,
+    )
+
+
+def standing_of(slot: Slot, limits: Limits, now: float) -> Standing:
+    """What is left of each limit in a slot brought to `now`."""
+    rpm, tpm, tpd = limits.requests_per_minute, limits.tokens_per_minute, limits.tokens_per_day
+    return Standing(
+        limits=limits,
+        requests_remaining=max(0, math.floor(slot.requests)) if rpm else None,
+        requests_reset=(rpm - slot.requests) * 60.0 / rpm if rpm else 0.0,
+        tokens_remaining=max(0, math.floor(slot.tokens)) if tpm else None,
+        tokens_reset=(tpm - slot.tokens) * 60.0 / tpm if tpm else 0.0,
+        day_remaining=max(0, tpd - slot.day_used) if tpd else None,
+        day_reset=(slot.day + 1) * DAY_SECONDS - now if tpd else 0.0,
+        in_flight=slot.in_flight,
+    )
+
+
+def _refusal(slot: Slot, limits: Limits, tokens: int, now: float) -> Refusal | None:
+    if limits.max_concurrent and slot.in_flight >= limits.max_concurrent:
+        return Refusal(
+            "max_concurrent",
+            f"concurrent requests limit of {limits.max_concurrent} reached",
+            1.0,
+        )
+    rpm = limits.requests_per_minute
+    if rpm and slot.requests < 1:
+        return Refusal(
+            "requests_per_minute",
+            f"rate limit of {rpm} requests per minute reached",
+            (1 - slot.requests) * 60.0 / rpm,
+        )
+    tpm = limits.tokens_per_minute
+    if tpm and tokens > tpm:
+        return Refusal(
+            "tokens_per_minute",
+            f"this request reserves {tokens} tokens (max_tokens and the prompt), more than "
+            f"the limit of {tpm} tokens per minute: lower max_tokens",
+            None,
+        )
+    if tpm and slot.tokens < tokens:
+        return Refusal(
+            "tokens_per_minute",
+            f"rate limit of {tpm} tokens per minute reached (this request reserves {tokens})",
+            (tokens - slot.tokens) * 60.0 / tpm,
+        )
+    tpd = limits.tokens_per_day
+    if tpd and slot.day_used + tokens > tpd:
+        too_big = tokens > tpd
+        return Refusal(
+            "tokens_per_day",
+            f"this request reserves {tokens} tokens, more than the limit of {tpd} tokens "
+            "per day: lower max_tokens"
+            if too_big
+            else f"limit of {tpd} tokens per day reached (it restarts at 00:00 UTC)",
+            None if too_big else (slot.day + 1) * DAY_SECONDS - now,
+        )
+    return None
+
+
+def admit(slot: Slot, limits: Limits, tokens: int, now: float) -> tuple[Slot, Verdict]:
+    """Decide one request reserving `tokens`; the slot after it, and the verdict."""
+    current = brought_to(slot, limits, now)
+    refusal = _refusal(current, limits, tokens, now)
+    if refusal is not None:
+        return current, Verdict(standing_of(current, limits, now), refusal)
+    spent = replace(
+        current,
+        requests=current.requests - 1 if limits.requests_per_minute else current.requests,
+        tokens=current.tokens - tokens if limits.tokens_per_minute else current.tokens,
+        day_used=current.day_used + tokens if limits.tokens_per_day else current.day_used,
+        in_flight=current.in_flight + 1,
+    )
+    return spent, Verdict(standing_of(spent, limits, now))
+
+
+def settle(slot: Slot, limits: Limits, reserved: int, used: int | None, now: float) -> Slot:
+    """A request ended: its reservation corrected to what it used (kept when unknown),
+    and its place in flight given back."""
+    current = brought_to(slot, limits, now)
+    change = 0 if used is None else used - reserved
+    tpm = limits.tokens_per_minute
+    return replace(
+        current,
+        tokens=min(float(tpm), current.tokens - change) if tpm else current.tokens,
+        day_used=max(0, current.day_used + change) if limits.tokens_per_day else current.day_used,
+        in_flight=max(0, current.in_flight - 1),
+    )
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's form of a reset time: `1s`, `6m0s`, `20ms`, `1h2m3s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def ratelimit_headers(standing: Standing) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* headers for the limits a client has (requests and tokens
+    per minute), and the same three for tokens per day (`-tokens-day`)."""
+    limits = standing.limits
+    headers: list[tuple[bytes, bytes]] = []
+    for name, limit, remaining, reset in (
+        (
+            "requests",
+            limits.requests_per_minute,
+            standing.requests_remaining,
+            standing.requests_reset,
+        ),
+        ("tokens", limits.tokens_per_minute, standing.tokens_remaining, standing.tokens_reset),
+        ("tokens-day", limits.tokens_per_day, standing.day_remaining, standing.day_reset),
+    ):
+        if not limit or remaining is None:
+            continue
+        headers += [
+            (b"x-ratelimit-limit-" + name.encode(), str(limit).encode()),
+            (b"x-ratelimit-remaining-" + name.encode(), str(remaining).encode()),
+            (b"x-ratelimit-reset-" + name.encode(), duration(reset).encode()),
+        ]
+    return headers
+
+
+class CounterStore(Protocol):
+    """Where the counters live: this machine's shared memory (shared_counters.py), or a
+    store every instance shares."""
+
+    async def admit(self, subject: str, limits: Limits, tokens: int) -> Verdict: ...
+
+    async def settle(
+        self, subject: str, limits: Limits, reserved: int, used: int | None
+    ) -> None: ...
+
+    async def standing(self, subject: str, limits: Limits) -> Standing: ...

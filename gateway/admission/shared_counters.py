@@ -1,0 +1,229 @@
+"""The counter store of one machine: a table in shared memory every worker maps.
+
+Each worker process maps the same file (in a folder the `gateway` supervisor
+makes before it starts the workers, GATEWAY_COUNTERS_DIR; a temporary one for an
+app made in a test) and changes it under an exclusive `flock`, so a limit of 60
+requests a minute is 60 for all workers together, exactly: each decision reads
+and spends in one step under the lock (a few microseconds; no database, no
+other process in the path).
+
+The table has SLOTS fixed-size slots, found by open addressing on a 64-bit
+fingerprint of the subject. When the probed slots are all taken, the least
+recently used one with nothing in flight is reused (its client comes back with
+full buckets, which it would mostly have had). Keys and addresses live in two
+tables, so a client spraying addresses cannot push keys' counts out.
+
+Requests in flight are counted per worker, in the worker's own column: a worker
+claims a column by holding `worker-N.lock` (the kernel lets go of it when the
+process dies, however it dies), and clears the column when it claims it, so the
+counts of a worker that crashed do not stay behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from gateway.admission.counters import (
+    Slot,
+    Standing,
+    Verdict,
+    admit,
+    brought_to,
+    settle,
+    standing_of,
+)
+from gateway.admission.limits import Limits
+
+SLOTS = 16_384
+PROBES = 32
+COLUMNS = 64  # WORKERS is at most 64
+_HEAD = struct.Struct("<Qdddddqq")  # fingerprint, touched, requests, at, tokens, at, day, used
+_COLUMNS = struct.Struct(f"<{COLUMNS}i")
+SLOT_BYTES = _HEAD.size + _COLUMNS.size
+TABLE_BYTES = SLOTS * SLOT_BYTES
+COUNTERS_DIR_VARIABLE = "GATEWAY_COUNTERS_DIR"
+
+
+class ColumnsTaken(RuntimeError):
+    """More worker processes than columns (cannot happen with WORKERS <= 64)."""
+
+
+def fingerprint(subject: str) -> int:
+    """A subject's 64-bit name in the table (0 means an empty slot)."""
+    value = int.from_bytes(hashlib.blake2b(subject.encode(), digest_size=8).digest(), "little")
+    return value or 1
+
+
+class Table:
+    """One mapped file of slots. Not locked itself: SharedCounters holds the lock."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < TABLE_BYTES:
+                os.ftruncate(fd, TABLE_BYTES)  # sparse: pages appear as slots are used
+            self.memory = mmap.mmap(fd, TABLE_BYTES)
+        finally:
+            os.close(fd)
+
+    def find(self, mark: int, now: float) -> int:
+        """The offset of `mark`'s slot, made if need be."""
+        memory = self.memory
+        start = mark % SLOTS
+        spare: tuple[float, int] | None = None
+        for step in range(PROBES):
+            offset = ((start + step) % SLOTS) * SLOT_BYTES
+            found, touched = struct.unpack_from("<Qd", memory, offset)
+            if found == mark:
+                return offset
+            if found == 0:
+                self._clear(offset, mark)
+                return offset
+            busy = any(_COLUMNS.unpack_from(memory, offset + _HEAD.size))
+            candidate = (touched + (1e18 if busy else 0.0), offset)
+            if spare is None or candidate < spare:
+                spare = candidate
+        assert spare is not None
+        self._clear(spare[1], mark)
+        return spare[1]
+
+    def _clear(self, offset: int, mark: int) -> None:
+        self.memory[offset : offset + SLOT_BYTES] = bytes(SLOT_BYTES)
+        inf = float("inf")
+        _HEAD.pack_into(self.memory, offset, mark, 0.0, inf, 0.0, inf, 0.0, 0, 0)
+
+    def read(self, offset: int) -> Slot:
+        _, _, requests, requests_at, tokens, tokens_at, day, used = _HEAD.unpack_from(
+            self.memory, offset
+        )
+        in_flight = sum(_COLUMNS.unpack_from(self.memory, offset + _HEAD.size))
+        return Slot(requests, requests_at, tokens, tokens_at, day, used, in_flight)
+
+    def write(self, offset: int, slot: Slot, before: Slot, column: int, now: float) -> None:
+        mark = struct.unpack_from("<Q", self.memory, offset)[0]
+        _HEAD.pack_into(
+            self.memory,
+            offset,
+            mark,
+            now,
+            slot.requests,
+            slot.requests_at,
+            slot.tokens,
+            slot.tokens_at,
+            slot.day,
+            slot.day_used,
+        )
+        change = slot.in_flight - before.in_flight
+        if change:
+            where = offset + _HEAD.size + 4 * column
+            mine = struct.unpack_from("<i", self.memory, where)[0]
+            struct.pack_into("<i", self.memory, where, max(0, mine + change))
+
+    def clear_column(self, column: int) -> None:
+        for index in range(SLOTS):
+            offset = index * SLOT_BYTES
+            if struct.unpack_from("<Q", self.memory, offset)[0]:
+                struct.pack_into("<i", self.memory, offset + _HEAD.size + 4 * column, 0)
+
+    def close(self) -> None:
+        self.memory.close()
+
+
+class SharedCounters:
+    """CounterStore over this machine's shared memory (see the module's docstring)."""
+
+    def __init__(self, folder: Path, clock: Callable[[], float] = time.time) -> None:
+        self.folder = folder
+        self.owns_folder = False  # made for this store alone: removed with it
+        self.clock = clock
+        self._lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.tables = {"key": Table(folder / "keys.table"), "ip": Table(folder / "addresses.table")}
+        self.column, self._column_fd = self._claim_column()
+        with self._locked():
+            for table in self.tables.values():
+                table.clear_column(self.column)
+
+    def _claim_column(self) -> tuple[int, int]:
+        for column in range(COLUMNS):
+            fd = os.open(self.folder / f"worker-{column}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            return column, fd
+        raise ColumnsTaken(f"more than {COLUMNS} processes share {self.folder}")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _table(self, subject: str) -> Table:
+        return self.tables["ip" if subject.startswith("ip:") else "key"]
+
+    def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
+        table, mark, now = self._table(subject), fingerprint(subject), self.clock()
+        with self._locked():
+            offset = table.find(mark, now)
+            before = table.read(offset)
+            after, verdict = admit(before, limits, tokens, now)
+            table.write(offset, after, before, self.column, now)
+        return verdict
+
+    def settle_now(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
+        table, mark, now = self._table(subject), fingerprint(subject), self.clock()
+        with self._locked():
+            offset = table.find(mark, now)
+            before = table.read(offset)
+            table.write(
+                offset, settle(before, limits, reserved, used, now), before, self.column, now
+            )
+
+    def standing_now(self, subject: str, limits: Limits) -> Standing:
+        table, mark, now = self._table(subject), fingerprint(subject), self.clock()
+        with self._locked():
+            offset = table.find(mark, now)
+            slot = table.read(offset)
+        return standing_of(brought_to(slot, limits, now), limits, now)
+
+    async def admit(self, subject: str, limits: Limits, tokens: int) -> Verdict:
+        return self.admit_now(subject, limits, tokens)
+
+    async def settle(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
+        self.settle_now(subject, limits, reserved, used)
+
+    async def standing(self, subject: str, limits: Limits) -> Standing:
+        return self.standing_now(subject, limits)
+
+    def close(self) -> None:
+        for table in self.tables.values():
+            table.close()
+        os.close(self._lock_fd)
+        os.close(self._column_fd)
+
+
+def counters_folder() -> tuple[Path, bool]:
+    """The folder the supervisor made for this gateway's workers, or a new private one
+    (an app made in-process: one worker). True when made here (the caller removes it)."""
+    folder = os.environ.get(COUNTERS_DIR_VARIABLE)
+    if folder:
+        return Path(folder), False
+    return Path(tempfile.mkdtemp(prefix="gateway-counters-", dir=shared_memory_base())), True
+
+
+def shared_memory_base() -> str | None:
+    """Where the table's file goes: memory (/dev/shm), where the system has it."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
