@@ -134,8 +134,8 @@ class Attempt:
             return
         latency = self.elapsed_ms()
         ok = status < 400
-        if self.observer is not None:
-            self.observer.answered(ok, usage if ok else None)
+        if self.observer is not None:  # an error answer generated nothing
+            self.observer.answered(ok, usage if ok else (0, 0))
         self._measure(status, usage if ok else None)
         self.balancer.finished(self.backend.registration_id, latency if ok else None)
         self.balancer.learned.answered(self.backend.key)
