@@ -17,6 +17,7 @@ Everything runs on 127.0.0.1 and stops by itself.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -46,6 +47,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def issue_bench_key(database_url: str, limits: dict[str, int]) -> str:
+    """A client key in a bench gateway's database, as POST /admin/keys makes one."""
+    from gateway.admission.key_format import key_hash, new_key, visible_prefix
+    from shared.db import Database
+    from shared.models import ClientKey
+
+    key = new_key()
+    database = Database.connect(database_url)
+    try:
+        with database.writing() as session:
+            session.add(
+                ClientKey(
+                    name="bench",
+                    owner="bench",
+                    key_hash=key_hash(key),
+                    prefix=visible_prefix(key),
+                    limits=limits,
+                )
+            )
+    finally:
+        database.dispose()
+    return key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--a", type=Path, required=True, help="bin folder of build A's venv")
@@ -55,6 +80,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only"
+    )
+    parser.add_argument(
+        "--b-key-limits",
+        metavar="JSON",
+        help='B is called with a client key of these limits (e.g. \'{"requests_per_minute": '
+        '100000000, "tokens_per_minute": 100000000}\'): the cost of keys and limits',
     )
     arguments = parser.parse_args()
 
@@ -72,6 +103,8 @@ def main() -> None:
         )
         processes.append(backend)
         gateways: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
+        scripts: dict[str, Path] = {}
+        headers: dict[str, dict[str, str]] = {}
         b_settings = dict(item.split("=", 1) for item in arguments.b_env)
         for name, bin_dir in (("A", arguments.a), ("B", arguments.b)):
             folder = workdir / name
@@ -89,14 +122,24 @@ def main() -> None:
             processes.append(process)
             register_bench_backend(port, backend_port)
             gateways[name] = (port, process.pid)
-        for port, _ in gateways.values():
+            scripts[name] = script
+            if name == "B" and arguments.b_key_limits:
+                key = issue_bench_key(env["DATABASE_URL"], json.loads(arguments.b_key_limits))
+                scripts[name] = workdir / "post-with-key.lua"
+                scripts[name].write_text(
+                    WRK_SCRIPT.replace(
+                        "wrk.method", f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.method'
+                    )
+                )
+                headers[name] = {"Authorization": f"Bearer {key}"}
+        for name, (port, _) in gateways.items():
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             deadline = time.monotonic() + 10
-            while httpx.post(url, content=REQUEST).status_code != 200:
+            while httpx.post(url, content=REQUEST, headers=headers.get(name)).status_code != 200:
                 if time.monotonic() > deadline:
                     raise RuntimeError("a gateway never routed to the bench backend")
                 time.sleep(0.1)
-            wrk(url, arguments.connections, 2, script)  # warm-up
+            wrk(url, arguments.connections, 2, scripts[name])  # warm-up
 
         rates: dict[str, list[float]] = {"A": [], "B": []}
         p99s: dict[str, list[float]] = {"A": [], "B": []}
@@ -107,7 +150,7 @@ def main() -> None:
                 port, pid = gateways[name]
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 before = cpu_seconds(pid)
-                result = wrk(url, arguments.connections, arguments.seconds, script)
+                result = wrk(url, arguments.connections, arguments.seconds, scripts[name])
                 used = cpu_seconds(pid) - before
                 requests = result.requests_per_second * arguments.seconds
                 rates[name].append(result.requests_per_second)

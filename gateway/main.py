@@ -9,6 +9,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -24,7 +25,12 @@ from gateway.admin.configured import (
 )
 from gateway.admin.leases import end_lease_streams
 from gateway.admin.schemas import RegisterRequest
-from gateway.admission.shared_counters import COUNTERS_DIR_VARIABLE, shared_memory_base
+from gateway.admission.keyring import tokens_used_today
+from gateway.admission.shared_counters import (
+    COUNTERS_DIR_VARIABLE,
+    SharedCounters,
+    shared_memory_base,
+)
 from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
 from shared.db import Database, is_busy
 from shared.logging import get_logger
@@ -129,10 +135,25 @@ def prepare_metrics_folder() -> Path | None:
 def prepare_counters_folder() -> Path:
     """A fresh folder for the clients' counters (gateway/admission/shared_counters.py),
     shared by this run's workers through the environment they inherit, removed at
-    exit. Fresh each run: the counters of a stopped gateway are not carried over."""
+    exit. Fresh each run: the per-minute buckets of a stopped gateway start full
+    again; the day's tokens are carried over (seed_days)."""
     made = Path(tempfile.mkdtemp(prefix="gateway-counters-", dir=shared_memory_base()))
     os.environ[COUNTERS_DIR_VARIABLE] = str(made)
     return made
+
+
+def seed_days(database: Database, folder: Path) -> None:
+    """Each key's tokens used today (UTC), into the counters the workers will share:
+    a restart does not give a key its day again."""
+    used = tokens_used_today(database, time.time())
+    if not used:
+        return
+    store = SharedCounters(folder)
+    try:
+        for key_id, tokens in used.items():
+            store.seed_day(f"key:{key_id}", tokens)
+    finally:
+        store.close()
 
 
 def main() -> None:
@@ -150,6 +171,7 @@ def serve() -> None:
     process = start_process("gateway", default_component="api")
     settings = process.settings
     register_configured(process.database, settings)
+    seed_days(process.database, Path(os.environ[COUNTERS_DIR_VARIABLE]))
     # Each uvicorn worker builds its own app, engine and logging (the factory); this
     # process keeps its engine's (closed) pool only for reloading on SIGHUP.
     process.database.dispose()

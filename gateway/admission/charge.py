@@ -20,7 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from gateway.admission.counters import CounterStore, Standing, ratelimit_headers
+from gateway.admission.counters import (
+    CounterStore,
+    Standing,
+    needs_settling,
+    ratelimit_headers,
+)
 from gateway.admission.keyring import Client
 from gateway.admission.limits import Limits
 from shared.errors import RateLimited
@@ -129,7 +134,7 @@ class Charge:
             used: int | None = self.usage[0] + self.usage[1]
         else:  # reached a backend but no usage known: the reservation stands
             used = None if self.reached_backend else 0
-        if self._counted:
+        if self._counted and needs_settling(self.caller.limits):
             await self.store.settle(self.caller.subject, self.caller.limits, self.tokens, used)
         if self.on_done is not None and self.caller.client is not None:
             latency = round((time.perf_counter() - self.started) * 1000, 2)

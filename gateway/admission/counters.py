@@ -12,8 +12,9 @@ Per subject (a key, or an address without keys) the store keeps one `Slot`:
   under-estimates, never by a request admitted on an empty bucket;
 - tokens per UTC day: a count that restarts at midnight UTC, reserved and
   corrected the same way;
-- requests in flight: counted per worker (`columns`), so a worker that dies
-  takes its counts with it (the store clears a dead worker's column).
+- requests in flight (counted only under a max_concurrent limit): per worker
+  (`columns`), so a worker that dies takes its counts with it (the store clears
+  a dead worker's column).
 
 `admit` decides and spends in one step; the store runs it under its lock, so
 two workers never both spend the last token. `CounterStore` is the interface
@@ -23,16 +24,17 @@ the request path uses (async: a store on another machine, Redis, fits it).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.admission.limits import Limits
 
 DAY_SECONDS = 86_400
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
+    """One subject's counters. (NamedTuples: the request path makes a few per request,
+    and a frozen dataclass costs several times as much to build.)"""
+
     requests: float = math.inf  # the requests bucket's level (inf: never used)
     requests_at: float = 0.0
     tokens: float = math.inf  # the tokens-per-minute bucket's level
@@ -42,8 +44,7 @@ class Slot:
     in_flight: int = 0  # all workers'
 
 
-@dataclass(frozen=True)
-class Standing:
+class Standing(NamedTuple):
     """What the x-ratelimit-* headers and GET /v1/me report (after this request)."""
 
     limits: Limits
@@ -56,8 +57,7 @@ class Standing:
     in_flight: int = 0
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     """Which limit refused, and when to come back (None: never, as sent)."""
 
     limit: str  # requests_per_minute, tokens_per_minute, tokens_per_day, max_concurrent
@@ -65,8 +65,7 @@ class Refusal:
     retry_after: float | None
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     standing: Standing
     refusal: Refusal | None = None
 
@@ -74,7 +73,7 @@ class Verdict:
 def _refill(level: float, at: float, per_minute: int, now: float) -> float:
     if not per_minute:
         return math.inf  # no limit: the bucket starts full when one is set
-    if math.isinf(level):
+    if level == math.inf:
         return float(per_minute)
     return min(float(per_minute), level + max(0.0, now - at) * per_minute / 60.0)
 
@@ -82,14 +81,14 @@ def _refill(level: float, at: float, per_minute: int, now: float) -> float:
 def brought_to(slot: Slot, limits: Limits, now: float) -> Slot:
     """The slot brought to `now`: buckets refilled, the day started again at midnight."""
     day = int(now // DAY_SECONDS)
-    return replace(
-        slot,
-        requests=_refill(slot.requests, slot.requests_at, limits.requests_per_minute, now),
-        requests_at=now,
-        tokens=_refill(slot.tokens, slot.tokens_at, limits.tokens_per_minute, now),
-        tokens_at=now,
-        day=day,
-        day_used=slot.day_used if slot.day == day else 0,
+    return Slot(
+        _refill(slot.requests, slot.requests_at, limits.requests_per_minute, now),
+        now,
+        _refill(slot.tokens, slot.tokens_at, limits.tokens_per_minute, now),
+        now,
+        day,
+        slot.day_used if slot.day == day else 0,
+        slot.in_flight,
     )
 
 
@@ -97,14 +96,14 @@ def standing_of(slot: Slot, limits: Limits, now: float) -> Standing:
     """What is left of each limit in a slot brought to `now`."""
     rpm, tpm, tpd = limits.requests_per_minute, limits.tokens_per_minute, limits.tokens_per_day
     return Standing(
-        limits=limits,
-        requests_remaining=max(0, math.floor(slot.requests)) if rpm else None,
-        requests_reset=(rpm - slot.requests) * 60.0 / rpm if rpm else 0.0,
-        tokens_remaining=max(0, math.floor(slot.tokens)) if tpm else None,
-        tokens_reset=(tpm - slot.tokens) * 60.0 / tpm if tpm else 0.0,
-        day_remaining=max(0, tpd - slot.day_used) if tpd else None,
-        day_reset=(slot.day + 1) * DAY_SECONDS - now if tpd else 0.0,
-        in_flight=slot.in_flight,
+        limits,
+        max(0, math.floor(slot.requests)) if rpm else None,
+        (rpm - slot.requests) * 60.0 / rpm if rpm else 0.0,
+        max(0, math.floor(slot.tokens)) if tpm else None,
+        (tpm - slot.tokens) * 60.0 / tpm if tpm else 0.0,
+        max(0, tpd - slot.day_used) if tpd else None,
+        (slot.day + 1) * DAY_SECONDS - now if tpd else 0.0,
+        slot.in_flight,
     )
 
 
@@ -156,12 +155,14 @@ def admit(slot: Slot, limits: Limits, tokens: int, now: float) -> tuple[Slot, Ve
     refusal = _refusal(current, limits, tokens, now)
     if refusal is not None:
         return current, Verdict(standing_of(current, limits, now), refusal)
-    spent = replace(
-        current,
-        requests=current.requests - 1 if limits.requests_per_minute else current.requests,
-        tokens=current.tokens - tokens if limits.tokens_per_minute else current.tokens,
-        day_used=current.day_used + tokens if limits.tokens_per_day else current.day_used,
-        in_flight=current.in_flight + 1,
+    spent = Slot(
+        current.requests - 1 if limits.requests_per_minute else current.requests,
+        now,
+        current.tokens - tokens if limits.tokens_per_minute else current.tokens,
+        now,
+        current.day,
+        current.day_used + tokens if limits.tokens_per_day else current.day_used,
+        current.in_flight + 1 if limits.max_concurrent else current.in_flight,
     )
     return spent, Verdict(standing_of(spent, limits, now))
 
@@ -169,15 +170,29 @@ def admit(slot: Slot, limits: Limits, tokens: int, now: float) -> tuple[Slot, Ve
 def settle(slot: Slot, limits: Limits, reserved: int, used: int | None, now: float) -> Slot:
     """A request ended: its reservation corrected to what it used (kept when unknown),
     and its place in flight given back."""
+    return settle_many(slot, limits, 0 if used is None else used - reserved, 1, now)
+
+
+def settle_many(slot: Slot, limits: Limits, change: int, ended: int, now: float) -> Slot:
+    """`ended` requests ended, having used `change` tokens more than they reserved (a
+    negative change gives tokens back): what `settle` does for each, at once."""
     current = brought_to(slot, limits, now)
-    change = 0 if used is None else used - reserved
     tpm = limits.tokens_per_minute
-    return replace(
-        current,
-        tokens=min(float(tpm), current.tokens - change) if tpm else current.tokens,
-        day_used=max(0, current.day_used + change) if limits.tokens_per_day else current.day_used,
-        in_flight=max(0, current.in_flight - 1),
+    return Slot(
+        current.requests,
+        now,
+        min(float(tpm), current.tokens - change) if tpm else current.tokens,
+        now,
+        current.day,
+        max(0, current.day_used + change) if limits.tokens_per_day else current.day_used,
+        max(0, current.in_flight - ended) if limits.max_concurrent else current.in_flight,
     )
+
+
+def needs_settling(limits: Limits) -> bool:
+    """Whether a request's end changes its counters: a reservation to correct, or a
+    place in flight to give back (requests per minute alone: nothing)."""
+    return bool(limits.tokens_per_minute or limits.tokens_per_day or limits.max_concurrent)
 
 
 def duration(seconds: float) -> str:
@@ -194,28 +209,39 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+_HEADER_NAMES = tuple(
+    (b"x-ratelimit-limit-" + name, b"x-ratelimit-remaining-" + name, b"x-ratelimit-reset-" + name)
+    for name in (b"requests", b"tokens", b"tokens-day")
+)
+
+
 def ratelimit_headers(standing: Standing) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers for the limits a client has (requests and tokens
-    per minute), and the same three for tokens per day (`-tokens-day`)."""
+    per minute), and the same three for tokens per day (`-tokens-day`). On every
+    answer, so written plainly: a few microseconds."""
     limits = standing.limits
     headers: list[tuple[bytes, bytes]] = []
-    for name, limit, remaining, reset in (
+    for (limit_name, remaining_name, reset_name), limit, remaining, reset in (
         (
-            "requests",
+            _HEADER_NAMES[0],
             limits.requests_per_minute,
             standing.requests_remaining,
             standing.requests_reset,
         ),
-        ("tokens", limits.tokens_per_minute, standing.tokens_remaining, standing.tokens_reset),
-        ("tokens-day", limits.tokens_per_day, standing.day_remaining, standing.day_reset),
+        (
+            _HEADER_NAMES[1],
+            limits.tokens_per_minute,
+            standing.tokens_remaining,
+            standing.tokens_reset,
+        ),
+        (_HEADER_NAMES[2], limits.tokens_per_day, standing.day_remaining, standing.day_reset),
     ):
-        if not limit or remaining is None:
-            continue
-        headers += [
-            (b"x-ratelimit-limit-" + name.encode(), str(limit).encode()),
-            (b"x-ratelimit-remaining-" + name.encode(), str(remaining).encode()),
-            (b"x-ratelimit-reset-" + name.encode(), duration(reset).encode()),
-        ]
+        if limit and remaining is not None:
+            headers += (
+                (limit_name, b"%d" % limit),
+                (remaining_name, b"%d" % remaining),
+                (reset_name, duration(reset).encode()),
+            )
     return headers
 
 

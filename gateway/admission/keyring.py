@@ -19,14 +19,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.admission.key_format import key_hash, visible_prefix
 from gateway.admission.limits import Limits, allowed_models, effective_limits
 from shared.db import Database
 from shared.logging import get_logger
-from shared.models import ClientGroup, ClientKey, KeysGeneration
+from shared.models import ClientGroup, ClientKey, KeysGeneration, KeyUsageMinute
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
@@ -123,6 +123,21 @@ def load_keyring(
         if client.revoked_at is None and (client.expires_at is None or client.expires_at > now):
             active += 1
     return KeyRing(int(generation or 0), by_hash, active)
+
+
+def tokens_used_today(database: Database, now: float) -> dict[str, int]:
+    """Each key's prompt + completion tokens since 00:00 UTC, from key_usage_minutes."""
+    first = int(now // 86_400) * 1440
+    with database.reading() as session:
+        rows = session.execute(
+            select(
+                KeyUsageMinute.key_id,
+                func.sum(KeyUsageMinute.prompt_tokens + KeyUsageMinute.completion_tokens),
+            )
+            .where(KeyUsageMinute.minute >= first)
+            .group_by(KeyUsageMinute.key_id)
+        )
+        return {str(key_id): int(total or 0) for key_id, total in rows}
 
 
 class KeyRingHolder:

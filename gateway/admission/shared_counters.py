@@ -21,8 +21,10 @@ counts of a worker that crashed do not stay behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import mmap
 import os
@@ -33,12 +35,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.admission.counters import (
+    DAY_SECONDS,
     Slot,
     Standing,
     Verdict,
     admit,
     brought_to,
-    settle,
+    settle_many,
     standing_of,
 )
 from gateway.admission.limits import Limits
@@ -46,8 +49,14 @@ from gateway.admission.limits import Limits
 SLOTS = 16_384
 PROBES = 32
 COLUMNS = 64  # WORKERS is at most 64
-_HEAD = struct.Struct("<Qdddddqq")  # fingerprint, touched, requests, at, tokens, at, day, used
+# fingerprint, touched, requests, at, tokens, at, day, used, in flight (all workers')
+_HEAD = struct.Struct("<Qdddddqqq")
+_MARK = struct.Struct("<Qd")
+_TAIL = struct.Struct("<dddddqqq")  # the head after its fingerprint
 _COLUMNS = struct.Struct(f"<{COLUMNS}i")
+_COLUMN = struct.Struct("<i")
+_TOTAL = struct.Struct("<q")
+_TOTAL_AT = _HEAD.size - 8
 SLOT_BYTES = _HEAD.size + _COLUMNS.size
 TABLE_BYTES = SLOTS * SLOT_BYTES
 COUNTERS_DIR_VARIABLE = "GATEWAY_COUNTERS_DIR"
@@ -57,6 +66,7 @@ class ColumnsTaken(RuntimeError):
     """More worker processes than columns (cannot happen with WORKERS <= 64)."""
 
 
+@functools.lru_cache(maxsize=65_536)
 def fingerprint(subject: str) -> int:
     """A subject's 64-bit name in the table (0 means an empty slot)."""
     value = int.from_bytes(hashlib.blake2b(subject.encode(), digest_size=8).digest(), "little")
@@ -82,13 +92,13 @@ class Table:
         spare: tuple[float, int] | None = None
         for step in range(PROBES):
             offset = ((start + step) % SLOTS) * SLOT_BYTES
-            found, touched = struct.unpack_from("<Qd", memory, offset)
+            found, touched = _MARK.unpack_from(memory, offset)
             if found == mark:
                 return offset
             if found == 0:
                 self._clear(offset, mark)
                 return offset
-            busy = any(_COLUMNS.unpack_from(memory, offset + _HEAD.size))
+            busy = _TOTAL.unpack_from(memory, offset + _TOTAL_AT)[0] > 0
             candidate = (touched + (1e18 if busy else 0.0), offset)
             if spare is None or candidate < spare:
                 spare = candidate
@@ -99,40 +109,34 @@ class Table:
     def _clear(self, offset: int, mark: int) -> None:
         self.memory[offset : offset + SLOT_BYTES] = bytes(SLOT_BYTES)
         inf = float("inf")
-        _HEAD.pack_into(self.memory, offset, mark, 0.0, inf, 0.0, inf, 0.0, 0, 0)
+        _HEAD.pack_into(self.memory, offset, mark, 0.0, inf, 0.0, inf, 0.0, 0, 0, 0)
 
     def read(self, offset: int) -> Slot:
-        _, _, requests, requests_at, tokens, tokens_at, day, used = _HEAD.unpack_from(
-            self.memory, offset
-        )
-        in_flight = sum(_COLUMNS.unpack_from(self.memory, offset + _HEAD.size))
-        return Slot(requests, requests_at, tokens, tokens_at, day, used, in_flight)
+        return Slot._make(_HEAD.unpack_from(self.memory, offset)[2:])
 
     def write(self, offset: int, slot: Slot, before: Slot, column: int, now: float) -> None:
-        mark = struct.unpack_from("<Q", self.memory, offset)[0]
-        _HEAD.pack_into(
-            self.memory,
-            offset,
-            mark,
-            now,
-            slot.requests,
-            slot.requests_at,
-            slot.tokens,
-            slot.tokens_at,
-            slot.day,
-            slot.day_used,
-        )
+        """The slot's counts; its change in flight also in this worker's column."""
         change = slot.in_flight - before.in_flight
+        total = slot.in_flight
         if change:
             where = offset + _HEAD.size + 4 * column
-            mine = struct.unpack_from("<i", self.memory, where)[0]
-            struct.pack_into("<i", self.memory, where, max(0, mine + change))
+            mine = _COLUMN.unpack_from(self.memory, where)[0]
+            if mine + change < 0:  # (never: a worker settles only what it admitted)
+                total -= mine + change
+                change = -mine
+            _COLUMN.pack_into(self.memory, where, mine + change)
+        _TAIL.pack_into(self.memory, offset + 8, now, *slot[:6], total)
 
     def clear_column(self, column: int) -> None:
+        """A dead worker's requests in flight: out of the column, and of the totals."""
         for index in range(SLOTS):
             offset = index * SLOT_BYTES
-            if struct.unpack_from("<Q", self.memory, offset)[0]:
-                struct.pack_into("<i", self.memory, offset + _HEAD.size + 4 * column, 0)
+            where = offset + _HEAD.size + 4 * column
+            left = _COLUMN.unpack_from(self.memory, where)[0]
+            if left and _MARK.unpack_from(self.memory, offset)[0]:
+                _COLUMN.pack_into(self.memory, where, 0)
+                total = _TOTAL.unpack_from(self.memory, offset + _TOTAL_AT)[0]
+                _TOTAL.pack_into(self.memory, offset + _TOTAL_AT, max(0, total - left))
 
     def close(self) -> None:
         self.memory.close()
@@ -148,6 +152,9 @@ class SharedCounters:
         self._lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         self.tables = {"key": Table(folder / "keys.table"), "ip": Table(folder / "addresses.table")}
         self.column, self._column_fd = self._claim_column()
+        # subject → (limits, tokens used beyond reservations, requests ended): settle_later
+        self._pending: dict[str, tuple[Limits, int, int]] = {}
+        self._flush_scheduled = False
         with self._locked():
             for table in self.tables.values():
                 table.clear_column(self.column)
@@ -176,23 +183,71 @@ class SharedCounters:
 
     def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
         table, mark, now = self._table(subject), fingerprint(subject), self.clock()
-        with self._locked():
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # (not _locked: this is every request)
+        try:
+            if self._pending:  # ends noted this turn come first, under the same lock
+                self._write_pending(now)
             offset = table.find(mark, now)
             before = table.read(offset)
             after, verdict = admit(before, limits, tokens, now)
             table.write(offset, after, before, self.column, now)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         return verdict
 
     def settle_now(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
+        self.settle_later(subject, limits, reserved, used)
+        self.flush()
+
+    def settle_later(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
+        """Note a request's end; written with the others of this loop turn, at once (one
+        lock for all). Until then its reservation and place in flight still count:
+        the delay can only refuse, never let through, what the limit would not."""
+        change = 0 if used is None else used - reserved
+        pending = self._pending.get(subject)
+        self._pending[subject] = (
+            (limits, change, 1)
+            if pending is None
+            else (limits, pending[1] + change, pending[2] + 1)
+        )
+        if not self._flush_scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+                self._flush_scheduled = True
+            except RuntimeError:  # no loop (a tool): now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the noted ends: per subject, their changes added up."""
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        with self._locked():
+            self._write_pending(self.clock())
+
+    def _write_pending(self, now: float) -> None:
+        """(Under the lock.)"""
+        pending, self._pending = self._pending, {}
+        for subject, (limits, change, ended) in pending.items():
+            table = self._table(subject)
+            offset = table.find(fingerprint(subject), now)
+            before = table.read(offset)
+            table.write(
+                offset, settle_many(before, limits, change, ended, now), before, self.column, now
+            )
+
+    def seed_day(self, subject: str, used: int) -> None:
+        """Today's tokens a subject used before this run (gateway/main.py, at start, from
+        the usage per key), so that a restart does not give a key its day again."""
         table, mark, now = self._table(subject), fingerprint(subject), self.clock()
         with self._locked():
             offset = table.find(mark, now)
             before = table.read(offset)
-            table.write(
-                offset, settle(before, limits, reserved, used, now), before, self.column, now
-            )
+            after = before._replace(day=int(now // DAY_SECONDS), day_used=used)
+            table.write(offset, after, before, self.column, now)
 
     def standing_now(self, subject: str, limits: Limits) -> Standing:
+        self.flush()
         table, mark, now = self._table(subject), fingerprint(subject), self.clock()
         with self._locked():
             offset = table.find(mark, now)
@@ -203,12 +258,13 @@ class SharedCounters:
         return self.admit_now(subject, limits, tokens)
 
     async def settle(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
-        self.settle_now(subject, limits, reserved, used)
+        self.settle_later(subject, limits, reserved, used)
 
     async def standing(self, subject: str, limits: Limits) -> Standing:
         return self.standing_now(subject, limits)
 
     def close(self) -> None:
+        self.flush()
         for table in self.tables.values():
             table.close()
         os.close(self._lock_fd)

@@ -22,9 +22,9 @@ from sqlalchemy import update
 
 from gateway.admission.key_format import key_hash, new_key, visible_prefix
 from shared.db import Database
-from shared.models import ClientGroup, ClientKey, utcnow
+from shared.models import ClientGroup, ClientKey, KeyUsageMinute, utcnow
 from tests.fakes import ScriptedBackend
-from tests.gateway.proxy.test_proxy import register_routable, sdk
+from tests.gateway.proxy.test_proxy import register, register_routable, sdk
 from tests.support import GatewayProcess, ThreadedServer, process_settings, wait_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -302,3 +302,34 @@ def test_keys_and_limits_hold_across_workers(
             assert (
                 honoured_within(lambda: post(gateway, key, CHAT).status_code, 401, revoked_at) < 1.0
             )
+
+
+def test_a_restart_does_not_give_a_key_its_day_again(
+    tmp_path: Path, database_url: str, database: Database
+) -> None:
+    """Today's tokens (key_usage_minutes) are where a fresh gateway starts counting."""
+    key, key_id = issue_key(database, limits={"tokens_per_day": 5000})
+    now_minute = int(time.time() // 60)
+    with database.writing() as session:
+        session.add(
+            KeyUsageMinute(
+                minute=now_minute,
+                key_id=key_id,
+                model="m",
+                requests=9,
+                failures=0,
+                prompt_tokens=2000,
+                completion_tokens=2500,
+                latency_counts=[],
+            )
+        )
+    scripted = ScriptedBackend("m")
+    with ThreadedServer(scripted.app) as server:
+        settings = process_settings(tmp_path, database_url, RATE_LIMIT_PER_MINUTE="0")
+        with GatewayProcess(tmp_path, settings) as gateway:
+            register(gateway, "m", server.url)  # type: ignore[arg-type]
+            wait_for(lambda: post(gateway, key, {**CHAT, "max_tokens": 1}).status_code == 200)
+            answer = post(gateway, key, {**CHAT, "max_tokens": 600})
+            assert answer.status_code == 429, answer.text
+            assert answer.json()["error"]["param"] == "tokens_per_day"
+            assert post(gateway, key, {**CHAT, "max_tokens": 400}).status_code == 200

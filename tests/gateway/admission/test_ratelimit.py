@@ -1,57 +1,34 @@
-"""The rate limiter's token bucket, as a table, and per client."""
+"""An anonymous client's rate limit: by address, in a table of its own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gateway.admission.ratelimit import (
-    MAX_CLIENTS,
-    Bucket,
-    RateLimiter,
-    client_of,
-    take_token,
-)
+from gateway.admission.limits import Limits
+from gateway.admission.ratelimit import client_of
+from gateway.admission.shared_counters import SLOTS, SharedCounters
 
 
-@pytest.mark.parametrize(
-    ("bucket", "now", "per_minute", "tokens_after", "wait"),
-    [
-        (None, 0.0, 60, 59.0, 0.0),
-        (Bucket(0.0, 0.0), 0.5, 60, 0.5, 0.5),  # half a token back: wait the other half
-        (Bucket(0.0, 0.0), 1.0, 60, 0.0, 0.0),
-        (Bucket(0.0, 0.0), 10.0, 6, 0.0, 0.0),
-        (Bucket(10.0, 0.0), 1000.0, 12, 11.0, 0.0),  # refills up to capacity only
-        (Bucket(0.2, 0.0), 0.0, 60, 0.2, 0.8),
-    ],
-)
-def test_take_token(
-    bucket: Bucket | None, now: float, per_minute: int, tokens_after: float, wait: float
-) -> None:
-    new, waited = take_token(bucket, now=now, per_minute=per_minute)
-    assert new.tokens == pytest.approx(tokens_after)
-    assert waited == pytest.approx(wait)
-
-
-def test_rate_limiter_per_client() -> None:
+def test_many_new_addresses_push_out_only_the_least_recently_seen(tmp_path: Path) -> None:
+    """Rotating addresses past the table's size must not give everyone a fresh bucket,
+    nor touch the keys' counts."""
     clock = [0.0]
-    limiter = RateLimiter(2, clock=lambda: clock[0])
-    assert [limiter.check("x") for _ in range(2)] == [0, 0]
-    assert limiter.check("x") == pytest.approx(30.0)
-    assert limiter.check("y") == 0
-    clock[0] = 30.0
-    assert limiter.check("x") == 0
-
-
-def test_many_new_clients_push_out_only_the_least_recently_seen() -> None:
-    """Rotating addresses past the limit must not give everyone a fresh bucket."""
-    limiter = RateLimiter(1, clock=lambda: 0.0)
-    assert limiter.check("busy") == 0
-    for n in range(MAX_CLIENTS + 300):  # "busy" stays limited as long as it is seen
-        limiter.check(f"rotating-{n}")
-        if n % 100 == 0:
-            assert limiter.check("busy") > 0
-    assert limiter.check("busy") > 0
-    assert len(limiter.buckets) == MAX_CLIENTS
+    store = SharedCounters(tmp_path, clock=lambda: clock[0])
+    try:
+        one = Limits(requests_per_minute=1)
+        assert store.admit_now("ip:busy", one, 0).refusal is None
+        assert store.admit_now("key:k", one, 0).refusal is None
+        for n in range(SLOTS + 300):  # "busy" stays limited as long as it is seen
+            clock[0] += 0.0001
+            store.admit_now(f"ip:rotating-{n}", one, 0)
+            if n % 100 == 0:
+                assert store.admit_now("ip:busy", one, 0).refusal is not None
+        assert store.admit_now("ip:busy", one, 0).refusal is not None
+        assert store.admit_now("key:k", one, 0).refusal is not None  # another table
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(
