@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -77,7 +77,7 @@ class Batch:
     minutes: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
     # (minute, client key, model) → what the key's holder was served; key → last use
     key_minutes: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
-    keys_used: dict[str, datetime] = field(default_factory=dict)
+    keys_used: dict[str, float] = field(default_factory=dict)  # key → epoch seconds
 
     def __bool__(self) -> bool:
         return bool(
@@ -132,7 +132,7 @@ class Feedback:
         if counts is None:
             counts = self.pending.key_minutes[key] = Counts()
         counts.observe(ok=ok, latency_ms=latency_ms, first_token_ms=None, usage=usage)
-        self.pending.keys_used[key_id] = utcnow()
+        self.pending.keys_used[key_id] = time.time()
 
     def failed_over(self, backend_id: str, model: str) -> None:
         """A failed attempt on this backend whose request went on to another: in the
@@ -284,7 +284,7 @@ def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -
 def add_key_minutes(
     session: Session,
     minutes: dict[tuple[int, str, str], Counts],
-    used: dict[str, datetime],
+    used: dict[str, float],
 ) -> None:
     """Add this process's counts per client key to the other workers' rows (as
     add_minutes), and note when each key was last used (keys deleted since: skipped)."""
@@ -300,7 +300,9 @@ def add_key_minutes(
     for key_id, when in used.items():
         if key_id in known:
             session.execute(
-                update(ClientKey).where(ClientKey.id == key_id).values(last_used_at=when)
+                update(ClientKey)
+                .where(ClientKey.id == key_id)
+                .values(last_used_at=datetime.fromtimestamp(when, UTC))
             )
     keys = [key for key in minutes if key[1] in known]
     if not keys:

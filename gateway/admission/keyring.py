@@ -48,11 +48,11 @@ class Client:
     models: frozenset[str] | None  # None: every model
     expires_at: float | None = None  # epoch seconds
     revoked_at: float | None = None
+    subject: str = ""  # what its counters are kept under (made once, with the ring)
 
-    @property
-    def subject(self) -> str:
-        """What its counters are kept under."""
-        return f"key:{self.key_id or self.prefix}"
+    def __post_init__(self) -> None:
+        if not self.subject:
+            object.__setattr__(self, "subject", f"key:{self.key_id or self.prefix}")
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
