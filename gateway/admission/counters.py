@@ -23,6 +23,7 @@ the request path uses (async: a store on another machine, Redis, fits it).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Protocol
 
@@ -150,19 +151,21 @@ def _refusal(slot: Slot, limits: Limits, tokens: int, now: float) -> Refusal | N
 
 
 def admit(slot: Slot, limits: Limits, tokens: int, now: float) -> tuple[Slot, Verdict]:
-    """Decide one request reserving `tokens`; the slot after it, and the verdict."""
+    """Decide one request reserving `tokens`; the slot after it, and the verdict.
+    (Every request of a limited client: the spending is written out plainly.)"""
     current = brought_to(slot, limits, now)
     refusal = _refusal(current, limits, tokens, now)
     if refusal is not None:
         return current, Verdict(standing_of(current, limits, now), refusal)
+    requests, _, level, _, day, used, in_flight = current
     spent = Slot(
-        current.requests - 1 if limits.requests_per_minute else current.requests,
+        requests - 1 if limits.requests_per_minute else requests,
         now,
-        current.tokens - tokens if limits.tokens_per_minute else current.tokens,
+        level - tokens if limits.tokens_per_minute else level,
         now,
-        current.day,
-        current.day_used + tokens if limits.tokens_per_day else current.day_used,
-        current.in_flight + 1 if limits.max_concurrent else current.in_flight,
+        day,
+        used + tokens if limits.tokens_per_day else used,
+        in_flight + 1 if limits.max_concurrent else in_flight,
     )
     return spent, Verdict(standing_of(spent, limits, now))
 
@@ -215,33 +218,43 @@ _HEADER_NAMES = tuple(
 )
 
 
+@functools.lru_cache(maxsize=1024)
+def _limit_values(limits: Limits) -> tuple[bytes, bytes, bytes]:
+    return (
+        b"%d" % limits.requests_per_minute,
+        b"%d" % limits.tokens_per_minute,
+        b"%d" % limits.tokens_per_day,
+    )
+
+
 def ratelimit_headers(standing: Standing) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers for the limits a client has (requests and tokens
     per minute), and the same three for tokens per day (`-tokens-day`). On every
     answer, so written plainly: a few microseconds."""
     limits = standing.limits
+    requests, tokens, day = _limit_values(limits)
     headers: list[tuple[bytes, bytes]] = []
-    for (limit_name, remaining_name, reset_name), limit, remaining, reset in (
-        (
-            _HEADER_NAMES[0],
-            limits.requests_per_minute,
-            standing.requests_remaining,
-            standing.requests_reset,
-        ),
-        (
-            _HEADER_NAMES[1],
-            limits.tokens_per_minute,
-            standing.tokens_remaining,
-            standing.tokens_reset,
-        ),
-        (_HEADER_NAMES[2], limits.tokens_per_day, standing.day_remaining, standing.day_reset),
-    ):
-        if limit and remaining is not None:
-            headers += (
-                (limit_name, b"%d" % limit),
-                (remaining_name, b"%d" % remaining),
-                (reset_name, duration(reset).encode()),
-            )
+    if standing.requests_remaining is not None:
+        names = _HEADER_NAMES[0]
+        headers += (
+            (names[0], requests),
+            (names[1], b"%d" % standing.requests_remaining),
+            (names[2], duration(standing.requests_reset).encode()),
+        )
+    if standing.tokens_remaining is not None:
+        names = _HEADER_NAMES[1]
+        headers += (
+            (names[0], tokens),
+            (names[1], b"%d" % standing.tokens_remaining),
+            (names[2], duration(standing.tokens_reset).encode()),
+        )
+    if standing.day_remaining is not None:
+        names = _HEADER_NAMES[2]
+        headers += (
+            (names[0], day),
+            (names[1], b"%d" % standing.day_remaining),
+            (names[2], duration(standing.day_reset).encode()),
+        )
     return headers
 
 
