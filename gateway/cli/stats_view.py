@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.accounting.key_windows import CLIENT_FIGURES
 from gateway.cli.api_client import format_table
 
 SHORT_ID = 8
@@ -38,8 +39,14 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"tokens {totals['prompt_tokens']} in / {totals['completion_tokens']} out",
         "",
     ]
-    columns = ("requests", "success_rate", "latency_p50_ms", "latency_p95_ms",
-               "first_token_p50_ms", "completion_tokens")  # fmt: skip
+    columns = (
+        "requests",
+        "success_rate",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "first_token_p50_ms",
+        "completion_tokens",
+    )
     lines.append(
         format_table(
             ("model", *columns),
@@ -69,4 +76,31 @@ def format_stats(stats: dict[str, Any]) -> str:
             [(owner, *(row[c] for c in columns)) for owner, row in stats["owners"].items()],
         )
     )
+    return "\n".join(lines)
+
+
+def format_key_stats(stats: dict[str, Any]) -> str:
+    """`gateway-admin stats --by key`: the clients' totals, then a row per key (its
+    prefix and name, never the key)."""
+    totals = stats["clients"]["totals"]
+    ok = totals["success_rate"] if totals["success_rate"] is not None else "-"
+    lines = [
+        f"window {stats['window']}: clients {totals['requests']} requests, {ok} % ok, "
+        f"tokens {totals['prompt_tokens']} in / {totals['completion_tokens']} out",
+        "",
+        format_table(
+            ("key", "owner", "group", *CLIENT_FIGURES),
+            [
+                (
+                    f"{row['prefix']}… {row['name']}" + (" (revoked)" if row["revoked"] else ""),
+                    row["owner"],
+                    row["group"],
+                    *(row[c] for c in CLIENT_FIGURES),
+                )
+                for row in stats["keys"]
+            ],
+        )
+        if stats["keys"]
+        else "no key was used in this window",
+    ]
     return "\n".join(lines)

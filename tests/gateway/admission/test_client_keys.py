@@ -25,7 +25,7 @@ from shared.db import Database
 from shared.models import ClientGroup, ClientKey, KeyUsageMinute, utcnow
 from tests.fakes import ScriptedBackend
 from tests.gateway.proxy.test_proxy import register, register_routable, sdk
-from tests.support import GatewayProcess, ThreadedServer, process_settings, wait_for
+from tests.support import ADMIN_KEY, GatewayProcess, ThreadedServer, process_settings, wait_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -268,7 +268,15 @@ def test_keys_and_limits_hold_across_workers(
         with GatewayProcess(tmp_path, settings) as gateway:
             register_routable(gateway, server.url)  # type: ignore[arg-type]
             issued_at = time.monotonic()
-            key, key_id = issue_key(database, limits={"requests_per_minute": 1000})
+            created = httpx.post(
+                f"{gateway.url}/admin/keys",
+                json={"name": "laptop", "owner": "s1", "limits": {"requests_per_minute": 1000}},
+                headers={"X-API-Key": ADMIN_KEY},
+            )
+            assert created.status_code == 201, created.text
+            key, key_id = created.json()["key"], created.json()["id"]
+            # The worker that wrote it honours it before answering: the next request works.
+            assert post(gateway, key, CHAT).status_code in (200, 401)
             assert (
                 honoured_within(lambda: post(gateway, key, CHAT).status_code, 200, issued_at) < 1.0
             )
