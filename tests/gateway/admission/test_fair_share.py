@@ -9,7 +9,10 @@ import asyncio
 import random
 from pathlib import Path
 
+import httpx
+
 from bench.fair_share import CAPACITY, measure, register
+from tests.gateway.accounting.test_metrics import value
 from tests.raw_backend import RawBackend, Seen, Sleep, Step, Write, completion, http
 from tests.support import ADMIN_KEY, GatewayProcess, process_settings
 
@@ -33,6 +36,10 @@ def test_a_light_client_keeps_its_pace_beside_a_heavy_one(
         register(gateway.url, "m", backend.url, ADMIN_KEY)
         figures = asyncio.run(measure(gateway.url, "m", service=SERVICE, heavy=40, samples=20))
         assert backend.most_open >= CAPACITY
+        text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+        waits = value(text, "gateway_queue_wait_seconds_count", model="m")
+        assert waits >= len(figures.heavy) - CAPACITY  # (each heavy request past the first 4)
+        assert value(text, "gateway_queue_length", model="m") == 0
     assert figures.refused == 0
     assert len(figures.heavy) >= 40
     # Without the fair queue the light client waits behind the heavy one's 36: ~10x.
