@@ -47,6 +47,7 @@ from shared.errors import RateLimited
 MAX_PRIORITY = 100
 POLL_SECONDS = 0.5  # a waiter looks again on its own this often (slots freed elsewhere)
 RETRY_AFTER_SECONDS = 5
+ANTICIPATION_SECONDS = 0.025  # a freed slot kept for its client's next request (`freed`)
 MAX_REMEMBERED = 10_000  # passes of clients that left the queue, kept to place them back
 
 
@@ -161,7 +162,9 @@ class FairQueue:
         self.virtual_time = 0.0
         self.total = 0
         self.wanting: dict[str, int] = {}  # registration id: waiters that could use it
-        self.granted: dict[str, int] = {}  # registration id: grants not yet used
+        self.granted: dict[str, int] = {}  # registration id: grants not yet used, slots kept
+        # Slots kept a moment for the client that freed them (see `freed`), by client.
+        self.kept: dict[str, list[tuple[Grant, asyncio.TimerHandle]]] = {}
         self._numbers = itertools.count()
 
     def wanted(self, registration_id: str) -> bool:
@@ -169,10 +172,39 @@ class FairQueue:
         it queues behind them."""
         return self.total > 0 and registration_id in self.wanting
 
-    def freed(self, registration_id: str) -> None:
-        """A slot of this registration was released: it goes to the next waiter in turn."""
-        if self.total:
-            self._offer(Grant(registration_id))
+    def freed(self, registration_id: str, client: str = "") -> None:
+        """A slot of this registration was released (by a request of `client`): it goes to
+        the next waiter in turn. When `client` would be that waiter, were it waiting, the
+        slot is kept for it for ANTICIPATION_SECONDS: a client that sends one request at
+        a time asks again a moment after its answer, and without the wait every slot
+        freed with its own would be gone by then whenever answers end together."""
+        if not self.total:
+            return
+        grant = Grant(registration_id)
+        if not self._owed(client):
+            self._offer(grant)
+            return
+        self._reserve(registration_id)  # (pollers and newcomers leave it alone meanwhile)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(ANTICIPATION_SECONDS, self._unkeep, client, grant)
+        self.kept.setdefault(client, []).append((grant, timer))
+
+    def _owed(self, client: str) -> bool:
+        """Whether `client`, not waiting, would go before every waiting client."""
+        if not client or client in self.clients:
+            return False
+        at = joining_pass(self.virtual_time, self.left.get(client))
+        return all(at < waiting.turn.at for waiting in self.clients.values())
+
+    def _unkeep(self, client: str, grant: Grant) -> None:
+        """A kept slot's client asked again, or did not in time: it goes to whoever's turn
+        it is now (the client itself, when it came back)."""
+        kept = self.kept[client]
+        kept[:] = [(g, timer) for g, timer in kept if g is not grant]
+        if not kept:
+            del self.kept[client]
+        self._unreserve(grant.registration_id)
+        self._offer(grant)
 
     async def wait_for_slot(
         self, seeker: Seeker, *, client: str, priority: int, deadline: float
@@ -227,6 +259,9 @@ class FairQueue:
         waiting.waiters.append(waiter)
         self.total += 1
         self._set_candidates(waiter, candidates)
+        for grant, timer in self.kept.get(client, [])[:]:  # kept for it: no need to wait
+            timer.cancel()
+            self._unkeep(client, grant)
         return waiter
 
     def _leave(self, waiter: Waiter) -> None:
@@ -262,8 +297,7 @@ class FairQueue:
         waiting = self.clients[chosen]
         self.virtual_time = max(self.virtual_time, waiting.turn.at)
         waiting.turn = served(waiting.turn, waiting.priority)
-        rid = grant.registration_id
-        self.granted[rid] = self.granted.get(rid, 0) + 1
+        self._reserve(grant.registration_id)
         first[chosen].wake(grant)
 
     def _pass_on(self, waiter: Waiter) -> None:
@@ -278,8 +312,13 @@ class FairQueue:
     def _settle(self, waiter: Waiter) -> None:
         """The waiter's grant is no longer outstanding."""
         assert waiter.grant is not None
-        rid = waiter.grant.registration_id
+        self._unreserve(waiter.grant.registration_id)
         waiter.grant = None
+
+    def _reserve(self, rid: str) -> None:
+        self.granted[rid] = self.granted.get(rid, 0) + 1
+
+    def _unreserve(self, rid: str) -> None:
         self.granted[rid] -= 1
         if not self.granted[rid]:
             del self.granted[rid]

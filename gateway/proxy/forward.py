@@ -242,7 +242,7 @@ class Forwarder:
             deadline = min(deadline, first_byte)
         async with AsyncExitStack() as held:
             # Unwound last: once the attempt freed the slot, the next waiter in turn gets it.
-            held.callback(self.runtime.queue.freed, backend.registration_id)
+            held.callback(self.runtime.queue.freed, backend.registration_id, self.incoming.client)
             attempt = held.enter_context(self._attempt_on(backend, peers, target.model))
             upstream, ask_usage, data = await self._open(held, backend, deadline, body, ask_usage)
             status = upstream.status

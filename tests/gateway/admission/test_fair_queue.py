@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.admission.fair_queue import (
+    ANTICIPATION_SECONDS,
     POLL_SECONDS,
     FairQueue,
     PoolBusy,
@@ -126,10 +127,11 @@ class Scene:
         for _ in range(5):
             await asyncio.sleep(0)
 
-    async def free(self, rid: str = "r") -> None:
-        """A slot released, as an attempt's end does: free, then `freed`."""
+    async def free(self, rid: str = "r", by: str = "") -> None:
+        """A slot released (by a request of `by`), as an attempt's end does: free, then
+        `freed`."""
         self.pool.free[rid] = self.pool.free.get(rid, 0) + 1
-        self.queue.freed(rid)
+        self.queue.freed(rid, by)
         await self.settle()
 
 
@@ -369,5 +371,58 @@ def test_a_slot_freed_without_a_word_is_found_by_the_poll() -> None:
         while not scene.took and loop.time() < deadline:
             await asyncio.sleep(0.01)
         assert scene.took == ["a"]
+
+    run(scenario)
+
+
+def test_a_slot_freed_by_a_client_owed_a_turn_is_kept_for_its_next_request() -> None:
+    """Light (one request at a time) is served beside heavy. When light's request ends,
+    its slot waits for light's next one, which comes a moment later: without that, every
+    slot that ends with light's would be heavy's by the time light asks again."""
+
+    async def scenario(scene: Scene) -> None:
+        loop = asyncio.get_running_loop()
+        for index in range(6):
+            scene.wait(f"h{index}", "heavy")
+        scene.wait("l0", "light")
+        await scene.settle()
+        for _ in range(3):
+            await scene.free(by="heavy")
+        assert scene.took == ["h0", "l0", "h1"]
+        await scene.free(by="light")  # l0's end: light is owed the next turn
+        assert scene.took == ["h0", "l0", "h1"] and scene.queue.kept
+        await asyncio.sleep(ANTICIPATION_SECONDS / 5)
+        scene.wait("l1", "light")  # ... and asks again at once: no need to wait out the keep
+        await scene.settle()
+        assert scene.took == ["h0", "l0", "h1", "l1"]
+        assert not scene.queue.kept and not scene.queue.granted
+        await scene.free(by="heavy")
+        # Light does not come back: after the keep the slot is heavy's.
+        await scene.free(by="light")
+        assert scene.took == ["h0", "l0", "h1", "l1", "h2"] and scene.queue.kept
+        started = loop.time()
+        while len(scene.took) < 6 and loop.time() < started + 1:
+            await asyncio.sleep(0.005)
+        assert scene.took == ["h0", "l0", "h1", "l1", "h2", "h3"]
+        assert loop.time() - started >= ANTICIPATION_SECONDS * 0.8
+        assert not scene.queue.kept and not scene.queue.granted
+
+    run(scenario)
+
+
+def test_a_slot_is_kept_only_for_a_client_owed_a_turn() -> None:
+    """A waiting client's slot, or one of a client that had its share, goes on at once."""
+
+    async def scenario(scene: Scene) -> None:
+        for index in range(3):
+            scene.wait(f"h{index}", "heavy")
+        await scene.settle()
+        await scene.free(by="heavy")  # heavy is waiting: its own next request is queued
+        assert scene.took == ["h0"] and not scene.queue.kept
+        scene.queue.left["light"] = scene.queue.clients["heavy"].turn.at + 3  # served ahead
+        await scene.free(by="light")
+        assert scene.took == ["h0", "h1"] and not scene.queue.kept
+        await scene.free(by="")  # (who freed it unknown: no keep)
+        assert scene.took == ["h0", "h1", "h2"]
 
     run(scenario)

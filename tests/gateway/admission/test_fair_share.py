@@ -6,7 +6,6 @@ bench/fair_share.py prints the same figures."""
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 
 import httpx
@@ -22,15 +21,14 @@ SERVICE = 0.2
 def test_a_light_client_keeps_its_pace_beside_a_heavy_one(
     tmp_path: Path, database_url: str
 ) -> None:
-    draw = random.Random(20).uniform
-
-    def answer_in_about_service(seen: Seen) -> list[Step]:
-        # A model's answers take about the same time; not exactly (the lengths vary).
-        return [Sleep(SERVICE * draw(0.5, 1.5)), Write(http(200, completion()))]
+    def answer_in_service_time(seen: Seen) -> list[Step]:
+        # Every answer takes the same time: the slots free in step, the hardest case
+        # for the light client (its next request comes a moment after its slot freed).
+        return [Sleep(SERVICE), Write(http(200, completion()))]
 
     settings = process_settings(tmp_path, database_url, RATE_LIMIT_PER_MINUTE="0")
     with (
-        RawBackend(answer_in_about_service) as backend,
+        RawBackend(answer_in_service_time) as backend,
         GatewayProcess(tmp_path, settings) as gateway,
     ):
         register(gateway.url, "m", backend.url, ADMIN_KEY)
