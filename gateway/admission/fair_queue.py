@@ -30,6 +30,12 @@ slot (taken after all, or its backend is no longer usable) passes the grant
 on, and so does one that leaves without using it (its client left, its wait
 timed out): a grant is used, or offered to every waiter that could use it, and
 never lost. Each waiter is removed by identity by its own exit.
+
+One slot is not handed on at once: one freed by a client that is not waiting
+but would be next if it were (a client sending one request at a time, between
+two of them) is kept for it ANTICIPATION_SECONDS, and handed on as soon as it
+asks again (or when the time is up). Without it, whenever answers end together,
+every slot freed with the light client's own is gone before its next request.
 """
 
 from __future__ import annotations
