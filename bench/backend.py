@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 from typing import Any
 
 import uvicorn
@@ -48,7 +49,9 @@ def chunk(index: int) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
-def create_app(chunks: int, interval: float) -> Any:
+def create_app(chunks: int, interval: float, delay: float = 0.0, jitter: float = 0.0) -> Any:
+    draw = random.Random(20).uniform  # (seeded: runs compare)
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await run_lifespan(receive, send)
@@ -64,6 +67,8 @@ def create_app(chunks: int, interval: float) -> Any:
             await send({"type": "http.response.body", "body": MODELS})
             return
         if b'"stream": true' not in body and b'"stream":true' not in body:
+            if delay:  # a model's time per answer, give or take `jitter` of it (fair_share.py)
+                await asyncio.sleep(delay * draw(1 - jitter, 1 + jitter))
             await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
             await send({"type": "http.response.body", "body": COMPLETION})
             return
@@ -87,9 +92,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds per whole answer")
+    parser.add_argument("--jitter", type=float, default=0.0, help="share of --delay, 0 to 1")
     arguments = parser.parse_args()
     uvicorn.run(
-        create_app(arguments.chunks, arguments.interval),
+        create_app(arguments.chunks, arguments.interval, arguments.delay, arguments.jitter),
         host="127.0.0.1",
         port=arguments.port,
         log_level="warning",

@@ -80,7 +80,9 @@ EJECTIONS = Counter(
 )
 QUEUE_WAIT = Histogram(
     "gateway_queue_wait_seconds",
-    "Time a request waited for a backend to become available (QUEUE_TIMEOUT_SECONDS).",
+    "Time a request waited for a slot when the model's backends were full "
+    "(QUEUE_TIMEOUT_SECONDS) or for one to recover (RECOVERY_WAIT_SECONDS).",
+    ("model",),
     buckets=LATENCY_BUCKETS,
 )
 # Per client group, never per key: a label set bounded by the groups an admin makes.
@@ -98,6 +100,12 @@ CLIENT_LIMITED = Counter(
     "gateway_client_limited_total",
     "Requests refused by a client limit (429), by group and limit.",
     ("group", "limit"),
+)
+QUEUED = Gauge(
+    "gateway_queue_length",
+    "Requests waiting in the fair queue for a slot (every backend of the model full).",
+    ("model",),
+    multiprocess_mode="livesum",
 )
 SNAPSHOT_AGE = Gauge(
     "gateway_registry_snapshot_age_seconds",

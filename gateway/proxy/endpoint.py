@@ -197,6 +197,8 @@ class ProxyEndpoint:
             trace=request_trace(headers),
             model_span=target.model_span,
             charge=charge,
+            client=caller.subject,  # its turn in the fair queue
+            priority=caller.priority,
         )
         try:
             answer = await self._forward_charged(runtime, incoming, target, watch, charge)

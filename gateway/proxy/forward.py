@@ -41,6 +41,7 @@ from gateway.proxy.relay import (
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
+from gateway.routing.choice import Choice
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
 from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error
@@ -75,6 +76,8 @@ class Incoming:
     method: str = "POST"
     endpoint: str | None = None  # the API's path, when `path` carries an id (a metric label)
     charge: Observer | None = None  # the client's claim on its limits, told of each answer
+    client: str = ""  # who asks: its turn in the fair queue when the pool is full
+    priority: int = 1  # its weight there, 1 to 100
 
 
 Answer = RelayedStream | BufferedResponse
@@ -127,41 +130,35 @@ class Forwarder:
         owner = None
         if target.previous_response_id is not None:
             owner = await runtime.responses.owner(target.previous_response_id)
-        tags = parse_tags(self.incoming.tags_header)
-        waited_since: float | None = None  # when the request began to wait for a backend
-        tried: list[str] = []
+        choice = Choice(
+            runtime.holder,
+            runtime.balancer,
+            model=target.model,
+            path=self.incoming.path,
+            tags=parse_tags(self.incoming.tags_header),
+            streaming=target.stream,
+            owner=owner,
+        )
+        tried = choice.tried
+        waited_since: float | None = None  # when the request began to wait for a recovery
         failures: list[UpstreamError] = []
         attempts = 1 + self.settings.max_retry_attempts
-        queue_deadline = self.started + self.settings.recovery_wait_seconds
-        path = self.incoming.path
+        recovery_deadline = self.started + self.settings.recovery_wait_seconds
         while len(tried) < attempts and self.loop.time() < self.deadline:
-            backends = runtime.holder.current.backends(target.model)
-            if owner is not None:  # (gone from the registry: any backend may answer)
-                backends = tuple(b for b in backends if b.registration_id == owner) or backends
-            excluded = frozenset(tried) | runtime.learned.ejected_for(target.model)
-            lacking = runtime.learned.lacking(target.model, path)
-            backend = runtime.balancer.pick(
-                backends,
-                required_tags=tags,
-                exclude=excluded | lacking,
-                streaming=target.stream,
-            )
-            if backend is None and lacking:  # only backends thought to lack it: try them
-                backend = runtime.balancer.pick(
-                    backends, required_tags=tags, exclude=excluded, streaming=target.stream
-                )
+            backend = choice.pick()
+            wanted = backend is not None and runtime.queue.wanted(backend.registration_id)
+            if not tried and (backend is None or wanted) and choice.usable():
+                # Full, or waiters could use it (a newcomer goes behind them): wait a turn.
+                backend = await self._queued(choice)
             if backend is None:
-                remaining = queue_deadline - self.loop.time()
+                remaining = recovery_deadline - self.loop.time()
                 if not tried and remaining > 0:
                     waited_since = waited_since or self.loop.time()
                     await runtime.holder.wait_for_change(min(remaining, 0.5))
                     continue
                 if not tried:
-                    reason = runtime.balancer.explain(
-                        backends, required_tags=tags, streaming=target.stream
-                    )
                     raise ServiceUnavailable(
-                        f"model {target.model!r} is unavailable: {reason}",
+                        f"model {target.model!r} is unavailable: {choice.explain()}",
                         headers={"Retry-After": "5"},
                     )
                 break
@@ -169,13 +166,14 @@ class Forwarder:
                 metrics.RETRIES.labels(target.model).inc()
                 runtime.feedback.failed_over(tried[-1], target.model)
             elif waited_since is not None:
-                metrics.QUEUE_WAIT.observe(self.loop.time() - waited_since)
+                metrics.QUEUE_WAIT.labels(target.model).observe(self.loop.time() - waited_since)
             tried.append(backend.registration_id)
             # Asked only after a 404 or 405.
-            others = functools.partial(may_be_offered_elsewhere, backends, tried, lacking, attempts)
+            peers, lacking = choice.backends, choice.lacking
+            others = functools.partial(may_be_offered_elsewhere, peers, tried, lacking, attempts)
             try:
                 return await self.attempt(
-                    backend, backends, target, fail_over_404=others, lacks_on_404=owner is None
+                    backend, peers, target, fail_over_404=others, lacks_on_404=owner is None
                 )
             except UpstreamError as failure:
                 failures.append(failure)
@@ -187,6 +185,20 @@ class Forwarder:
             deadline_passed=self.loop.time() >= self.deadline,
             request_timeout=self.settings.request_timeout_seconds,
         )
+
+    async def _queued(self, choice: Choice) -> Backend | None:
+        """A slot, when the request's turn comes in the fair queue (every backend it could
+        use is full); None when it is no longer a matter of capacity."""
+        since = self.loop.time()
+        deadline = min(self.deadline, since + self.settings.queue_timeout_seconds)
+        incoming = self.incoming
+        with metrics.QUEUED.labels(choice.model).track_inprogress():
+            try:
+                return await self.runtime.queue.wait_for_slot(
+                    choice, client=incoming.client, priority=incoming.priority, deadline=deadline
+                )
+            finally:
+                metrics.QUEUE_WAIT.labels(choice.model).observe(self.loop.time() - since)
 
     async def run_on(self, backend: Backend) -> Answer:
         """A request about one stored response: only the backend holding it can answer."""
@@ -229,6 +241,8 @@ class Forwarder:
             first_byte = self.loop.time() + self.settings.first_byte_timeout_seconds
             deadline = min(deadline, first_byte)
         async with AsyncExitStack() as held:
+            # Unwound last: once the attempt freed the slot, the next waiter in turn gets it.
+            held.callback(self.runtime.queue.freed, backend.registration_id, self.incoming.client)
             attempt = held.enter_context(self._attempt_on(backend, peers, target.model))
             upstream, ask_usage, data = await self._open(held, backend, deadline, body, ask_usage)
             status = upstream.status

@@ -12,6 +12,7 @@ from gateway.accounting.feedback import Feedback
 from gateway.accounting.request_log import RequestLog
 from gateway.admission.access import ClientAccess
 from gateway.admission.charge import Account, Caller
+from gateway.admission.fair_queue import FairQueue
 from gateway.context import context_of
 from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
@@ -40,6 +41,15 @@ class ProxyRuntime:
     large_bodies: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(LARGE_BODY_PARSERS, "large-body")
     )
+
+    # Who gets the next freed slot when a model's backends are all full (per worker).
+    queue: FairQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.queue = FairQueue(
+            max_per_client=settings.queue_max_per_key, max_total=settings.queue_max_total
+        )
 
     def account(self, account: Account) -> None:
         """A keyed client's request ended: its usage per person, and its group's metrics."""
