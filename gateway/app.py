@@ -46,12 +46,15 @@ from gateway.routing.balancer import Balancer
 from gateway.routing.learned import Learned
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.registry import (
+    LISTENING_POLL_SECONDS,
+    POLL_SECONDS,
     RegistrySnapshot,
     SnapshotHolder,
     load_snapshot,
     watch_registry,
 )
 from gateway.web.pages import web_routes
+from shared.cluster.listen import listen
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.settings import Settings, load_settings
@@ -63,6 +66,16 @@ TITLE = "Multiverse Inference Gateway"
 ADMIN_MAX_BODY_BYTES = 1024 * 1024
 
 log = get_logger("api")
+
+
+def registry_listener(database: Database) -> tuple[asyncio.Event, asyncio.Task[None] | None]:
+    """On PostgreSQL, a task LISTENing for registry changes, and the event it sets."""
+    changed = asyncio.Event()
+    if database.engine.dialect.name != "postgresql":
+        return changed, None
+    url = database.engine.url.render_as_string(hide_password=False)
+    task = asyncio.create_task(listen(url, changed.set), name="registry-listen")
+    return changed, task
 
 
 def create_app(
@@ -88,12 +101,20 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, asyncio.Event]]:
         ensure_schema_current(database.engine)
         runtime = await build_runtime(context, log_outputs)
+        changed, listener = registry_listener(database)
         watcher = asyncio.create_task(
-            watch_registry(runtime.holder, database, on_ages=metrics.record_ages),
+            watch_registry(
+                runtime.holder,
+                database,
+                interval=POLL_SECONDS if listener is None else LISTENING_POLL_SECONDS,
+                on_ages=metrics.record_ages,
+                wake=changed,
+            ),
             name="registry-watch",
         )
         context.registry_watch = watcher
         background = [
+            *([] if listener is None else [listener]),
             watcher,
             asyncio.create_task(
                 feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from healthd.notify import Notification
@@ -72,7 +72,9 @@ def beat(database: Database, now: datetime, pid: int) -> None:
     """healthd's heartbeat: the gateway reads its age, and stops calling itself ready
     when no one has checked the backends for a few intervals."""
     with database.writing() as session:
-        session.merge(HealthdHeartbeat(id=1, beat_at=now, pid=pid))
+        session.merge(
+            HealthdHeartbeat(id=1, beat_at=now, pid=pid, instance="healthd", role="active")
+        )
 
 
 def load_targets(database: Database) -> dict[str, Target]:
@@ -101,13 +103,14 @@ def _update_metrics(session: Session, server: ModelServer, now: datetime) -> Non
         .subquery()
     )
     success = recent.c.status == CheckOutcome.SUCCESS.value
+    day_ago = now - timedelta(days=1)
     total, successes, average, day_total, day_successes = session.execute(
         select(
             func.count(),
-            func.sum(func.iif(success, 1, 0)),
-            func.avg(func.iif(success, recent.c.response_time_ms, None)),
-            func.sum(func.iif(recent.c.checked_at >= now - timedelta(days=1), 1, 0)),
-            func.sum(func.iif(success & (recent.c.checked_at >= now - timedelta(days=1)), 1, 0)),
+            func.sum(case((success, 1), else_=0)),
+            func.avg(case((success, recent.c.response_time_ms), else_=None)),
+            func.sum(case((recent.c.checked_at >= day_ago, 1), else_=0)),
+            func.sum(case((success & (recent.c.checked_at >= day_ago), 1), else_=0)),
         )
     ).one()
     if total:

@@ -48,6 +48,19 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def normalize_database_url(value: str) -> str:
+    """A database URL the project can use: SQLite's, or PostgreSQL's through psycopg 3
+    (whatever driver the URL names); ValueError for any other engine."""
+    if value.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if not value.startswith(("sqlite:", "postgresql+psycopg://")):
+        raise ValueError(
+            "use SQLite (sqlite:///./multiverse.db) or PostgreSQL "
+            "(postgresql+psycopg://user@host/database)"
+        )
+    return value
+
+
 class Settings(BaseSettings):
     """All settings of gateway, healthd and gateway-admin (see README, 'Settings')."""
 
@@ -69,7 +82,10 @@ class Settings(BaseSettings):
     # Database
     database_url: str = Field(
         "sqlite:///./multiverse.db",
-        description="an SQLite URL, e.g. sqlite:///./multiverse.db (the only engine supported)",
+        description=(
+            "an SQLite URL (sqlite:///./multiverse.db) or a PostgreSQL one "
+            "(postgresql+psycopg://user@host/database)"
+        ),
     )
 
     # Servers from configuration, registered at gateway start (source "config")
@@ -189,12 +205,10 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite_only(cls, value: str) -> str:
-        # The registry's change triggers (how every process learns of a change) are
-        # SQLite's; another engine would silently never reload.
-        if not value.startswith("sqlite:"):
-            raise ValueError("only SQLite is supported; use a URL like sqlite:///./multiverse.db")
-        return value
+    def _known_engine(cls, value: str) -> str:
+        # The registry's change triggers (how every process learns of a change) exist
+        # for SQLite and PostgreSQL only; another engine would silently never reload.
+        return normalize_database_url(value)
 
     @field_validator(
         "client_api_keys", "cors_origins", "backends", "registration_keys", mode="before"

@@ -22,10 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.db import Database
+from shared.db import Database, upsert
 from shared.logging import get_logger
 from shared.models import ResponseOwner, utcnow
 
@@ -70,7 +69,7 @@ def write_owner(database: Database, response_id: str, registration_id: str) -> N
     # It waits for the lock no longer than the request waits for it (then the batch has it).
     with database.writing(busy_timeout_ms=int(OWNER_WRITE_SECONDS * 1000)) as session:
         row = {"response_id": response_id, "server_id": registration_id, "created_at": utcnow()}
-        session.execute(sqlite_insert(ResponseOwner).values(row).on_conflict_do_nothing())
+        session.execute(upsert(session, ResponseOwner).values(row).on_conflict_do_nothing())
 
 
 def read_owner(database: Database, response_id: str) -> str | None:

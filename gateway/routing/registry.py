@@ -10,6 +10,7 @@ consistent snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from shared.models import HealthdHeartbeat, HealthStatus, ModelServer, RegistryG
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
+# On PostgreSQL a NOTIFY wakes the watcher at each change; the poll is the fallback.
+LISTENING_POLL_SECONDS = 0.5
 CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
 OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 OFFLINE_MEMORY_SECONDS = 24 * 3600.0  # a model served this recently is offline, not unknown
@@ -251,8 +254,10 @@ async def watch_registry(
     database: Database,
     interval: float = POLL_SECONDS,
     on_ages: Callable[[float, float | None], None] = lambda snapshot, healthd: None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Keep `holder` current until cancelled. Any error (the database's or a bug's) is
+    """Keep `holder` current until cancelled; `wake` (set by a LISTEN on PostgreSQL)
+    starts the next round at once. Any error (the database's or a bug's) is
     logged, the snapshot kept, and the reload tried again after a growing pause:
     routing never stops because one reload failed, and readiness (`/health/ready`)
     reports a snapshot that stays unconfirmed. After each round `on_ages` is told
@@ -275,4 +280,15 @@ async def watch_registry(
                 )
             delay = min(MAX_WATCH_BACKOFF, delay * 2)
         on_ages(loop.time() - holder.confirmed_at, holder.healthd_age(utcnow()))
-        await asyncio.sleep(delay)
+        await pause(delay, wake)
+
+
+async def pause(seconds: float, wake: asyncio.Event | None) -> None:
+    """Sleep `seconds`, or less when `wake` is set (and clear it)."""
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    wake.clear()

@@ -1,0 +1,106 @@
+"""The database engines the suite runs on: SQLite files, and PostgreSQL databases.
+
+`TEST_DATABASE=postgresql` runs the whole suite on PostgreSQL
+(`TEST_POSTGRES_URL`, default the local server): the schema is migrated once per
+run into a template database, and each test gets a fresh copy of it
+(`CREATE DATABASE ... TEMPLATE`, a file copy on the server), dropped after the
+test. Tests of PostgreSQL or Redis themselves take `postgres_url` or
+`redis_url` whatever the engine. Where the services are missing they are
+skipped with the reason, except under CI (`CI=true`), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import URL
+
+from shared.db import upgrade_to_head
+
+ENGINES = ("sqlite", "postgresql")
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+_names = itertools.count()
+
+
+def test_engine() -> str:
+    engine = os.environ.get("TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
+    if engine not in ENGINES:
+        raise pytest.UsageError(f"TEST_DATABASE={engine!r}: use one of {', '.join(ENGINES)}")
+    return engine
+
+
+def services_required() -> bool:
+    """Under CI the services must be there: a missing one fails instead of skipping."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    if reachable(host, port):
+        return
+    reason = f"{name} is not reachable at {host}:{port}"
+    if services_required():
+        pytest.fail(f"{reason}, and CI=true requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+class PostgresServer:
+    """Makes and drops the suite's databases on one PostgreSQL server."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url: URL = make_url(admin_url)
+        host, port = self.admin_url.host or "127.0.0.1", self.admin_url.port or 5432
+        require_service("PostgreSQL", host, port)
+        self.engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        self.prefix = f"gwtest_{os.getpid()}_{next(_names)}"
+        self.template = self.create()
+        upgrade_to_head(self.url(self.template))
+
+    def url(self, name: str) -> str:
+        return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def create(self, template: str | None = None) -> str:
+        name = f"{self.prefix}_{next(_names)}"
+        with self.engine.connect() as connection:
+            clause = f" TEMPLATE {template}" if template else ""
+            connection.execute(text(f"CREATE DATABASE {name}{clause}"))
+        return name
+
+    def drop(self, name: str) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+    @contextmanager
+    def fresh(self) -> Iterator[str]:
+        """A new, migrated database's URL, dropped at the end (its connections too)."""
+        name = self.create(self.template)
+        try:
+            yield self.url(name)
+        finally:
+            self.drop(name)
+
+    def close(self) -> None:
+        self.drop(self.template)
+        self.engine.dispose()
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def redis_test_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
