@@ -20,7 +20,9 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 
+from shared.cluster.copy import data_tables
 from shared.db import upgrade_to_head
 
 ENGINES = ("sqlite", "postgresql")
@@ -59,7 +61,14 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 class PostgresServer:
-    """Makes and drops the suite's databases on one PostgreSQL server."""
+    """Makes, cleans and drops the suite's databases on one PostgreSQL server.
+
+    Making a database from the template and dropping it cost about 2 s on this
+    machine (the server writes a checkpoint for each), so a test's database is
+    emptied afterwards (its connections ended, every row deleted, counters and
+    sequences back at the start) and handed to the next test: about 0.1 s. One
+    whose schema a test changed is dropped instead. Commits are not waited for
+    on disk (`synchronous_commit=off` for these databases only)."""
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url: URL = make_url(admin_url)
@@ -69,6 +78,9 @@ class PostgresServer:
         self.prefix = f"gwtest_{os.getpid()}_{next(_names)}"
         self.template = self.create()
         upgrade_to_head(self.url(self.template))
+        self.head = self._revision(self.template)
+        self.free: list[str] = []
+        self.made: set[str] = set()
 
     def url(self, name: str) -> str:
         return self.admin_url.set(database=name).render_as_string(hide_password=False)
@@ -78,23 +90,75 @@ class PostgresServer:
         with self.engine.connect() as connection:
             clause = f" TEMPLATE {template}" if template else ""
             connection.execute(text(f"CREATE DATABASE {name}{clause}"))
+            connection.execute(text(f"ALTER DATABASE {name} SET synchronous_commit = off"))
         return name
 
     def drop(self, name: str) -> None:
         with self.engine.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
+    def _revision(self, name: str) -> str | None:
+        engine = create_engine(self.url(name))
+        try:
+            with engine.connect() as connection:
+                return connection.scalar(text("SELECT version_num FROM alembic_version"))
+        finally:
+            engine.dispose()
+
+    def _empty(self, name: str) -> bool:
+        """End the database's other connections and delete its rows; False when its
+        schema is not the template's any more."""
+        with self.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        engine = create_engine(self.url(name), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                if connection.scalar(text("SELECT version_num FROM alembic_version")) != self.head:
+                    return False
+                connection.execute(text("BEGIN"))
+                for table in reversed(data_tables()):
+                    connection.execute(table.delete())
+                connection.execute(text("COMMIT"))
+                connection.execute(text("UPDATE registry_generation SET value = 0"))
+                connection.execute(text("UPDATE keys_generation SET value = 0"))
+                for table in data_tables():
+                    column = table.autoincrement_column
+                    if column is not None:
+                        connection.execute(
+                            text(
+                                f"SELECT setval(pg_get_serial_sequence('{table.name}', "
+                                f"'{column.name}'), 1, false)"
+                            )
+                        )
+        except SQLAlchemyError:
+            return False
+        finally:
+            engine.dispose()
+        return True
+
     @contextmanager
     def fresh(self) -> Iterator[str]:
-        """A new, migrated database's URL, dropped at the end (its connections too)."""
-        name = self.create(self.template)
+        """An empty, migrated database's URL for one test."""
+        name = self.free.pop() if self.free else self.create(self.template)
+        self.made.add(name)
         try:
             yield self.url(name)
         finally:
-            self.drop(name)
+            if self._empty(name):
+                self.free.append(name)
+            else:
+                self.made.discard(name)
+                self.drop(name)
 
     def close(self) -> None:
-        self.drop(self.template)
+        for name in [*self.made, self.template]:
+            self.drop(name)
         self.engine.dispose()
 
 

@@ -114,12 +114,32 @@ def read_generation(database: Database) -> int:
         return int(value or 0)
 
 
-def read_generation_and_beat(database: Database) -> tuple[int, datetime | None]:
-    """The generation, and healthd's last heartbeat (None: never), in one read."""
+@dataclass(frozen=True)
+class HealthdInstance:
+    """One healthd's heartbeat row: who, its role (active or standby), when it beat."""
+
+    instance: str
+    role: str
+    beat_at: datetime
+
+
+def read_generation_and_beats(database: Database) -> tuple[int, tuple[HealthdInstance, ...]]:
+    """The generation, and every healthd's last heartbeat, in one read."""
     with database.reading() as session:
         value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
-        beat = session.scalar(select(HealthdHeartbeat.beat_at).where(HealthdHeartbeat.id == 1))
-        return int(value or 0), beat
+        beats = session.execute(
+            select(HealthdHeartbeat.instance, HealthdHeartbeat.role, HealthdHeartbeat.beat_at)
+        ).all()
+    instances = tuple(
+        HealthdInstance(instance or "healthd", role or "active", beat_at)
+        for instance, role, beat_at in beats
+    )
+    return int(value or 0), instances
+
+
+def active_beat(instances: Iterable[HealthdInstance]) -> datetime | None:
+    """The last heartbeat of an active healthd (None: none seen)."""
+    return max((i.beat_at for i in instances if i.role == "active"), default=None)
 
 
 def load_snapshot(database: Database) -> RegistrySnapshot:
@@ -202,7 +222,8 @@ class SnapshotHolder:
         self.on_change = on_change
         self.database = database
         self.confirmed_at = -float("inf")
-        self.healthd_beat: datetime | None = None  # as of the last confirmation
+        self.healthd_beat: datetime | None = None  # the active one's, as of the last confirmation
+        self.healthd_instances: tuple[HealthdInstance, ...] = ()
         self._changed = asyncio.Event()
         self._catching_up: SingleFlight[None, None] = SingleFlight()
 
@@ -240,7 +261,8 @@ class SnapshotHolder:
 async def refresh(holder: SnapshotHolder, database: Database) -> None:
     """Reload if the generation moved; either way the snapshot is now confirmed."""
     started = asyncio.get_running_loop().time()
-    generation, holder.healthd_beat = await asyncio.to_thread(read_generation_and_beat, database)
+    generation, instances = await asyncio.to_thread(read_generation_and_beats, database)
+    holder.healthd_instances, holder.healthd_beat = instances, active_beat(instances)
     if generation != holder.current.generation:
         holder.replace(await asyncio.to_thread(load_snapshot, database))
     holder.confirmed_at = started
