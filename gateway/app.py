@@ -34,7 +34,12 @@ from gateway.catalog.models import models_routes
 from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.liveness import health_route, package_version, ready_route
+from gateway.liveness import (
+    HEALTHD_STALE_INTERVALS,
+    health_route,
+    package_version,
+    ready_route,
+)
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.prometheus import metrics_route
@@ -57,6 +62,7 @@ from gateway.web.pages import web_routes
 from shared.cluster.listen import listen
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
+from shared.models import utcnow
 from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
 from shared.upstream import UpstreamPool, probe_transport
@@ -66,6 +72,15 @@ TITLE = "Multiverse Inference Gateway"
 ADMIN_MAX_BODY_BYTES = 1024 * 1024
 
 log = get_logger("api")
+
+
+def record_ages(
+    holder: SnapshotHolder, settings: Settings, snapshot: float, healthd: float | None
+) -> None:
+    """After each registry round: the ages, and how many healthd of each role beat."""
+    metrics.record_ages(snapshot, healthd)
+    within = HEALTHD_STALE_INTERVALS * settings.health_check_interval_seconds
+    metrics.record_healthd_instances(holder.healthd_roles(utcnow(), within))
 
 
 def registry_listener(database: Database) -> tuple[asyncio.Event, asyncio.Task[None] | None]:
@@ -107,7 +122,7 @@ def create_app(
                 runtime.holder,
                 database,
                 interval=POLL_SECONDS if listener is None else LISTENING_POLL_SECONDS,
-                on_ages=metrics.record_ages,
+                on_ages=functools.partial(record_ages, runtime.holder, settings),
                 wake=changed,
             ),
             name="registry-watch",

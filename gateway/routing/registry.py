@@ -244,6 +244,15 @@ class SnapshotHolder:
         database = self.database
         await self._catching_up.run(None, lambda: refresh(self, database))
 
+    def healthd_roles(self, now: datetime, within: float) -> dict[str, int]:
+        """How many healthd of each role beat within `within` seconds (read with the
+        generation: no database I/O here)."""
+        counts = {"active": 0, "standby": 0}
+        for found in self.healthd_instances:
+            if (now - found.beat_at).total_seconds() <= within:
+                counts[found.role] = counts.get(found.role, 0) + 1
+        return counts
+
     def healthd_age(self, now: datetime) -> float | None:
         """Seconds since healthd's last heartbeat (None: none seen), read with the
         generation: no database I/O here."""
