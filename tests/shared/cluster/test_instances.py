@@ -9,6 +9,7 @@ lost or doubled; one gateway killed mid-stream leaves the other serving.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -24,12 +25,14 @@ from sqlalchemy import select, text
 
 from gateway.cli.demo_backend import create_demo_app
 from shared.cluster.listen import listen
-from shared.db import Database
+from shared.db import Database, upgrade_to_head
 from shared.models import HealthCheck, HealthdHeartbeat, ModelServer
 from tests.support import (
     ADMIN_KEY,
+    BIN,
     GatewayProcess,
     ThreadedServer,
+    clean_environment,
     process_settings,
     start_healthd,
     wait_for,
@@ -221,7 +224,7 @@ def test_kill_the_active_healthd_and_the_standby_takes_over_with_no_check_lost_o
     database.dispose()
     # The first row is the registration's own probe, before healthd knew of it.
     times = check_times(Database.connect(postgres_url), server_id)[1:]
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert len(gaps) >= 4
     # Jitter is ±10 % of the interval; a check lost would leave a gap of two
     # intervals, a doubled one a gap near zero.
@@ -231,16 +234,12 @@ def test_kill_the_active_healthd_and_the_standby_takes_over_with_no_check_lost_o
 
 def test_a_second_healthd_on_sqlite_says_why_and_exits_2(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
-    from shared.db import upgrade_to_head
-
     upgrade_to_head(url)
     settings = process_settings(tmp_path, url)
     with healthds(tmp_path, url, 1) as (first,):
         database = Database.connect(url)
         wait_for(lambda: heartbeats(database), timeout=15, what="the first healthd's heartbeat")
         database.dispose()
-        from tests.support import BIN, clean_environment
-
         second = subprocess.run(
             [str(BIN / "healthd")],
             cwd=tmp_path,
