@@ -60,6 +60,7 @@ from gateway.routing.registry import (
 )
 from gateway.web.pages import web_routes
 from shared.cluster.listen import listen
+from shared.cluster.redis_client import FailureMode, SharedRedis
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.models import utcnow
@@ -81,6 +82,17 @@ def record_ages(
     metrics.record_ages(snapshot, healthd)
     within = HEALTHD_STALE_INTERVALS * settings.health_check_interval_seconds
     metrics.record_healthd_instances(holder.healthd_roles(utcnow(), within))
+
+
+def shared_redis(settings: Settings) -> SharedRedis | None:
+    """This worker's Redis (REDIS_URL), or None."""
+    if not settings.redis_url:
+        return None
+    return SharedRedis(
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        mode=FailureMode(settings.redis_failure_mode),
+    )
 
 
 def registry_listener(database: Database) -> tuple[asyncio.Event, asyncio.Task[None] | None]:
@@ -149,6 +161,8 @@ def create_app(
             runtime.transport.close()
             runtime.large_bodies.shutdown(wait=False, cancel_futures=True)
             runtime.responses.close()
+            if runtime.responses.redis is not None:
+                await runtime.responses.redis.close()
             probes.close()
             runtime.request_log.drain()
             context.proxy = None
@@ -257,7 +271,9 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             ),
         ),
         feedback=feedback,
-        responses=ResponseOwners(feedback.record_response_owner, context.database),
+        responses=ResponseOwners(
+            feedback.record_response_owner, context.database, redis=shared_redis(settings)
+        ),
         access=ClientAccess(settings, RateLimiter(settings.rate_limit_per_minute)),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"

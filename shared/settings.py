@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.urls import Endpoint, endpoints_of
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+RedisFailureMode = Literal["fail_open", "fail_closed"]
 RoutingStrategy = Literal["round_robin", "least_loaded", "fastest_response", "weighted"]
 
 # Values people copy from examples; refused as an admin key off loopback.
@@ -86,6 +87,20 @@ class Settings(BaseSettings):
             "an SQLite URL (sqlite:///./multiverse.db) or a PostgreSQL one "
             "(postgresql+psycopg://user@host/database)"
         ),
+    )
+
+    # Redis, for what several instances share (optional)
+    redis_url: str | None = Field(
+        None, description="a Redis URL, e.g. redis://127.0.0.1:6379/0 (empty: no Redis)"
+    )
+    redis_failure_mode: RedisFailureMode = Field(
+        "fail_open", description="fail_open (serve, count locally) or fail_closed (refuse)"
+    )
+    redis_key_prefix: str = Field(
+        "multiverse",
+        min_length=1,
+        max_length=64,
+        description="1 to 64 characters put before every Redis key",
     )
 
     # Servers from configuration, registered at gateway start (source "config")
@@ -216,6 +231,15 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use a URL like redis://127.0.0.1:6379/0 (or rediss://, unix://)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

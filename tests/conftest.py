@@ -4,6 +4,7 @@ TEST_DATABASE=postgresql), settings, real backends and a real gateway."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from shared.db import Database, upgrade_to_head
 from shared.logging import Redactor, configure_logging
 from shared.settings import Settings
 from shared.urls import Resolver
-from tests.databases import PostgresServer, postgres_admin_url, test_engine
+from tests.databases import (
+    PostgresServer,
+    make_url_redis,
+    postgres_admin_url,
+    redis_test_url,
+    require_service,
+    test_engine,
+)
 from tests.support import ADMIN_KEY, ThreadedServer
 
 
@@ -145,3 +153,25 @@ def gateway(start_gateway: Callable[..., ThreadedServer]) -> ThreadedServer:
 def demo_backend() -> Iterator[ThreadedServer]:
     with ThreadedServer(create_demo_app("demo", chunk_interval_ms=0)) as server:
         yield server
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test Redis's URL (TEST_REDIS_URL); skipped where none runs, failed under CI."""
+    url = redis_test_url()
+    parsed = make_url_redis(url)
+    require_service("Redis", *parsed)
+    yield url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"gwtest:{uuid.uuid4().hex}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()

@@ -168,3 +168,11 @@ def postgres_admin_url() -> str:
 
 def redis_test_url() -> str:
     return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def make_url_redis(url: str) -> tuple[str, int]:
+    """The host and port of a redis:// URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
