@@ -19,6 +19,7 @@ help:
 	@echo "make conformance - a real vLLM (CPU build) behind the gateway, direct vs through"
 	@echo "make check  - ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  - benchmark the gateway against direct calls"
+	@echo "make bench-cluster - 1, 2, 3 gateway instances on PostgreSQL + Redis behind nginx"
 	@echo "make clean  - remove the virtualenv and caches (keeps .env and the database)"
 
 $(BIN)/python:
@@ -89,3 +90,9 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.healthd_scale
+
+# 1, 2 and 3 gateway instances on PostgreSQL + Redis behind nginx (this machine's
+# services; BENCH_POSTGRES_URL, BENCH_REDIS_URL): requests/s, p99, CPU µs per request.
+bench-cluster: $(STAMP) tools
+	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	$(BIN)/python -m bench.cluster
