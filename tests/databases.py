@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared.cluster.copy import data_tables
 from shared.db import upgrade_to_head
+from shared.models import Base
 
 ENGINES = ("sqlite", "postgresql")
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -176,3 +177,34 @@ def make_url_redis(url: str) -> tuple[str, int]:
 
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+@contextmanager
+def write_lock_held(database_url: str) -> Iterator[None]:
+    """Another client holds the database's write lock (a backup, a long admin query):
+    SQLite's BEGIN EXCLUSIVE on the file; on PostgreSQL every table of the schema locked
+    IN EXCLUSIVE MODE (reads go on, writes wait). Released when the block ends."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        import sqlite3
+
+        holder = sqlite3.connect(
+            database_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+        )
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(database_url)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f"LOCK TABLE {tables} IN EXCLUSIVE MODE"))
+            try:
+                yield
+            finally:
+                connection.rollback()
+    finally:
+        engine.dispose()

@@ -156,6 +156,7 @@ def _script_env(tmp_path: Path, env_file: Path, **extra: str) -> dict[str, str]:
     )
 
 
+@pytest.mark.sqlite_only("backup.sh backs up the SQLite file")
 def test_backup_is_consistent_while_both_processes_write(
     tmp_path: Path, database_url: str, database: Database
 ) -> None:
