@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -282,6 +283,25 @@ class Settings(BaseSettings):
 SECRET_SETTINGS = frozenset(
     {"admin_api_key", "client_api_keys", "metrics_api_key", "registration_keys"}
 )
+# Settings that are URLs which may carry a password: shown without it.
+URL_SETTINGS = frozenset({"database_url", "redis_url"})
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in a database or Redis URL, if it has one."""
+    if not url:
+        return None
+    return urlsplit(url).password or None
+
+
+def without_password(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, to show or log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 class SettingsError(Exception):

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared.db import Database, SchemaMismatch, check_writable, ensure_schema_current
 from shared.logging import Redactor, configure_logging
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import Settings, SettingsError, load_settings, url_password
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ def redactor_for(settings: Settings) -> Redactor:
         [settings.admin_api_key.get_secret_value(), settings.metrics_api_key.get_secret_value()]
         + [key.get_secret_value() for key in settings.client_api_keys]
         + [key.get_secret_value() for key in settings.registration_keys]
+        + [url_password(settings.database_url) or "", url_password(settings.redis_url) or ""]
     )
 
 
