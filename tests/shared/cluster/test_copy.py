@@ -25,6 +25,7 @@ from shared.models import (
     UsageMinute,
     utcnow,
 )
+from tests.databases import PostgresServer
 from tests.support import clean_environment
 
 NOW = utcnow()
@@ -171,3 +172,30 @@ def test_a_target_that_holds_data_is_refused_and_left_as_it_was(
     assert done.returncode == 1
     assert "already holds data" in done.stderr
     assert len(everything(postgres_url)["model_servers"]) == 1
+
+
+def test_db_upgrade_and_current_on_an_empty_postgresql_database(
+    postgres_server: PostgresServer,
+) -> None:
+    name = postgres_server.create()  # empty: no schema at all
+    url = postgres_server.url(name)
+    try:
+
+        def admin(*arguments: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "gateway.cli.admin", "db", *arguments],
+                env=clean_environment({"DATABASE_URL": url}),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        assert admin("current").returncode == 1
+        upgraded = admin("upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert "(head)" in upgraded.stdout
+        current = admin("current")
+        assert current.returncode == 0 and "up to date" in current.stdout
+    finally:
+        postgres_server.drop(name)
