@@ -8,6 +8,7 @@ import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -59,8 +60,6 @@ from gateway.routing.registry import (
     watch_registry,
 )
 from gateway.web.pages import web_routes
-from shared.cluster.listen import listen
-from shared.cluster.redis_client import FailureMode, SharedRedis
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.models import utcnow
@@ -68,6 +67,9 @@ from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
 from shared.upstream import UpstreamPool, probe_transport
 from shared.urls import Resolver, system_resolver
+
+if TYPE_CHECKING:
+    from shared.cluster.redis_client import SharedRedis
 
 TITLE = "Multiverse Inference Gateway"
 ADMIN_MAX_BODY_BYTES = 1024 * 1024
@@ -85,9 +87,12 @@ def record_ages(
 
 
 def shared_redis(settings: Settings) -> SharedRedis | None:
-    """This worker's Redis (REDIS_URL), or None."""
+    """This worker's Redis (REDIS_URL), or None. redis-py (the `cluster` extra) is
+    imported only when REDIS_URL is set."""
     if not settings.redis_url:
         return None
+    from shared.cluster.redis_client import FailureMode, SharedRedis
+
     return SharedRedis(
         settings.redis_url,
         prefix=settings.redis_key_prefix,
@@ -100,6 +105,8 @@ def registry_listener(database: Database) -> tuple[asyncio.Event, asyncio.Task[N
     changed = asyncio.Event()
     if database.engine.dialect.name != "postgresql":
         return changed, None
+    from shared.cluster.listen import listen  # psycopg: only with PostgreSQL
+
     url = database.engine.url.render_as_string(hide_password=False)
     task = asyncio.create_task(listen(url, changed.set), name="registry-listen")
     return changed, task

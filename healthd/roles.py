@@ -23,13 +23,12 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
 from healthd.daemon import STANDBY, Daemon, instance_name
-from shared.cluster.election import AdvisoryLock, Fence, FencedDatabase, wait_or_stop
 from shared.db import Database
 from shared.logging import get_logger
 from shared.models import utcnow
@@ -38,6 +37,9 @@ STANDBY_POLL_SECONDS = 1.0
 LOCK_CHECK_SECONDS = 0.5
 
 log = get_logger("health_checker")
+
+if TYPE_CHECKING:
+    from shared.cluster.election import AdvisoryLock
 
 
 class AnotherHealthd(Exception):
@@ -70,6 +72,8 @@ def single_on_sqlite(database: Database) -> Iterator[None]:
 
 async def _watch_lock(lock: AdvisoryLock, lost: asyncio.Event, until: asyncio.Event) -> None:
     """Set `lost` and `until` when the lock's connection dies."""
+    from shared.cluster.election import wait_or_stop
+
     while not until.is_set():
         if not await lock.still_held():
             lost.set()
@@ -87,6 +91,8 @@ async def _stand_by(database: Database, instance: str) -> None:
 
 async def _try_lock(lock: AdvisoryLock, failing: bool) -> tuple[bool, bool]:
     """(acquired, failing): a database that cannot be reached is logged once."""
+    import psycopg
+
     try:
         acquired = await lock.try_acquire()
     except psycopg.Error as error:
@@ -105,7 +111,10 @@ async def run_elected(
     poll_seconds: float = STANDBY_POLL_SECONDS,
 ) -> None:
     """Stand by until the lock is had, then run a Daemon until `stop` (or the lock is
-    lost: then stand by again, with a fresh Daemon next time)."""
+    lost: then stand by again, with a fresh Daemon next time). psycopg (the `cluster`
+    extra) is imported here, on PostgreSQL only."""
+    from shared.cluster.election import AdvisoryLock, Fence, FencedDatabase, wait_or_stop
+
     instance = instance_name()
     url = database.engine.url.render_as_string(hide_password=False)
     lock, fence = AdvisoryLock(url), Fence()

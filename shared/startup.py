@@ -52,7 +52,14 @@ def start_process(program: str, *, default_component: str) -> Process:
         default_component=default_component,
         redactor=redactor,
     )
-    database = Database.connect(settings.database_url)
+    try:
+        database = Database.connect(settings.database_url)
+    except ModuleNotFoundError as error:
+        refuse(
+            program,
+            f"DATABASE_URL names PostgreSQL, whose driver ({error.name}) is not installed: "
+            "pip install 'multiverse-gateway[cluster]'",
+        )
     try:
         ensure_schema_current(database.engine)
         check_writable(database)

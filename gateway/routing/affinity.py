@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.cluster.redis_client import SharedRedis
 from shared.db import Database, upsert
 from shared.logging import get_logger
 from shared.models import ResponseOwner, utcnow
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from shared.cluster.redis_client import SharedRedis
 
 MAX_REMEMBERED = 100_000  # ids kept in memory per process (about 20 MB at most)
 MAX_RESPONSE_ID = 256
