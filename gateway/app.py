@@ -9,6 +9,7 @@ import gc
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -37,7 +38,12 @@ from gateway.catalog.models import models_routes
 from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.liveness import health_route, package_version, ready_route
+from gateway.liveness import (
+    HEALTHD_STALE_INTERVALS,
+    health_route,
+    package_version,
+    ready_route,
+)
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.people.routes import people_routes
@@ -50,6 +56,8 @@ from gateway.routing.balancer import Balancer
 from gateway.routing.learned import Learned
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.registry import (
+    LISTENING_POLL_SECONDS,
+    POLL_SECONDS,
     RegistrySnapshot,
     SnapshotHolder,
     load_snapshot,
@@ -58,15 +66,54 @@ from gateway.routing.registry import (
 from gateway.web.pages import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
+from shared.models import utcnow
 from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
 from shared.upstream import UpstreamPool, probe_transport
 from shared.urls import Resolver, system_resolver
 
+if TYPE_CHECKING:
+    from shared.cluster.redis_client import SharedRedis
+
 TITLE = "Multiverse Inference Gateway"
 ADMIN_MAX_BODY_BYTES = 1024 * 1024
 
 log = get_logger("api")
+
+
+def record_ages(
+    holder: SnapshotHolder, settings: Settings, snapshot: float, healthd: float | None
+) -> None:
+    """After each registry round: the ages, and how many healthd of each role beat."""
+    metrics.record_ages(snapshot, healthd)
+    within = HEALTHD_STALE_INTERVALS * settings.health_check_interval_seconds
+    metrics.record_healthd_instances(holder.healthd_roles(utcnow(), within))
+
+
+def shared_redis(settings: Settings) -> SharedRedis | None:
+    """This worker's Redis (REDIS_URL), or None. redis-py (the `cluster` extra) is
+    imported only when REDIS_URL is set."""
+    if not settings.redis_url:
+        return None
+    from shared.cluster.redis_client import FailureMode, SharedRedis
+
+    return SharedRedis(
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        mode=FailureMode(settings.redis_failure_mode),
+    )
+
+
+def registry_listener(database: Database) -> tuple[asyncio.Event, asyncio.Task[None] | None]:
+    """On PostgreSQL, a task LISTENing for registry changes, and the event it sets."""
+    changed = asyncio.Event()
+    if database.engine.dialect.name != "postgresql":
+        return changed, None
+    from shared.cluster.listen import listen  # psycopg: only with PostgreSQL
+
+    url = database.engine.url.render_as_string(hide_password=False)
+    task = asyncio.create_task(listen(url, changed.set), name="registry-listen")
+    return changed, task
 
 
 def create_app(
@@ -92,12 +139,20 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, asyncio.Event]]:
         ensure_schema_current(database.engine)
         runtime = await build_runtime(context, log_outputs)
+        changed, listener = registry_listener(database)
         watcher = asyncio.create_task(
-            watch_registry(runtime.holder, database, on_ages=metrics.record_ages),
+            watch_registry(
+                runtime.holder,
+                database,
+                interval=POLL_SECONDS if listener is None else LISTENING_POLL_SECONDS,
+                on_ages=functools.partial(record_ages, runtime.holder, settings),
+                wake=changed,
+            ),
             name="registry-watch",
         )
         context.registry_watch = watcher
         background = [
+            *([] if listener is None else [listener]),
             watcher,
             asyncio.create_task(
                 feedback_module.flush_forever(runtime.feedback, database), name="feedback-flush"
@@ -119,6 +174,8 @@ def create_app(
             runtime.large_bodies.shutdown(wait=False, cancel_futures=True)
             runtime.responses.close()
             close_counters(runtime.access.store)
+            if runtime.responses.redis is not None:
+                await runtime.responses.redis.close()
             probes.close()
             runtime.request_log.drain()
             context.proxy = None
@@ -236,7 +293,9 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             ),
         ),
         feedback=feedback,
-        responses=ResponseOwners(feedback.record_response_owner, context.database),
+        responses=ResponseOwners(
+            feedback.record_response_owner, context.database, redis=shared_redis(settings)
+        ),
         access=ClientAccess(settings, keys, open_counters()),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"

@@ -28,6 +28,15 @@ from shared.logging import get_logger
 from shared.models import utcnow
 
 
+class HealthdInstanceView(BaseModel):
+    instance: str = Field(description="host:pid of the healthd process.")
+    role: Literal["active", "standby"] = Field(
+        description="active: it probes the backends; standby: it takes over if the active "
+        "one dies (PostgreSQL only)."
+    )
+    heartbeat_age_seconds: float
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"]
     database: Literal["ok", "unreachable"] = Field(description="Same as database_read.")
@@ -41,7 +50,11 @@ class HealthResponse(BaseModel):
         description="stale: healthd's heartbeat is older than 3 x HEALTH_CHECK_INTERVAL_SECONDS."
     )
     healthd_heartbeat_age_seconds: float | None = Field(
-        description="Since healthd last wrote its heartbeat (null: none seen yet)."
+        description="Since the active healthd last wrote its heartbeat (null: none seen yet)."
+    )
+    healthd_instances: list[HealthdInstanceView] = Field(
+        default_factory=list,
+        description="Every healthd whose heartbeat is recent, active and standby.",
     )
     version: str
 
@@ -117,6 +130,26 @@ def healthd_state(context: GatewayContext) -> tuple[float | None, str | None]:
     return age, healthd_problem(age, up_for, stale_after)
 
 
+def healthd_instances(context: GatewayContext) -> list[HealthdInstanceView]:
+    """The healthd processes that beat within HEALTHD_STALE_INTERVALS intervals."""
+    if context.proxy is None:
+        return []
+    now = utcnow()
+    within = HEALTHD_STALE_INTERVALS * context.settings.health_check_interval_seconds
+    views = []
+    for found in context.proxy.holder.healthd_instances:
+        age = (now - found.beat_at).total_seconds()
+        if age <= within and found.role in ("active", "standby"):
+            views.append(
+                HealthdInstanceView(
+                    instance=found.instance,
+                    role=found.role,
+                    heartbeat_age_seconds=round(age, 1),
+                )
+            )
+    return sorted(views, key=lambda view: (view.role, view.instance))
+
+
 async def health(request: Request) -> Response:
     context = context_of(request)
     database = context.database
@@ -132,6 +165,7 @@ async def health(request: Request) -> Response:
             database_problem=write_problem_now,
             healthd="ok" if healthd_stale is None else "stale",
             healthd_heartbeat_age_seconds=None if healthd_age is None else round(healthd_age, 1),
+            healthd_instances=healthd_instances(context),
             version=package_version(),
         )
     )

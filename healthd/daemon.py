@@ -17,8 +17,10 @@ import contextlib
 import dataclasses
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,8 +40,19 @@ CONCURRENCY = 500
 PRUNE_EVERY_SECONDS = 60.0
 MAX_DATABASE_BACKOFF = 10.0
 HEARTBEAT_SECONDS = 1.0
+# A healthd silent this long is gone: its heartbeat row goes (at the next pruning).
+INSTANCES_KEPT = timedelta(minutes=10)
+
+ACTIVE, STANDBY = "active", "standby"
 
 log = get_logger("health_checker")
+
+
+def instance_name() -> str:
+    """This healthd's name in the heartbeats: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 STOP_DELIVERY_SECONDS = 2.0
 
 
@@ -54,7 +67,12 @@ class Daemon:
         notifications: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        instance: str | None = None,
+        resume: bool = False,
     ) -> None:
+        """`instance` names this healthd in its heartbeat ("host:pid"). `resume`: the
+        first probes keep the schedule of the history (each backend is due an interval
+        after its last check), for a standby that takes over from an active healthd."""
         self.settings = settings
         self.redactor = redactor
         self.database = database
@@ -76,6 +94,8 @@ class Daemon:
         self.last_beat = -float("inf")
         self.stopped_by: DatabaseFileGone | None = None  # raised by run() once it cleaned up
         self.deliveries: set[asyncio.Task[bool]] = set()  # notifications being sent
+        self.instance = instance or instance_name()
+        self.resume = resume
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then write what was gathered and return."""
@@ -157,8 +177,13 @@ class Daemon:
         if now - self.last_prune >= PRUNE_EVERY_SECONDS:
             self.last_prune = now
             await asyncio.to_thread(store.prune_history, self.database)
+            await asyncio.to_thread(
+                store.forget_instances, self.database, utcnow() - INSTANCES_KEPT
+            )
         if now - self.last_beat >= HEARTBEAT_SECONDS:
-            await asyncio.to_thread(store.beat, self.database, utcnow(), os.getpid())
+            await asyncio.to_thread(
+                store.beat, self.database, utcnow(), os.getpid(), self.instance, ACTIVE
+            )
             self.last_beat = now
 
     async def refresh_targets(self) -> None:
@@ -167,12 +192,19 @@ class Daemon:
             return
         self.generation = generation
         fresh = await asyncio.to_thread(store.load_targets, self.database)
+        last = await asyncio.to_thread(store.last_checks, self.database) if self.resume else {}
+        self.resume = False
         now = self.clock()
         for server_id, target in fresh.items():
             if self.redactor is not None:
                 self.redactor.add_secret(target.api_key)
             known = self.targets.get(server_id)
-            if known is None:
+            if known is None and server_id in last and target.health_status == "healthy":
+                # Taken over from another healthd: due an interval after its last check.
+                age = (utcnow() - last[server_id]).total_seconds()
+                self.due[server_id] = now + min(self.interval, max(0.0, self.interval - age))
+                self.failures[server_id] = target.consecutive_failures
+            elif known is None:
                 # New (or healthd just started, TC-HEALTH-005): spread first probes a little.
                 self.due[server_id] = now + self.rng() * min(1.0, self.interval)
                 self.failures[server_id] = target.consecutive_failures

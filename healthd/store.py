@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from healthd.notify import Notification
 from healthd.policy import judge
-from shared.db import Database
+from shared.db import Database, upsert
 from shared.models import (
     CheckOutcome,
     CheckRequest,
@@ -22,6 +22,7 @@ from shared.models import (
     HealthdHeartbeat,
     ModelServer,
     RegistryGeneration,
+    UTCDateTime,
 )
 from shared.probe import ProbeResult
 
@@ -68,11 +69,37 @@ def read_generation(database: Database) -> int:
         return int(value or 0)
 
 
-def beat(database: Database, now: datetime, pid: int) -> None:
-    """healthd's heartbeat: the gateway reads its age, and stops calling itself ready
-    when no one has checked the backends for a few intervals."""
+def beat(database: Database, now: datetime, pid: int, instance: str, role: str) -> None:
+    """healthd's heartbeat, one row per instance with its role: the gateway reads the
+    active one's age, and stops calling itself ready when no one has checked the
+    backends for a few intervals; /health and /metrics show every instance."""
     with database.writing() as session:
-        session.merge(HealthdHeartbeat(id=1, beat_at=now, pid=pid))
+        statement = upsert(session, HealthdHeartbeat).values(
+            beat_at=now, pid=pid, instance=instance, role=role
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[HealthdHeartbeat.instance],
+                set_={"beat_at": now, "pid": pid, "role": role},
+            )
+        )
+
+
+def forget_instances(database: Database, older_than: datetime) -> None:
+    """Remove the heartbeat rows of healthd instances gone (silent since `older_than`)."""
+    with database.writing() as session:
+        session.execute(delete(HealthdHeartbeat).where(HealthdHeartbeat.beat_at < older_than))
+
+
+def last_checks(database: Database) -> dict[str, datetime]:
+    """When each backend was last checked (by whichever healthd), from the history."""
+    with database.reading() as session:
+        rows = session.execute(
+            select(
+                HealthCheck.server_id, func.max(HealthCheck.checked_at, type_=UTCDateTime())
+            ).group_by(HealthCheck.server_id)
+        ).all()
+    return {server_id: checked_at for server_id, checked_at in rows if checked_at is not None}
 
 
 def load_targets(database: Database) -> dict[str, Target]:
@@ -101,13 +128,14 @@ def _update_metrics(session: Session, server: ModelServer, now: datetime) -> Non
         .subquery()
     )
     success = recent.c.status == CheckOutcome.SUCCESS.value
+    day_ago = now - timedelta(days=1)
     total, successes, average, day_total, day_successes = session.execute(
         select(
             func.count(),
-            func.sum(func.iif(success, 1, 0)),
-            func.avg(func.iif(success, recent.c.response_time_ms, None)),
-            func.sum(func.iif(recent.c.checked_at >= now - timedelta(days=1), 1, 0)),
-            func.sum(func.iif(success & (recent.c.checked_at >= now - timedelta(days=1)), 1, 0)),
+            func.sum(case((success, 1), else_=0)),
+            func.avg(case((success, recent.c.response_time_ms), else_=None)),
+            func.sum(case((recent.c.checked_at >= day_ago, 1), else_=0)),
+            func.sum(case((success & (recent.c.checked_at >= day_ago), 1), else_=0)),
         )
     ).one()
     if total:

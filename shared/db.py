@@ -1,5 +1,12 @@
 """Database set-up shared by gateway, healthd and gateway-admin.
 
+Two engines: SQLite (the default, one machine) and PostgreSQL through psycopg 3
+(`postgresql+psycopg://`, several machines). What differs between them is
+decided here, typed: upserts (`upsert`), how long a write waits for a lock
+(SQLite's busy timeout, PostgreSQL's `lock_timeout`) and which errors mean
+"busy" or "full" (`database_failure`, by SQLite's result code or PostgreSQL's
+SQLSTATE, never by message text).
+
 SQLite is the default: every connection gets WAL (readers never block the
 writer), a busy timeout (a writer waits instead of failing with "database is
 locked") and foreign keys. Write transactions start with BEGIN IMMEDIATE, so
@@ -26,6 +33,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +50,10 @@ MIN_FREE_BYTES = 1024 * 1024
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def is_postgresql(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
 
 
 def _prepare_sqlite_file(url: str) -> None:
@@ -68,13 +81,31 @@ def _on_sqlite_begin(connection: Any) -> None:
     # how long it waits for the lock (short for a health check, BUSY_TIMEOUT_MS else).
     synchronous = "FULL" if options.get("sqlite_durable") else "NORMAL"
     connection.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
-    busy_ms = int(options.get("sqlite_busy_timeout_ms", BUSY_TIMEOUT_MS))
+    busy_ms = int(options.get("lock_wait_ms", BUSY_TIMEOUT_MS))
     connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
     connection.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
+def _on_postgresql_begin(connection: Any) -> None:
+    # A shorter wait for a lock than the connection's lock_timeout, for this
+    # transaction only (SET LOCAL ends with it).
+    busy_ms = connection.get_execution_options().get("lock_wait_ms")
+    if busy_ms is not None:
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(busy_ms)}")
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine with the project's connection settings applied."""
+    if is_postgresql(url):
+        # A write waits for a row lock at most BUSY_TIMEOUT_MS, then fails with
+        # lock_not_available ("busy"), as SQLite's busy timeout does.
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": f"-c lock_timeout={BUSY_TIMEOUT_MS}", "connect_timeout": 5},
+        )
+        event.listen(engine, "begin", _on_postgresql_begin)
+        return engine
     if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True)
     _prepare_sqlite_file(url)
@@ -179,7 +210,7 @@ class Database:
         self.check_file()
         options: dict[str, object] = {"sqlite_begin": "IMMEDIATE", "sqlite_durable": durable}
         if busy_timeout_ms is not None:
-            options["sqlite_busy_timeout_ms"] = busy_timeout_ms
+            options["lock_wait_ms"] = busy_timeout_ms
         with self.sessions() as session:
             session.connection(execution_options=options)
             try:
@@ -193,6 +224,18 @@ class Database:
         self.engine.dispose()
 
 
+# PostgreSQL's SQLSTATEs (psycopg's `sqlstate`) of a write that did not get its
+# locks: lock_not_available (lock_timeout), serialization_failure, deadlock_detected.
+PG_BUSY_STATES = frozenset({"55P03", "40001", "40P01"})
+PG_DISK_FULL = "53100"
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a database error, or None when it is not PostgreSQL's."""
+    state = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
 def _primary_code(error: BaseException) -> int | None:
     """SQLite's primary result code of a database error (extended codes carry it in
     their low byte), or None when it is not SQLite's."""
@@ -201,7 +244,10 @@ def _primary_code(error: BaseException) -> int | None:
 
 
 def is_busy(error: BaseException) -> bool:
-    """Whether a database error is SQLite's "busy" or "locked" (the lock was not had)."""
+    """Whether a database error says the lock was not had: SQLite's "busy" or
+    "locked", PostgreSQL's lock timeout, serialization failure or deadlock."""
+    if _sqlstate(error) in PG_BUSY_STATES:
+        return True
     return _primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -212,9 +258,17 @@ def database_failure(error: BaseException) -> DatabaseUnavailable | None:
         return DatabaseUnavailable(DatabaseProblem.FILE_GONE)
     if is_busy(error):
         return DatabaseUnavailable(DatabaseProblem.BUSY)
-    if _primary_code(error) == sqlite3.SQLITE_FULL:
+    if _primary_code(error) == sqlite3.SQLITE_FULL or _sqlstate(error) == PG_DISK_FULL:
         return DatabaseUnavailable(DatabaseProblem.FULL)
     return None
+
+
+def upsert(session: Session, model: type[Any]) -> Any:
+    """An INSERT of `model` in the session's dialect, with its `on_conflict_do_nothing`
+    and `on_conflict_do_update` (SQLite and PostgreSQL spell them alike)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(model)
+    return sqlite_insert(model)
 
 
 def check_writable(database: Database, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -224,7 +278,7 @@ def check_writable(database: Database, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
         session.connection(
             execution_options={
                 "sqlite_begin": "IMMEDIATE",
-                "sqlite_busy_timeout_ms": busy_timeout_ms,
+                "lock_wait_ms": busy_timeout_ms,
             }
         )
         session.execute(text("UPDATE registry_generation SET value = value"))

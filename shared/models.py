@@ -234,6 +234,11 @@ class HealthdHeartbeat(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Which healthd ("host:pid"), and whether it is the active one or a standby.
+    instance: Mapped[str | None] = mapped_column(String(128))
+    role: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (Index("idx_healthd_heartbeat_instance", "instance", unique=True),)
 
 
 class BackendUsage(Base):

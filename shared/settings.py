@@ -8,10 +8,8 @@ environment.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,9 +17,11 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.setting_typos import misspelt_settings
 from shared.urls import Endpoint, endpoints_of
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+RedisFailureMode = Literal["fail_open", "fail_closed"]
 RoutingStrategy = Literal["round_robin", "least_loaded", "fastest_response", "weighted"]
 
 # Values people copy from examples; refused as an admin key off loopback.
@@ -48,6 +48,19 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def normalize_database_url(value: str) -> str:
+    """A database URL the project can use: SQLite's, or PostgreSQL's through psycopg 3
+    (whatever driver the URL names); ValueError for any other engine."""
+    if value.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if not value.startswith(("sqlite:", "postgresql+psycopg://")):
+        raise ValueError(
+            "use SQLite (sqlite:///./multiverse.db) or PostgreSQL "
+            "(postgresql+psycopg://user@host/database)"
+        )
+    return value
+
+
 class Settings(BaseSettings):
     """All settings of gateway, healthd and gateway-admin (see README, 'Settings')."""
 
@@ -69,7 +82,24 @@ class Settings(BaseSettings):
     # Database
     database_url: str = Field(
         "sqlite:///./multiverse.db",
-        description="an SQLite URL, e.g. sqlite:///./multiverse.db (the only engine supported)",
+        description=(
+            "an SQLite URL (sqlite:///./multiverse.db) or a PostgreSQL one "
+            "(postgresql+psycopg://user@host/database)"
+        ),
+    )
+
+    # Redis, for what several instances share (optional)
+    redis_url: str | None = Field(
+        None, description="a Redis URL, e.g. redis://127.0.0.1:6379/0 (empty: no Redis)"
+    )
+    redis_failure_mode: RedisFailureMode = Field(
+        "fail_open", description="fail_open (serve, count locally) or fail_closed (refuse)"
+    )
+    redis_key_prefix: str = Field(
+        "multiverse",
+        min_length=1,
+        max_length=64,
+        description="1 to 64 characters put before every Redis key",
     )
 
     # Servers from configuration, registered at gateway start (source "config")
@@ -225,12 +255,10 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite_only(cls, value: str) -> str:
-        # The registry's change triggers (how every process learns of a change) are
-        # SQLite's; another engine would silently never reload.
-        if not value.startswith("sqlite:"):
-            raise ValueError("only SQLite is supported; use a URL like sqlite:///./multiverse.db")
-        return value
+    def _known_engine(cls, value: str) -> str:
+        # The registry's change triggers (how every process learns of a change) exist
+        # for SQLite and PostgreSQL only; another engine would silently never reload.
+        return normalize_database_url(value)
 
     @field_validator(
         "client_api_keys", "cors_origins", "backends", "registration_keys", mode="before"
@@ -238,6 +266,15 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use a URL like redis://127.0.0.1:6379/0 (or rediss://, unix://)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -280,6 +317,8 @@ class Settings(BaseSettings):
 SECRET_SETTINGS = frozenset(
     {"admin_api_key", "client_api_keys", "metrics_api_key", "registration_keys"}
 )
+# Settings that are URLs which may carry a password: shown without it.
+URL_SETTINGS = frozenset({"database_url", "redis_url"})
 
 
 class SettingsError(Exception):
@@ -303,47 +342,6 @@ def describe_errors(error: ValidationError) -> str:
         shown = "" if hidden else f" (got {item.get('input')!r})"
         lines.append(f"invalid setting {name}{shown}: {item['msg']}; allowed: {allowed}")
     return "\n".join(lines)
-
-
-# Names of ours that are not settings: the CLI's, and prometheus_client's folder.
-OTHER_NAMES = frozenset({"GATEWAY_URL", "GATEWAY_MANAGEMENT_TOKEN", "PROMETHEUS_MULTIPROC_DIR"})
-DOTENV_CUTOFF = 0.8  # difflib's ratio above which a `.env` key is taken for a typo
-ENVIRONMENT_CUTOFF = 0.85
-
-
-def _three_words(name: str) -> bool:
-    return name.count("_") >= 2
-
-
-def look_alike(name: str, known: Sequence[str], cutoff: float) -> str | None:
-    """The setting an unknown `name` is probably a typo of (None: known, or like none)."""
-    upper = name.upper()
-    if upper in known or upper in OTHER_NAMES:
-        return None
-    matches = difflib.get_close_matches(upper, known, n=1, cutoff=cutoff)
-    return matches[0] if matches else None
-
-
-def misspelt_settings(
-    dotenv_keys: Iterable[str], environment: Iterable[str], known: Sequence[str]
-) -> list[str]:
-    """One line per name that looks like a typo of a setting, which would be ignored.
-
-    Every key of `.env` is ours to judge. The environment is everybody's, so a
-    variable counts only when both it and the setting it resembles have three
-    words or more (`REQURE_CLIENT_AUTH`), never short ones other programs use
-    (`LOGLEVEL`, `DATABASE_URI`, `WORKER`)."""
-    lines = []
-    for key in dotenv_keys:
-        match = look_alike(key, known, DOTENV_CUTOFF)
-        if match:
-            lines.append(f"unknown setting {key} in .env; did you mean {match}?")
-    long_names = [name for name in known if _three_words(name)]
-    for key in environment:
-        match = look_alike(key, long_names, ENVIRONMENT_CUTOFF) if _three_words(key) else None
-        if match:
-            lines.append(f"unknown setting {key} in the environment; did you mean {match}?")
-    return lines
 
 
 def setting_names() -> list[str]:

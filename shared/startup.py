@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from shared.db import Database, SchemaMismatch, check_writable, ensure_schema_current
 from shared.logging import Redactor, configure_logging
 from shared.settings import Settings, SettingsError, load_settings
+from shared.urls import url_password
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ def redactor_for(settings: Settings) -> Redactor:
         [settings.admin_api_key.get_secret_value(), settings.metrics_api_key.get_secret_value()]
         + [key.get_secret_value() for key in settings.client_api_keys]
         + [key.get_secret_value() for key in settings.registration_keys]
+        + [url_password(settings.database_url) or "", url_password(settings.redis_url) or ""]
     )
 
 
@@ -51,7 +53,14 @@ def start_process(program: str, *, default_component: str) -> Process:
         default_component=default_component,
         redactor=redactor,
     )
-    database = Database.connect(settings.database_url)
+    try:
+        database = Database.connect(settings.database_url)
+    except ModuleNotFoundError as error:
+        refuse(
+            program,
+            f"DATABASE_URL names PostgreSQL, whose driver ({error.name}) is not installed: "
+            "pip install 'multiverse-gateway[cluster]'",
+        )
     try:
         ensure_schema_current(database.engine)
         check_writable(database)
@@ -60,7 +69,13 @@ def start_process(program: str, *, default_component: str) -> Process:
         refuse(program, error)
     except SQLAlchemyError as error:
         database.dispose()
-        reason = getattr(error, "orig", None) or error
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        if database.engine.dialect.name == "postgresql":
+            refuse(
+                program,
+                f"cannot reach the database ({reason}); check DATABASE_URL's host, port, "
+                "user and database, and that PostgreSQL accepts this machine",
+            )
         refuse(
             program,
             f"cannot use the database ({reason}); check that the file and its folder "

@@ -13,7 +13,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -206,3 +206,20 @@ async def check_backend_url(
             f"{field} points to a {problem} ({address}); the address guard allows only "
             "public addresses (an operator can set ALLOW_PRIVATE_BACKENDS=true)"
         )
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in a database or Redis URL, if it has one."""
+    if not url:
+        return None
+    return urlsplit(url).password or None
+
+
+def without_password(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, to show or log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))

@@ -1,8 +1,10 @@
-"""Shared fixtures: a migrated SQLite file, settings, real backends and a real gateway."""
+"""Shared fixtures: a migrated database (a SQLite file, or a PostgreSQL database with
+TEST_DATABASE=postgresql), settings, real backends and a real gateway."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,51 @@ from shared.db import Database, upgrade_to_head
 from shared.logging import Redactor, configure_logging
 from shared.settings import Settings
 from shared.urls import Resolver
+from tests.databases import (
+    PostgresServer,
+    make_url_redis,
+    postgres_admin_url,
+    redis_test_url,
+    require_service,
+    test_engine,
+)
 from tests.support import ADMIN_KEY, ThreadedServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): a test of SQLite itself (its file, its locks); skipped on PostgreSQL",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database engine: {test_engine()} (TEST_DATABASE)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if test_engine() == "sqlite":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "a test of SQLite itself"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL server of the run, with the schema migrated once into a template."""
+    server = PostgresServer(postgres_admin_url())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, whatever TEST_DATABASE says."""
+    with postgres_server.fresh() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +74,16 @@ def _no_gateway_settings_from_outside(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test's own migrated database, on the engine TEST_DATABASE names."""
+    if test_engine() == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        with server.fresh() as url:
+            yield url
+        return
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     upgrade_to_head(url)
-    return url
+    yield url
 
 
 @pytest.fixture
@@ -101,3 +153,25 @@ def gateway(start_gateway: Callable[..., ThreadedServer]) -> ThreadedServer:
 def demo_backend() -> Iterator[ThreadedServer]:
     with ThreadedServer(create_demo_app("demo", chunk_interval_ms=0)) as server:
         yield server
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test Redis's URL (TEST_REDIS_URL); skipped where none runs, failed under CI."""
+    url = redis_test_url()
+    parsed = make_url_redis(url)
+    require_service("Redis", *parsed)
+    yield url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"gwtest:{uuid.uuid4().hex}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()

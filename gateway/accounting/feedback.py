@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, tuple_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway.accounting.windows import BUCKETS, Counts
-from shared.db import Database
+from shared.db import Database, upsert
 from shared.logging import get_logger
 from shared.models import (
     BackendUsage,
@@ -189,7 +188,7 @@ def write_batch(database: Database, batch: Batch) -> None:
         for backend_id, delta in batch.usage.items():
             if backend_id not in existing:
                 continue
-            statement = sqlite_insert(BackendUsage).values(
+            statement = upsert(session, BackendUsage).values(
                 server_id=backend_id,
                 requests_total=delta.requests,
                 failures_total=delta.failures,
@@ -225,7 +224,7 @@ def write_batch(database: Database, batch: Batch) -> None:
             if backend_id in existing
         ]
         if owners:
-            session.execute(sqlite_insert(ResponseOwner).values(owners).on_conflict_do_nothing())
+            session.execute(upsert(session, ResponseOwner).values(owners).on_conflict_do_nothing())
             if random.random() < PRUNE_CHANCE:
                 session.execute(
                     delete(ResponseOwner).where(ResponseOwner.created_at < now - RESPONSES_KEPT)
@@ -233,36 +232,41 @@ def write_batch(database: Database, batch: Batch) -> None:
 
 
 def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -> None:
-    """Add this process's counts to the rows of other workers (read, add, write: one
-    transaction, so two workers' additions never overwrite each other)."""
+    """Add this process's counts to the rows of other workers and instances: the rows
+    are made if missing (ON CONFLICT DO NOTHING), then read locked (FOR UPDATE, in key
+    order, so two writers never wait on each other in a circle; SQLite's BEGIN
+    IMMEDIATE holds the whole file anyway), added to and written in one transaction,
+    so two writers' additions never overwrite each other."""
     if not minutes:
         return
-    keys = list(minutes)
+    keys = sorted(minutes)
+    empty = [
+        {
+            "minute": minute,
+            "server_id": server_id,
+            "model": model,
+            "requests": 0,
+            "failures": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "latency_counts": [0] * BUCKETS,
+            "first_token_counts": [0] * BUCKETS,
+            "retried": 0,
+        }
+        for minute, server_id, model in keys
+    ]
+    session.execute(upsert(session, UsageMinute).values(empty).on_conflict_do_nothing())
     rows = {
         (row.minute, row.server_id, row.model): row
         for row in session.scalars(
-            select(UsageMinute).where(
-                tuple_(UsageMinute.minute, UsageMinute.server_id, UsageMinute.model).in_(keys)
-            )
+            select(UsageMinute)
+            .where(tuple_(UsageMinute.minute, UsageMinute.server_id, UsageMinute.model).in_(keys))
+            .order_by(UsageMinute.minute, UsageMinute.server_id, UsageMinute.model)
+            .with_for_update()
         )
     }
     for key, counts in minutes.items():
-        row = rows.get(key)
-        if row is None:
-            minute, server_id, model = key
-            row = UsageMinute(
-                minute=minute,
-                server_id=server_id,
-                model=model,
-                requests=0,
-                failures=0,
-                prompt_tokens=0,
-                completion_tokens=0,
-                latency_counts=[0] * BUCKETS,
-                first_token_counts=[0] * BUCKETS,
-                retried=0,
-            )
-            session.add(row)
+        row = rows[key]
         merged = Counts(
             row.requests,
             row.failures,

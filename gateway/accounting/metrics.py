@@ -119,6 +119,20 @@ HEALTHD_AGE = Gauge(
 )
 
 
+HEALTHD_INSTANCES = Gauge(
+    "gateway_healthd_instances",
+    "healthd processes whose heartbeat is recent (3 x HEALTH_CHECK_INTERVAL_SECONDS), by "
+    "role: active (probes) or standby (takes over if the active one dies).",
+    ["role"],
+    multiprocess_mode="livemax",
+)
+
+
+def record_healthd_instances(roles: dict[str, int]) -> None:
+    for role, count in roles.items():
+        HEALTHD_INSTANCES.labels(role).set(count)
+
+
 def record_ages(snapshot_seconds: float, healthd_seconds: float | None) -> None:
     """The registry watcher's round: its snapshot's age, healthd's heartbeat's."""
     SNAPSHOT_AGE.set(snapshot_seconds)

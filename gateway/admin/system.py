@@ -27,7 +27,8 @@ from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from shared.db import Database
 from shared.errors import InvalidRequest
 from shared.models import HealthCheck, ModelServer
-from shared.settings import SECRET_SETTINGS, Settings
+from shared.settings import SECRET_SETTINGS, URL_SETTINGS, Settings
+from shared.urls import without_password
 
 LOG_PROCESSES = ("gateway", "healthd")
 TAIL_BYTES = 2 * 1024 * 1024
@@ -127,6 +128,8 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
                 else bool(value)
             )
             shown[name.upper()] = "•••••• (set)" if present else "(not set)"
+        elif name in URL_SETTINGS and value:
+            shown[name.upper()] = without_password(value)
         else:
             shown[name.upper()] = value
     return shown
@@ -143,7 +146,7 @@ def database_stats(database: Database, url: str) -> dict[str, Any]:
         )
         checks = session.scalar(select(func.count()).select_from(HealthCheck)) or 0
     stats: dict[str, Any] = {
-        "url": url,
+        "url": without_password(url),
         "registrations": servers,
         "active_registrations": active,
         "health_checks_kept": checks,

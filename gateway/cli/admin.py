@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.cli.api_client import (
     AdminClient,
@@ -77,6 +78,30 @@ def db_current(database_url: str | None) -> None:
     click.echo(f"current: {state.current or 'none'}  head: {state.head}  ({verdict})")
     if not state.up_to_date:
         sys.exit(1)
+
+
+@db.command("copy")
+@click.option("--to", "target", required=True, help="The new, empty database's URL.")
+@click.option("--database-url", help="The source; defaults to DATABASE_URL.")
+def db_copy(target: str, database_url: str | None) -> None:
+    """Copy every row to a new database (SQLite to PostgreSQL), verified row for row.
+
+    Stop the gateway and healthd first (or copy from a backup): rows written
+    meanwhile would not be copied."""
+    from shared.cluster.copy import CopyRefused, copy_database
+    from shared.settings import normalize_database_url
+
+    try:
+        report = copy_database(_database_url(database_url), normalize_database_url(target))
+    except (CopyRefused, ValueError) as error:
+        fail(str(error))
+        return
+    except SQLAlchemyError as error:
+        fail(f"cannot copy: {getattr(error, 'orig', None) or error}")
+        return
+    for table, rows in report.rows.items():
+        click.echo(f"{table:24} {rows:>10} rows")
+    click.echo(f"copied and verified {report.total} rows in {len(report.rows)} tables")
 
 
 # --- registrations -------------------------------------------------------

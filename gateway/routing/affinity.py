@@ -10,6 +10,13 @@ to another worker): one small write, in a thread, bounded by
 OWNER_WRITE_SECONDS; should it fail (the database busy), the owner goes with
 the next usage batch instead. A process that does not know an id (another
 worker made it, or it restarted) reads it once from the database.
+
+With REDIS_URL (several instances), the owner is written to Redis instead
+(one SET with the database's 30-day expiry, a millisecond), which every
+instance reads on a miss before the database, and it goes to the database
+with the next usage batch, off the request path. If Redis fails, this is
+always fail-open, whatever REDIS_FAILURE_MODE says: the owner is written to
+the database as without Redis (it is the record; nothing is refused).
 """
 
 from __future__ import annotations
@@ -19,19 +26,24 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.db import Database
+from shared.db import Database, upsert
 from shared.logging import get_logger
 from shared.models import ResponseOwner, utcnow
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from shared.cluster.redis_client import SharedRedis
 
 MAX_REMEMBERED = 100_000  # ids kept in memory per process (about 20 MB at most)
 MAX_RESPONSE_ID = 256
 OWNER_WRITE_SECONDS = 1.0  # past this, the owner goes with the next usage batch
+REDIS_OWNER_SECONDS = 30 * 24 * 3600  # as long as the database keeps it
 
 log = get_logger("routing")
 
@@ -70,7 +82,7 @@ def write_owner(database: Database, response_id: str, registration_id: str) -> N
     # It waits for the lock no longer than the request waits for it (then the batch has it).
     with database.writing(busy_timeout_ms=int(OWNER_WRITE_SECONDS * 1000)) as session:
         row = {"response_id": response_id, "server_id": registration_id, "created_at": utcnow()}
-        session.execute(sqlite_insert(ResponseOwner).values(row).on_conflict_do_nothing())
+        session.execute(upsert(session, ResponseOwner).values(row).on_conflict_do_nothing())
 
 
 def read_owner(database: Database, response_id: str) -> str | None:
@@ -90,9 +102,11 @@ class ResponseOwners:
         later: Callable[[str, str], None],
         database: Database | None,
         limit: int = MAX_REMEMBERED,
+        redis: SharedRedis | None = None,
     ) -> None:
         self.later = later
         self.database = database
+        self.redis = redis
         # Its own thread: a busy database (a backup) keeps these writes waiting, never the
         # default executor's threads, which the registry and the leases need meanwhile.
         self.writer = ThreadPoolExecutor(1, "response-owners")
@@ -109,6 +123,9 @@ class ResponseOwners:
         """Known here at once, and to every worker when this returns (or, should the
         write fail, with the next usage batch)."""
         self._keep(response_id, backend_id)
+        if self.redis is not None and await self._remember_in_redis(response_id, backend_id):
+            self.later(response_id, backend_id)  # the database's copy, off the path
+            return
         if self.database is None:
             return
         loop = asyncio.get_running_loop()
@@ -127,6 +144,11 @@ class ResponseOwners:
         if found is not None:
             self.known.move_to_end(response_id)
             return found
+        if self.redis is not None:
+            found = await self._owner_in_redis(response_id)
+            if found is not None:
+                self._keep(response_id, found)
+                return found
         if self.database is None:
             return None
         try:
@@ -137,6 +159,25 @@ class ResponseOwners:
         if found is not None:
             self._keep(response_id, found)
         return found
+
+    async def _remember_in_redis(self, response_id: str, backend_id: str) -> bool:
+        assert self.redis is not None
+        key = self.redis.key("response_owner", response_id)
+
+        async def write(client: Redis) -> bool:
+            return bool(await client.set(key, backend_id, ex=REDIS_OWNER_SECONDS))
+
+        return await self.redis.attempt(write, fallback=lambda: False, fail_open=True)
+
+    async def _owner_in_redis(self, response_id: str) -> str | None:
+        assert self.redis is not None
+        key = self.redis.key("response_owner", response_id)
+
+        async def read(client: Redis) -> str | None:
+            found = await client.get(key)
+            return found if isinstance(found, str) else None
+
+        return await self.redis.attempt(read, fallback=lambda: None, fail_open=True)
 
     def close(self) -> None:
         self.writer.shutdown(wait=False, cancel_futures=True)

@@ -10,6 +10,7 @@ consistent snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from shared.models import HealthdHeartbeat, HealthStatus, ModelServer, RegistryG
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
+# On PostgreSQL a NOTIFY wakes the watcher at each change; the poll is the fallback.
+LISTENING_POLL_SECONDS = 0.5
 CATCH_UP_AFTER_SECONDS = 0.05  # an unknown model re-reads the registry at most this often
 OFFLINE_RETRY_AFTER_SECONDS = 60  # a model whose servers left: a host may come back
 OFFLINE_MEMORY_SECONDS = 24 * 3600.0  # a model served this recently is offline, not unknown
@@ -111,12 +114,32 @@ def read_generation(database: Database) -> int:
         return int(value or 0)
 
 
-def read_generation_and_beat(database: Database) -> tuple[int, datetime | None]:
-    """The generation, and healthd's last heartbeat (None: never), in one read."""
+@dataclass(frozen=True)
+class HealthdInstance:
+    """One healthd's heartbeat row: who, its role (active or standby), when it beat."""
+
+    instance: str
+    role: str
+    beat_at: datetime
+
+
+def read_generation_and_beats(database: Database) -> tuple[int, tuple[HealthdInstance, ...]]:
+    """The generation, and every healthd's last heartbeat, in one read."""
     with database.reading() as session:
         value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
-        beat = session.scalar(select(HealthdHeartbeat.beat_at).where(HealthdHeartbeat.id == 1))
-        return int(value or 0), beat
+        beats = session.execute(
+            select(HealthdHeartbeat.instance, HealthdHeartbeat.role, HealthdHeartbeat.beat_at)
+        ).all()
+    instances = tuple(
+        HealthdInstance(instance or "healthd", role or "active", beat_at)
+        for instance, role, beat_at in beats
+    )
+    return int(value or 0), instances
+
+
+def active_beat(instances: Iterable[HealthdInstance]) -> datetime | None:
+    """The last heartbeat of an active healthd (None: none seen)."""
+    return max((i.beat_at for i in instances if i.role == "active"), default=None)
 
 
 def load_snapshot(database: Database) -> RegistrySnapshot:
@@ -199,7 +222,8 @@ class SnapshotHolder:
         self.on_change = on_change
         self.database = database
         self.confirmed_at = -float("inf")
-        self.healthd_beat: datetime | None = None  # as of the last confirmation
+        self.healthd_beat: datetime | None = None  # the active one's, as of the last confirmation
+        self.healthd_instances: tuple[HealthdInstance, ...] = ()
         self._changed = asyncio.Event()
         self._catching_up: SingleFlight[None, None] = SingleFlight()
 
@@ -220,6 +244,15 @@ class SnapshotHolder:
         database = self.database
         await self._catching_up.run(None, lambda: refresh(self, database))
 
+    def healthd_roles(self, now: datetime, within: float) -> dict[str, int]:
+        """How many healthd of each role beat within `within` seconds (read with the
+        generation: no database I/O here)."""
+        counts = {"active": 0, "standby": 0}
+        for found in self.healthd_instances:
+            if (now - found.beat_at).total_seconds() <= within:
+                counts[found.role] = counts.get(found.role, 0) + 1
+        return counts
+
     def healthd_age(self, now: datetime) -> float | None:
         """Seconds since healthd's last heartbeat (None: none seen), read with the
         generation: no database I/O here."""
@@ -237,7 +270,8 @@ class SnapshotHolder:
 async def refresh(holder: SnapshotHolder, database: Database) -> None:
     """Reload if the generation moved; either way the snapshot is now confirmed."""
     started = asyncio.get_running_loop().time()
-    generation, holder.healthd_beat = await asyncio.to_thread(read_generation_and_beat, database)
+    generation, instances = await asyncio.to_thread(read_generation_and_beats, database)
+    holder.healthd_instances, holder.healthd_beat = instances, active_beat(instances)
     if generation != holder.current.generation:
         holder.replace(await asyncio.to_thread(load_snapshot, database))
     holder.confirmed_at = started
@@ -251,8 +285,10 @@ async def watch_registry(
     database: Database,
     interval: float = POLL_SECONDS,
     on_ages: Callable[[float, float | None], None] = lambda snapshot, healthd: None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Keep `holder` current until cancelled. Any error (the database's or a bug's) is
+    """Keep `holder` current until cancelled; `wake` (set by a LISTEN on PostgreSQL)
+    starts the next round at once. Any error (the database's or a bug's) is
     logged, the snapshot kept, and the reload tried again after a growing pause:
     routing never stops because one reload failed, and readiness (`/health/ready`)
     reports a snapshot that stays unconfirmed. After each round `on_ages` is told
@@ -275,4 +311,15 @@ async def watch_registry(
                 )
             delay = min(MAX_WATCH_BACKOFF, delay * 2)
         on_ages(loop.time() - holder.confirmed_at, holder.healthd_age(utcnow()))
-        await asyncio.sleep(delay)
+        await pause(delay, wake)
+
+
+async def pause(seconds: float, wake: asyncio.Event | None) -> None:
+    """Sleep `seconds`, or less when `wake` is set (and clear it)."""
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    wake.clear()

@@ -34,8 +34,8 @@ def nginx_test(tmp_path: Path, sites: list[str]) -> subprocess.CompletedProcess[
     for site in sites:
         text = (DEPLOY / site).read_text().replace(LIVE, str(tmp_path))
         text = text.replace("/var/log/nginx/", f"{tmp_path}/")
-        (tmp_path / "sites" / site).write_text(text)
-        included.append(f"include {tmp_path / 'sites' / site};")
+        (tmp_path / "sites" / Path(site).name).write_text(text)
+        included.append(f"include {tmp_path / 'sites' / Path(site).name};")
     temp = "\n".join(
         f"{kind}_temp_path {tmp_path}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -54,8 +54,12 @@ def nginx_test(tmp_path: Path, sites: list[str]) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize(
     "sites",
-    [["nginx-http.conf"], ["nginx-http.conf", "nginx.conf"]],
-    ids=["before the certificate", "with the certificate"],
+    [
+        ["nginx-http.conf"],
+        ["nginx-http.conf", "nginx.conf"],
+        ["nginx-http.conf", "cluster/nginx-cluster.conf"],
+    ],
+    ids=["before the certificate", "with the certificate", "several instances"],
 )
 def test_nginx_accepts_the_sites(tmp_path: Path, sites: list[str]) -> None:
     checked = nginx_test(tmp_path, sites)

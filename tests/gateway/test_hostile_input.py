@@ -9,15 +9,16 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from gateway.cli.demo_backend import create_demo_app
-from shared.db import Database
+from shared.db import Database, upgrade_to_head
+from tests.databases import write_lock_held
 from tests.gateway.proxy.test_proxy import CHAT, HEADERS, register, wait_routable
 from tests.raw_backend import RawBackend
 from tests.support import (
@@ -101,6 +102,7 @@ def test_a_name_rebound_between_check_and_probe_is_refused(
             assert "127.0.0.1" not in message
 
 
+@pytest.mark.sqlite_only("PostgreSQL's JSON columns refuse the broken value this test plants")
 def test_after_a_500_the_connection_stays_usable(
     start_gateway: Callable[..., ThreadedServer], database: Database, database_url: str
 ) -> None:
@@ -137,28 +139,18 @@ def test_a_locked_database_answers_503_and_writes_nothing(
     start_gateway: Callable[..., ThreadedServer], database_url: str
 ) -> None:
     gateway = start_gateway(rate_limit_per_minute=0)
-    path = database_url.removeprefix("sqlite:///")
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")  # a backup, a long admin query
-    released = threading.Event()
-    try:
-        health = httpx.get(f"{gateway.url}/health").json()
-        assert health["database_read"] == "ok" and health["database_write"] == "failing"
-        with ThreadedServer(create_demo_app("m")) as backend:
+    with ThreadedServer(create_demo_app("m")) as backend:
+        with write_lock_held(database_url):  # a backup, a long admin query
+            health = httpx.get(f"{gateway.url}/health").json()
+            assert health["database_read"] == "ok" and health["database_write"] == "failing"
             response = register_at(gateway.url, backend.url)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "5"
             assert "busy" in response.json()["error"]["message"]
-            holder.execute("ROLLBACK")
-            released.set()
-            servers = httpx.get(f"{gateway.url}/admin/servers", headers=HEADERS).json()
-            assert servers == []  # it did not happen
-            assert register_at(gateway.url, backend.url).status_code == 201
-        assert httpx.get(f"{gateway.url}/health").json()["database_write"] == "ok"
-    finally:
-        if not released.is_set():
-            holder.execute("ROLLBACK")
-        holder.close()
+        servers = httpx.get(f"{gateway.url}/admin/servers", headers=HEADERS).json()
+        assert servers == []  # it did not happen
+        assert register_at(gateway.url, backend.url).status_code == 201
+    assert httpx.get(f"{gateway.url}/health").json()["database_write"] == "ok"
 
 
 def test_ready_when_the_snapshot_is_fresh(start_gateway: Callable[..., ThreadedServer]) -> None:
@@ -182,15 +174,20 @@ def run_gateway(settings: dict[str, str], tmp_path: Path) -> subprocess.Complete
     ("url_of", "says"),
     [
         (lambda path: f"sqlite:///file:{path}?mode=ro&uri=true", "cannot use the database"),
-        (lambda path: "postgresql://user:pw-secret@db.example/gw", "only SQLite is supported"),
+        (lambda path: "mysql://user:pw-secret@db.example/gw", "use SQLite"),
         (lambda path: f"sqlite:///{path}.missing", "no schema yet"),
+        (
+            lambda path: f"postgresql://user:pw-secret@127.0.0.1:{free_port()}/gw",
+            "cannot reach the database",
+        ),
     ],
-    ids=["read-only", "another engine", "never migrated"],
+    ids=["read-only", "another engine", "never migrated", "postgresql unreachable"],
 )
 def test_startup_failures_are_one_or_two_lines_and_exit_2(
-    tmp_path: Path, database_url: str, url_of: Callable[[str], str], says: str
+    tmp_path: Path, url_of: Callable[[str], str], says: str
 ) -> None:
-    path = database_url.removeprefix("sqlite:///")
+    path = str(tmp_path / "registry.db")
+    upgrade_to_head(f"sqlite:///{path}")
     settings = process_settings(tmp_path, url_of(path))
     finished = run_gateway(settings, tmp_path)
     assert finished.returncode == 2, finished.stderr
@@ -249,20 +246,19 @@ def test_a_full_log_disk_changes_no_answer(tmp_path: Path, database_url: str) ->
 
 
 def test_not_ready_while_the_registry_cannot_be_read(
-    start_gateway: Callable[..., ThreadedServer], database_url: str
+    start_gateway: Callable[..., ThreadedServer], database: Database
 ) -> None:
     """Readiness says why; the watcher keeps trying, and readiness returns with it."""
     gateway = start_gateway(rate_limit_per_minute=0)
-    path = database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as raw:
-        raw.execute("ALTER TABLE registry_generation RENAME TO registry_generation_away")
+    with database.engine.begin() as raw:
+        raw.execute(text("ALTER TABLE registry_generation RENAME TO registry_generation_away"))
     try:
         response = httpx.get(f"{gateway.url}/health/ready")
         assert response.status_code == 503
         assert "the database cannot be read" in response.json()["error"]["message"]
     finally:
-        with sqlite3.connect(path) as raw:
-            raw.execute("ALTER TABLE registry_generation_away RENAME TO registry_generation")
+        with database.engine.begin() as raw:
+            raw.execute(text("ALTER TABLE registry_generation_away RENAME TO registry_generation"))
     wait_for(lambda: httpx.get(f"{gateway.url}/health/ready").status_code == 200, timeout=15)
 
 

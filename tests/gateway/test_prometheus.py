@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sqlite3
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 from gateway.cli.demo_backend import create_demo_app
 from gateway.prometheus import retire_dead_workers
+from shared.db import Database
 from tests.support import ADMIN_KEY, GatewayProcess, ThreadedServer, process_settings, wait_for
 
 GAUGE_FILE = re.compile(r"gauge_livemax_(\d+)\.db")
@@ -69,8 +70,10 @@ def test_a_killed_worker_leaves_no_stale_gauge(tmp_path: Path, database_url: str
             timeout=30,
             what="uvicorn to start a new worker",
         )
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as raw:
-            raw.execute("UPDATE model_servers SET health_status = 'unhealthy'")
+        database = Database.connect(database_url)
+        with database.writing() as session:
+            session.execute(text("UPDATE model_servers SET health_status = 'unhealthy'"))
+        database.dispose()
         wait_for(
             lambda: healthy_gauge(gateway.url, server_id) == 0,
             timeout=15,

@@ -26,6 +26,7 @@ from shared.settings import Settings
 from shared.upstream import probe_transport
 from shared.urls import system_resolver
 from tests.conftest import ADMIN_KEY
+from tests.databases import write_lock_held
 from tests.support import (
     GatewayProcess,
     ThreadedServer,
@@ -301,18 +302,13 @@ async def test_a_locked_database_delays_results_but_loses_none(
 ) -> None:
     """Another process holds the write lock past the busy timeout: healthd keeps its
     results, backs off, and writes them all once the lock is gone."""
-    import sqlite3
-
     with ThreadedServer(create_demo_app("m")) as backend:
         server_id = add_server(database, backend.url)
         async with running(settings, database) as daemon:
             await until(lambda: len(checks(database, server_id)) >= 1, 10, "first check")
-            locker = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=10)
-            locker.execute("BEGIN EXCLUSIVE")
-            await until(lambda: len(daemon.pending) >= 2, 20, "results to pile up")
-            probes_while_locked = len(daemon.pending)
-            locker.rollback()
-            locker.close()
+            with write_lock_held(database_url):
+                await until(lambda: len(daemon.pending) >= 2, 20, "results to pile up")
+                probes_while_locked = len(daemon.pending)
             await until(lambda: not daemon.pending, 20, "the backlog to be written")
         assert len(checks(database, server_id)) >= 1 + probes_while_locked
 

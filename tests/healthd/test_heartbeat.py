@@ -87,6 +87,7 @@ def test_readiness_fails_naming_healthd_while_it_is_dead(tmp_path: Path, databas
         healthd.wait(timeout=10)
 
 
+@pytest.mark.sqlite_only("the database is a file here")
 def test_healthd_stops_when_its_database_file_is_replaced(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -18,9 +18,11 @@ from shared.db import (
     database_failure,
     ensure_schema_current,
     upgrade_to_head,
+    write_problem,
 )
 from shared.errors import DatabaseProblem
 from shared.models import ModelServer, utcnow
+from tests.databases import write_lock_held
 from tests.support import BIN, clean_environment
 
 
@@ -46,6 +48,7 @@ def test_migrating_an_empty_database(tmp_path: Path) -> None:
     database.dispose()
 
 
+@pytest.mark.sqlite_only("SQLite's pragmas")
 def test_every_connection_gets_wal_busy_timeout_and_foreign_keys(database: Database) -> None:
     with database.reading() as session:
         assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -54,7 +57,7 @@ def test_every_connection_gets_wal_busy_timeout_and_foreign_keys(database: Datab
 
 
 def test_foreign_keys_are_enforced(database: Database) -> None:
-    with pytest.raises(Exception, match="FOREIGN KEY"), database.writing() as session:
+    with pytest.raises(Exception, match=r"(?i)FOREIGN KEY"), database.writing() as session:
         session.execute(
             text(
                 "INSERT INTO health_checks (server_id, checked_at, status) "
@@ -177,6 +180,7 @@ def _constraint(database: Database, path: Path) -> None:
     ],
     ids=["busy", "full", "deleted", "replaced", "a bug's error"],
 )
+@pytest.mark.sqlite_only("SQLite's result codes and its file (PostgreSQL: the test below)")
 def test_database_failures_are_typed_by_code_not_message(
     database: Database,
     database_url: str,
@@ -192,3 +196,22 @@ def test_database_failures_are_typed_by_code_not_message(
     assert (typed and typed.problem) == problem
     if typed is not None:
         assert typed.status_code == 503 and typed.message == problem
+
+
+def test_postgresql_failures_are_typed_by_sqlstate(postgres_url: str) -> None:
+    """A write that cannot get its lock within the wait is "busy" (lock_not_available,
+    55P03), answered 503 with Retry-After; a bug's error (a broken constraint) is not
+    the database's state."""
+    database = Database.connect(postgres_url)
+    try:
+        with write_lock_held(postgres_url), pytest.raises(SQLAlchemyError) as raised:
+            check_writable(database, busy_timeout_ms=50)
+        typed = database_failure(raised.value)
+        assert typed is not None and typed.problem is DatabaseProblem.BUSY
+        assert typed.status_code == 503 and typed.headers == {"Retry-After": "5"}
+        assert write_problem(database, busy_timeout_ms=50) is None  # the lock is free again
+        with pytest.raises(SQLAlchemyError) as raised:
+            _constraint(database, Path("unused"))
+        assert database_failure(raised.value) is None
+    finally:
+        database.dispose()

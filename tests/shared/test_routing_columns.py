@@ -2,23 +2,22 @@
 
 `shared.models.ROUTING_COLUMNS` is the one list; a migrated database's trigger
 is compared to it, and each column of `model_servers` is changed in a real
-SQLite file to see whether the snapshot (`load_snapshot`) reads it and whether
-the generation moved.
+database (a SQLite file, or PostgreSQL with TEST_DATABASE=postgresql) to see
+whether the snapshot (`load_snapshot`) reads it and whether the generation
+moved.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text, update
 
 from gateway.routing.registry import RegistrySnapshot, load_snapshot, read_generation
-from shared.db import Database, upgrade_to_head
+from shared.db import Database
 from shared.models import ROUTING_COLUMNS, ModelServer, utcnow
 
 T0 = utcnow().replace(microsecond=0) - timedelta(days=1)
@@ -87,18 +86,9 @@ CHANGES: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "registry.db"
-    upgrade_to_head(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def database(migrated: Path, tmp_path: Path) -> Any:
-    copy = tmp_path / "registry.db"
-    shutil.copy(migrated, copy)
-    database = Database.connect(f"sqlite:///{copy}")
+def database(database_url: str) -> Any:
+    database = Database.connect(database_url)
     with database.writing() as session:
         session.add_all([ModelServer(**NAMED), ModelServer(**LISTING)])
     yield database
@@ -106,6 +96,17 @@ def database(migrated: Path, tmp_path: Path) -> Any:
 
 
 def trigger_columns(database: Database) -> set[str]:
+    if database.engine.dialect.name == "postgresql":
+        with database.reading() as session:
+            return set(
+                session.scalars(
+                    text(
+                        "SELECT a.attname FROM pg_trigger t JOIN pg_attribute a "
+                        "ON a.attrelid = t.tgrelid AND a.attnum = ANY(t.tgattr) "
+                        "WHERE t.tgname = 'model_servers_bumps_generation'"
+                    )
+                )
+            )
     with database.reading() as session:
         sql = session.scalar(
             text(

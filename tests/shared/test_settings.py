@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SettingsError, load_settings, misspelt_settings
+from shared.setting_typos import misspelt_settings
+from shared.settings import Settings, SettingsError, load_settings
+from shared.urls import without_password
 from tests.support import BIN, clean_environment
 
 
@@ -193,3 +195,50 @@ def test_the_gateway_stops_on_a_misspelt_setting(
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"gateway: {line}"], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///./multiverse.db", "sqlite:///./multiverse.db"),
+        ("postgresql+psycopg://gw@db/gw", "postgresql+psycopg://gw@db/gw"),
+        ("postgresql+psycopg://gw:pw-secret@db:5432/gw", "postgresql+psycopg://gw:***@db:5432/gw"),
+        ("redis://:pw-secret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("rediss://user:p%40ss@cache/1", "rediss://user:***@cache/1"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert without_password(url) == shown
+
+
+def test_the_system_page_and_the_logs_never_show_a_database_or_redis_password() -> None:
+    from gateway.admin.system import masked_settings
+    from shared.startup import redactor_for
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url="postgresql://gw:pg-secret-1@db/gw",
+        redis_url="redis://:redis-secret-2@cache:6379/0",
+    )
+    assert settings.database_url == "postgresql+psycopg://gw:pg-secret-1@db/gw"
+    shown = str(masked_settings(settings))
+    assert "pg-secret-1" not in shown and "redis-secret-2" not in shown
+    assert "postgresql+psycopg://gw:***@db/gw" in shown
+    redacted = redactor_for(settings).text("connect to gw:pg-secret-1 and redis-secret-2")
+    assert "pg-secret-1" not in redacted and "redis-secret-2" not in redacted
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("DATABASE_URL", "mysql://db/gw"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("REDIS_FAILURE_MODE", "sometimes"),
+    ],
+)
+def test_cluster_settings_refuse_what_they_cannot_use(
+    monkeypatch: pytest.MonkeyPatch, bad: tuple[str, str]
+) -> None:
+    monkeypatch.setenv(*bad)
+    with pytest.raises(SettingsError, match=bad[0]):
+        load_settings()

@@ -93,6 +93,7 @@ def test_a_full_disk_answers_503_and_health_says_so(tmp_path: Path, small_disk: 
     assert "Traceback" not in log
 
 
+@pytest.mark.sqlite_only("the database is a file here")
 @pytest.mark.parametrize("replace", [False, True], ids=["deleted", "replaced"])
 def test_a_database_file_gone_under_the_gateway_answers_503(
     tmp_path: Path, database_url: str, replace: bool

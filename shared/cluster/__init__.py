@@ -1,0 +1,1 @@
+"""What several machines share: PostgreSQL's notifications and leader election, Redis."""
