@@ -30,6 +30,7 @@ from gateway.admin.server_views import server_routes
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
 from gateway.admission.access import ClientAccess, default_limits
+from gateway.admission.counters import CounterStore
 from gateway.admission.keyring import KeyRingHolder, static_clients, watch_keys
 from gateway.admission.shared_counters import SharedCounters, counters_folder
 from gateway.catalog.discovery import discovery_routes
@@ -254,6 +255,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     redactor (keys registered through another worker are redacted too)."""
     settings = context.settings
     feedback = feedback_module.Feedback()
+    redis = shared_redis(settings)  # one per worker: the Responses owners' and the counters'
 
     def on_snapshot(snapshot: RegistrySnapshot) -> None:
         for backends in snapshot.by_model.values():
@@ -293,10 +295,8 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
             ),
         ),
         feedback=feedback,
-        responses=ResponseOwners(
-            feedback.record_response_owner, context.database, redis=shared_redis(settings)
-        ),
-        access=ClientAccess(settings, keys, open_counters()),
+        responses=ResponseOwners(feedback.record_response_owner, context.database, redis=redis),
+        access=ClientAccess(settings, keys, open_counters(settings, redis)),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"
         ),
@@ -311,16 +311,24 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     )
 
 
-def open_counters() -> SharedCounters:
-    """The clients' counters: the folder the supervisor made for every worker, or one of
-    this app's own (removed when it stops)."""
+def open_counters(settings: Settings, redis: SharedRedis | None) -> CounterStore:
+    """The clients' counters: this machine's (the folder the supervisor made for every
+    worker, or one of this app's own, removed when it stops), and with REDIS_URL
+    Redis's, every instance's (this machine's then decide while Redis is away)."""
     folder, made = counters_folder()
-    store = SharedCounters(folder)
-    store.owns_folder = made
-    return store
+    local = SharedCounters(folder)
+    local.owns_folder = made
+    if redis is None:
+        return local
+    from gateway.admission.redis_counters import RedisCounters  # redis-py: only with Redis
+
+    return RedisCounters(redis, local, in_flight_lapse=settings.request_timeout_seconds)
 
 
 def close_counters(store: object) -> None:
+    local = getattr(store, "local", None)
+    if isinstance(local, SharedCounters):
+        store = local
     if isinstance(store, SharedCounters):
         store.close()
         if store.owns_folder:

@@ -108,7 +108,7 @@ def standing_of(slot: Slot, limits: Limits, now: float) -> Standing:
     )
 
 
-def _refusal(slot: Slot, limits: Limits, tokens: int, now: float) -> Refusal | None:
+def refusal_for(slot: Slot, limits: Limits, tokens: int, now: float) -> Refusal | None:
     if limits.max_concurrent and slot.in_flight >= limits.max_concurrent:
         return Refusal(
             "max_concurrent",
@@ -154,7 +154,7 @@ def admit(slot: Slot, limits: Limits, tokens: int, now: float) -> tuple[Slot, Ve
     """Decide one request reserving `tokens`; the slot after it, and the verdict.
     (Every request of a limited client: the spending is written out plainly.)"""
     current = brought_to(slot, limits, now)
-    refusal = _refusal(current, limits, tokens, now)
+    refusal = refusal_for(current, limits, tokens, now)
     if refusal is not None:
         return current, Verdict(standing_of(current, limits, now), refusal)
     requests, _, level, _, day, used, in_flight = current
