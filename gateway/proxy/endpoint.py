@@ -42,6 +42,8 @@ from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
 from gateway.proxy.runtime import ProxyRuntime
+from gateway.proxy.translated import forward as forward_translating
+from gateway.proxy.translated import shaped_error, translates
 from gateway.splice.child_parse import ChildFailed, members_in_child
 from shared.errors import GatewayError, ServiceUnavailable
 from shared.logging import get_logger
@@ -88,6 +90,8 @@ class ProxyEndpoint:
         self.max_body = settings.max_request_body_bytes
         # Starlette's CORS policy, for its response headers (preflights never get here).
         self.cors = CORSMiddleware(self, **cors_options(settings)) if settings.enable_cors else None
+        # Ollama's and Anthropic's APIs: translated for a backend that lacks them.
+        self.translates = translates(api.path)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length")
@@ -156,7 +160,11 @@ class ProxyEndpoint:
             body = await self._read_body(headers, receive)
             return await self.forward(runtime, scope, headers, body, request_id, watch)
         except GatewayError as error:
-            return error_answer(error)
+            answer = error_answer(error)
+            shaped = shaped_error(self.api.path, error)
+            if shaped is not None:  # the API's own error shape (Ollama's, Anthropic's)
+                answer = JSONAnswer(answer.status, shaped, answer.headers[2:])
+            return answer
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
             return internal_error_answer(scope.get("path", ""), error)
 
@@ -168,7 +176,7 @@ class ProxyEndpoint:
         body: bytes,
         request_id: str,
         watch: ClientWatch,
-    ) -> Answer:
+    ) -> Answer | JSONAnswer:
         """Route the request by its model and forward it."""
         content_type = _text(headers.get(b"content-type"))
         target = await read_target(
@@ -184,6 +192,8 @@ class ProxyEndpoint:
             model_span=target.model_span,
         )
         watch.start()
+        if self.translates:
+            return await forward_translating(runtime, incoming, target, watch)
         return await Forwarder(runtime, incoming, watch).run(target)
 
 
