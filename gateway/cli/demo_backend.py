@@ -275,7 +275,7 @@ def create_demo_app(
             return document
         if "messages" in document:
             text = " ".join(
-                m.get("content") if isinstance(m.get("content"), str) else json.dumps(m)
+                str(m["content"]) if isinstance(m.get("content"), str) else json.dumps(m)
                 for m in document.get("messages") or []
                 if isinstance(m, dict)
             )
