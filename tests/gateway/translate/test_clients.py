@@ -11,7 +11,9 @@ import ollama
 import pytest
 
 from gateway.cli.demo_backend import create_demo_app
-from tests.gateway.proxy.test_apis import register
+from tests.fakes import CountingApp
+from tests.gateway.proxy.test_apis import HEADERS, register
+from tests.gateway.proxy.test_ollama import FakeOllama
 from tests.support import ThreadedServer
 
 WEATHER = {
@@ -187,3 +189,30 @@ def test_anthropics_sdk_over_an_openai_backend(pool: ThreadedServer) -> None:
             messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}],  # type: ignore[list-item]
         )
     assert "messages[0].content[0].type" in refused.value.message
+
+
+def test_a_native_ollama_is_preferred_and_the_other_backend_translates_when_it_is_gone(
+    gateway: ThreadedServer,
+) -> None:
+    native = FakeOllama(("llama3.2:latest",))
+    openai_app = CountingApp(
+        create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
+    )
+    with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
+        native_id = register(gateway, ollama_server.url, model_name="llama3.2:latest")
+        register(gateway, vllm_like.url, model_name="llama3.2:latest")
+        client = ollama.Client(host=gateway.url, timeout=15)
+        hello = [{"role": "user", "content": "hi"}]
+        for _ in range(4):
+            reply = client.chat(model="llama3.2:latest", messages=hello, stream=False)
+            assert reply.message.content == "hello there"  # the native answer
+        # The OpenAI-only one was asked once at most (its 404 taught the gateway).
+        assert native.chats >= 3 and openai_app.count("/api/chat") <= 1
+        assert openai_app.count("/v1/chat/completions") == 0
+
+        httpx.post(
+            f"{gateway.url}/admin/servers/{native_id}/drain", headers=HEADERS, timeout=15
+        ).raise_for_status()
+        reply = client.chat(model="llama3.2:latest", messages=hello, stream=False)
+        assert reply.message.content.startswith("Hello from the demo backend!")
+        assert openai_app.count("/v1/chat/completions") == 1
