@@ -11,7 +11,7 @@ import ollama
 import pytest
 
 from gateway.cli.demo_backend import create_demo_app
-from tests.fakes import CountingApp
+from tests.fakes import CountingApp, ScriptedBackend
 from tests.gateway.proxy.test_apis import HEADERS, register
 from tests.gateway.proxy.test_ollama import FakeOllama
 from tests.support import ThreadedServer
@@ -216,3 +216,37 @@ def test_a_native_ollama_is_preferred_and_the_other_backend_translates_when_it_i
         reply = client.chat(model="llama3.2:latest", messages=hello, stream=False)
         assert reply.message.content.startswith("Hello from the demo backend!")
         assert openai_app.count("/v1/chat/completions") == 1
+
+
+def test_backend_failures_reach_each_client_in_its_own_shape(gateway: ThreadedServer) -> None:
+    backend = ScriptedBackend("m", "drop_mid_stream")
+    with ThreadedServer(backend.app) as server:
+        register(gateway, server.url, model_name="m")
+        hello = [{"role": "user", "content": "hi"}]
+        client = ollama.Client(host=gateway.url, timeout=15)
+        seen = []
+        with pytest.raises(ollama.ResponseError) as broken:
+            for part in client.chat(model="m", messages=hello, stream=True):
+                seen.append(part.message.content)
+        assert seen == ["part0 ", "part1 "]
+        assert "mid-stream" in broken.value.error
+
+        sdk = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+        texts = []
+        with (
+            pytest.raises(anthropic.APIError) as cut,
+            sdk.messages.stream(model="m", max_tokens=9, messages=hello) as stream,
+        ):
+            texts.extend(stream.text_stream)
+        assert texts == ["part0 ", "part1 "] and "mid-stream" in cut.value.message
+
+        backend.behavior = "error400"
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            sdk.messages.create(model="m", max_tokens=9, messages=hello)
+        assert refused.value.body == {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "bad parameter"},
+        }
+        with pytest.raises(ollama.ResponseError) as bad:
+            client.generate(model="m", prompt="hi", stream=False)
+        assert (bad.value.status_code, bad.value.error) == (400, "bad parameter")
