@@ -1,18 +1,21 @@
 """A small OpenAI-compatible server for demos, tests and benchmarks.
 
-It answers `/v1/models`, chat and text completions (plain and streaming) and
-embeddings with made-up but well-formed content, so the gateway can be tried
-without a GPU. `gateway-admin demo-backend` runs it.
+It answers `/v1/models`, chat and text completions (plain and streaming, tool
+calls when offered tools), embeddings and vLLM's `/tokenize` with made-up but
+well-formed content, so the gateway can be tried without a GPU; and, unless
+`openai_only`, the other APIs the gateway routes (gateway/cli/demo_apis.py).
+`gateway-admin demo-backend` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.cli.demo_apis import native_routes
 from shared.errors import error_body
 
 
@@ -120,7 +124,10 @@ def create_demo_app(
         document = await read_request(request)
         if isinstance(document, Response):
             return document
-        chat = request.url.path.endswith("/chat/completions")
+        return respond(document, chat=request.url.path.endswith("/chat/completions"))
+
+    def respond(document: dict[str, Any], *, chat: bool) -> Response:
+        """A chat or text completion's answer (a stream when it asks for one)."""
         prompt = _prompt_of(document)
         max_tokens = document.get("max_tokens") or 16
         words = _words_for(prompt, max(1, min(int(max_tokens), 512)))
@@ -251,6 +258,9 @@ def create_demo_app(
         document = await read_request(request)
         if isinstance(document, Response):
             return document
+        return embed(document)
+
+    def embed(document: dict[str, Any]) -> Response:
         inputs = document.get("input", "")
         items = inputs if isinstance(inputs, list) else [inputs]
         data = []
@@ -269,10 +279,13 @@ def create_demo_app(
         )
 
     async def tokenize(request: Request) -> Response:
-        """vLLM's /tokenize: a word a token, of a prompt or of a chat's messages."""
         document = await read_request(request)
         if isinstance(document, Response):
             return document
+        return count(document)
+
+    def count(document: dict[str, Any]) -> Response:
+        """vLLM's /tokenize: a word a token, of a prompt or of a chat's messages."""
         if "messages" in document:
             text = " ".join(
                 str(m["content"]) if isinstance(m.get("content"), str) else json.dumps(m)
@@ -284,8 +297,16 @@ def create_demo_app(
         tokens = [index + 1 for index, _ in enumerate(text.split())]
         return JSONResponse({"count": len(tokens), "max_model_len": 4096, "tokens": tokens})
 
+    answers: dict[str, Callable[[dict[str, Any]], Response]] = {
+        "/v1/chat/completions": functools.partial(respond, chat=True),
+        "/v1/completions": functools.partial(respond, chat=False),
+        "/v1/embeddings": embed,
+        "/tokenize": count,
+    }
+    native = [] if openai_only else native_routes(model, read_request, answers)
     return Starlette(
         routes=[
+            *native,
             Route("/v1/models", models),
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
