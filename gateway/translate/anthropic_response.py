@@ -138,6 +138,7 @@ class AnthropicStream:
         self.matched: object = None
         self.usage: object = None
         self.done = False
+        self.text_head = b""
 
     def _start(self) -> bytes:
         if self.started:
@@ -178,7 +179,13 @@ class AnthropicStream:
         opened = b""
         if self.block is None or self.block_kind != "text":
             opened = self._open_block("text", {"type": "text", "text": ""})
-        return opened + self._delta({"type": "text_delta", "text": text})
+            # The text deltas' event but for the text (written once: a stream has many).
+            self.text_head = (
+                b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": '
+                + str(self.block).encode()
+                + b', "delta": {"type": "text_delta", "text": '
+            )
+        return opened + self.text_head + json.dumps(text).encode() + b"}}\n\n"
 
     def _tool_call(self, call: JSONObject) -> bytes:
         index = as_count(call.get("index"))
@@ -200,20 +207,25 @@ class AnthropicStream:
         return out
 
     def _chunk(self, chunk: JSONObject) -> bytes:
+        # Written for speed (a stream has an event per token): plain type checks.
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        choice = first_choice(chunk)
+        choices = chunk.get("choices")
+        choice = choices[0] if type(choices) is list and choices else None
+        if type(choice) is not dict:
+            return b""
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
             self.matched = choice.get("stop_reason")
-        delta = as_object(choice.get("delta"))
-        out = []
+        delta = choice.get("delta")
+        if type(delta) is not dict:
+            return b""
         text = delta.get("content")
-        if isinstance(text, str) and text:
-            out.append(self._text(text))
-        for call in as_list(delta.get("tool_calls")):
-            out.append(self._tool_call(as_object(call)))
-        return b"".join(out)
+        out = self._text(text) if type(text) is str and text else b""
+        if delta.get("tool_calls"):
+            for call in as_list(delta["tool_calls"]):
+                out += self._tool_call(as_object(call))
+        return out
 
     def feed(self, events: bytes, now: float = 0.0) -> bytes:
         """The Messages events for a run of whole SSE events of a chat completion stream."""
@@ -221,7 +233,7 @@ class AnthropicStream:
         for payload in sse_payloads(events):
             if self.done:
                 break
-            if payload.strip() == "[DONE]":
+            if payload == "[DONE]" or payload.strip() == "[DONE]":
                 out.append(self._finish())
                 continue
             chunk = chunk_of(payload)

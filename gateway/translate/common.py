@@ -92,8 +92,13 @@ def image_data_url(data: str) -> str:
 
 def sse_payloads(events: bytes) -> list[str]:
     """The `data:` payloads of a run of whole server-sent events, one per event."""
+    if b"\r" in events:
+        events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     payloads = []
-    for event in events.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n"):
+    for event in events.split(b"\n\n"):
+        if event.startswith(b"data: ") and b"\n" not in event:  # the usual event: one line
+            payloads.append(event[6:].decode("utf-8", "replace"))
+            continue
         lines = [
             line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
         ]

@@ -170,6 +170,15 @@ class OllamaStream:
         self.finish_reason: object = None
         self.usage: object = None
         self.done = False
+        # A piece of text's line, but for the text itself (written once: a stream has many).
+        head = {"model": model, "created_at": self.when}
+        opening = json.dumps(head)[:-1].encode()
+        if chat:
+            self.text_head = opening + b', "message": {"role": "assistant", "content": '
+            self.text_tail = b'}, "done": false}\n'
+        else:
+            self.text_head = opening + b', "response": '
+            self.text_tail = b', "done": false}\n'
 
     def _record(self, **fields: Any) -> JSONObject:
         record: JSONObject = {"model": self.model, "created_at": self.when}
@@ -183,24 +192,31 @@ class OllamaStream:
         return record
 
     def _piece(self, chunk: JSONObject, now: float) -> bytes:
+        # Written for speed (a stream has an event per token): plain type checks.
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        choice = first_choice(chunk)
-        if not choice:
+        choices = chunk.get("choices")
+        choice = choices[0] if type(choices) is list and choices else None
+        if type(choice) is not dict:
             return b""
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
-        delta = as_object(choice.get("delta"))
-        text = delta.get("content") if "delta" in choice else choice.get("text")
-        calls = as_list(delta.get("tool_calls"))
-        for call in calls:
-            self._add_call(as_object(call))
-        has_text = isinstance(text, str) and bool(text)
+        delta = choice.get("delta")
+        calls: list[Any] = []
+        if type(delta) is dict:
+            text = delta.get("content")
+            if delta.get("tool_calls"):
+                calls = as_list(delta["tool_calls"])
+                for call in calls:
+                    self._add_call(as_object(call))
+        else:
+            text = choice.get("text")
+        has_text = type(text) is str and text != ""
         if self.first_token is None and (has_text or calls):
             self.first_token = now
         if not has_text:
             return b""
-        return _line(self._record(text=text, done=False))
+        return self.text_head + json.dumps(text).encode() + self.text_tail
 
     def _add_call(self, call: JSONObject) -> None:
         index = as_count(call.get("index"))
@@ -215,7 +231,7 @@ class OllamaStream:
         for payload in sse_payloads(events):
             if self.done:
                 break
-            if payload.strip() == "[DONE]":
+            if payload == "[DONE]" or payload.strip() == "[DONE]":
                 out.append(self._finish(now))
                 continue
             chunk = chunk_of(payload)
