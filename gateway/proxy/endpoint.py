@@ -160,11 +160,8 @@ class ProxyEndpoint:
             body = await self._read_body(headers, receive)
             return await self.forward(runtime, scope, headers, body, request_id, watch)
         except GatewayError as error:
-            answer = error_answer(error)
-            shaped = shaped_error(self.api.path, error)
-            if shaped is not None:  # the API's own error shape (Ollama's, Anthropic's)
-                answer = JSONAnswer(answer.status, shaped, answer.headers[2:])
-            return answer
+            # In the API's own error shape (Ollama's, Anthropic's), else OpenAI's.
+            return error_answer(error, shaped_error(self.api.path, error))
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
             return internal_error_answer(scope.get("path", ""), error)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 
 from gateway.errors import JSONAnswer
@@ -36,7 +37,21 @@ from shared.errors import GatewayError, NotFound
 from shared.upstream import UpstreamError
 
 SHOW_PATH = "/api/show"
+MAX_DROPPED_NAMES = 20
+_TOKEN = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
 LACKING_STATUSES = (404, 405, 501)
+
+
+def dropped_header(names: tuple[str, ...]) -> bytes:
+    """The names of what was dropped, as a header's value: a name the client wrote (an
+    option's) that is no plain token is quoted as JSON (ASCII, no line breaks); at most
+    MAX_DROPPED_NAMES are named."""
+    shown = [
+        name if _TOKEN.fullmatch(name) else json.dumps(name) for name in names[:MAX_DROPPED_NAMES]
+    ]
+    if len(names) > MAX_DROPPED_NAMES:
+        shown.append(f"and {len(names) - MAX_DROPPED_NAMES} more")
+    return ", ".join(shown).encode()
 
 
 def translates(path: str) -> bool:
@@ -104,9 +119,7 @@ async def translated(
     forwarder = Forwarder(runtime, outgoing, watch)
     exchange = Exchange(target.model, forwarder.started_precise, time.time(), stops_of(document))
     answer = await forwarder.run(Target(target.model, request.stream))
-    dropped = [(b"x-gateway-dropped", ", ".join(request.dropped).encode())]
-    if not request.dropped:
-        dropped = []
+    dropped = [(b"x-gateway-dropped", dropped_header(request.dropped))] if request.dropped else []
     if isinstance(answer, RelayedStream) and translation.stream is not None:
         return _translated_stream(answer, translation, exchange, dropped)
     if not isinstance(answer, BufferedResponse):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.proxy.translated import dropped_header
 from gateway.translate import anthropic_request, anthropic_response, ollama_request
 from gateway.translate import ollama_response as ollama
 from gateway.translate.common import Untranslatable, sse_payloads
@@ -514,3 +515,23 @@ def test_embeddings_and_token_counts() -> None:
     assert anthropic_response.count_answer(
         {"count": 17, "max_model_len": 4096, "tokens": [1] * 17}
     ) == {"input_tokens": 17}
+
+
+@pytest.mark.parametrize(
+    ("names", "header"),
+    [
+        (("options.num_ctx", "keep_alive"), b"options.num_ctx, keep_alive"),
+        (("options.a\r\nx-evil: 1",), b'"options.a\\r\\nx-evil: 1"'),
+        (("options.é",), b'"options.\\u00e9"'),
+        (tuple(f"options.o{i}" for i in range(22)), None),
+    ],
+)
+def test_the_dropped_header_names_what_was_dropped_and_nothing_else(
+    names: tuple[str, ...], header: bytes | None
+) -> None:
+    value = dropped_header(names)
+    assert value.isascii() and b"\r" not in value and b"\n" not in value
+    if header is not None:
+        assert value == header
+    else:
+        assert value.endswith(b"options.o19, and 2 more")
