@@ -307,7 +307,14 @@ def proxy_routes(context: GatewayContext, mount: str) -> list[ProxyRoute]:
             summary=api.summary,
             description=f"Forwarded byte for byte ({body}) to a healthy backend of `model` "
             "that has this API. Optional header `X-Gateway-Tags: gpu,vision` restricts "
-            "the backends. The answer carries `X-Gateway-Server-ID`.",
+            "the backends. The answer carries `X-Gateway-Server-ID`."
+            + (
+                " When no backend of the model has this API, the request is translated to "
+                "OpenAI's and the answer back; a field left out is named in "
+                "`X-Gateway-Dropped`, one that cannot be translated is a 400."
+                if translates(api.path)
+                else ""
+            ),
             tag="inference",
             request_model=None if api.form else ProxiedRequest,
             responses=_PROXY_RESPONSES,
