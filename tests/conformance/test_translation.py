@@ -26,6 +26,8 @@ from tests.conformance.test_vllm import model, register, vllm  # noqa: F401 (fix
 from tests.support import GatewayProcess, ThreadedServer, process_settings, start_healthd
 
 MESSAGES = [{"role": "user", "content": "hello world"}]
+# Anthropic's SDK of this day has no `temperature` argument: sent in the body, as it is.
+GREEDY = {"temperature": 0}
 
 
 class WithoutMessages:
@@ -110,8 +112,8 @@ def test_anthropics_sdk_through_translation(
     message = client.messages.create(
         model=name,
         max_tokens=8,
-        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
+        extra_body=GREEDY,
     )
     assert message.content[0].type == "text" and message.content[0].text == text
     assert message.usage.input_tokens == expected["usage"]["prompt_tokens"]
@@ -121,8 +123,8 @@ def test_anthropics_sdk_through_translation(
     with client.messages.stream(
         model=name,
         max_tokens=8,
-        temperature=0,
         messages=MESSAGES,  # type: ignore[arg-type]
+        extra_body=GREEDY,
     ) as stream:
         assert "".join(stream.text_stream) == text
         final = stream.get_final_message()
@@ -149,7 +151,7 @@ def test_anthropics_sdk_through_translation(
     called = client.messages.create(
         model=name,
         max_tokens=64,
-        temperature=0,
+        extra_body=GREEDY,
         messages=MESSAGES,  # type: ignore[arg-type]
         tools=[tool],  # type: ignore[list-item]
         tool_choice={"type": "tool", "name": "lookup"},
