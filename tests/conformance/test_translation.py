@@ -4,7 +4,7 @@ vLLM has its own `/v1/messages`; here it stands behind a pass-through proxy that
 answers 404 Not Found on that path (as a server without the route does), so the
 gateway translates. Each translated answer is compared with vLLM's own chat
 completion of the translated request (greedy, so repeatable): the same words,
-the same counts. The vLLM is this suite's (tests/conformance/test_vllm.py).
+the same counts. The vLLM is started as in tests/conformance/test_vllm.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from shared.db import upgrade_to_head
-from tests.conformance.test_vllm import model, register, vllm  # noqa: F401 (fixtures)
+from tests.conformance.test_vllm import model, register, start_vllm, stop  # noqa: F401
 from tests.support import GatewayProcess, ThreadedServer, process_settings, start_healthd
 
 MESSAGES = [{"role": "user", "content": "hello world"}]
@@ -71,8 +71,20 @@ class WithoutMessages:
 
 
 @pytest.fixture(scope="module")
+def vllm(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+    """This suite's vLLM, with tool calling on: vLLM calls even a named tool (by
+    structured output) only with a tool-call parser and auto tool choice enabled."""
+    log = tmp_path_factory.mktemp("vllm-tools") / "vllm.log"
+    process, url = start_vllm(
+        model, log, "--enable-auto-tool-choice", "--tool-call-parser", "pythonic"
+    )
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="module")
 def translating(
-    vllm: str,  # noqa: F811 (the fixture)
+    vllm: str,
     model: Path,  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
@@ -93,7 +105,7 @@ def translating(
             healthd.wait(timeout=20)
 
 
-def direct_chat(vllm: str, **request: Any) -> dict[str, Any]:  # noqa: F811
+def direct_chat(vllm: str, **request: Any) -> dict[str, Any]:
     answer = httpx.post(f"{vllm}/v1/chat/completions", json=request, timeout=300)
     assert answer.status_code == 200, answer.text
     document: dict[str, Any] = answer.json()
@@ -101,7 +113,7 @@ def direct_chat(vllm: str, **request: Any) -> dict[str, Any]:  # noqa: F811
 
 
 def test_anthropics_sdk_through_translation(
-    vllm: str,  # noqa: F811
+    vllm: str,
     translating: str,
     model: Path,  # noqa: F811
 ) -> None:
@@ -161,7 +173,7 @@ def test_anthropics_sdk_through_translation(
 
 
 def test_ollamas_client_through_translation(
-    vllm: str,  # noqa: F811
+    vllm: str,
     translating: str,
     model: Path,  # noqa: F811
 ) -> None:
