@@ -57,8 +57,14 @@ def error_answer(status: int, data: bytes) -> JSONObject:
     return error_document(status, openai_error_message(status, data))
 
 
-def stop_reason(finish_reason: object, matched: object, stops: tuple[str, ...]) -> str:
-    """Anthropic's stop reason. vLLM names the stop string it met (`stop_reason`)."""
+def stop_reason(
+    finish_reason: object, matched: object, stops: tuple[str, ...], called: bool = False
+) -> str:
+    """Anthropic's stop reason. vLLM names the stop string it met (`stop_reason`); an
+    answer that calls a tool ends with `tool_use` (clients run the tools on it), whatever
+    the backend said (vLLM says `stop` for a call it was told to make), unless cut."""
+    if called and finish_reason != "length":
+        return "tool_use"
     if finish_reason == "stop" and isinstance(matched, str) and matched in stops:
         return "stop_sequence"
     return _STOP_REASONS.get(as_text(finish_reason), "end_turn")
@@ -96,7 +102,8 @@ def message_answer(
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
     content.extend(_tool_use(call) for call in as_list(message.get("tool_calls")))
-    reason = stop_reason(choice.get("finish_reason"), choice.get("stop_reason"), stops)
+    called = any(block["type"] == "tool_use" for block in content)
+    reason = stop_reason(choice.get("finish_reason"), choice.get("stop_reason"), stops, called)
     return {
         "id": message_id,
         "type": "message",
@@ -247,7 +254,7 @@ class AnthropicStream:
 
     def _finish(self) -> bytes:
         self.done = True
-        reason = stop_reason(self.finish_reason, self.matched, self.stops)
+        reason = stop_reason(self.finish_reason, self.matched, self.stops, bool(self.tool_blocks))
         delta: dict[str, Any] = {
             "stop_reason": reason,
             "stop_sequence": self.matched if reason == "stop_sequence" else None,

@@ -357,6 +357,22 @@ def test_stop_reasons(
     assert (message["stop_reason"], message["stop_sequence"]) == (reason, sequence)
 
 
+@pytest.mark.parametrize(
+    ("finish", "reason"),
+    [("stop", "tool_use"), ("tool_calls", "tool_use"), ("length", "max_tokens")],
+)
+def test_an_answer_that_calls_a_tool_stops_for_it(finish: str, reason: str) -> None:
+    """vLLM says `stop` for a named tool it was told to call; Claude Code runs tools on
+    `tool_use` alone."""
+    choice = VLLM_TOOL_ANSWER["choices"][0]  # type: ignore[index]
+    document = {**VLLM_TOOL_ANSWER, "choices": [{**choice, "finish_reason": finish}]}
+    assert anthropic_response.message_answer(document, "m", "msg_1")["stop_reason"] == reason
+    stream = anthropic_response.AnthropicStream("m", "msg_1")
+    events = [*VLLM_STREAM[2:5], _delta({}, finish), "[DONE]"]
+    last = [json.loads(p) for p in sse_payloads(stream.feed(_sse(*events)))][-2]
+    assert last["delta"]["stop_reason"] == reason
+
+
 def test_a_vllm_tool_answer_as_anthropic_and_as_ollama() -> None:
     message = anthropic_response.message_answer(VLLM_TOOL_ANSWER, "claude", "msg_1")
     assert message["content"] == [
