@@ -59,10 +59,12 @@ def note_error(error: GatewayError) -> None:
         log.warning("request failed", status=error.status_code, reason=error.message)
 
 
-def error_answer(error: GatewayError) -> JSONAnswer:
+def error_answer(error: GatewayError, body: dict[str, Any] | None = None) -> JSONAnswer:
+    """The error as an answer: in the OpenAI shape, or the `body` given (the shape of
+    another API: Ollama's, Anthropic's)."""
     note_error(error)
     headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    return JSONAnswer(error.status_code, body_for(error), headers)
+    return JSONAnswer(error.status_code, body_for(error) if body is None else body, headers)
 
 
 def internal_error_answer(path: str, error: BaseException) -> JSONAnswer:

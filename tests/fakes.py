@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from collections import Counter
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,11 +21,16 @@ class CountingApp:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.requests = 0
+        self.paths: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.requests += 1
+            self.paths[scope["path"]] += 1
         await self.app(scope, receive, send)
+
+    def count(self, path: str) -> int:
+        return self.paths[path]
 
 
 def models_answering(status: int = 200, body: str = "", delay: float = 0) -> Starlette:

@@ -65,9 +65,12 @@ class ClientAccess:
     def required(self) -> bool:
         return self.always_required or self.keys.current.active_rows > 0
 
-    def identify(self, authorization: str | None, address: str) -> Caller:
-        """The caller, or the 401 it should get."""
-        token = bearer_token(authorization)
+    def identify(
+        self, authorization: str | None, address: str, api_key: str | None = None
+    ) -> Caller:
+        """The caller, or the 401 it should get. The key comes as a Bearer token (OpenAI's
+        clients, Ollama's), or as `x-api-key` (Anthropic's SDK, Claude Code)."""
+        token = bearer_token(authorization) or (api_key.strip() or None if api_key else None)
         client = None if token is None else self.keys.current.find(token)
         if client is None:
             if not self.required:

@@ -125,7 +125,9 @@ async def me(request: Request) -> Response:
     if runtime is None:
         raise ServiceUnavailable("the gateway is starting or stopping")
     caller = runtime.access.identify(
-        request.headers.get("authorization"), request.client.host if request.client else "unknown"
+        request.headers.get("authorization"),
+        request.client.host if request.client else "unknown",
+        request.headers.get("x-api-key"),
     )
     client = caller.client
     if client is None:

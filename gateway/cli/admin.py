@@ -365,6 +365,11 @@ cli.add_command(groups, "groups")
     help="Pause between streamed chunks.",
 )
 @click.option("--api-key", "backend_key", help="Require this Bearer token.")
+@click.option(
+    "--openai-only",
+    is_flag=True,
+    help="Speak only OpenAI's API (as vLLM without its Messages route): the gateway translates.",
+)
 def demo_backend(
     host: str,
     port: int,
@@ -372,14 +377,20 @@ def demo_backend(
     latency_ms: float,
     chunk_interval_ms: float,
     backend_key: str | None,
+    openai_only: bool,
 ) -> None:
-    """Run a small OpenAI-compatible server (chat, completions, streaming, embeddings)."""
+    """Run a small server that speaks every API the gateway routes (OpenAI's chat,
+    completions, embeddings and Responses, Anthropic's Messages, Ollama's)."""
     import uvicorn
 
     from gateway.cli.demo_backend import create_demo_app
 
     app = create_demo_app(
-        model, latency_ms=latency_ms, chunk_interval_ms=chunk_interval_ms, api_key=backend_key
+        model,
+        latency_ms=latency_ms,
+        chunk_interval_ms=chunk_interval_ms,
+        api_key=backend_key,
+        openai_only=openai_only,
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 

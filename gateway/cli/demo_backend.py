@@ -1,18 +1,21 @@
 """A small OpenAI-compatible server for demos, tests and benchmarks.
 
-It answers `/v1/models`, chat and text completions (plain and streaming) and
-embeddings with made-up but well-formed content, so the gateway can be tried
-without a GPU. `gateway-admin demo-backend` runs it.
+It answers `/v1/models`, chat and text completions (plain and streaming, tool
+calls when offered tools), embeddings and vLLM's `/tokenize` with made-up but
+well-formed content, so the gateway can be tried without a GPU; and, unless
+`openai_only`, the other APIs the gateway routes (gateway/cli/demo_apis.py).
+`gateway-admin demo-backend` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.cli.demo_apis import native_routes
 from shared.errors import error_body
 
 
@@ -41,10 +45,48 @@ def _prompt_of(document: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
 
 
+def _example_value(schema: object) -> object:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    return {"string": "demo", "integer": 1, "number": 1, "boolean": True}.get(str(kind))
+
+
+def tool_call_of(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The call the demo makes when offered tools and the last word is the user's: the
+    chosen (or first) tool, its required arguments filled with example values."""
+    tools = [t for t in document.get("tools") or [] if isinstance(t, dict)]
+    messages = document.get("messages") or []
+    choice = document.get("tool_choice")
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if not tools or choice == "none" or last.get("role") != "user":
+        return None
+    function = tools[0].get("function") or {}
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        named = [t.get("function") or {} for t in tools]
+        function = next((f for f in named if f.get("name") == wanted), function)
+    parameters = function.get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    arguments = {
+        name: _example_value(properties.get(name)) for name in parameters.get("required") or []
+    }
+    return {
+        "id": f"call_{uuid.uuid4().hex[:12]}",
+        "type": "function",
+        "function": {"name": function.get("name", ""), "arguments": json.dumps(arguments)},
+    }
+
+
 def create_demo_app(
-    model: str, *, latency_ms: float = 0, chunk_interval_ms: float = 20, api_key: str | None = None
+    model: str,
+    *,
+    latency_ms: float = 0,
+    chunk_interval_ms: float = 20,
+    api_key: str | None = None,
+    openai_only: bool = False,
 ) -> Starlette:
-    """An app that serves `model`; `api_key`, when given, is required as a Bearer token."""
+    """An app that serves `model`; `api_key`, when given, is required as a Bearer token.
+    `openai_only`: only OpenAI's API (and vLLM's /tokenize), as vLLM without its
+    Messages route: the gateway then translates the others."""
 
     def refuse(request: Request) -> Response | None:
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -82,7 +124,10 @@ def create_demo_app(
         document = await read_request(request)
         if isinstance(document, Response):
             return document
-        chat = request.url.path.endswith("/chat/completions")
+        return respond(document, chat=request.url.path.endswith("/chat/completions"))
+
+    def respond(document: dict[str, Any], *, chat: bool) -> Response:
+        """A chat or text completion's answer (a stream when it asks for one)."""
         prompt = _prompt_of(document)
         max_tokens = document.get("max_tokens") or 16
         words = _words_for(prompt, max(1, min(int(max_tokens), 512)))
@@ -94,6 +139,25 @@ def create_demo_app(
         }
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        call = tool_call_of(document) if chat else None
+        if call is not None:
+            usage["completion_tokens"] = 8
+            usage["total_tokens"] = prompt_tokens + 8
+            if document.get("stream"):
+                return StreamingResponse(
+                    _stream_call(ident, created, call, usage), media_type="text/event-stream"
+                )
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return JSONResponse(
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                }
+            )
         if document.get("stream"):
             return StreamingResponse(
                 _stream(ident, created, words, usage, chat=chat),
@@ -160,10 +224,43 @@ def create_demo_app(
         yield f"data: {json.dumps(final)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
+    async def _stream_call(
+        ident: str, created: int, call: dict[str, Any], usage: dict[str, int]
+    ) -> AsyncIterator[bytes]:
+        """A tool call streamed as OpenAI does: its id and name, then its arguments in
+        pieces, then the finish reason and the usage."""
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        head = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": None, "tool_calls": [head]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
+        ]
+        choices: list[list[dict[str, Any]]] = [
+            [{"index": 0, "delta": delta, "finish_reason": None}] for delta in deltas
+        ]
+        choices.append([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+        for index, choice in enumerate(choices):
+            chunk: dict[str, Any] = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choice,
+            }
+            if index == len(choices) - 1:
+                chunk["usage"] = usage
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
     async def embeddings(request: Request) -> Response:
         document = await read_request(request)
         if isinstance(document, Response):
             return document
+        return embed(document)
+
+    def embed(document: dict[str, Any]) -> Response:
         inputs = document.get("input", "")
         items = inputs if isinstance(inputs, list) else [inputs]
         data = []
@@ -181,11 +278,39 @@ def create_demo_app(
             }
         )
 
+    async def tokenize(request: Request) -> Response:
+        document = await read_request(request)
+        if isinstance(document, Response):
+            return document
+        return count(document)
+
+    def count(document: dict[str, Any]) -> Response:
+        """vLLM's /tokenize: a word a token, of a prompt or of a chat's messages."""
+        if "messages" in document:
+            text = " ".join(
+                str(m["content"]) if isinstance(m.get("content"), str) else json.dumps(m)
+                for m in document.get("messages") or []
+                if isinstance(m, dict)
+            )
+        else:
+            text = str(document.get("prompt", ""))
+        tokens = [index + 1 for index, _ in enumerate(text.split())]
+        return JSONResponse({"count": len(tokens), "max_model_len": 4096, "tokens": tokens})
+
+    answers: dict[str, Callable[[dict[str, Any]], Response]] = {
+        "/v1/chat/completions": functools.partial(respond, chat=True),
+        "/v1/completions": functools.partial(respond, chat=False),
+        "/v1/embeddings": embed,
+        "/tokenize": count,
+    }
+    native = [] if openai_only else native_routes(model, read_request, answers)
     return Starlette(
         routes=[
+            *native,
             Route("/v1/models", models),
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
         ]
     )

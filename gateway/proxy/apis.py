@@ -36,7 +36,13 @@ FORWARDED_APIS = (
         RESPONSES_PATH,
         "Responses API (OpenAI); a previous_response_id goes to the backend that made it",
     ),
-    ForwardedAPI("/v1/messages", "Messages (Anthropic's API, as vLLM serves it)"),
+    ForwardedAPI(
+        "/v1/messages", "Messages (Anthropic's API); translated to chat for a backend without it"
+    ),
+    ForwardedAPI(
+        "/v1/messages/count_tokens",
+        "Count a Messages request's tokens (Anthropic's API); through /tokenize if need be",
+    ),
     ForwardedAPI("/v1/rerank", "Rerank documents (Jina/Cohere-style, as vLLM serves it)"),
     ForwardedAPI("/rerank", "Rerank documents (vLLM's root path)"),
     ForwardedAPI("/v2/rerank", "Rerank documents (Cohere v2 path)"),
@@ -49,6 +55,7 @@ FORWARDED_APIS = (
     ForwardedAPI("/v1/audio/speech", "Text to speech (OpenAI)"),
     ForwardedAPI("/v1/images/generations", "Generate images (OpenAI)"),
     # Ollama's own API (Open WebUI, the ollama client): NDJSON streams, line by line.
+    # Translated to the OpenAI API for a backend without them (gateway/proxy/translated.py).
     ForwardedAPI("/api/chat", "Chat (Ollama's API)", streams_by_default=True),
     ForwardedAPI("/api/generate", "Generate (Ollama's API)", streams_by_default=True),
     ForwardedAPI("/api/embed", "Embeddings (Ollama's API)"),

@@ -44,6 +44,8 @@ from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
 from gateway.proxy.runtime import ProxyRuntime
+from gateway.proxy.translated import forward as forward_translating
+from gateway.proxy.translated import shaped_error, translates
 from gateway.splice.child_parse import ChildFailed, members_in_child
 from shared.errors import GatewayError, NotFound, ServiceUnavailable
 from shared.logging import get_logger
@@ -63,6 +65,7 @@ _WANTED_HEADERS = frozenset(
         b"origin",
         b"traceparent",
         b"tracestate",
+        b"x-api-key",
         b"x-gateway-tags",
         b"x-request-id",
     }
@@ -90,6 +93,8 @@ class ProxyEndpoint:
         self.max_body = settings.max_request_body_bytes
         # Starlette's CORS policy, for its response headers (preflights never get here).
         self.cors = CORSMiddleware(self, **cors_options(settings)) if settings.enable_cors else None
+        # Ollama's and Anthropic's APIs: translated for a backend that lacks them.
+        self.translates = translates(api.path)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length")
@@ -154,12 +159,15 @@ class ProxyEndpoint:
             client = scope.get("client")
             # Who it is, before its body is read: an unknown client costs no more.
             caller = runtime.access.identify(
-                _text(headers.get(b"authorization")), client[0] if client else "unknown"
+                _text(headers.get(b"authorization")),
+                client[0] if client else "unknown",
+                _text(headers.get(b"x-api-key")),
             )
             body = await self._read_body(headers, receive)
             return await self.forward(runtime, scope, headers, body, request_id, watch, caller)
         except GatewayError as error:
-            return error_answer(error)
+            # In the API's own error shape (Ollama's, Anthropic's), else OpenAI's.
+            return error_answer(error, shaped_error(self.api.path, error))
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
             return internal_error_answer(scope.get("path", ""), error)
 
@@ -172,9 +180,10 @@ class ProxyEndpoint:
         request_id: str,
         watch: ClientWatch,
         caller: Caller,
-    ) -> Answer:
-        """Route the request by its model and forward it, within its client's limits;
-        the answer (an error too) carries the x-ratelimit-* headers of the limits."""
+    ) -> Answer | JSONAnswer:
+        """Route the request by its model and forward it (translated, where its API
+        needs it), within its client's limits; the answer (an error too) carries the
+        x-ratelimit-* headers of the limits."""
         content_type = _text(headers.get(b"content-type"))
         target = await read_target(
             body, content_type, self.api.streams_by_default, executor=runtime.large_bodies
@@ -215,12 +224,16 @@ class ProxyEndpoint:
         target: Target,
         watch: ClientWatch,
         charge: Charge,
-    ) -> Answer:
+    ) -> Answer | JSONAnswer:
         """The charge is held until the answer is relayed (a stream: its end)."""
         async with AsyncExitStack() as held:
             await held.enter_async_context(charge)  # a refusal is the client's 429
             watch.start()
-            answer = await Forwarder(runtime, incoming, watch).run(target)
+            answer: Answer | JSONAnswer
+            if self.translates:
+                answer = await forward_translating(runtime, incoming, target, watch)
+            else:
+                answer = await Forwarder(runtime, incoming, watch).run(target)
             if isinstance(answer, RelayedStream):
                 # Settled when the stream ends (RelayedStream tells its attempt first).
                 answer.held.push_async_exit(held.pop_all())
@@ -342,7 +355,14 @@ def proxy_routes(context: GatewayContext, mount: str) -> list[ProxyRoute]:
             summary=api.summary,
             description=f"Forwarded byte for byte ({body}) to a healthy backend of `model` "
             "that has this API. Optional header `X-Gateway-Tags: gpu,vision` restricts "
-            "the backends. The answer carries `X-Gateway-Server-ID`.",
+            "the backends. The answer carries `X-Gateway-Server-ID`."
+            + (
+                " When no backend of the model has this API, the request is translated to "
+                "OpenAI's and the answer back; a field left out is named in "
+                "`X-Gateway-Dropped`, one that cannot be translated is a 400."
+                if translates(api.path)
+                else ""
+            ),
             tag="inference",
             request_model=None if api.form else ProxiedRequest,
             responses=_PROXY_RESPONSES,

@@ -269,6 +269,9 @@ class RelayedStream:
         rewrite: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.events = events
+        # What ends the client's stream in another API's shape (a translated stream's
+        # last records, or its error record after a break); None: the events' own.
+        self.closing: Callable[[UpstreamError | None], bytes] | None = None
         # The attempt's slot and the backend's answer, handed over by the Forwarder:
         # released (or the connection closed, when the stream did not end) on leaving.
         self.held = held
@@ -343,7 +346,10 @@ class RelayedStream:
                 self._remember(chunk)
                 await self._send_events(send, chunk)
             self.watch.stop()
-            if self.outcome.failure is not None:
+            if self.closing is not None:
+                if last := self.closing(self.outcome.failure):
+                    await send({"type": "http.response.body", "body": last, "more_body": True})
+            elif self.outcome.failure is not None:
                 event = self.events.format.error_record(self.outcome.failure)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -79,7 +79,9 @@ async def admitted(request: Request) -> tuple[ProxyRuntime, Caller]:
     if runtime is None:
         raise ServiceUnavailable("the gateway is starting or stopping")
     caller = runtime.access.identify(
-        request.headers.get("authorization"), request.client.host if request.client else "unknown"
+        request.headers.get("authorization"),
+        request.client.host if request.client else "unknown",
+        request.headers.get("x-api-key"),
     )
     await runtime.access.count_request(caller)
     return runtime, caller

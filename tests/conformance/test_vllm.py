@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import ollama
 import openai
 import pytest
 
@@ -256,5 +257,10 @@ def test_embeddings_on_a_pooling_instance(
         answer = through.embeddings.create(**request)
         assert [e.embedding for e in answer.data] == [e.embedding for e in expected.data]
         assert answer.usage == expected.usage
+        # Ollama's client too: vLLM has no /api/embed, so the gateway translates (#24).
+        local = ollama.Client(host=gateway, timeout=120)
+        embedded = local.embed(model="tiny-embed", input=request["input"])
+        assert [list(v) for v in embedded.embeddings] == [e.embedding for e in expected.data]
+        assert embedded.prompt_eval_count == expected.usage.prompt_tokens
     finally:
         stop(process)

@@ -1,6 +1,7 @@
 """Schemathesis over `/openapi.json`: generated requests never get a 5xx, and every error
-is in the OpenAI shape. Bounded (a few examples per operation, no shrinking, no example
-database), against a real gateway on 127.0.0.1 with one registered backend.
+is in its API's shape (OpenAI's, or Ollama's and Anthropic's on their routes). Bounded (a
+few examples per operation, no shrinking, no example database), against a real gateway on
+127.0.0.1 with one registered backend.
 
 Driven through schemathesis's strategies and Hypothesis directly: its pytest plugin
 (`from_fixture`) does not run under pytest 9."""
@@ -8,6 +9,7 @@ Driven through schemathesis's strategies and Hypothesis directly: its pytest plu
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import schemathesis
@@ -24,6 +26,17 @@ async def no_names(host: str, port: int) -> list[str]:
     if host == "localhost":
         return ["127.0.0.1"]
     raise OSError(f"no DNS in tests: {host!r} not looked up")
+
+
+def assert_error_shape(path: str, body: dict[str, Any]) -> None:
+    """Each API's own error shape: Ollama's on /api/, Anthropic's on /v1/messages (#24),
+    OpenAI's everywhere else."""
+    if path.startswith("/api/"):
+        assert isinstance(body["error"], str)
+    elif path.startswith("/v1/messages"):
+        assert body["type"] == "error" and {"type", "message"} <= set(body["error"])
+    else:
+        assert {"message", "type", "param", "code"} <= set(body["error"])
 
 
 def test_no_5xx_and_every_error_in_the_openai_shape(
@@ -53,7 +66,6 @@ def test_no_5xx_and_every_error_in_the_openai_shape(
                 assert response.status_code < 500, (case.method, case.path, response.text)
                 content_type = "".join(response.headers.get("content-type", []))
                 if response.status_code >= 400 and content_type.startswith("application/json"):
-                    error = response.json()["error"]
-                    assert {"message", "type", "param", "code"} <= set(error)
+                    assert_error_shape(case.path, response.json())
 
             no_server_error()

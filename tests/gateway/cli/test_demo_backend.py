@@ -1,11 +1,16 @@
-"""The demo backend speaks OpenAI: the unmodified openai SDK talks to it directly."""
+"""The demo backend speaks OpenAI (the unmodified openai SDK talks to it directly), and
+every other API the gateway routes."""
 
 from __future__ import annotations
 
+import anthropic
+import httpx
+import ollama
 import openai
 import pytest
 
 from gateway.cli.demo_backend import create_demo_app
+from tests.gateway.proxy.test_apis import register
 from tests.support import ThreadedServer
 
 
@@ -58,3 +63,48 @@ def test_wrong_model_and_required_key() -> None:
             good.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
+
+
+def test_every_api_through_the_gateway_with_its_own_client(
+    gateway: ThreadedServer, demo_backend: ThreadedServer
+) -> None:
+    """The README's tour: the demo speaks each API the gateway routes, natively."""
+    register(gateway, demo_backend.url, model_name="demo")
+    counting = []
+    hello = [{"role": "user", "content": "hi there"}]
+
+    sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    response = sdk.responses.create(model="demo", input="tell me", max_output_tokens=5)
+    assert response.output_text == "Hello from the demo backend!"
+    assert response.usage is not None and response.usage.output_tokens == 5
+    deltas = [
+        event.delta
+        for event in sdk.responses.create(model="demo", input="tell me", stream=True)
+        if event.type == "response.output_text.delta"
+    ]
+    assert "".join(deltas).startswith("Hello from the demo backend!")
+
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+    message = claude.messages.create(model="demo", max_tokens=5, messages=hello)  # type: ignore[arg-type]
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "Hello from the demo backend!"
+    with claude.messages.stream(model="demo", max_tokens=3, messages=hello) as stream:  # type: ignore[arg-type]
+        counting.append("".join(stream.text_stream))
+    assert counting == ["Hello from the"]
+    assert claude.messages.count_tokens(model="demo", messages=hello).input_tokens == 2  # type: ignore[arg-type]
+
+    local = ollama.Client(host=gateway.url, timeout=15)
+    parts = list(local.chat(model="demo", messages=hello, stream=True, options={"num_predict": 3}))
+    assert "".join(p.message.content or "" for p in parts) == "Hello from the"
+    assert local.generate(model="demo", prompt="hi", stream=False).done
+    assert len(local.embed(model="demo", input="hi").embeddings[0]) == 8
+    assert local.show("demo").modelinfo is not None
+    # Each went to the demo's own route: nothing was translated by the gateway.
+    assert (
+        "x-gateway-dropped"
+        not in httpx.post(
+            f"{gateway.url}/api/chat",
+            json={"model": "demo", "messages": hello, "stream": False, "keep_alive": "1m"},
+            timeout=15,
+        ).headers
+    )

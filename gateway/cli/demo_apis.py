@@ -1,0 +1,172 @@
+"""The demo backend's other APIs: Anthropic's Messages, Ollama's and OpenAI's Responses.
+
+Messages and Ollama's API are answered by the demo's own chat, completions and
+embeddings through the gateway's translations (gateway/translate/), the way a
+server that has them natively would answer; the Responses API is written out
+here. So `make run` shows every API the gateway routes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.translate.common import Untranslatable, openai_error_message
+from gateway.translate.ollama_response import show_answer
+from gateway.translate.table import TRANSLATIONS, Exchange, Translation, stops_of
+
+Reader = Callable[[Request], Awaitable[dict[str, Any] | Response]]
+Answers = dict[str, Callable[[dict[str, Any]], Response]]
+
+
+def _translating(
+    translation: Translation, read: Reader, answers: Answers
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        document = await read(request)
+        if isinstance(document, Response):
+            return document
+        try:
+            translated = translation.request(document)
+        except Untranslatable as refused:
+            return JSONResponse(translation.error(400, refused.message), status_code=400)
+        exchange = Exchange(document["model"], time.perf_counter(), time.time(), stops_of(document))
+        answer = answers[translated.path](translated.document)
+        if isinstance(answer, StreamingResponse) and translation.stream is not None:
+            translator = translation.stream(exchange, True)
+            events = answer.body_iterator
+
+            async def translated_events() -> AsyncIterator[bytes]:
+                async for chunk in events:
+                    data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                    yield translator.feed(data, time.perf_counter())
+                yield translator.close(None, time.perf_counter())
+
+            media = translation.stream_type.decode()
+            return StreamingResponse(translated_events(), media_type=media)
+        if answer.status_code != 200:
+            message = openai_error_message(answer.status_code, bytes(answer.body))
+            return JSONResponse(translation.error(answer.status_code, message), answer.status_code)
+        whole = translation.answer(json.loads(bytes(answer.body)), exchange, time.perf_counter())
+        return JSONResponse(whole)
+
+    return endpoint
+
+
+def _input_text(value: object) -> str:
+    """The last user words of a Responses request's `input` (text or items)."""
+    if isinstance(value, str):
+        return value
+    for item in reversed(value if isinstance(value, list) else []):
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            return content
+        for part in reversed(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                return str(part["text"])
+    return ""
+
+
+def _response(model: str, ident: str, text: str, usage: dict[str, int], status: str) -> Any:
+    item = {
+        "type": "message",
+        "id": f"msg_{ident}",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return {
+        "id": f"resp_{ident}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": model,
+        "status": status,
+        "output": [item] if status == "completed" else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage if status == "completed" else None,
+    }
+
+
+def _responses(model: str, read: Reader, answers: Answers) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        document = await read(request)
+        if isinstance(document, Response):
+            return document
+        chat = {
+            "model": model,
+            "messages": [{"role": "user", "content": _input_text(document.get("input"))}],
+            "max_tokens": document.get("max_output_tokens") or 16,
+        }
+        answer = json.loads(bytes(answers["/v1/chat/completions"](chat).body))
+        text = answer["choices"][0]["message"]["content"]
+        usage = answer["usage"]
+        counts = {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+            "total_tokens": usage["total_tokens"],
+        }
+        ident = uuid.uuid4().hex[:24]
+        done = _response(model, ident, text, counts, "completed")
+        if not document.get("stream"):
+            return JSONResponse(done)
+        return StreamingResponse(
+            _response_events(model, ident, done), media_type="text/event-stream"
+        )
+
+    return endpoint
+
+
+async def _response_events(model: str, ident: str, done: Any) -> AsyncIterator[bytes]:
+    """The Responses API's stream: created, the message's item and part, its text in
+    deltas, then done events and `response.completed`."""
+    item = done["output"][0]
+    text = item["content"][0]["text"]
+    empty_item = {**item, "status": "in_progress", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    base = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": _response(model, ident, "", {}, "in_progress")}),
+        ("response.output_item.added", {"output_index": 0, "item": empty_item}),
+        ("response.content_part.added", {**base, "part": part}),
+    ]
+    for index, word in enumerate(text.split(" ")):
+        events.append(
+            ("response.output_text.delta", {**base, "delta": (" " if index else "") + word})
+        )
+    events += [
+        ("response.output_text.done", {**base, "text": text}),
+        ("response.content_part.done", {**base, "part": item["content"][0]}),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": done}),
+    ]
+    for number, (kind, data) in enumerate(events):
+        payload = json.dumps({"type": kind, "sequence_number": number, **data})
+        yield f"event: {kind}\ndata: {payload}\n\n".encode()
+
+
+def native_routes(model: str, read: Reader, answers: Answers) -> list[Route]:
+    """The routes of the APIs the demo speaks besides OpenAI's chat, completions and
+    embeddings."""
+
+    async def show(request: Request) -> Response:
+        document = await read(request)
+        if isinstance(document, Response):
+            return document
+        return JSONResponse(show_answer(model, {"max_model_len": 4096}, time.time()))
+
+    routes = [
+        Route(path, _translating(translation, read, answers), methods=["POST"])
+        for path, translation in TRANSLATIONS.items()
+    ]
+    routes.append(Route("/api/show", show, methods=["POST"]))
+    routes.append(Route("/v1/responses", _responses(model, read, answers), methods=["POST"]))
+    return routes

@@ -1,0 +1,278 @@
+"""OpenAI's answers as Anthropic's: a chat completion as a Message, its stream as the
+Messages event sequence, an error as Anthropic's error, a token count as
+count_tokens' answer.
+
+The stream's sequence is Anthropic's: `message_start`, then each content block
+(`content_block_start`, its deltas, `content_block_stop`: text, or a tool_use
+whose input arrives as `input_json_delta`s), then `message_delta` with the stop
+reason and the usage, and `message_stop`. The input tokens are known only at
+the end of an OpenAI stream, so `message_start` says 0 and `message_delta`
+gives them (Anthropic's SDK takes them from there).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.translate.common import (
+    JSONObject,
+    as_count,
+    as_list,
+    as_object,
+    as_text,
+    chunk_of,
+    first_choice,
+    loads_object,
+    openai_error_message,
+    sse_payloads,
+)
+
+_STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status: int) -> str:
+    if status in _ERROR_TYPES:
+        return _ERROR_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def error_document(status: int, message: str) -> JSONObject:
+    """Anthropic's error shape."""
+    return {"type": "error", "error": {"type": error_type(status), "message": message}}
+
+
+def error_answer(status: int, data: bytes) -> JSONObject:
+    """A backend's (or the gateway's own) error body as Anthropic's."""
+    return error_document(status, openai_error_message(status, data))
+
+
+def stop_reason(
+    finish_reason: object, matched: object, stops: tuple[str, ...], called: bool = False
+) -> str:
+    """Anthropic's stop reason. vLLM names the stop string it met (`stop_reason`); an
+    answer that calls a tool ends with `tool_use` (clients run the tools on it), whatever
+    the backend said (vLLM says `stop` for a call it was told to make), unless cut."""
+    if called and finish_reason != "length":
+        return "tool_use"
+    if finish_reason == "stop" and isinstance(matched, str) and matched in stops:
+        return "stop_sequence"
+    return _STOP_REASONS.get(as_text(finish_reason), "end_turn")
+
+
+def _usage(usage: object) -> JSONObject:
+    usage = as_object(usage)
+    return {
+        "input_tokens": as_count(usage.get("prompt_tokens")),
+        "output_tokens": as_count(usage.get("completion_tokens")),
+    }
+
+
+def _tool_use(call: object) -> JSONObject:
+    call = as_object(call)
+    function = as_object(call.get("function"))
+    arguments = function.get("arguments")
+    parsed = arguments if isinstance(arguments, dict) else loads_object(arguments)
+    return {
+        "type": "tool_use",
+        "id": as_text(call.get("id")) or "toolu_gateway",
+        "name": as_text(function.get("name")),
+        "input": parsed if parsed is not None else {},
+    }
+
+
+def message_answer(
+    document: JSONObject, model: str, message_id: str, stops: tuple[str, ...] = ()
+) -> JSONObject:
+    """A chat completion as a Message."""
+    choice = first_choice(document)
+    message = as_object(choice.get("message"))
+    content: list[JSONObject] = []
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    content.extend(_tool_use(call) for call in as_list(message.get("tool_calls")))
+    called = any(block["type"] == "tool_use" for block in content)
+    reason = stop_reason(choice.get("finish_reason"), choice.get("stop_reason"), stops, called)
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": choice.get("stop_reason") if reason == "stop_sequence" else None,
+        "usage": _usage(document.get("usage")),
+    }
+
+
+def count_answer(document: JSONObject) -> JSONObject:
+    """vLLM's /tokenize answer as count_tokens'."""
+    count = document.get("count")
+    if type(count) is not int:
+        count = len(as_list(document.get("tokens")))
+    return {"input_tokens": count}
+
+
+def _event(name: str, data: JSONObject) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+class AnthropicStream:
+    """A chat completion's SSE stream as the Messages event sequence, a run of whole
+    events at a time. Pure but for the state it keeps."""
+
+    def __init__(self, model: str, message_id: str, stops: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.message_id = message_id
+        self.stops = stops
+        self.started = False
+        self.block: int | None = None  # the open content block's index
+        self.block_kind = ""
+        self.blocks = 0
+        self.tool_blocks: dict[int, int] = {}  # OpenAI's tool call index -> block index
+        self.finish_reason: object = None
+        self.matched: object = None
+        self.usage: object = None
+        self.done = False
+        self.text_head = b""
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        message: JSONObject = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return _event("message_start", {"type": "message_start", "message": message})
+
+    def _close_block(self) -> bytes:
+        if self.block is None:
+            return b""
+        index, self.block = self.block, None
+        return _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _open_block(self, kind: str, block: JSONObject) -> bytes:
+        closed = self._close_block()
+        self.block, self.block_kind = self.blocks, kind
+        self.blocks += 1
+        start = {"type": "content_block_start", "index": self.block, "content_block": block}
+        return closed + _event("content_block_start", start)
+
+    def _delta(self, delta: JSONObject, index: int | None = None) -> bytes:
+        at = self.block if index is None else index
+        return _event(
+            "content_block_delta", {"type": "content_block_delta", "index": at, "delta": delta}
+        )
+
+    def _text(self, text: str) -> bytes:
+        opened = b""
+        if self.block is None or self.block_kind != "text":
+            opened = self._open_block("text", {"type": "text", "text": ""})
+            # The text deltas' event but for the text (written once: a stream has many).
+            self.text_head = (
+                b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": '
+                + str(self.block).encode()
+                + b', "delta": {"type": "text_delta", "text": '
+            )
+        return opened + self.text_head + json.dumps(text).encode() + b"}}\n\n"
+
+    def _tool_call(self, call: JSONObject) -> bytes:
+        index = as_count(call.get("index"))
+        function = as_object(call.get("function"))
+        out = b""
+        if index not in self.tool_blocks:
+            block = {
+                "type": "tool_use",
+                "id": as_text(call.get("id")) or f"toolu_{self.message_id}_{index}",
+                "name": as_text(function.get("name")),
+                "input": {},
+            }
+            out = self._open_block("tool_use", block)
+            self.tool_blocks[index] = self.blocks - 1
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            out += self._delta(delta, self.tool_blocks[index])
+        return out
+
+    def _chunk(self, chunk: JSONObject) -> bytes:
+        # Written for speed (a stream has an event per token): plain type checks.
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        choice = choices[0] if type(choices) is list and choices else None
+        if type(choice) is not dict:
+            return b""
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+            self.matched = choice.get("stop_reason")
+        delta = choice.get("delta")
+        if type(delta) is not dict:
+            return b""
+        text = delta.get("content")
+        out = self._text(text) if type(text) is str and text else b""
+        if delta.get("tool_calls"):
+            for call in as_list(delta["tool_calls"]):
+                out += self._tool_call(as_object(call))
+        return out
+
+    def feed(self, events: bytes, now: float = 0.0) -> bytes:
+        """The Messages events for a run of whole SSE events of a chat completion stream."""
+        out = [self._start()]
+        for payload in sse_payloads(events):
+            if self.done:
+                break
+            if payload == "[DONE]" or payload.strip() == "[DONE]":
+                out.append(self._finish())
+                continue
+            chunk = chunk_of(payload)
+            if chunk is None:
+                continue
+            if isinstance(chunk.get("error"), dict):
+                out.append(self.close(as_text(chunk["error"].get("message")) or "backend error"))
+                continue
+            out.append(self._chunk(chunk))
+        return b"".join(out)
+
+    def _finish(self) -> bytes:
+        self.done = True
+        reason = stop_reason(self.finish_reason, self.matched, self.stops, bool(self.tool_blocks))
+        delta: dict[str, Any] = {
+            "stop_reason": reason,
+            "stop_sequence": self.matched if reason == "stop_sequence" else None,
+        }
+        usage = _usage(self.usage)
+        return (
+            self._start()
+            + self._close_block()
+            + _event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+            + _event("message_stop", {"type": "message_stop"})
+        )
+
+    def close(self, failure: str | None, now: float = 0.0) -> bytes:
+        """What ends the client's stream: Anthropic's error event after a break, or the
+        closing events when the backend ended without `[DONE]`."""
+        if self.done:
+            return b""
+        if failure is not None:
+            self.done = True
+            return _event("error", error_document(502, failure))
+        return self._finish()

@@ -1,0 +1,138 @@
+"""What every translation shares: its result, its refusals, and reading untrusted JSON.
+
+A translation is a pure function of the client's document (a dict, parsed by
+the endpoint) to the backend's, and back; it never raises on any JSON but
+`Untranslatable`, a 400 naming the field that has no counterpart. A field that
+can be left out without changing what the model is asked (a cache hint, a
+keep-alive) is left out and named in `dropped`, which the client sees in the
+answer's `x-gateway-dropped` header: never silently changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import InvalidRequest
+
+JSONObject = dict[str, Any]
+
+
+class Untranslatable(InvalidRequest):
+    """A request that says something the backend's API cannot: a 400 naming the field."""
+
+    def __init__(self, param: str, why: str) -> None:
+        super().__init__(f"{param}: {why}", param=param)
+
+
+@dataclass(frozen=True)
+class Translated:
+    """A client's request in the backend's API: where it goes, and what was left out."""
+
+    path: str
+    document: JSONObject
+    stream: bool
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass
+class Dropped:
+    """The names of what a translation leaves out, in the order met, each once."""
+
+    names: list[str] = field(default_factory=list)
+
+    def add(self, name: str) -> None:
+        if name not in self.names:
+            self.names.append(name)
+
+
+def as_object(value: object) -> JSONObject:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def as_count(value: object) -> int:
+    """A token count as an int (0 when absent or not a count)."""
+    return value if type(value) is int and value >= 0 else 0
+
+
+def loads_object(text: object) -> JSONObject | None:
+    """A JSON object from a string (tool arguments), or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def compact(document: object) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def image_data_url(data: str) -> str:
+    """A data: URL for a base64 image, its type told by its first bytes (Ollama sends
+    bare base64; OpenAI's image_url wants a URL)."""
+    if data.startswith("data:"):
+        return data
+    for prefix, media in (("/9j/", "jpeg"), ("R0lG", "gif"), ("UklG", "webp")):
+        if data.startswith(prefix):
+            return f"data:image/{media};base64,{data}"
+    return f"data:image/png;base64,{data}"
+
+
+def sse_payloads(events: bytes) -> list[str]:
+    """The `data:` payloads of a run of whole server-sent events, one per event."""
+    if b"\r" in events:
+        events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    payloads = []
+    for event in events.split(b"\n\n"):
+        if event.startswith(b"data: ") and b"\n" not in event:  # the usual event: one line
+            payloads.append(event[6:].decode("utf-8", "replace"))
+            continue
+        lines = [
+            line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+        ]
+        if lines:
+            payloads.append(b"\n".join(lines).decode("utf-8", "replace"))
+    return payloads
+
+
+def chunk_of(payload: str) -> JSONObject | None:
+    """A stream chunk's JSON object (None for `[DONE]` or what is not an object)."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def first_choice(document: JSONObject) -> JSONObject:
+    choices = as_list(document.get("choices"))
+    return as_object(choices[0]) if choices else {}
+
+
+def openai_error_message(status: int, data: bytes) -> str:
+    """The words of a backend's error body, whatever its shape."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        text = data.decode("utf-8", "replace").strip()
+        return text[:1000] or f"the backend answered HTTP {status}"
+    if isinstance(document, dict):
+        error = document.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        for key in ("error", "detail", "message"):
+            if isinstance(document.get(key), str):
+                return str(document[key])
+    return f"the backend answered HTTP {status}"

@@ -1,0 +1,253 @@
+"""Ollama's requests (`/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`) in
+OpenAI's API, for a backend that speaks only `/v1`.
+
+Chat goes to `/v1/chat/completions`; generate too (Ollama applies the model's
+chat template to a prompt), or to `/v1/completions` when `raw` asks for the
+prompt as it is; the embeddings to `/v1/embeddings`. Ollama streams unless told
+not to. What Ollama tunes that OpenAI cannot say (`options.num_ctx`,
+`keep_alive`, ...) is dropped and named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.translate.common import (
+    Dropped,
+    JSONObject,
+    Translated,
+    Untranslatable,
+    as_list,
+    as_object,
+    as_text,
+    compact,
+    image_data_url,
+)
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+
+# Ollama's options that OpenAI's API has under another (or the same) name.
+_OPTIONS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
+# Top-level fields that change nothing the model is asked: dropped without a word in
+# the header would hide them, so they are named too; `stream` and `model` are read.
+_IGNORED = ("keep_alive", "think", "context", "template", "truncate", "logprobs")
+
+
+def _options(document: JSONObject, into: JSONObject, dropped: Dropped) -> None:
+    options = document.get("options")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise Untranslatable("options", "must be an object")
+    for name, value in options.items():
+        if name in _OPTIONS:
+            into[_OPTIONS[name]] = value
+        elif name == "num_predict":
+            # Ollama: -1 is "until done", -2 "until the context is full": OpenAI's default.
+            if not (isinstance(value, int) and value < 0):
+                into["max_tokens"] = value
+        else:
+            dropped.add(f"options.{name}")
+
+
+def _response_format(value: object) -> JSONObject | None:
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return {"type": "json_object"}
+    if isinstance(value, dict):
+        return {"type": "json_schema", "json_schema": {"name": "format", "schema": value}}
+    raise Untranslatable("format", 'must be "json" or a JSON schema')
+
+
+def _common(document: JSONObject, dropped: Dropped) -> JSONObject:
+    out: JSONObject = {"model": document.get("model")}
+    stream = document.get("stream", True)
+    out["stream"] = stream if isinstance(stream, bool) else True
+    _options(document, out, dropped)
+    response_format = _response_format(document.get("format"))
+    if response_format is not None:
+        out["response_format"] = response_format
+    for name in _IGNORED:
+        if name in document:
+            dropped.add(name)
+    return out
+
+
+def _tools(value: object) -> list[Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise Untranslatable("tools", "must be a list")
+    tools = []
+    for index, tool in enumerate(value):
+        function = as_object(tool).get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise Untranslatable(f"tools[{index}].function", "needs a name")
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+class _CallIds:
+    """Ollama's tool calls have no ids; OpenAI's tool messages must name one. Each call
+    gets one, and each tool message answers the oldest unanswered call of its name (or
+    the oldest unanswered one)."""
+
+    def __init__(self) -> None:
+        self.open: list[tuple[str, str]] = []  # (id, name), unanswered
+        self.made = 0
+
+    def new(self, name: str) -> str:
+        self.made += 1
+        call_id = f"call_{self.made}"
+        self.open.append((call_id, name))
+        return call_id
+
+    def answer(self, name: str) -> str:
+        for index, (call_id, called) in enumerate(self.open):
+            if not name or called == name:
+                del self.open[index]
+                return call_id
+        if self.open:
+            return self.open.pop(0)[0]
+        self.made += 1
+        return f"call_{self.made}"
+
+
+def _content(text: str, images: list[Any], where: str) -> str | list[JSONObject]:
+    if not images:
+        return text
+    parts: list[JSONObject] = [{"type": "text", "text": text}] if text else []
+    for index, image in enumerate(images):
+        if not isinstance(image, str):
+            raise Untranslatable(f"{where}.images[{index}]", "must be base64 text")
+        parts.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
+    return parts
+
+
+def _message(message: object, index: int, ids: _CallIds, dropped: Dropped) -> JSONObject:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise Untranslatable(where, "must be an object")
+    role = message.get("role")
+    if role not in ("system", "user", "assistant", "tool"):
+        raise Untranslatable(f"{where}.role", "must be system, user, assistant or tool")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise Untranslatable(f"{where}.content", "must be text")
+    out: JSONObject = {
+        "role": role,
+        "content": _content(as_text(content), as_list(message.get("images")), where),
+    }
+    if message.get("thinking"):
+        dropped.add(f"{where}.thinking")
+    if role == "assistant" and message.get("tool_calls"):
+        calls = []
+        for number, call in enumerate(as_list(message.get("tool_calls"))):
+            function = as_object(as_object(call).get("function"))
+            name = function.get("name")
+            if not isinstance(name, str):
+                raise Untranslatable(f"{where}.tool_calls[{number}].function.name", "is missing")
+            arguments = function.get("arguments", {})
+            calls.append(
+                {
+                    "id": ids.new(name),
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "arguments": arguments
+                        if isinstance(arguments, str)
+                        else compact(arguments),
+                    },
+                }
+            )
+        out["tool_calls"] = calls
+    if role == "tool":
+        out["tool_call_id"] = ids.answer(as_text(message.get("tool_name") or message.get("name")))
+    return out
+
+
+def chat(document: JSONObject) -> Translated:
+    """An Ollama /api/chat request as a chat completion."""
+    dropped = Dropped()
+    out = _common(document, dropped)
+    messages = document.get("messages", [])
+    if not isinstance(messages, list):
+        raise Untranslatable("messages", "must be a list")
+    ids = _CallIds()
+    out["messages"] = [
+        _message(message, index, ids, dropped) for index, message in enumerate(messages)
+    ]
+    tools = _tools(document.get("tools"))
+    if tools:
+        out["tools"] = tools
+    return Translated(CHAT, out, out["stream"], tuple(dropped.names))
+
+
+def generate(document: JSONObject) -> Translated:
+    """An Ollama /api/generate request as a chat completion (the model's template applies,
+    as in Ollama), or as a text completion when `raw` is true."""
+    dropped = Dropped()
+    out = _common(document, dropped)
+    prompt = document.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise Untranslatable("prompt", "must be text")
+    system = document.get("system")
+    if system is not None and not isinstance(system, str):
+        raise Untranslatable("system", "must be text")
+    images = as_list(document.get("images"))
+    if document.get("raw") is True:
+        if images:
+            raise Untranslatable("images", "a raw prompt cannot carry images")
+        if system:
+            dropped.add("system")
+        if document.get("suffix"):
+            dropped.add("suffix")
+        out["prompt"] = prompt
+        return Translated(COMPLETIONS, out, out["stream"], tuple(dropped.names))
+    if document.get("suffix"):
+        raise Untranslatable("suffix", "fill-in-the-middle needs raw (a text completion)")
+    messages: list[JSONObject] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": _content(prompt, images, "request")})
+    out["messages"] = messages
+    return Translated(CHAT, out, out["stream"], tuple(dropped.names))
+
+
+def _embedding_request(document: JSONObject, field: str, dropped: Dropped) -> JSONObject:
+    value = document.get(field)
+    if isinstance(value, str):
+        pass
+    elif not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+        raise Untranslatable(field, "must be text or a list of texts")
+    out: JSONObject = {"model": document.get("model"), "input": value}
+    if "dimensions" in document:
+        out["dimensions"] = document["dimensions"]
+    for name in ("options", "keep_alive", "truncate"):
+        if name in document:
+            dropped.add(name)
+    return out
+
+
+def embed(document: JSONObject) -> Translated:
+    """An Ollama /api/embed request (one text or several) as an embeddings request."""
+    dropped = Dropped()
+    out = _embedding_request(document, "input", dropped)
+    return Translated(EMBEDDINGS, out, False, tuple(dropped.names))
+
+
+def embeddings(document: JSONObject) -> Translated:
+    """Ollama's older /api/embeddings (one `prompt`) as an embeddings request."""
+    dropped = Dropped()
+    out = _embedding_request(document, "prompt", dropped)
+    if not isinstance(out["input"], str):
+        raise Untranslatable("prompt", "must be text")
+    return Translated(EMBEDDINGS, out, False, tuple(dropped.names))

@@ -1,0 +1,286 @@
+"""OpenAI's answers as Ollama's: a chat completion as `/api/chat`'s answer, a stream of
+chunks as Ollama's NDJSON lines ending with its final record.
+
+Ollama's final record carries counts (from the backend's usage) and durations
+in nanoseconds, which the gateway measures itself (`Timings`): the whole
+request, the wait for the first token (Ollama's prompt evaluation) and the
+generation after it. Nothing is loaded, so `load_duration` is 0. A tool call's
+arguments, a JSON string in OpenAI's API, are an object in Ollama's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.translate.common import (
+    JSONObject,
+    as_count,
+    as_list,
+    as_object,
+    as_text,
+    chunk_of,
+    first_choice,
+    loads_object,
+    sse_payloads,
+)
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Timings:
+    """When (perf_counter seconds) the request started, its first token came, and now."""
+
+    started: float
+    first_token: float | None
+    now: float
+
+    def durations(self) -> JSONObject:
+        first = self.first_token if self.first_token is not None else self.now
+        return {
+            "total_duration": max(0, int((self.now - self.started) * NS)),
+            "load_duration": 0,
+            "prompt_eval_duration": max(0, int((first - self.started) * NS)),
+            "eval_duration": max(0, int((self.now - first) * NS)),
+        }
+
+
+def created_at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def done_reason(finish_reason: object) -> str:
+    """Ollama says `length` for a cut answer and `stop` for every other end."""
+    return "length" if finish_reason == "length" else "stop"
+
+
+def tool_calls(calls: object) -> list[JSONObject]:
+    """OpenAI's tool calls (arguments as JSON text) as Ollama's (arguments as an object)."""
+    out = []
+    for index, call in enumerate(as_list(calls)):
+        function = as_object(as_object(call).get("function"))
+        arguments = function.get("arguments")
+        parsed = arguments if isinstance(arguments, dict) else loads_object(arguments)
+        out.append(
+            {
+                "function": {
+                    "index": index,
+                    "name": as_text(function.get("name")),
+                    "arguments": parsed if parsed is not None else {},
+                }
+            }
+        )
+    return out
+
+
+def _counts(usage: object) -> JSONObject:
+    usage = as_object(usage)
+    return {
+        "prompt_eval_count": as_count(usage.get("prompt_tokens")),
+        "eval_count": as_count(usage.get("completion_tokens")),
+    }
+
+
+def _final(model: str, when: str, reason: object, usage: object, timings: Timings) -> JSONObject:
+    return {
+        "model": model,
+        "created_at": when,
+        "done": True,
+        "done_reason": done_reason(reason),
+        **timings.durations(),
+        **_counts(usage),
+    }
+
+
+def chat_answer(document: JSONObject, model: str, timings: Timings, epoch: float) -> JSONObject:
+    """A chat completion as Ollama's /api/chat answer (stream false)."""
+    choice = first_choice(document)
+    message = as_object(choice.get("message"))
+    out_message: JSONObject = {"role": "assistant", "content": as_text(message.get("content"))}
+    if message.get("tool_calls"):
+        out_message["tool_calls"] = tool_calls(message.get("tool_calls"))
+    final = _final(
+        model, created_at(epoch), choice.get("finish_reason"), document.get("usage"), timings
+    )
+    return {"model": model, "created_at": final["created_at"], "message": out_message, **final}
+
+
+def generate_answer(document: JSONObject, model: str, timings: Timings, epoch: float) -> JSONObject:
+    """A chat or text completion as Ollama's /api/generate answer (stream false)."""
+    choice = first_choice(document)
+    text = choice.get("text")
+    if not isinstance(text, str):
+        text = as_text(as_object(choice.get("message")).get("content"))
+    final = _final(
+        model, created_at(epoch), choice.get("finish_reason"), document.get("usage"), timings
+    )
+    return {"model": model, "created_at": final["created_at"], "response": text, **final}
+
+
+def _vectors(document: JSONObject) -> list[Any]:
+    data = sorted(
+        (as_object(item) for item in as_list(document.get("data"))),
+        key=lambda item: as_count(item.get("index")),
+    )
+    return [as_list(item.get("embedding")) for item in data]
+
+
+def embed_answer(document: JSONObject, model: str, timings: Timings, epoch: float) -> JSONObject:
+    """An embeddings answer as Ollama's /api/embed answer."""
+    durations = timings.durations()
+    return {
+        "model": model,
+        "embeddings": _vectors(document),
+        "total_duration": durations["total_duration"],
+        "load_duration": 0,
+        "prompt_eval_count": as_count(as_object(document.get("usage")).get("prompt_tokens")),
+    }
+
+
+def embeddings_answer(
+    document: JSONObject, model: str, timings: Timings, epoch: float
+) -> JSONObject:
+    """An embeddings answer as Ollama's older /api/embeddings answer (one vector)."""
+    vectors = _vectors(document)
+    return {"embedding": vectors[0] if vectors else []}
+
+
+def _line(record: JSONObject) -> bytes:
+    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+
+
+class OllamaStream:
+    """A chat or text completion's SSE stream as Ollama's NDJSON, one run of events at a
+    time: a line per piece of text, the tool calls (whole, as Ollama sends them) when
+    the answer ends, then the final record with counts and durations.
+
+    `feed` and `close` are pure but for the state they keep; the caller passes the time."""
+
+    def __init__(self, model: str, *, chat: bool, started: float, epoch: float) -> None:
+        self.model = model
+        self.chat = chat
+        self.started = started
+        self.when = created_at(epoch)
+        self.first_token: float | None = None
+        self.calls: dict[int, JSONObject] = {}  # OpenAI's index -> {"name", "arguments"}
+        self.finish_reason: object = None
+        self.usage: object = None
+        self.done = False
+        # A piece of text's line, but for the text itself (written once: a stream has many).
+        head = {"model": model, "created_at": self.when}
+        opening = json.dumps(head)[:-1].encode()
+        if chat:
+            self.text_head = opening + b', "message": {"role": "assistant", "content": '
+            self.text_tail = b'}, "done": false}\n'
+        else:
+            self.text_head = opening + b', "response": '
+            self.text_tail = b', "done": false}\n'
+
+    def _record(self, **fields: Any) -> JSONObject:
+        record: JSONObject = {"model": self.model, "created_at": self.when}
+        if self.chat:
+            record["message"] = {"role": "assistant", "content": fields.pop("text", "")}
+            if "tool_calls" in fields:
+                record["message"]["tool_calls"] = fields.pop("tool_calls")
+        else:
+            record["response"] = fields.pop("text", "")
+        record.update(fields)
+        return record
+
+    def _piece(self, chunk: JSONObject, now: float) -> bytes:
+        # Written for speed (a stream has an event per token): plain type checks.
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        choice = choices[0] if type(choices) is list and choices else None
+        if type(choice) is not dict:
+            return b""
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        calls: list[Any] = []
+        if type(delta) is dict:
+            text = delta.get("content")
+            if delta.get("tool_calls"):
+                calls = as_list(delta["tool_calls"])
+                for call in calls:
+                    self._add_call(as_object(call))
+        else:
+            text = choice.get("text")
+        has_text = type(text) is str and text != ""
+        if self.first_token is None and (has_text or calls):
+            self.first_token = now
+        if not has_text:
+            return b""
+        return self.text_head + json.dumps(text).encode() + self.text_tail
+
+    def _add_call(self, call: JSONObject) -> None:
+        index = as_count(call.get("index"))
+        function = as_object(call.get("function"))
+        entry = self.calls.setdefault(index, {"name": "", "arguments": ""})
+        entry["name"] += as_text(function.get("name"))
+        entry["arguments"] += as_text(function.get("arguments"))
+
+    def feed(self, events: bytes, now: float) -> bytes:
+        """The NDJSON lines for a run of whole SSE events."""
+        out = []
+        for payload in sse_payloads(events):
+            if self.done:
+                break
+            if payload == "[DONE]" or payload.strip() == "[DONE]":
+                out.append(self._finish(now))
+                continue
+            chunk = chunk_of(payload)
+            if chunk is None:
+                continue
+            if isinstance(chunk.get("error"), dict):
+                out.append(_line({"error": as_text(chunk["error"].get("message"))}))
+                self.done = True
+                continue
+            out.append(self._piece(chunk, now))
+        return b"".join(out)
+
+    def _finish(self, now: float) -> bytes:
+        self.done = True
+        lines = []
+        if self.calls:
+            calls = [
+                {"function": {"name": entry["name"], "arguments": entry["arguments"]}}
+                for _, entry in sorted(self.calls.items())
+            ]
+            lines.append(_line(self._record(tool_calls=tool_calls(calls), done=False)))
+        timings = Timings(self.started, self.first_token, now)
+        final = _final(self.model, self.when, self.finish_reason, self.usage, timings)
+        lines.append(_line(self._record(**final)))
+        return b"".join(lines)
+
+    def close(self, failure: str | None, now: float) -> bytes:
+        """What ends the client's stream: Ollama's error line after a break, or the final
+        record when the backend ended without `[DONE]`."""
+        if failure is not None:
+            self.done = True
+            return _line({"error": failure})
+        return b"" if self.done else self._finish(now)
+
+
+def show_answer(model: str, details: Mapping[str, object], created: float) -> JSONObject:
+    """What the pool knows of a model (its backends' `/v1/models` entry) as Ollama's
+    /api/show answer; what only a model file says (template, license) is empty."""
+    info: JSONObject = {"general.architecture": "", "general.basename": model}
+    length = details.get("max_model_len")
+    if type(length) is int:
+        info["general.context_length"] = length
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "license": "",
+        "modified_at": created_at(created),
+        "details": {"format": "", "family": "", "parameter_size": "", "quantization_level": ""},
+        "model_info": info,
+        "capabilities": ["completion"],
+    }

@@ -1,0 +1,252 @@
+"""Ollama's and Anthropic's own clients, unmodified, against a backend that speaks only
+OpenAI's `/v1` (the demo backend): the gateway translates (#24)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import ollama
+import pytest
+
+from gateway.cli.demo_backend import create_demo_app
+from tests.fakes import CountingApp, ScriptedBackend
+from tests.gateway.proxy.test_apis import HEADERS, register
+from tests.gateway.proxy.test_ollama import FakeOllama
+from tests.support import ThreadedServer
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def openai_only() -> Iterator[ThreadedServer]:
+    with ThreadedServer(create_demo_app("demo", chunk_interval_ms=0, openai_only=True)) as server:
+        yield server
+
+
+@pytest.fixture
+def pool(gateway: ThreadedServer, openai_only: ThreadedServer) -> ThreadedServer:
+    register(gateway, openai_only.url, model_name="demo")
+    return gateway
+
+
+def test_ollamas_client_over_an_openai_backend(pool: ThreadedServer) -> None:
+    client = ollama.Client(host=pool.url, timeout=15)
+    hello = [{"role": "user", "content": "hi there"}]
+
+    reply = client.chat(model="demo", messages=hello, stream=False, options={"num_predict": 5})
+    assert reply.message.content == "Hello from the demo backend!"
+    assert reply.done and reply.done_reason == "length"
+    assert reply.prompt_eval_count == 2 and reply.eval_count == 5
+    assert reply.total_duration and reply.total_duration >= (reply.eval_duration or 0)
+
+    parts = list(client.chat(model="demo", messages=hello, options={"num_predict": 4}, stream=True))
+    assert "".join(part.message.content or "" for part in parts) == "Hello from the demo"
+    assert [part.done for part in parts] == [False] * 4 + [True]
+    assert parts[-1].eval_count == 4 and parts[-1].prompt_eval_count == 2
+    assert parts[-1].eval_duration is not None and parts[-1].total_duration
+
+    generated = client.generate(model="demo", prompt="why is the sky blue", stream=False)
+    assert generated.response.startswith("Hello from the demo backend!")
+    pieces = list(
+        client.generate(model="demo", prompt="why", options={"num_predict": 3}, stream=True)
+    )
+    assert "".join(piece.response for piece in pieces) == "Hello from the"
+    assert pieces[-1].done
+
+    embedded = client.embed(model="demo", input=["one", "two"])
+    assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 8
+    assert len(client.embeddings(model="demo", prompt="one").embedding) == 8
+
+    shown = client.show("demo")
+    assert shown.modelinfo is not None and shown.modelinfo["general.basename"] == "demo"
+
+    called = client.chat(model="demo", messages=hello, tools=[WEATHER], stream=False)
+    assert called.message.tool_calls is not None
+    assert called.message.tool_calls[0].function.name == "get_weather"
+    assert called.message.tool_calls[0].function.arguments == {"city": "demo"}
+    streamed = list(client.chat(model="demo", messages=hello, tools=[WEATHER], stream=True))
+    calls = [call for part in streamed for call in part.message.tool_calls or []]
+    assert [call.function.arguments for call in calls] == [{"city": "demo"}]
+
+    # The answer to the tool goes back as Ollama says it (no call ids).
+    answered = client.chat(
+        model="demo",
+        messages=[
+            *hello,
+            called.message,
+            {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+        ],
+        stream=False,
+    )
+    assert "sunny" in (answered.message.content or "")
+
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.chat(model="nope", messages=hello, stream=False)
+    assert refused.value.status_code == 404 and "nope" in refused.value.error
+
+
+def test_a_dropped_option_is_named_and_an_untranslatable_field_refused(
+    pool: ThreadedServer,
+) -> None:
+    body = {
+        "model": "demo",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": False,
+        "options": {"num_ctx": 8192, "temperature": 0.1},
+        "keep_alive": "5m",
+    }
+    answer = httpx.post(f"{pool.url}/api/chat", json=body, timeout=15)
+    assert answer.status_code == 200
+    assert answer.headers["x-gateway-dropped"] == "options.num_ctx, keep_alive"
+    refused = httpx.post(f"{pool.url}/api/chat", json={**body, "format": "yaml"}, timeout=15)
+    assert refused.status_code == 400
+    assert refused.json() == {"error": 'format: must be "json" or a JSON schema'}
+
+
+def test_anthropics_sdk_over_an_openai_backend(pool: ThreadedServer) -> None:
+    client = anthropic.Anthropic(base_url=pool.url, api_key="unused", max_retries=0)
+    hello = [{"role": "user", "content": "hi there"}]
+
+    message = client.messages.create(
+        model="demo",
+        max_tokens=5,
+        system="Be brief.",
+        messages=hello,  # type: ignore[arg-type]
+    )
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "Hello from the demo backend!"
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens == 5 and message.usage.input_tokens == 2
+
+    with client.messages.stream(model="demo", max_tokens=4, messages=hello) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from the demo"
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 4
+    assert final.usage.input_tokens == 2
+
+    tool = {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": WEATHER["function"]["parameters"],  # type: ignore[index]
+    }
+    called = client.messages.create(
+        model="demo",
+        max_tokens=50,
+        messages=hello,
+        tools=[tool],  # type: ignore[arg-type, list-item]
+    )
+    assert called.stop_reason == "tool_use"
+    use = called.content[0]
+    assert use.type == "tool_use" and use.name == "get_weather" and use.input == {"city": "demo"}
+    with client.messages.stream(
+        model="demo",
+        max_tokens=50,
+        messages=hello,
+        tools=[tool],  # type: ignore[arg-type, list-item]
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.content[0].type == "tool_use" and streamed.content[0].input == {"city": "demo"}
+
+    after = client.messages.create(
+        model="demo",
+        max_tokens=50,
+        tools=[tool],  # type: ignore[list-item]
+        messages=[
+            *hello,  # type: ignore[list-item]
+            {"role": "assistant", "content": called.content},  # type: ignore[dict-item]
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}],
+            },
+        ],
+    )
+    assert after.content[0].type == "text" and "sunny" in after.content[0].text
+
+    counted = client.messages.count_tokens(model="demo", messages=hello)  # type: ignore[arg-type]
+    assert counted.input_tokens > 0
+
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.messages.create(model="nope", max_tokens=5, messages=hello)  # type: ignore[arg-type]
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(
+            model="demo",
+            max_tokens=5,
+            messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}],  # type: ignore[list-item]
+        )
+    assert "messages[0].content[0].type" in refused.value.message
+
+
+def test_a_native_ollama_is_preferred_and_the_other_backend_translates_when_it_is_gone(
+    gateway: ThreadedServer,
+) -> None:
+    native = FakeOllama(("llama3.2:latest",))
+    openai_app = CountingApp(
+        create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
+    )
+    with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
+        native_id = register(gateway, ollama_server.url, model_name="llama3.2:latest")
+        register(gateway, vllm_like.url, model_name="llama3.2:latest")
+        client = ollama.Client(host=gateway.url, timeout=15)
+        hello = [{"role": "user", "content": "hi"}]
+        for _ in range(4):
+            reply = client.chat(model="llama3.2:latest", messages=hello, stream=False)
+            assert reply.message.content == "hello there"  # the native answer
+        # The OpenAI-only one was asked once at most (its 404 taught the gateway).
+        assert native.chats >= 3 and openai_app.count("/api/chat") <= 1
+        assert openai_app.count("/v1/chat/completions") == 0
+
+        httpx.post(
+            f"{gateway.url}/admin/servers/{native_id}/drain", headers=HEADERS, timeout=15
+        ).raise_for_status()
+        reply = client.chat(model="llama3.2:latest", messages=hello, stream=False)
+        assert reply.message.content.startswith("Hello from the demo backend!")
+        assert openai_app.count("/v1/chat/completions") == 1
+
+
+def test_backend_failures_reach_each_client_in_its_own_shape(gateway: ThreadedServer) -> None:
+    backend = ScriptedBackend("m", "drop_mid_stream")
+    with ThreadedServer(backend.app) as server:
+        register(gateway, server.url, model_name="m")
+        hello = [{"role": "user", "content": "hi"}]
+        client = ollama.Client(host=gateway.url, timeout=15)
+        seen = []
+        with pytest.raises(ollama.ResponseError) as broken:
+            for part in client.chat(model="m", messages=hello, stream=True):
+                seen.append(part.message.content)
+        assert seen == ["part0 ", "part1 "]
+        assert "mid-stream" in broken.value.error
+
+        sdk = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+        texts = []
+        with (
+            pytest.raises(anthropic.APIError) as cut,
+            sdk.messages.stream(model="m", max_tokens=9, messages=hello) as stream,
+        ):
+            texts.extend(stream.text_stream)
+        assert texts == ["part0 ", "part1 "] and "mid-stream" in cut.value.message
+
+        backend.behavior = "error400"
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            sdk.messages.create(model="m", max_tokens=9, messages=hello)
+        assert refused.value.body == {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "bad parameter"},
+        }
+        with pytest.raises(ollama.ResponseError) as bad:
+            client.generate(model="m", prompt="hi", stream=False)
+        assert (bad.value.status_code, bad.value.error) == (400, "bad parameter")
