@@ -160,9 +160,12 @@ class Client:
 class FairQueue:
     """The waiting requests of one worker process, and who gets the next freed slot."""
 
-    def __init__(self, *, max_per_client: int, max_total: int) -> None:
+    def __init__(
+        self, *, max_per_client: int, max_total: int, anticipation: float = ANTICIPATION_SECONDS
+    ) -> None:
         self.max_per_client = max_per_client
         self.max_total = max_total
+        self.anticipation = anticipation  # seconds a slot is kept for its client (`freed`)
         self.clients: dict[str, Client] = {}
         self.left: dict[str, float] = {}  # the pass each client left the queue with
         self.virtual_time = 0.0
@@ -192,7 +195,7 @@ class FairQueue:
             return
         self._reserve(registration_id)  # (pollers and newcomers leave it alone meanwhile)
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(ANTICIPATION_SECONDS, self._unkeep, client, grant)
+        timer = loop.call_later(self.anticipation, self._unkeep, client, grant)
         self.kept.setdefault(client, []).append((grant, timer))
 
     def _owed(self, client: str) -> bool:
