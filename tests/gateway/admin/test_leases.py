@@ -5,11 +5,10 @@ and leasing are one transaction, and a lease's end does not block the event loop
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ from healthd.store import expire_leases
 from shared.db import Database
 from shared.models import ModelServer, utcnow
 from tests.conftest import ADMIN_KEY
+from tests.databases import write_lock_held as held
 from tests.support import ThreadedServer, wait_for
 
 HEADERS = {"X-API-Key": ADMIN_KEY}
@@ -183,18 +183,10 @@ def test_a_deregistration_is_final(
         assert not server(gateway, registration_id)["is_active"]
 
 
-@contextmanager
-def write_lock_held(database: Database) -> Iterator[None]:
-    """Another connection holds SQLite's write lock (as a backup or a long write would)."""
-    path = database.engine.url.database
-    assert path is not None
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+def write_lock_held(database: Database) -> AbstractContextManager[None]:
+    """Another connection holds the write lock (as a backup or a long write would), on
+    either engine."""
+    return held(database.engine.url.render_as_string(hide_password=False))
 
 
 def test_a_made_up_token_is_refused_before_the_write_lock(
