@@ -40,6 +40,7 @@ from gateway.errors import EXCEPTION_HANDLERS
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
+from gateway.people.routes import people_routes
 from gateway.prometheus import metrics_route
 from gateway.proxy.endpoint import Dispatcher, proxy_routes
 from gateway.proxy.runtime import ProxyRuntime
@@ -158,6 +159,7 @@ def create_app(
                     *lease_routes(),
                     *system_routes(),
                     *stats_routes(),
+                    *people_routes(),
                 ],
                 redirect_slashes=False,
             ),

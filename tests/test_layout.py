@@ -54,6 +54,7 @@ GATEWAY_LEVELS: tuple[frozenset[str], ...] = (
     frozenset({"proxy"}),
     frozenset({"catalog", "liveness", "prometheus", "cli"}),
     frozenset({"admin", "web"}),
+    frozenset({"people"}),  # keys and groups: beside admin, on its schemas
     frozenset({"app", "main"}),
 )
 
