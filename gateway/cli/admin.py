@@ -21,6 +21,7 @@ from gateway.cli.api_client import (
     print_document,
 )
 from gateway.cli.join import join
+from gateway.cli.keys import groups, keys
 from gateway.cli.server_view import server_details, servers_table
 from gateway.cli.stats_view import format_stats
 from shared.settings import SettingsError, load_settings
@@ -301,6 +302,8 @@ def stats(window: str, url: str, api_key: str | None, as_json: bool) -> None:
 
 
 cli.add_command(join, "join")
+cli.add_command(keys, "keys")
+cli.add_command(groups, "groups")
 
 
 # --- demo backend --------------------------------------------------------

@@ -67,24 +67,35 @@ class AdminClient:
         headers = {"X-Management-Token": token} if token else {"X-API-Key": api_key or ""}
         self.client = httpx.Client(headers=headers, timeout=60, trust_env=False)
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer, whatever its status (unreachable: one line and exit 1)."""
         try:
-            response = self.client.request(method, f"{self.base}{path}", **kwargs)
+            return self.client.request(method, f"{self.base}{path}", **kwargs)
         except httpx.HTTPError as error:
             fail(f"cannot reach the gateway at {self.base}: {error}")
             raise AssertionError from error  # unreachable: _fail exits
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.send(method, path, **kwargs)
+        body = json_of(response)
         if response.status_code >= 400:
-            message = (
-                body["error"]["message"]
-                if isinstance(body, dict) and isinstance(body.get("error"), dict)
-                else response.text[:200]
-            )
-            fail(f"{message} (HTTP {response.status_code})")
+            fail(f"{error_message(response)} (HTTP {response.status_code})")
         return body
+
+
+def json_of(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of an error answer (OpenAI shape), else the start of its text."""
+    body = json_of(response)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"]["message"])
+    return response.text[:200]
 
 
 MANAGEMENT_TOKEN = "management_token"
