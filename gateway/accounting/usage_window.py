@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
+from gateway.accounting.key_windows import KeyInfo, KeyRow
 from gateway.accounting.windows import Counts, Row, Server
 from shared.db import Database
-from shared.models import ModelServer, UsageMinute
+from shared.models import ClientKey, KeyUsageMinute, ModelServer, UsageMinute
 
 
 def endpoint_host(endpoint_url: str) -> str:
@@ -65,4 +66,44 @@ def read_window(database: Database, first_minute: int) -> tuple[list[Row], dict[
                 draining=server.draining,
             )
             for server in servers
+        }
+
+
+def read_key_window(
+    database: Database, first_minute: int
+) -> tuple[list[KeyRow], dict[str, KeyInfo]]:
+    """The per-key minutes from `first_minute` on, and every key (a prefix, never the
+    key): the per-person side of read_window."""
+    with database.reading() as session:
+        minutes: Sequence[KeyUsageMinute] = session.scalars(
+            select(KeyUsageMinute).where(KeyUsageMinute.minute >= first_minute)
+        ).all()
+        rows = [
+            KeyRow(
+                m.minute,
+                m.key_id,
+                m.model,
+                Counts(
+                    m.requests,
+                    m.failures,
+                    m.prompt_tokens,
+                    m.completion_tokens,
+                    list(m.latency_counts),
+                ),
+            )
+            for m in minutes
+        ]
+        keys = session.execute(
+            select(
+                ClientKey.id,
+                ClientKey.name,
+                ClientKey.owner,
+                ClientKey.group_name,
+                ClientKey.prefix,
+                ClientKey.revoked_at.is_not(None),
+            )
+        ).all()
+        return rows, {
+            key_id: KeyInfo(key_id, name, owner, group, prefix, bool(revoked))
+            for key_id, name, owner, group, prefix, revoked in keys
         }

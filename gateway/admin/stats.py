@@ -1,5 +1,9 @@
 """`GET /admin/stats?window=5m|1h|24h`: the pool's statistics over a window.
 
+Two sides, named apart: what the servers served (`hosts`; the top-level figures, as
+before keys existed) and what client keys were served (`clients`, `keys`: from
+`key_usage_minutes`; key_windows.py's arithmetic). The `owner` filter covers both.
+
 Read from `usage_minutes`, where every worker adds what it served every few
 seconds (so the figures are all workers', up to one flush behind), with the
 registrations for health, owner and routing weight; in-flight requests come
@@ -14,12 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.accounting.usage_window import read_window
+from gateway.accounting.key_windows import summarize_keys
+from gateway.accounting.usage_window import read_key_window, read_window
 from gateway.accounting.windows import current_minute, summarize, window_minutes
 from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.prometheus import in_flight_by_backend
-from shared.errors import InvalidRequest
+from shared.db import Database
+from shared.errors import InvalidRequest, NotFound
 
 
 async def stats(request: Request) -> Response:
@@ -47,7 +53,36 @@ async def stats(request: Request) -> Response:
         strategy=context.settings.routing_strategy,
         in_flight=in_flight_by_backend(context.proxy),
     )
-    return JSONResponse({"window": window, **summary})
+    clients = await run_in_threadpool(
+        client_figures, context.database, first, minutes, owner, request.query_params.get("key")
+    )
+    hosts = {"totals": summary["totals"], "servers": len(servers)}
+    return JSONResponse({"window": window, **summary, "hosts": hosts, **clients})
+
+
+def client_figures(
+    database: Database, first: int, minutes: int, owner: str | None, key: str | None
+) -> dict[str, object]:
+    """The `clients` (totals, series) and `keys` of the answer: every key's, one
+    owner's (`owner`: their keys, each with its own series) or one key's (`key`)."""
+    rows, keys = read_key_window(database, first)
+    if key:
+        if key not in keys:
+            raise NotFound(f"no client key with id {key!r}", param="key")
+        chosen = {key}
+    elif owner:
+        chosen = {info.id for info in keys.values() if info.owner == owner}
+    else:
+        return summarize_keys(rows, keys, first_minute=first, minutes=minutes)
+    return summarize_keys(
+        rows,
+        keys,
+        first_minute=first,
+        minutes=minutes,
+        counted=chosen.__contains__,
+        always=sorted(k for k in chosen if not keys[k].revoked or k == key),
+        series_per_key=True,
+    )
 
 
 def stats_routes() -> list[DocumentedRoute]:
@@ -61,14 +96,21 @@ def stats_routes() -> list[DocumentedRoute]:
                 description="Requests, success rate, latency and time to first token "
                 "(p50, p95), tokens, in-flight requests, health and last error; each "
                 "backend's share of its model's requests against the share its strategy "
-                "and weight meant to give it; a series per minute for charts.",
+                "and weight meant to give it; a series per minute for charts. `clients` "
+                "and `keys`: what client keys were served (requests, tokens, latency), in "
+                "all and per key.",
                 tag="admin",
                 query=(
                     QueryParameter("window", "5m, 1h (default) or 24h"),
                     QueryParameter("backend", "only this registration id"),
-                    QueryParameter("owner", "only this owner's (student_id) registrations"),
+                    QueryParameter(
+                        "owner",
+                        "only this owner's (student_id): their servers' figures (top level "
+                        "and `hosts`), their keys' (`clients`, `keys`)",
+                    ),
+                    QueryParameter("key", "only this client key's figures (`clients`, `keys`)"),
                 ),
-                responses={200: "the statistics", 400: "unknown window"},
+                responses={200: "the statistics", 400: "unknown window", 404: "no such key"},
             ),
         )
     ]

@@ -23,7 +23,7 @@ from gateway.cli.api_client import (
 from gateway.cli.join import join
 from gateway.cli.keys import groups, keys
 from gateway.cli.server_view import server_details, servers_table
-from gateway.cli.stats_view import format_stats
+from gateway.cli.stats_view import format_key_stats, format_stats
 from shared.settings import SettingsError, load_settings
 
 
@@ -294,11 +294,29 @@ def check(registration_id: str, url: str, api_key: str | None, as_json: bool) ->
 
 @cli.command()
 @click.option("--window", type=click.Choice(["5m", "1h", "24h"]), default="1h", show_default=True)
+@click.option(
+    "--by",
+    type=click.Choice(["pool", "key"]),
+    default="pool",
+    show_default=True,
+    help="pool: per model, backend and owner; key: per client key.",
+)
+@click.option("--owner", help="Only this owner's servers and keys.")
+@click.option("--key", "key_id", help="Only this client key (its id).")
 @api_options
-def stats(window: str, url: str, api_key: str | None, as_json: bool) -> None:
-    """Pool statistics over a window: totals, per model, per backend, per owner."""
-    result = AdminClient(url, api_key).call("GET", "/admin/stats", params={"window": window})
-    print_document(result, as_json, format_stats)
+def stats(
+    window: str,
+    by: str,
+    owner: str | None,
+    key_id: str | None,
+    url: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Pool statistics over a window: totals, per model, per backend, per owner; or per key."""
+    params = {k: v for k, v in (("window", window), ("owner", owner), ("key", key_id)) if v}
+    result = AdminClient(url, api_key).call("GET", "/admin/stats", params=params)
+    print_document(result, as_json, format_key_stats if by == "key" else format_stats)
 
 
 cli.add_command(join, "join")

@@ -38,8 +38,14 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"tokens {totals['prompt_tokens']} in / {totals['completion_tokens']} out",
         "",
     ]
-    columns = ("requests", "success_rate", "latency_p50_ms", "latency_p95_ms",
-               "first_token_p50_ms", "completion_tokens")  # fmt: skip
+    columns = (
+        "requests",
+        "success_rate",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "first_token_p50_ms",
+        "completion_tokens",
+    )
     lines.append(
         format_table(
             ("model", *columns),
@@ -69,4 +75,42 @@ def format_stats(stats: dict[str, Any]) -> str:
             [(owner, *(row[c] for c in columns)) for owner, row in stats["owners"].items()],
         )
     )
+    return "\n".join(lines)
+
+
+KEY_COLUMNS = (
+    "requests",
+    "failures",
+    "success_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "prompt_tokens",
+    "completion_tokens",
+)
+
+
+def format_key_stats(stats: dict[str, Any]) -> str:
+    """`gateway-admin stats --by key`: the clients' totals, then a row per key (its
+    prefix and name, never the key)."""
+    totals = stats["clients"]["totals"]
+    ok = totals["success_rate"] if totals["success_rate"] is not None else "-"
+    lines = [
+        f"window {stats['window']}: clients {totals['requests']} requests, {ok} % ok, "
+        f"tokens {totals['prompt_tokens']} in / {totals['completion_tokens']} out",
+        "",
+        format_table(
+            ("key", "owner", "group", *KEY_COLUMNS),
+            [
+                (
+                    f"{row['prefix']}… {row['name']}" + (" (revoked)" if row["revoked"] else ""),
+                    row["owner"],
+                    row["group"],
+                    *(row[c] for c in KEY_COLUMNS),
+                )
+                for row in stats["keys"]
+            ],
+        )
+        if stats["keys"]
+        else "no key was used in this window",
+    ]
     return "\n".join(lines)
