@@ -103,7 +103,10 @@ def test_servers_shows_every_column_and_a_deregistered_server_as_such(
             )
 
         with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as stream:
-            next(stream.iter_raw())  # the first events came; the backend stalls after them
+            # The first events came; the backend stalls after them. The iterator is kept:
+            # collected, it would close the stream (when depends on the collector's timing).
+            chunks = stream.iter_raw()
+            next(chunks)
             wait_for(busy_counted, timeout=10, what="the stream counted in flight")
     header, *lines = tables[-1].strip().splitlines()
     assert header.split() == SERVER_HEADER
