@@ -21,6 +21,7 @@ NAV = (
     ("/", "Dashboard"),
     ("/register", "Register Server"),
     ("/models", "Models"),
+    ("/keys", "Keys"),
     ("/playground", "Test Inference"),
     ("/logs", "Logs"),
     ("/settings", "Settings"),
@@ -36,6 +37,8 @@ PAGES = {
     "/servers/{server_id}": ("server.html", "Server details", "/", "server"),
     "/servers/{server_id}/edit": ("edit.html", "Edit server", "/", "edit"),
     "/owners/{student_id}": ("owner.html", "Owner", "/", "owner"),
+    "/keys": ("keys.html", "Client keys", "/keys", "keys"),
+    "/keys/{key_id}": ("key.html", "Client key", "/keys", "key"),
 }
 
 
@@ -53,6 +56,7 @@ def _page(
                 "page": script,
                 "server_id": request.path_params.get("server_id", ""),
                 "student_id": request.path_params.get("student_id", ""),
+                "key_id": request.path_params.get("key_id", ""),
             },
         )
 

@@ -131,5 +131,5 @@ setUpKeyDialog();
 refreshQuickStats();
 window.addEventListener("admin-key", refreshQuickStats);
 const page = document.body.dataset.page;
-const pages = new Set(["dashboard", "register", "server", "edit", "owner", "models", "playground", "logs", "settings"]);
+const pages = new Set(["dashboard", "register", "server", "edit", "owner", "models", "playground", "logs", "settings", "keys", "key"]);
 if (pages.has(page)) import(`/static/${page}.js`).then((module) => module.start());

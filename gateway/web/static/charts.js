@@ -54,18 +54,23 @@ function plot(figure, names, xs, ys, percent) {
   plots.push(new window.uPlot(options, [xs, ...ys], figure.querySelector(".plot")));
 }
 
-/** Draw the charts of /admin/stats?window=…&<filter> into `root`; returns the statistics. */
-export async function drawCharts(root, windowName, filter = "") {
+/** Draw the charts of /admin/stats?window=…&<filter> into `root`; returns the statistics.
+ * `pick` chooses the series: the servers' (default) or a key's (`s => s.clients.series`,
+ * which has no failovers nor first tokens: those lines and charts are left out). */
+export async function drawCharts(root, windowName, filter = "", pick = (stats) => stats.series) {
   const stats = await api(`/admin/stats?window=${encodeURIComponent(windowName)}${filter}`);
   for (const old of plots) old.destroy();
   plots = [];
   root.innerHTML = "";
-  const series = stats.series;
-  const charts = CHARTS.map((chart) => ({
-    id: chart.id, title: chart.title,
-    names: chart.series.map(([, name]) => name), values: chart.series.map(([key]) => series[key]),
-    percent: Boolean(chart.percent),
-  }));
+  const series = pick(stats);
+  const charts = CHARTS.map((chart) => {
+    const lines = chart.series.filter(([key]) => key in series);
+    return {
+      id: chart.id, title: chart.title,
+      names: lines.map(([, name]) => name), values: lines.map(([key]) => series[key]),
+      percent: Boolean(chart.percent),
+    };
+  }).filter((chart) => chart.names.length);
   const share = shares(series);
   if (share.names.length) charts.push({ id: "share", title: "Each model's share of requests (%)", names: share.names, values: share.values, percent: true });
   // Every figure in the grid first, so each is measured at its final width.

@@ -237,6 +237,11 @@ def test_pages_pass_axe(
         json={"model_name": "demo", "endpoint_url": demo_backend.url},
         headers={"X-API-Key": ADMIN_KEY},
     ).json()["registration_id"]
+    key_id = httpx.post(
+        f"{gateway.url}/admin/keys",
+        json={"name": "laptop", "owner": "alice"},
+        headers={"X-API-Key": ADMIN_KEY},
+    ).json()["id"]
     problems: dict[str, list[str]] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -244,9 +249,11 @@ def test_pages_pass_axe(
         page.goto(f"{gateway.url}/")
         page.evaluate(f"sessionStorage.setItem('multiverse.adminKey', {ADMIN_KEY!r})")
         for path in PAGES:
-            page.goto(f"{gateway.url}{path.replace('{server_id}', registered)}")
+            concrete = path.replace("{server_id}", registered).replace("{key_id}", key_id)
+            page.goto(f"{gateway.url}{concrete}")
             page.wait_for_load_state("networkidle")
             name = path.strip("/").replace("/", "-").replace("{server_id}", "id") or "dashboard"
+            name = name.replace("{key_id}", "id")
             for width, label in ((1280, "desktop"), (375, "phone")):
                 page.set_viewport_size({"width": width, "height": 900})
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
