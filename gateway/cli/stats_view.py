@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.accounting.key_windows import CLIENT_FIGURES
 from gateway.cli.api_client import format_table
 
 SHORT_ID = 8
@@ -78,17 +79,6 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-KEY_COLUMNS = (
-    "requests",
-    "failures",
-    "success_rate",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "prompt_tokens",
-    "completion_tokens",
-)
-
-
 def format_key_stats(stats: dict[str, Any]) -> str:
     """`gateway-admin stats --by key`: the clients' totals, then a row per key (its
     prefix and name, never the key)."""
@@ -99,13 +89,13 @@ def format_key_stats(stats: dict[str, Any]) -> str:
         f"tokens {totals['prompt_tokens']} in / {totals['completion_tokens']} out",
         "",
         format_table(
-            ("key", "owner", "group", *KEY_COLUMNS),
+            ("key", "owner", "group", *CLIENT_FIGURES),
             [
                 (
                     f"{row['prefix']}… {row['name']}" + (" (revoked)" if row["revoked"] else ""),
                     row["owner"],
                     row["group"],
-                    *(row[c] for c in KEY_COLUMNS),
+                    *(row[c] for c in CLIENT_FIGURES),
                 )
                 for row in stats["keys"]
             ],

@@ -115,6 +115,8 @@ def test_a_key_is_issued_shown_once_listed_changed_and_revoked(
     assert after["name"] == "desktop" and after["group"] is None and after["models"] is None
     assert after["limits"] == {"requests_per_minute": 5}  # merged, the nulled one cleared
     assert after["allowed_models"] is None and after["expires_at"] is not None
+    merged = call(gateway, "PATCH", f"/keys/{body['id']}", json={"limits": {"max_concurrent": 2}})
+    assert merged.json()["limits"] == {"requests_per_minute": 5, "max_concurrent": 2}
     with database.reading() as session:
         generation = session.get(KeysGeneration, 1)
         assert generation is not None and generation.value > before  # workers reload
