@@ -116,6 +116,9 @@ def test_an_instructor_issues_changes_watches_and_revokes_a_key(
         shown = httpx.get(f"{gateway.url}/admin/keys/{stored.id}", headers=HEADERS).json()
         assert shown["limits"] == {"tokens_per_day": 50000}  # the emptied one cleared
 
+        page.goto(f"{gateway.url}/owners/alice")  # her side as a client, beside her servers
+        expect(page.locator("#owner")).to_contain_text("As a client: 1 key(s); 3 requests made")
+        expect(page.locator("#owner-keys tbody tr")).to_contain_text(key[:8])
         page.click("nav a[href='/keys']")
         page.click("#keys button.revoke")
         expect(page.locator("#keys tbody")).to_contain_text("No key")

@@ -320,6 +320,8 @@ def test_charts_are_drawn_and_labelled(
         expect(page.locator("#server-charts figure.chart")).to_have_count(6)
         page.goto(f"{gateway.url}/owners/alice")
         expect(page.locator("#owner")).to_contain_text("5 requests served")
+        expect(page.locator("#owner")).to_contain_text("As a client: 0 key(s)")
+        expect(page.locator("#owner-keys tbody")).to_contain_text("No client key")
         expect(page.locator("#owner-servers tbody tr")).to_have_count(1)
         expect(page.locator("#owner-charts figure.chart")).to_have_count(6)
         page.screenshot(path=str(ARTIFACTS / "owner.png"), full_page=True)
