@@ -12,12 +12,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admission.access import default_limits
 from gateway.admission.key_format import new_key as generate_key
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.people import store
-from gateway.people.checks import default_limits, key_changes, new_key
+from gateway.people.checks import key_changes, new_key
 from gateway.people.schemas import (
     KeyBatch,
     KeyBatchCreated,
@@ -63,6 +64,7 @@ async def _create(
     created = await run_in_threadpool(
         store.create_keys, context.database, checked, default_limits(settings)
     )
+    await context.keys_written()
     for key in created:
         log.info(
             "client key issued", key_id=key.id, prefix=key.prefix, owner=key.owner, group=key.group
@@ -140,6 +142,7 @@ async def update_key(request: Request) -> Response:
     key = await run_in_threadpool(
         store.update_key, context.database, key_id, changes, default_limits(context.settings)
     )
+    await context.keys_written()
     log.info("client key updated", key_id=key_id, fields=sorted(changes.sent))
     return json_response(key)
 
@@ -150,6 +153,7 @@ async def revoke_key(request: Request) -> Response:
     key = await run_in_threadpool(
         store.revoke_key, context.database, key_id, default_limits(context.settings)
     )
+    await context.keys_written()
     log.info("client key revoked", key_id=key_id, prefix=key.prefix, owner=key.owner)
     return json_response(key)
 

@@ -45,6 +45,7 @@ async def set_group(request: Request) -> Response:
     group, created = await run_in_threadpool(
         store.set_group, context.database, name, limits, payload.models
     )
+    await context.keys_written()
     log.info("client group set", group=name, created=created)
     return json_response(group, status=201 if created else 200)
 
@@ -62,7 +63,9 @@ async def show_group(request: Request) -> Response:
 
 async def delete_group(request: Request) -> Response:
     name = _group_name(request)
-    await run_in_threadpool(store.delete_group, context_of(request).database, name)
+    context = context_of(request)
+    await run_in_threadpool(store.delete_group, context.database, name)
+    await context.keys_written()
     log.info("client group deleted", group=name)
     return json_response(GroupDeleted(name=name))
 
