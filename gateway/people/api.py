@@ -2,8 +2,10 @@
 management tokens): issue, list, show, change and revoke client keys.
 
 Handlers parse and answer; database work runs in a thread. A key is generated here,
-returned once in the 201, joined to the redactor at once (so no log line of this
-worker can carry it), and never stored or shown again: only its prefix.
+returned once in the 201, and never stored or shown again: only its prefix. It is
+logged nowhere; should one reach a log line anyway, the redactor removes it by its
+shape (`mvk_` and 16 or more characters: shared/logging.py), not by a list of the
+keys this worker issued, whose one pattern would grow with every key.
 """
 
 from __future__ import annotations
@@ -40,12 +42,6 @@ AUTH_ERRORS = {
 MAX_PAGE = 5000
 
 
-def _fresh_key(context: GatewayContext) -> str:
-    key = generate_key()
-    context.redactor.add_secret(key)
-    return key
-
-
 async def _create(
     context: GatewayContext, requests: list[KeyCreate], batch: bool
 ) -> list[KeyCreated]:
@@ -54,7 +50,7 @@ async def _create(
     checked = [
         new_key(
             request,
-            _fresh_key(context),
+            generate_key(),
             reservation=settings.token_reservation_default,
             now=now,
             where=f"keys[{index}]." if batch else "",
