@@ -46,7 +46,7 @@ _SECRET_FIELDS = frozenset(
 )
 _SECRET_SUFFIXES = ("_api_key", "_token", "_secret", "_password")
 # Cheap pre-check: a string none of these occur in cannot match a pattern below.
-_TRIGGER = re.compile(r"(?i)bearer|basic|key|token|secret|password|authorization|sk-")
+_TRIGGER = re.compile(r"(?i)bearer|basic|key|token|secret|password|authorization|sk-|mvk_")
 # Fields our own processors add; they never carry user data.
 _GENERATED_FIELDS = frozenset({"timestamp", "level", "component", "request_id"})
 
@@ -60,6 +60,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\1\2{REDACTED}",
     ),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), f"sk-{REDACTED}"),
+    # A client key (gateway/admission/key_format.py: `mvk_` and 32 characters) by its
+    # shape, however many there are; its 8-character prefix, shown on purpose, is kept.
+    (re.compile(r"\bmvk_[A-Za-z0-9_-]{16,}"), f"mvk_{REDACTED}"),
 )
 
 

@@ -2,8 +2,10 @@
 management tokens): issue, list, show, change and revoke client keys.
 
 Handlers parse and answer; database work runs in a thread. A key is generated here,
-returned once in the 201, joined to the redactor at once (so no log line of this
-worker can carry it), and never stored or shown again: only its prefix.
+returned once in the 201, and never stored or shown again: only its prefix. It is
+logged nowhere; should one reach a log line anyway, the redactor removes it by its
+shape (`mvk_` and 16 or more characters: shared/logging.py), not by a list of the
+keys this worker issued, whose one pattern would grow with every key.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admission.access import default_limits
 from gateway.admission.key_format import new_key as generate_key
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.people import store
-from gateway.people.checks import default_limits, key_changes, new_key
+from gateway.people.checks import key_changes, new_key
 from gateway.people.schemas import (
     KeyBatch,
     KeyBatchCreated,
@@ -39,12 +42,6 @@ AUTH_ERRORS = {
 MAX_PAGE = 5000
 
 
-def _fresh_key(context: GatewayContext) -> str:
-    key = generate_key()
-    context.redactor.add_secret(key)
-    return key
-
-
 async def _create(
     context: GatewayContext, requests: list[KeyCreate], batch: bool
 ) -> list[KeyCreated]:
@@ -53,7 +50,7 @@ async def _create(
     checked = [
         new_key(
             request,
-            _fresh_key(context),
+            generate_key(),
             reservation=settings.token_reservation_default,
             now=now,
             where=f"keys[{index}]." if batch else "",
@@ -63,7 +60,7 @@ async def _create(
     created = await run_in_threadpool(
         store.create_keys, context.database, checked, default_limits(settings)
     )
-    await context.keys_written()  # honoured by this worker before the answer goes out
+    await context.keys_written()
     for key in created:
         log.info(
             "client key issued", key_id=key.id, prefix=key.prefix, owner=key.owner, group=key.group

@@ -7,21 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from gateway.admission.limits import LimitError, Limits, validate_limits
+from gateway.admission.limits import LimitError, validate_limits
 from gateway.people.schemas import KeyCreate, KeyUpdate
 from gateway.people.store import KeyChanges, NewKey
 from shared.errors import InvalidRequest
-from shared.settings import Settings
-
-
-def default_limits(settings: Settings) -> Limits:
-    """The gateway's defaults for a key with no limit of its own nor of its group."""
-    return Limits(
-        requests_per_minute=settings.rate_limit_per_minute,
-        tokens_per_minute=settings.key_tokens_per_minute,
-        tokens_per_day=settings.key_tokens_per_day,
-        max_concurrent=settings.key_max_concurrent,
-    )
 
 
 def checked_limits(raw: object, *, reservation: int, field: str = "limits") -> dict[str, int]:

@@ -27,6 +27,7 @@ from shared.logging import REDACTED, Redactor, configure_logging, get_logger
         ({"message": "openai key sk-proj-ABCDEFGH12345678"}, "sk-proj-ABCDEFGH12345678"),
         ({"message": "the admin key is known-admin-secret"}, "known-admin-secret"),
         ({"items": ["x", ("password=hunter2222",)]}, "hunter2222"),
+        ({"message": "sent mvk_abcdEFGH1234ijklMNOP5678qrst_-WX"}, "abcdEFGH1234ijklMNOP5678"),
     ],
 )
 def test_redactor_removes_secrets(entry: dict[str, Any], secret: str) -> None:
@@ -38,7 +39,14 @@ def test_redactor_removes_secrets(entry: dict[str, Any], secret: str) -> None:
 
 def test_redactor_keeps_harmless_fields() -> None:
     redactor = Redactor()
-    entry = {"api_key_set": True, "model": "llama", "message": "registered", "tokens": 12}
+    entry = {
+        "api_key_set": True,
+        "model": "llama",
+        "message": "registered",
+        "tokens": 12,
+        "prefix": "mvk_ab12",
+        "detail": "key mvk_ab12… revoked",
+    }
     assert redactor(None, "info", dict(entry)) == entry
 
 

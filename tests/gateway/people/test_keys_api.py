@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from sqlalchemy import select
 
@@ -271,3 +272,34 @@ def test_only_the_admin_key_manages_keys(start_gateway: Any, demo_backend: Threa
             error_of(call(gateway, method, path, json=body, headers=headers), 403)
     error_of(call(gateway, "GET", "/keys", headers={}), 401)
     assert call(gateway, "GET", "/keys").json() == []
+
+
+def test_a_key_issued_works_at_once_and_a_revoked_one_is_refused_at_once(
+    start_gateway: Any, demo_backend: ThreadedServer
+) -> None:
+    """The worker that wrote a key honours it before its answer goes out (the others
+    within the keys' poll: tests/gateway/admission/test_client_keys.py), with the real
+    openai SDK; a group's limits reach the key the same way."""
+    gateway = start_gateway()
+    registered = call(gateway, "POST", "/register", json={"endpoint_url": demo_backend.url})
+    assert registered.status_code == 201, registered.text
+    created = call(gateway, "POST", "/keys", json={"name": "laptop", "owner": "alice"}).json()
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=created["key"], max_retries=0)
+    messages: Any = [{"role": "user", "content": "hi"}]
+    reply = client.chat.completions.with_raw_response.create(model="demo", messages=messages)
+    assert reply.http_response.status_code == 200
+    with pytest.raises(openai.AuthenticationError):  # a key exists: /v1 needs one now
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0).models.list()
+
+    call(gateway, "PUT", "/groups/tiny", json={"models": ["nothing-like-demo"]})
+    moved = call(gateway, "PATCH", f"/keys/{created['id']}", json={"group": "tiny"})
+    assert moved.json()["allowed_models"] == ["nothing-like-demo"]
+    with pytest.raises(openai.NotFoundError):  # the group's models, at once
+        client.chat.completions.create(model="demo", messages=messages)
+    call(gateway, "PATCH", f"/keys/{created['id']}", json={"group": None})
+    assert client.chat.completions.create(model="demo", messages=messages).choices
+
+    call(gateway, "DELETE", f"/keys/{created['id']}")
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.chat.completions.create(model="demo", messages=messages)
+    assert "revoked" in str(refused.value) and created["key"] not in str(refused.value)
