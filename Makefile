@@ -9,7 +9,7 @@ BIN       := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: run test conformance check fmt bench clean help tools
+.PHONY: run test conformance check fmt bench bench-pool clean help tools
 .DEFAULT_GOAL := help
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make conformance - a real vLLM (CPU build) behind the gateway, direct vs through"
 	@echo "make check  - ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  - benchmark the gateway against direct calls"
+	@echo "make bench-pool - routing strategies on a simulated pool of vLLM-like servers"
 	@echo "make clean  - remove the virtualenv and caches (keeps .env and the database)"
 
 $(BIN)/python:
@@ -83,3 +84,6 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.healthd_scale
+
+bench-pool: $(STAMP)
+	$(BIN)/python -m bench.pool.run
