@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -40,7 +41,7 @@ MAX_FIELD_BYTES = 4096  # a form field the proxy reads (model, stream) is short
 MAX_MULTIPART_PARTS = 1000  # as Starlette's form parser: an upload has a handful
 _FORM_FIELDS = frozenset({"model", "stream"})
 # The members of a JSON body that json_target reads.
-READ_MEMBERS = ("model", "stream", "previous_response_id", "stream_options")
+READ_MEMBERS = ("model", "stream", "previous_response_id", "stream_options", "user")
 EMPTY_HINT = "send a JSON object with a model"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -66,6 +67,9 @@ class Target:
     # Where the model's value sits in a multipart body (start, end), for renaming it.
     model_span: tuple[int, int] | None = None
     usage_asked: bool = False  # stream_options.include_usage, as the client sent it
+    # The parsed JSON body, for the affinity key (gateway/routing/prefix_key.py), which
+    # only the `auto` strategy reads, and only when there is a choice: computed then.
+    members: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _checked(model: object, stream: object) -> Target:
@@ -94,9 +98,7 @@ def json_target(document: dict[str, Any], stream_default: bool = False) -> Targe
     if previous is not None:
         _refuse_lone_surrogates(previous, "previous_response_id")
     usage_asked = target.stream and asked_for_usage(document)
-    if previous is None and not usage_asked:
-        return target
-    return Target(target.model, target.stream, previous, usage_asked=usage_asked)
+    return Target(target.model, target.stream, previous, usage_asked=usage_asked, members=document)
 
 
 def _refuse_lone_surrogates(value: str, param: str) -> None:

@@ -63,6 +63,7 @@ _WANTED_HEADERS = frozenset(
         b"tracestate",
         b"x-gateway-tags",
         b"x-request-id",
+        b"x-session-id",
     }
 )
 
@@ -182,6 +183,7 @@ class ProxyEndpoint:
             request_id=request_id,
             trace=request_trace(headers),
             model_span=target.model_span,
+            session=_text(headers.get(b"x-session-id")),
         )
         watch.start()
         return await Forwarder(runtime, incoming, watch).run(target)

@@ -43,7 +43,9 @@ from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
+from gateway.routing.prefix_key import hint_for
 from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error
+from gateway.routing.scorer import NO_HINT, Hint
 from shared.errors import NotFound, ServiceUnavailable
 from shared.failures import FailureKind
 from shared.upstream import (
@@ -74,6 +76,7 @@ class Incoming:
     model_span: tuple[int, int] | None = None  # the model's value in a multipart body
     method: str = "POST"
     endpoint: str | None = None  # the API's path, when `path` carries an id (a metric label)
+    session: str | None = None  # X-Session-ID: the affinity key, when the client sets one
 
 
 Answer = RelayedStream | BufferedResponse
@@ -127,6 +130,7 @@ class Forwarder:
         if target.previous_response_id is not None:
             owner = await runtime.responses.owner(target.previous_response_id)
         tags = parse_tags(self.incoming.tags_header)
+        hint = self._hint(target, runtime.holder.current.backends(target.model))
         waited_since: float | None = None  # when the request began to wait for a backend
         tried: list[str] = []
         failures: list[UpstreamError] = []
@@ -144,10 +148,15 @@ class Forwarder:
                 required_tags=tags,
                 exclude=excluded | lacking,
                 streaming=target.stream,
+                hint=hint,
             )
             if backend is None and lacking:  # only backends thought to lack it: try them
                 backend = runtime.balancer.pick(
-                    backends, required_tags=tags, exclude=excluded, streaming=target.stream
+                    backends,
+                    required_tags=tags,
+                    exclude=excluded,
+                    streaming=target.stream,
+                    hint=hint,
                 )
             if backend is None:
                 remaining = queue_deadline - self.loop.time()
@@ -186,6 +195,12 @@ class Forwarder:
             deadline_passed=self.loop.time() >= self.deadline,
             request_timeout=self.settings.request_timeout_seconds,
         )
+
+    def _hint(self, target: Target, backends: tuple[Backend, ...]) -> Hint:
+        """What `auto` reads of the request, only when it has a choice to make."""
+        if self.runtime.balancer.strategy != "auto" or len(backends) < 2:
+            return NO_HINT
+        return hint_for(target.members, self.incoming.session, len(self.incoming.body))
 
     async def run_on(self, backend: Backend) -> Answer:
         """A request about one stored response: only the backend holding it can answer."""

@@ -1,0 +1,146 @@
+"""The `auto` strategy: which backend answers soonest, from what the servers report. Pure.
+
+For each candidate the scorer estimates the request's time to first token, in
+units of "one request's turn" divided by the server's speed:
+
+- its queue: what the server reported (waiting, running), plus the requests
+  this process sent it since (so a burst does not all land on the server that
+  looked idle at the last scrape); a server with no fresh report counts what
+  this process has in flight there (never "idle");
+- a waiting request (or one sent since the report) costs WAITING_WEIGHT: the
+  new request waits behind it for a slot and its prefill; a running one
+  RUNNING_WEIGHT: it only slows each decode step a little; a request in flight
+  to a server that reports nothing UNREPORTED_WEIGHT;
+- the prompt's prefill: PREFILL_TOKENS_PER_UNIT tokens cost one unit, and only
+  the new part of a conversation is prefilled on the server that holds it
+  (HOME_PREFILL_SHARE), the whole prompt elsewhere;
+- KV-cache pressure above KV_HIGH (new requests soon wait for memory);
+- a model not in memory (Ollama): COLD_LOAD_UNITS, and EVICT_UNITS more when
+  the server is busy with another model (loading ours may evict it).
+
+The conversation's server (its "home") comes from the request's affinity key
+by rendezvous hashing weighted by speed: every worker and every gateway
+instance computes the same order of servers with no shared state, a server
+leaving moves only its own conversations, and a faster server is home to more
+of them. The load is bounded: a server whose cost even with the prefix cached
+is above the best cost elsewhere without it passes the conversation to the
+next server in the key's order (see choose_auto).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.routing.policy import Backend
+from gateway.routing.reports import Report, holds
+
+WAITING_WEIGHT = 1.0
+RUNNING_WEIGHT = 0.1
+UNREPORTED_WEIGHT = 0.5
+PREFILL_TOKENS_PER_UNIT = 1000.0
+HOME_PREFILL_SHARE = 0.1
+KV_HIGH = 0.9
+KV_UNITS = 20.0  # at 100 % use, on top of the queue
+COLD_LOAD_UNITS = 30.0
+EVICT_UNITS = 30.0
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What the scorer reads of the request: its affinity key, its prompt's size."""
+
+    affinity: bytes | None = None
+    prompt_tokens: int = 0
+
+
+NO_HINT = Hint()
+
+
+@dataclass(frozen=True)
+class View:
+    """One backend as `auto` sees it: this process's counts and the server's report."""
+
+    in_flight: int = 0
+    sent_since_report: int = 0
+    report: Report | None = None  # only a fresh one; None: unknown
+    speed: float = 1.0  # relative to the model's other backends (1: as fast as the median)
+
+
+def queue(view: View) -> float:
+    """What is ahead of a new request, in units (see the module's docstring)."""
+    report = view.report
+    if report is None:
+        return UNREPORTED_WEIGHT * view.in_flight
+    waiting = report.waiting + view.sent_since_report
+    estimate = RUNNING_WEIGHT * report.running + WAITING_WEIGHT * waiting
+    return max(estimate, RUNNING_WEIGHT * view.in_flight)
+
+
+def cost(view: View, *, home: bool, hint: Hint, model: str) -> float:
+    """Estimated time to first token, in units of a request's turn (lower is better)."""
+    prefill = hint.prompt_tokens / PREFILL_TOKENS_PER_UNIT
+    if home:
+        prefill *= HOME_PREFILL_SHARE
+    units = 1.0 + queue(view) + prefill
+    report = view.report
+    if report is not None:
+        if report.kv_usage is not None and report.kv_usage > KV_HIGH:
+            units += KV_UNITS * (report.kv_usage - KV_HIGH) / (1 - KV_HIGH)
+        if holds(report, model) is False:
+            units += COLD_LOAD_UNITS + (EVICT_UNITS if view.in_flight else 0.0)
+    return units / max(view.speed, 1e-3)
+
+
+def _unit_hash(key: bytes, registration_id: str) -> float:
+    digest = hashlib.blake2b(key + registration_id.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 1) / (2**64 + 1)  # in (0, 1)
+
+
+def rendezvous(
+    key: bytes, backends: Sequence[Backend], speeds: Mapping[str, float]
+) -> list[Backend]:
+    """The backends in `key`'s order of preference: weighted rendezvous hashing
+    (score -w / ln(h)), so each is first for a share of keys proportional to its
+    speed, and removing one changes only the keys it was first for."""
+
+    def score(backend: Backend) -> float:
+        weight = speeds.get(backend.registration_id, 1.0)
+        return -weight / math.log(_unit_hash(key, backend.registration_id))
+
+    return sorted(backends, key=score, reverse=True)
+
+
+def quantized(speed: float) -> float:
+    """A speed rounded to a power of two: homes do not move at every measurement."""
+    if speed <= 0 or not math.isfinite(speed):
+        return 1.0
+    return float(2 ** round(math.log2(speed)))
+
+
+def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: Hint) -> Backend:
+    """The conversation's server when it is worth it, else the one that answers soonest.
+
+    Without an affinity key: the lowest cost. With one: the candidates in the key's
+    rendezvous order, and the first whose cost with the prefix cached is no more
+    than the lowest cost anywhere without it (the load bound: a server too busy to
+    be worth its cache passes the conversation on, to the same next server in every
+    worker); if none is, the lowest cost without the prefix."""
+
+    def miss(backend: Backend) -> tuple[float, str]:
+        view = views[backend.registration_id]
+        units = cost(view, home=False, hint=hint, model=backend.model_name)
+        return (units, backend.registration_id)
+
+    best = min(candidates, key=miss)
+    if hint.affinity is None:
+        return best
+    best_cost = miss(best)[0]
+    speeds = {b.registration_id: quantized(views[b.registration_id].speed) for b in candidates}
+    for backend in rendezvous(hint.affinity, candidates, speeds):
+        view = views[backend.registration_id]
+        if cost(view, home=True, hint=hint, model=backend.model_name) <= best_cost:
+            return backend
+    return best
