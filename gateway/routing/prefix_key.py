@@ -75,7 +75,7 @@ def affinity_key(document: Mapping[str, Any], session: str | None = None) -> byt
         value = document.get(name)
         if isinstance(value, list):
             parts.extend(f"{role}\0{content}" for role, content in _leading(value))
-        elif isinstance(value, str):
+        elif isinstance(value, str) and name == "input":
             parts.append(value[:PROMPT_CHARS])
     prompt = document.get("prompt")
     if isinstance(prompt, str):
