@@ -47,6 +47,10 @@ async def stats(request: Request) -> Response:
         strategy=context.settings.routing_strategy,
         in_flight=in_flight_by_backend(context.proxy),
     )
+    backends = summary["backends"]
+    if context.proxy is not None and isinstance(backends, list):
+        for row in backends:  # the servers' own figures, as this worker last read them
+            row["reported_load"] = context.proxy.scraper.describe(row["registration_id"])
     return JSONResponse({"window": window, **summary})
 
 

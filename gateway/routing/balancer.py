@@ -17,11 +17,19 @@ from gateway.routing.learned import Learned
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.policy import Backend, Draws, Load
 from gateway.routing.reports import Report
-from gateway.routing.scorer import NO_HINT, RUNNING_WEIGHT, Hint, View, choose_auto
+from gateway.routing.scorer import (
+    NO_HINT,
+    RUNNING_WEIGHT,
+    Hint,
+    View,
+    choose_auto,
+    quantized,
+)
 from shared.logging import get_logger
 
 log = get_logger("api")
-STALE_REPORT_SECONDS = 2.0  # an older report is no report: the load is unknown, not zero
+STALE_REPORT_SECONDS = 2.0
+MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not decoding  # an older report is no report: the load is unknown, not zero
 
 
 class Balancer:
@@ -45,7 +53,8 @@ class Balancer:
         self.loads: dict[str, Load] = {}
         self.turns: dict[str, int] = {}
         # By registration id: the server's last report (scraper.py), the requests this
-        # process sent it since, and its seconds per output token (a moving average).
+        # process sent it since that are still on their way, and its seconds per output
+        # token (a moving average).
         self.reports: dict[str, Report] = {}
         self.sent_since: dict[str, int] = {}
         self.token_seconds: dict[str, float] = {}
@@ -141,6 +150,9 @@ class Balancer:
             else routing.moving_average(load.latency_ms, latency_ms)
         )
         self.loads[backend_id] = Load(max(0, load.in_flight - 1), latency, load.first_token_ms)
+        sent = self.sent_since.get(backend_id, 0)
+        if sent:  # (one sent since the report, or one it counted: either way one fewer)
+            self.sent_since[backend_id] = sent - 1
 
     def first_token(self, backend_id: str, first_token_ms: float) -> None:
         """A stream's first event arrived: fastest_response learns at once, not at its end."""
@@ -154,7 +166,7 @@ class Balancer:
         running beside it slows a decode step by RUNNING_WEIGHT (scorer.py's model),
         so the time per token is brought back to an empty batch's: a fast server that
         is given more work must not look slow for it."""
-        if tokens < 2 or seconds <= 0:
+        if tokens < MIN_TOKENS_FOR_SPEED or seconds <= 0:
             return
         report = self.fresh_report(backend_id, self.monotonic())
         batch = report.running if report is not None else 0.0
@@ -196,6 +208,7 @@ class Balancer:
                 in_flight=self.loads.get(backend_id, routing.NO_LOAD).in_flight,
                 sent_since_report=self.sent_since.get(backend_id, 0),
                 report=self.fresh_report(backend_id, now),
-                speed=1.0 if per_token is None or median is None else median / per_token,
+                # On a coarse grid: measurement noise must not move conversations.
+                speed=1.0 if per_token is None or median is None else quantized(median / per_token),
             )
         return views

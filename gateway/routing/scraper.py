@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.routing.balancer import Balancer
+from gateway.routing.balancer import STALE_REPORT_SECONDS, Balancer
 from gateway.routing.policy import Backend
 from gateway.routing.registry import SnapshotHolder
 from gateway.routing.reports import (
@@ -148,6 +148,28 @@ class Scraper:
         self.unreadable[registration] = Unreadable(
             self.monotonic() + UNREADABLE_RETRY_SECONDS, reason
         )
+
+    def describe(self, registration: str) -> dict[str, object] | None:
+        """The server's load as this worker last read it, for the admin API and pages
+        (None: this worker does not scrape it: it is the only backend of its models,
+        unhealthy or draining)."""
+        report = self.balancer.reports.get(registration)
+        problem = self.errors.get(registration)
+        if report is None:
+            if problem is None:
+                return None
+            return {"source": None, "stale": True, "problem": problem[:300]}
+        age = report.age(self.monotonic())
+        return {
+            "source": report.source,
+            "waiting": report.waiting if report.loaded is None else None,
+            "running": report.running if report.loaded is None else None,
+            "kv_cache_usage": report.kv_usage,
+            "loaded_models": None if report.loaded is None else sorted(report.loaded),
+            "age_seconds": round(age, 3),
+            "stale": age > STALE_REPORT_SECONDS,
+            "problem": problem[:300] if problem else None,
+        }
 
     async def _read(self, backend: Backend, path: str) -> Report:
         loop = asyncio.get_running_loop()

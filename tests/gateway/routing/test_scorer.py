@@ -15,8 +15,8 @@ from gateway.routing.scorer import (
     View,
     choose_auto,
     cost,
-    queue,
     quantized,
+    queue,
     rendezvous,
 )
 
@@ -176,7 +176,7 @@ def test_the_balancer_measures_speed_per_token_at_an_empty_batch() -> None:
     balancer.report("b", Report(0.0, "vllm", running=10))
     balancer.decoded("b", 2.0, 100)  # 20 ms a token, but beside 10 others: 10 ms alone
     balancer.decoded("c", 4.0, 100)
-    balancer.decoded("c", 1.0, 1)  # too short to say anything
+    balancer.decoded("c", 1.0, 15)  # too short to say anything
     views = balancer.views([A, B, C])
     assert views["a"].speed == pytest.approx(1.0)
     assert views["b"].speed == pytest.approx(1.0)
