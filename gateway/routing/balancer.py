@@ -28,8 +28,8 @@ from gateway.routing.scorer import (
 from shared.logging import get_logger
 
 log = get_logger("api")
-STALE_REPORT_SECONDS = 2.0
-MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not decoding  # an older report is no report: the load is unknown, not zero
+STALE_REPORT_SECONDS = 2.0  # an older report is no report: the load is unknown, not zero
+MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not decoding
 
 
 class Balancer:
