@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import ADMIN_KEY
@@ -169,3 +169,43 @@ def test_unreadable_figures_fall_back_to_own_counts_and_never_fail_a_request(
     scrapes = bad.scrapes
     wait_for(lambda: served_by(proxy, chat("x")) != "", timeout=1, what="one more request")
     assert bad.scrapes <= scrapes + 1  # not asked at every round: it is left alone a while
+
+
+class OllamaLike(ScriptedBackend):
+    """A ScriptedBackend that says, at /api/ps, which models it holds in memory (and has
+    no /metrics, as Ollama has none)."""
+
+    def __init__(self, model: str, loaded: list[str]) -> None:
+        super().__init__(model)
+        self.loaded = loaded
+        self.app.router.routes.append(Route("/api/ps", self.ps))
+
+    async def ps(self, request: Request) -> Response:
+        models = [{"name": name, "model": name, "size": 1, "size_vram": 1} for name in self.loaded]
+        return JSONResponse({"models": models})
+
+
+def test_ollama_requests_go_where_the_model_is_loaded_and_api_ps_says_where(
+    proxy: ThreadedServer,
+) -> None:
+    cold, warm = OllamaLike("llama3", ["qwen:7b"]), OllamaLike("llama3", ["llama3:latest"])
+    with ThreadedServer(cold.app) as cold_server, ThreadedServer(warm.app) as warm_server:
+        cold_id = register(proxy, "llama3", cold_server.url)
+        warm_id = register(proxy, "llama3", warm_server.url)
+        wait_routable(proxy, "llama3", 2)
+        wait_for(
+            lambda: (reported(proxy, cold_id) or {}).get("loaded_models") == ["qwen:7b"],
+            timeout=5,
+            what="the cold server's /api/ps",
+        )
+        body = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
+        assert {served_by(proxy, {**body, "user": f"u{n}"}) for n in range(10)} == {warm_id}
+        ps = httpx.get(f"{proxy.url}/api/ps").json()["models"]
+        assert [(m["name"], m["servers"]) for m in ps] == [("llama3", [warm_id])]
+        # The model moves (Ollama unloaded it here, loaded it there): so do requests.
+        cold.loaded, warm.loaded = ["llama3:latest"], []
+        wait_for(
+            lambda: served_by(proxy, {**body, "user": "later"}) == cold_id,
+            timeout=5,
+            what="routing to follow the model",
+        )
