@@ -168,7 +168,7 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--strategies", default=",".join((*STRATEGIES, "reference")))
-    parser.add_argument("--rate", type=float, default=6.0, help="requests per second")
+    parser.add_argument("--rate", type=float, default=10.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each run")
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds left out at start")
     parser.add_argument("--seed", type=int, default=23)

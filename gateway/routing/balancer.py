@@ -192,14 +192,15 @@ class Balancer:
         return report
 
     def views(self, backends: list[Backend]) -> dict[str, View]:
-        """What `auto` knows of each backend now; speeds relative to the median known."""
+        """What `auto` knows of each backend now; speeds relative to the fastest known
+        (so that the fast servers of a pool, near 1, stay far from a rounding edge)."""
         now = self.monotonic()
-        known = sorted(
+        known = [
             self.token_seconds[b.registration_id]
             for b in backends
             if b.registration_id in self.token_seconds
-        )
-        median = known[len(known) // 2] if known else None
+        ]
+        fastest = min(known) if known else None
         views: dict[str, View] = {}
         for backend in backends:
             backend_id = backend.registration_id
@@ -209,6 +210,8 @@ class Balancer:
                 sent_since_report=self.sent_since.get(backend_id, 0),
                 report=self.fresh_report(backend_id, now),
                 # On a coarse grid: measurement noise must not move conversations.
-                speed=1.0 if per_token is None or median is None else quantized(median / per_token),
+                speed=1.0
+                if per_token is None or fastest is None
+                else quantized(fastest / per_token),
             )
         return views

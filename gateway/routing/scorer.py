@@ -66,7 +66,7 @@ class View:
     in_flight: int = 0
     sent_since_report: int = 0
     report: Report | None = None  # only a fresh one; None: unknown
-    speed: float = 1.0  # relative to the model's other backends (1: as fast as the median)
+    speed: float = 1.0  # relative to the fastest of the model's backends (1: as fast)
 
 
 def queue(view: View) -> float:

@@ -7,7 +7,8 @@ snapshot's 0.2 s poll on top); a worker that asks the servers itself has them
 within SCRAPE_SECONDS and touches no database. The cost is one small GET per
 server per SCRAPE_SECONDS per worker, bounded by MAX_SCRAPES_PER_SECOND (a
 larger pool is scraped more slowly), and only servers among which there is a
-choice are asked (a model with one healthy backend has nothing to decide).
+choice are asked (a model with one healthy backend has nothing to decide), and
+only under the `auto` strategy (no other one reads the figures).
 
 A server is asked `GET /metrics` (vLLM, SGLang, llama.cpp) and, if that is not
 readable, `GET /api/ps` (Ollama); the path that worked is remembered. A server
@@ -92,7 +93,9 @@ class Scraper:
         self._limit = asyncio.Semaphore(CONCURRENT_SCRAPES)
 
     async def run(self) -> None:
-        """Scrape until cancelled."""
+        """Scrape until cancelled (only under `auto`: no other strategy reads the figures)."""
+        if self.balancer.strategy != "auto":
+            return
         while True:
             targets = servers_to_scrape(dict(self.holder.current.by_model))
             started = self.monotonic()
