@@ -152,15 +152,16 @@ def one(name: str, args: argparse.Namespace, workdir: Path) -> Result:
 def table(results: list[Result]) -> str:
     lines = [
         "| strategy | requests | errors | mean TTFT s | p90 TTFT s | p99 TTFT s "
-        "| output tokens/s | hit rate | share per server (speed 1/1/0.5/0.25) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| output tokens/s | hit rate | turns moved | share per server (speed 1/1/0.5/0.25) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r.summary
         shares = " / ".join(f"{share:.0%}" for share in r.shares)
         lines.append(
             f"| {r.name} | {s.requests} | {s.errors} | {s.mean_ttft:.3f} | {s.p90_ttft:.3f} "
-            f"| {s.p99_ttft:.3f} | {s.tokens_per_second:.0f} | {r.hit_rate:.3f} | {shares} |"
+            f"| {s.p99_ttft:.3f} | {s.tokens_per_second:.0f} | {r.hit_rate:.3f} "
+            f"| {s.moved:.0%} | {shares} |"
         )
     return "\n".join(lines)
 

@@ -78,6 +78,8 @@ class Sample:
     tokens: int
     server: str | None
     error: str | None = None
+    conversation: int = -1
+    turn: int = 0
 
 
 # Chooses the URL of the server a conversation's turn goes to (None: the gateway).
@@ -133,7 +135,7 @@ async def converse(
 ) -> None:
     await asyncio.sleep(max(0.0, run.began + conversation.start - time.perf_counter()))
     messages: list[dict[str, str]] = [{"role": "system", "content": conversation.system}]
-    for turn in conversation.turns:
+    for number, turn in enumerate(conversation.turns):
         await asyncio.sleep(turn.think)
         if time.perf_counter() >= stop_at:
             return
@@ -141,6 +143,7 @@ async def converse(
         body = {"model": model, "messages": messages, "max_tokens": turn.max_tokens, "stream": True}
         url = await route(conversation.number)
         sample, answer = await chat(client, url, body, {})
+        sample.conversation, sample.turn = conversation.number, number
         served(conversation.number, sample.server)
         run.samples.append(sample)
         if sample.error is not None:
@@ -163,6 +166,19 @@ class Summary:
     p90_ttft: float
     p99_ttft: float
     tokens_per_second: float
+    moved: float  # follow-up turns served elsewhere than the turn before
+
+
+def moves(samples: list[Sample]) -> float:
+    """The share of follow-up turns that went to another server than their previous turn."""
+    last: dict[int, str | None] = {}
+    follow_ups = moved = 0
+    for sample in sorted(samples, key=lambda s: (s.conversation, s.turn)):
+        if sample.turn > 0 and sample.conversation in last:
+            follow_ups += 1
+            moved += last[sample.conversation] != sample.server
+        last[sample.conversation] = sample.server
+    return moved / follow_ups if follow_ups else 0.0
 
 
 def summarize(samples: list[Sample], after: float, seconds: float) -> Summary:
@@ -176,4 +192,5 @@ def summarize(samples: list[Sample], after: float, seconds: float) -> Summary:
         p90_ttft=percentile(ttfts, 0.9),
         p99_ttft=percentile(ttfts, 0.99),
         tokens_per_second=sum(s.tokens for s in kept) / seconds,
+        moved=moves(samples),
     )

@@ -7,10 +7,11 @@ units of "one request's turn" divided by the server's speed:
   this process sent it since (so a burst does not all land on the server that
   looked idle at the last scrape); a server with no fresh report counts what
   this process has in flight there (never "idle");
-- a waiting request (or one sent since the report) costs WAITING_WEIGHT: the
-  new request waits behind it for a slot and its prefill; a running one
-  RUNNING_WEIGHT: it only slows each decode step a little; a request in flight
-  to a server that reports nothing UNREPORTED_WEIGHT;
+- a waiting request costs WAITING_WEIGHT: the new request waits behind it for
+  a slot and its prefill; a running one RUNNING_WEIGHT: it only slows each
+  decode step a little; one sent since the report counts as running if the
+  server had none waiting then, as waiting otherwise; a request in flight to a
+  server that reports nothing UNREPORTED_WEIGHT;
 - the prompt's prefill: PREFILL_TOKENS_PER_UNIT tokens cost one unit, and only
   the new part of a conversation is prefilled on the server that holds it
   (HOME_PREFILL_SHARE), the whole prompt elsewhere;
@@ -22,9 +23,9 @@ The conversation's server (its "home") comes from the request's affinity key
 by rendezvous hashing weighted by speed: every worker and every gateway
 instance computes the same order of servers with no shared state, a server
 leaving moves only its own conversations, and a faster server is home to more
-of them. The load is bounded: a server whose cost even with the prefix cached
-is above the best cost elsewhere without it passes the conversation to the
-next server in the key's order (see choose_auto).
+of them. The load is bounded: a server loaded over LOAD_BOUND times the least
+loaded one passes the conversation to the next server in the key's order
+(see choose_auto).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ KV_HIGH = 0.9
 KV_UNITS = 20.0  # at 100 % use, on top of the queue
 COLD_LOAD_UNITS = 30.0
 EVICT_UNITS = 30.0
+LOAD_BOUND = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def queue(view: View) -> float:
     report = view.report
     if report is None:
         return UNREPORTED_WEIGHT * view.in_flight
-    waiting = report.waiting + view.sent_since_report
-    estimate = RUNNING_WEIGHT * report.running + WAITING_WEIGHT * waiting
+    # What was sent since the report runs if the server had room then, else waits.
+    sent = view.sent_since_report * (WAITING_WEIGHT if report.waiting else RUNNING_WEIGHT)
+    estimate = RUNNING_WEIGHT * report.running + WAITING_WEIGHT * report.waiting + sent
     return max(estimate, RUNNING_WEIGHT * view.in_flight)
 
 
@@ -121,26 +124,28 @@ def quantized(speed: float) -> float:
 
 
 def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: Hint) -> Backend:
-    """The conversation's server when it is worth it, else the one that answers soonest.
+    """The conversation's server while it is not overloaded, else the one that answers
+    soonest.
 
     Without an affinity key: the lowest cost. With one: the candidates in the key's
-    rendezvous order, and the first whose cost with the prefix cached is no more
-    than the lowest cost anywhere without it (the load bound: a server too busy to
-    be worth its cache passes the conversation on, to the same next server in every
-    worker); if none is, the lowest cost without the prefix."""
-
-    def miss(backend: Backend) -> tuple[float, str]:
-        view = views[backend.registration_id]
-        units = cost(view, home=False, hint=hint, model=backend.model_name)
-        return (units, backend.registration_id)
-
-    best = min(candidates, key=miss)
+    rendezvous order (weighted by speed squared: a server half as fast is home to a
+    quarter as many conversations, as a queue there costs twice as long), and the
+    first whose load (its cost without the prompt) is within LOAD_BOUND times the
+    least loaded one's. The bound does not depend on the prompt, which grows with
+    every turn: a conversation passed on at one turn is passed on at the next, to the
+    same next server in every worker, instead of moving back and forth."""
     if hint.affinity is None:
-        return best
-    best_cost = miss(best)[0]
-    speeds = {b.registration_id: quantized(views[b.registration_id].speed) for b in candidates}
-    for backend in rendezvous(hint.affinity, candidates, speeds):
-        view = views[backend.registration_id]
-        if cost(view, home=True, hint=hint, model=backend.model_name) <= best_cost:
+        return min(candidates, key=lambda b: (_cost(b, views, hint), b.registration_id))
+    loads = {b.registration_id: _cost(b, views, NO_HINT) for b in candidates}
+    bound = LOAD_BOUND * min(loads.values())
+    weights = {
+        b.registration_id: quantized(views[b.registration_id].speed) ** 2 for b in candidates
+    }
+    for backend in rendezvous(hint.affinity, candidates, weights):
+        if loads[backend.registration_id] <= bound:
             return backend
-    return best
+    raise AssertionError("unreachable: the least loaded is within the bound")
+
+
+def _cost(backend: Backend, views: Mapping[str, View], hint: Hint) -> float:
+    return cost(views[backend.registration_id], home=False, hint=hint, model=backend.model_name)

@@ -38,9 +38,11 @@ def ollama(*loaded: str) -> Report:
         # No report: this worker's own requests only (never "idle" when it has some).
         (View(in_flight=4), 2.0),
         (View(in_flight=4, report=vllm(running=10)), 1.0),
-        # A waiting request weighs ten running ones; those sent since the report wait.
+        # A waiting request weighs ten running ones; those sent since the report run
+        # if the server had room then, else they wait.
         (View(report=vllm(waiting=2, running=10)), 3.0),
-        (View(sent_since_report=3, report=vllm(running=0)), 3.0),
+        (View(sent_since_report=3, report=vllm(running=0)), 0.3),
+        (View(sent_since_report=3, report=vllm(waiting=1, running=4)), 4.4),
         # A report older than this worker's own count does not hide it.
         (View(in_flight=30, report=vllm(running=0)), 3.0),
     ],
@@ -80,7 +82,7 @@ def test_cost(view: View, home: bool, hint: Hint, model: str, expected: float) -
         # A burst since the last scrape spreads instead of landing on the idle-looking one.
         (
             {
-                "a": View(sent_since_report=2, report=vllm()),
+                "a": View(sent_since_report=8, report=vllm()),
                 "b": View(report=vllm(running=5)),
                 "c": View(report=vllm(running=6)),
             },
@@ -113,20 +115,22 @@ def home_of(key: bytes, backends: list[Backend]) -> str:
     return rendezvous(key, backends, {}).pop(0).registration_id
 
 
-def test_a_conversation_goes_home_while_home_is_worth_it() -> None:
+def test_a_conversation_goes_home_while_home_is_not_overloaded() -> None:
     key = b"conversation-1"
     home = home_of(key, [A, B, C])
     hint = Hint(affinity=key, prompt_tokens=3000)
     idle = {b.registration_id: View(report=vllm()) for b in (A, B, C)}
     assert choose_auto([A, B, C], idle, hint).registration_id == home
-    # Busier than the others, still home: its cache saves more than its queue costs.
-    busy = {**idle, home: View(report=vllm(running=12))}
+    # Busier than the others, still home: within twice the least loaded's load.
+    busy = {**idle, home: View(report=vllm(running=8))}
     assert choose_auto([A, B, C], busy, hint).registration_id == home
-    # Too busy: the next server in the key's order, the same one every time.
-    swamped = {**idle, home: View(report=vllm(waiting=5, running=24))}
+    # Over the bound: the next server in the key's order, the same one every time,
+    # whatever the prompt's size (it grows with every turn).
+    swamped = {**idle, home: View(report=vllm(waiting=1, running=1))}
     spill = rendezvous(key, [A, B, C], {})[1].registration_id
-    for _ in range(3):
-        assert choose_auto([A, B, C], swamped, hint).registration_id == spill
+    for tokens in (100, 3000, 30_000):
+        grown = Hint(affinity=key, prompt_tokens=tokens)
+        assert choose_auto([A, B, C], swamped, grown).registration_id == spill
 
 
 def test_rendezvous_moves_only_the_keys_of_a_server_that_leaves() -> None:
@@ -191,3 +195,17 @@ def test_auto_picks_through_the_balancer() -> None:
         (A, B), required_tags=frozenset(), exclude=frozenset(), streaming=False, hint=Hint()
     )
     assert picked is B
+
+
+def test_a_server_half_as_fast_is_home_to_a_quarter_as_many_conversations() -> None:
+    rng = random.Random(9)
+    views = {
+        "a": View(report=vllm()),
+        "b": View(report=vllm()),
+        "c": View(speed=0.5, report=vllm()),
+    }
+    keys = [rng.randbytes(8) for _ in range(3000)]
+    homes = Counter(
+        choose_auto([A, B, C], views, Hint(affinity=key)).registration_id for key in keys
+    )
+    assert homes["c"] / len(keys) == pytest.approx(1 / 9, abs=0.03)
