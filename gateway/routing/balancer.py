@@ -8,6 +8,7 @@ happened: its own counts, and the servers' reports that the scraper
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -23,7 +24,6 @@ from gateway.routing.scorer import (
     Hint,
     View,
     choose_auto,
-    quantized,
 )
 from shared.logging import get_logger
 
@@ -58,6 +58,7 @@ class Balancer:
         self.reports: dict[str, Report] = {}
         self.sent_since: dict[str, int] = {}
         self.token_seconds: dict[str, float] = {}
+        self.speed_steps: dict[str, int] = {}  # log2 of token_seconds, rounded
         # Outlier state and the rest of what is learned, by (registration, model).
         self.learned = learned or Learned(OutlierPolicy(), monotonic)
 
@@ -172,7 +173,9 @@ class Balancer:
         batch = report.running if report is not None else 0.0
         per_token = seconds / tokens / (1 + RUNNING_WEIGHT * batch)
         previous = self.token_seconds.get(backend_id)
-        self.token_seconds[backend_id] = routing.moving_average(previous, per_token, 0.2)
+        average = routing.moving_average(previous, per_token, 0.2)
+        self.token_seconds[backend_id] = average
+        self.speed_steps[backend_id] = round(math.log2(average))
 
     def report(self, backend_id: str, report: Report) -> None:
         """The server's own figures (from the scraper): what this process sent before
@@ -192,26 +195,25 @@ class Balancer:
         return report
 
     def views(self, backends: list[Backend]) -> dict[str, View]:
-        """What `auto` knows of each backend now; speeds relative to the fastest known
-        (so that the fast servers of a pool, near 1, stay far from a rounding edge)."""
+        """What `auto` knows of each backend now. Speeds are relative to the fastest
+        known, on a grid of powers of two (each backend's time per token is rounded so
+        when measured: measurement noise must not move conversations)."""
         now = self.monotonic()
-        known = [
-            self.token_seconds[b.registration_id]
-            for b in backends
-            if b.registration_id in self.token_seconds
-        ]
-        fastest = min(known) if known else None
+        steps = self.speed_steps
+        known = [steps[b.registration_id] for b in backends if b.registration_id in steps]
+        fastest = min(known) if known else 0
         views: dict[str, View] = {}
         for backend in backends:
             backend_id = backend.registration_id
-            per_token = self.token_seconds.get(backend_id)
+            report = self.reports.get(backend_id)
+            if report is not None and now - report.at > STALE_REPORT_SECONDS:
+                report = None
+            step = steps.get(backend_id)
+            load = self.loads.get(backend_id)
             views[backend_id] = View(
-                in_flight=self.loads.get(backend_id, routing.NO_LOAD).in_flight,
-                sent_since_report=self.sent_since.get(backend_id, 0),
-                report=self.fresh_report(backend_id, now),
-                # On a coarse grid: measurement noise must not move conversations.
-                speed=1.0
-                if per_token is None or fastest is None
-                else quantized(fastest / per_token),
+                0 if load is None else load.in_flight,
+                self.sent_since.get(backend_id, 0),
+                report,
+                1.0 if step is None else 2.0 ** (fastest - step),
             )
         return views

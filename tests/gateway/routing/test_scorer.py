@@ -15,7 +15,6 @@ from gateway.routing.scorer import (
     View,
     choose_auto,
     cost,
-    quantized,
     queue,
     rendezvous,
 )
@@ -148,14 +147,6 @@ def test_rendezvous_shares_follow_speed() -> None:
     speeds = {"a": 2.0, "b": 1.0, "c": 1.0}
     homes = Counter(rendezvous(key, [A, B, C], speeds)[0].registration_id for key in keys)
     assert homes["a"] / len(keys) == pytest.approx(0.5, abs=0.04)
-
-
-@pytest.mark.parametrize(
-    ("speed", "expected"),
-    [(1.0, 1.0), (1.3, 1.0), (1.5, 2.0), (0.3, 0.25), (0.0, 1.0), (float("inf"), 1.0)],
-)
-def test_quantized(speed: float, expected: float) -> None:
-    assert quantized(speed) == expected
 
 
 def test_the_balancer_treats_a_stale_report_as_unknown_and_counts_what_it_sent() -> None:
