@@ -131,7 +131,7 @@ def one(name: str, args: argparse.Namespace, workdir: Path) -> Result:
         for url in urls:
             wait_http(url + "/v1/models")
         if name != "reference":
-            gateway = start([str(BIN / "gateway")], env, env_dir / "gateway.log")
+            gateway = start([str(args.gateway_bin / "gateway")], env, env_dir / "gateway.log")
             base = f"http://127.0.0.1:{gateway_port}"
             wait_http(base + "/health")
             for url, speed in zip(urls, SPEEDS, strict=True):
@@ -173,6 +173,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each run")
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds left out at start")
     parser.add_argument("--seed", type=int, default=23)
+    parser.add_argument(
+        "--gateway-bin",
+        type=Path,
+        default=BIN,
+        help="bin folder of the gateway build to run (python -m bench.build_at REV makes one)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-pool-"))
     results = []
