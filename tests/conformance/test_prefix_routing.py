@@ -23,7 +23,9 @@ from tests.conformance.test_vllm import model, register, start_vllm, stop
 from tests.support import GatewayProcess, process_settings, start_healthd
 
 __all__ = ["model"]  # the fixture, shared with test_vllm.py
-SYSTEM = " ".join(f"rule {n}: answer briefly and politely." for n in range(12))
+# Long enough to fill a cache block or two, short enough for three turns in the tiny
+# model's 512 tokens (its tokenizer, trained on a few sentences, cuts words small).
+SYSTEM = " ".join(f"rule {n}: answer briefly and politely." for n in range(5))
 _HITS = re.compile(r"^vllm:prefix_cache_hits(?:_total)?\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
@@ -70,8 +72,8 @@ def test_a_conversation_lands_on_one_instance_and_hits_its_prefix_cache(
     before = [prefix_hits(server) for server in pair]
     messages = [{"role": "system", "content": SYSTEM}]
     served = set()
-    for turn in range(4):
-        messages.append({"role": "user", "content": f"question number {turn} about the sea"})
+    for turn in range(3):
+        messages.append({"role": "user", "content": f"question {turn} about the sea"})
         answer = client.chat.completions.with_raw_response.create(
             model=str(model), messages=messages, max_tokens=8, temperature=0
         )
