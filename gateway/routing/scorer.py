@@ -12,15 +12,15 @@ units of "one request's turn" divided by the server's speed:
   decode step a little; one sent since the report counts as running if the
   server had none waiting then, as waiting otherwise; a request in flight to a
   server that reports nothing UNREPORTED_WEIGHT;
-- the prompt's prefill: PREFILL_TOKENS_PER_UNIT tokens cost one unit, and only
-  the new part of a conversation is prefilled on the server that holds it
-  (HOME_PREFILL_SHARE), the whole prompt elsewhere;
+- the prompt's prefill: PREFILL_TOKENS_PER_UNIT tokens cost one unit (for a
+  request with no affinity key: a conversation's turns go to its home, below,
+  whose cache makes most of the prefill unnecessary);
 - KV-cache pressure above KV_HIGH (new requests soon wait for memory);
 - a model not in memory (Ollama): COLD_LOAD_UNITS, and EVICT_UNITS more when
   the server is busy with another model (loading ours may evict it).
 
 The conversation's server (its "home") comes from the request's affinity key
-by rendezvous hashing weighted by speed: every worker and every gateway
+by rendezvous hashing weighted by speed squared: every worker and every gateway
 instance computes the same order of servers with no shared state, a server
 leaving moves only its own conversations, and a faster server is home to more
 of them. The load is bounded: a server loaded over LOAD_BOUND times the least
@@ -42,7 +42,6 @@ WAITING_WEIGHT = 1.0
 RUNNING_WEIGHT = 0.1
 UNREPORTED_WEIGHT = 0.5
 PREFILL_TOKENS_PER_UNIT = 1000.0
-HOME_PREFILL_SHARE = 0.1
 KV_HIGH = 0.9
 KV_UNITS = 20.0  # at 100 % use, on top of the queue
 COLD_LOAD_UNITS = 30.0
@@ -81,12 +80,9 @@ def queue(view: View) -> float:
     return max(estimate, RUNNING_WEIGHT * view.in_flight)
 
 
-def cost(view: View, *, home: bool, hint: Hint, model: str) -> float:
+def cost(view: View, *, hint: Hint, model: str) -> float:
     """Estimated time to first token, in units of a request's turn (lower is better)."""
-    prefill = hint.prompt_tokens / PREFILL_TOKENS_PER_UNIT
-    if home:
-        prefill *= HOME_PREFILL_SHARE
-    units = 1.0 + queue(view) + prefill
+    units = 1.0 + queue(view) + hint.prompt_tokens / PREFILL_TOKENS_PER_UNIT
     report = view.report
     if report is not None:
         if report.kv_usage is not None and report.kv_usage > KV_HIGH:
@@ -138,4 +134,4 @@ def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: 
 
 
 def _cost(backend: Backend, views: Mapping[str, View], hint: Hint) -> float:
-    return cost(views[backend.registration_id], home=False, hint=hint, model=backend.model_name)
+    return cost(views[backend.registration_id], hint=hint, model=backend.model_name)

@@ -51,24 +51,24 @@ def test_queue(view: View, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("view", "home", "hint", "model", "expected"),
+    ("view", "hint", "model", "expected"),
     [
-        (View(), False, Hint(), "m", 1.0),
-        (View(speed=0.5), False, Hint(), "m", 2.0),
-        # A prompt's prefill: whole elsewhere, a tenth where its conversation is cached.
-        (View(), False, Hint(prompt_tokens=2000), "m", 3.0),
-        (View(), True, Hint(prompt_tokens=2000), "m", 1.2),
+        (View(), Hint(), "m", 1.0),
+        (View(speed=0.5), Hint(), "m", 2.0),
+        # A prompt's prefill.
+        (View(), Hint(prompt_tokens=2000), "m", 3.0),
+        (View(speed=0.5), Hint(prompt_tokens=2000), "m", 6.0),
         # KV cache pressure counts above 90 %.
-        (View(report=vllm(kv=0.9)), False, Hint(), "m", 1.0),
-        (View(report=vllm(kv=0.95)), False, Hint(), "m", 11.0),
+        (View(report=vllm(kv=0.9)), Hint(), "m", 1.0),
+        (View(report=vllm(kv=0.95)), Hint(), "m", 11.0),
         # A model not in memory costs a load, more when the server is busy with another.
-        (View(report=ollama("llama3:latest")), False, Hint(), "llama3", 1.0),
-        (View(report=ollama("qwen:7b")), False, Hint(), "llama3", 31.0),
-        (View(in_flight=2, report=ollama("qwen:7b")), False, Hint(), "llama3", 61.2),
+        (View(report=ollama("llama3:latest")), Hint(), "llama3", 1.0),
+        (View(report=ollama("qwen:7b")), Hint(), "llama3", 31.0),
+        (View(in_flight=2, report=ollama("qwen:7b")), Hint(), "llama3", 61.2),
     ],
 )
-def test_cost(view: View, home: bool, hint: Hint, model: str, expected: float) -> None:
-    assert cost(view, home=home, hint=hint, model=model) == pytest.approx(expected)
+def test_cost(view: View, hint: Hint, model: str, expected: float) -> None:
+    assert cost(view, hint=hint, model=model) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
