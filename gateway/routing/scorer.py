@@ -104,11 +104,15 @@ def rendezvous(
     (score -w / ln(h)), so each is first for a share of keys proportional to its
     speed, and removing one changes only the keys it was first for."""
 
-    def score(backend: Backend) -> float:
-        weight = speeds.get(backend.registration_id, 1.0)
-        return -weight / math.log(_unit_hash(key, backend.registration_id))
+    return sorted(
+        backends,
+        key=lambda b: _score(key, b.registration_id, speeds.get(b.registration_id, 1.0)),
+        reverse=True,
+    )
 
-    return sorted(backends, key=score, reverse=True)
+
+def _score(key: bytes, registration_id: str, weight: float) -> float:
+    return -weight / math.log(_unit_hash(key, registration_id))
 
 
 def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: Hint) -> Backend:
@@ -124,13 +128,18 @@ def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: 
     same next server in every worker, instead of moving back and forth."""
     if hint.affinity is None:
         return min(candidates, key=lambda b: (_cost(b, views, hint), b.registration_id))
-    loads = {b.registration_id: _cost(b, views, NO_HINT) for b in candidates}
-    bound = LOAD_BOUND * min(loads.values())
-    weights = {b.registration_id: views[b.registration_id].speed ** 2 for b in candidates}
-    for backend in rendezvous(hint.affinity, candidates, weights):
-        if loads[backend.registration_id] <= bound:
-            return backend
-    raise AssertionError("unreachable: the least loaded is within the bound")
+    # (The first in rendezvous order within the bound, found in one pass, no sort:
+    # this runs on every request.)
+    loads = [_cost(b, views, NO_HINT) for b in candidates]
+    bound = LOAD_BOUND * min(loads)
+    key = hint.affinity
+    chosen, best = candidates[0], -1.0
+    for backend, load in zip(candidates, loads, strict=True):
+        if load <= bound:
+            score = _score(key, backend.registration_id, views[backend.registration_id].speed ** 2)
+            if score > best:
+                chosen, best = backend, score
+    return chosen
 
 
 def _cost(backend: Backend, views: Mapping[str, View], hint: Hint) -> float:
