@@ -9,7 +9,7 @@ BIN       := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: run test test-postgres conformance check fmt bench bench-cluster clean help tools
+.PHONY: run test test-postgres conformance check fmt bench bench-cluster bench-pool clean help tools
 .DEFAULT_GOAL := help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make check  - ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  - benchmark the gateway against direct calls"
 	@echo "make bench-cluster - 1, 2, 3 gateway instances on PostgreSQL + Redis behind nginx"
+	@echo "make bench-pool - routing strategies on a simulated pool of vLLM-like servers"
 	@echo "make clean  - remove the virtualenv and caches (keeps .env and the database)"
 
 $(BIN)/python:
@@ -96,3 +97,5 @@ bench: $(STAMP)
 bench-cluster: $(STAMP) tools
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(BIN)/python -m bench.cluster
+bench-pool: $(STAMP)
+	$(BIN)/python -m bench.pool.run

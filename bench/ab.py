@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
+        "--backends", type=int, default=1, help="backends of the model (2+: routing chooses)"
+    )
+    parser.add_argument(
         "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only"
     )
     parser.add_argument(
@@ -90,18 +93,19 @@ def main() -> None:
     arguments = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="gateway-ab-"))
-    backend_port = free_port()
+    backend_ports = [free_port() for _ in range(arguments.backends)]
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT)
     processes = []
     try:
         backend_env = {**os.environ}
-        backend = start(
-            [sys.executable, "-m", "bench.backend", "--port", str(backend_port)],
-            backend_env,
-            workdir / "backend.log",
-        )
-        processes.append(backend)
+        for backend_port in backend_ports:
+            backend = start(
+                [sys.executable, "-m", "bench.backend", "--port", str(backend_port)],
+                backend_env,
+                workdir / f"backend-{backend_port}.log",
+            )
+            processes.append(backend)
         gateways: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
         scripts: dict[str, Path] = {}
         headers: dict[str, dict[str, str]] = {}
@@ -120,7 +124,8 @@ def main() -> None:
             )
             process = start([str(bin_dir / "gateway")], env, folder / "gateway.stdout")
             processes.append(process)
-            register_bench_backend(port, backend_port)
+            for backend_port in backend_ports:
+                register_bench_backend(port, backend_port)
             gateways[name] = (port, process.pid)
             scripts[name] = script
             if name == "B" and arguments.b_key_limits:

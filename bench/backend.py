@@ -36,6 +36,12 @@ COMPLETION = json.dumps(
 ).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
 JSON_HEADERS = [(b"content-type", b"application/json")]
+TEXT_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
+METRICS = (
+    f'vllm:num_requests_running{{model_name="{MODEL}"}} 0.0\n'
+    f'vllm:num_requests_waiting{{model_name="{MODEL}"}} 0.0\n'
+    f'vllm:kv_cache_usage_perc{{model_name="{MODEL}"}} 0.0\n'
+).encode()
 
 
 def chunk(index: int) -> bytes:
@@ -65,6 +71,10 @@ def create_app(chunks: int, interval: float, delay: float = 0.0, jitter: float =
         if scope["path"] == "/v1/models":
             await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
             await send({"type": "http.response.body", "body": MODELS})
+            return
+        if scope["path"] == "/metrics":  # vLLM's load figures, for the gateway's `auto`
+            await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
+            await send({"type": "http.response.body", "body": METRICS})
             return
         if b'"stream": true' not in body and b'"stream":true' not in body:
             if delay:  # a model's time per answer, give or take `jitter` of it (fair_share.py)

@@ -64,6 +64,7 @@ from gateway.routing.registry import (
     load_snapshot,
     watch_registry,
 )
+from gateway.routing.scraper import Scraper
 from gateway.web.pages import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
@@ -160,6 +161,7 @@ def create_app(
             ),
             asyncio.create_task(flush_metrics_forever(runtime), name="metrics-flush"),
             asyncio.create_task(watch_keys(runtime.access.keys), name="keys-watch"),
+            asyncio.create_task(runtime.scraper.run(), name="load-scraper"),
         ]
         probes = context.probes = probe_transport(settings, resolver)
         context.proxy = runtime
@@ -280,34 +282,37 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     holder = SnapshotHolder(initial, on_change=on_snapshot, database=context.database)
     holder.confirmed_at = asyncio.get_running_loop().time()
     on_snapshot(initial)
+    balancer = Balancer(
+        settings.routing_strategy,
+        settings.slow_start_seconds,
+        learned=Learned(
+            OutlierPolicy(
+                consecutive=settings.outlier_consecutive_failures,
+                base_seconds=settings.outlier_ejection_seconds,
+                max_percent=settings.outlier_max_ejection_percent,
+            )
+        ),
+    )
+    transport = UpstreamPool(
+        verify_tls=settings.verify_backend_tls,
+        connect_timeout=settings.connect_timeout_seconds,
+        resolver=context.resolver,
+        allow_private=settings.allow_private_backends,
+        exempt=settings.configured_endpoints,
+        max_connections=settings.backend_max_connections,
+    )
     return ProxyRuntime(
         settings=settings,
         holder=holder,
-        balancer=Balancer(
-            settings.routing_strategy,
-            settings.slow_start_seconds,
-            learned=Learned(
-                OutlierPolicy(
-                    consecutive=settings.outlier_consecutive_failures,
-                    base_seconds=settings.outlier_ejection_seconds,
-                    max_percent=settings.outlier_max_ejection_percent,
-                )
-            ),
-        ),
+        balancer=balancer,
         feedback=feedback,
         responses=ResponseOwners(feedback.record_response_owner, context.database, redis=redis),
         access=ClientAccess(settings, keys, open_counters(settings, redis)),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"
         ),
-        transport=UpstreamPool(
-            verify_tls=settings.verify_backend_tls,
-            connect_timeout=settings.connect_timeout_seconds,
-            resolver=context.resolver,
-            allow_private=settings.allow_private_backends,
-            exempt=settings.configured_endpoints,
-            max_connections=settings.backend_max_connections,
-        ),
+        transport=transport,
+        scraper=Scraper(holder, balancer, transport),
     )
 
 

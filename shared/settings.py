@@ -22,7 +22,7 @@ from shared.urls import Endpoint, endpoints_of
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 RedisFailureMode = Literal["fail_open", "fail_closed"]
-RoutingStrategy = Literal["round_robin", "least_loaded", "fastest_response", "weighted"]
+RoutingStrategy = Literal["auto", "round_robin", "least_loaded", "fastest_response", "weighted"]
 
 # Values people copy from examples; refused as an admin key off loopback.
 PLACEHOLDER_KEYS = frozenset(
@@ -196,7 +196,7 @@ class Settings(BaseSettings):
         300, ge=0, le=3600, description="whole seconds from 0 to 3600"
     )
     routing_strategy: RoutingStrategy = Field(
-        "round_robin", description="round_robin, least_loaded, fastest_response or weighted"
+        "auto", description="auto, round_robin, least_loaded, fastest_response or weighted"
     )
     slow_start_seconds: float = Field(
         30, ge=0, le=3600, description="a number of seconds from 0 (off) to 3600"

@@ -127,6 +127,7 @@ class Attempt:
         seconds = time.perf_counter() - self.started
         self.first_token_ms = seconds * 1000
         metrics.RECORDER.first_token(self.model, self.backend.registration_id, seconds)
+        self.balancer.first_token(self.backend.registration_id, self.first_token_ms)
 
     def answered(self, status: int, usage: tuple[int, int] | None) -> None:
         """A whole answer (any status below 500, bar 429) goes to the client."""
@@ -138,6 +139,8 @@ class Attempt:
             self.observer.answered(ok, usage if ok else (0, 0))
         self._measure(status, usage if ok else None)
         self.balancer.finished(self.backend.registration_id, latency if ok else None)
+        if ok and usage is not None:
+            self.balancer.decoded(self.backend.registration_id, latency / 1000, usage[1])
         self.balancer.learned.answered(self.backend.key)
         self.feedback.record(
             self.backend.registration_id,
@@ -191,6 +194,9 @@ class Attempt:
             )
             return
         self.balancer.learned.answered(self.backend.key)
+        if outcome.usage is not None and self.first_token_ms is not None:
+            decoding = (latency - self.first_token_ms) / 1000
+            self.balancer.decoded(self.backend.registration_id, decoding, outcome.usage[1])
         self.feedback.record(
             self.backend.registration_id,
             ok=True,

@@ -281,5 +281,23 @@ class ServerOut(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+class ReportedLoad(BaseModel):
+    """The server's own load figures, as the gateway worker that answers last read them."""
+
+    source: str | None = Field(description="vllm, sglang, llamacpp or ollama; null: unreadable")
+    waiting: float | None = None
+    running: float | None = None
+    kv_cache_usage: float | None = Field(None, description="0 to 1")
+    loaded_models: list[str] | None = Field(None, description="Ollama: the models in memory")
+    age_seconds: float | None = None
+    stale: bool = Field(description="Too old to route on: the load counts as unknown")
+    problem: str | None = Field(None, description="Why the last read failed")
+
+
 class ServerDetail(ServerOut):
     recent_checks: list[HealthCheckOut] = Field(description="The last 20 checks, newest first.")
+    reported_load: ReportedLoad | None = Field(
+        None,
+        description="Read several times a second by each worker, for servers among which "
+        "routing chooses; null otherwise.",
+    )

@@ -16,6 +16,7 @@ from gateway.admin.schemas import (
     Capabilities,
     HealthCheckOut,
     OwnerMetadata,
+    ReportedLoad,
     ServerDetail,
     ServerOut,
     Usage,
@@ -202,6 +203,9 @@ async def show_server(request: Request) -> Response:
     detail = await run_in_threadpool(
         read_server, context.database, request.path_params["registration_id"]
     )
+    if context.proxy is not None:
+        load = context.proxy.scraper.describe(detail.registration_id)
+        detail.reported_load = None if load is None else ReportedLoad.model_validate(load)
     return json_response(detail)
 
 

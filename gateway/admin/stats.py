@@ -56,6 +56,10 @@ async def stats(request: Request) -> Response:
     clients = await run_in_threadpool(
         client_figures, context.database, first, minutes, owner, request.query_params.get("key")
     )
+    backends = summary["backends"]
+    if context.proxy is not None and isinstance(backends, list):
+        for row in backends:  # the servers' own figures, as this worker last read them
+            row["reported_load"] = context.proxy.scraper.describe(row["registration_id"])
     hosts = {"totals": summary["totals"], "servers": len(servers)}
     return JSONResponse({"window": window, **summary, "hosts": hosts, **clients})
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.openapi import DocumentedRoute, Operation
 from gateway.proxy.runtime import admitted, admitted_runtime
 from gateway.routing.registry import RegistrySnapshot
+from gateway.routing.reports import Report, holds
 
 # The level of Ollama's API the gateway answers as (clients compare it to the
 # version a feature needs); the routes above are those of this version.
@@ -55,12 +56,32 @@ async def tags(request: Request) -> Response:
     return JSONResponse({"models": pool_models(runtime.holder.current, caller.may_use)})
 
 
+def holders(snapshot: RegistrySnapshot, reports: dict[str, Report]) -> dict[str, list[str]]:
+    """model → the healthy registrations that hold it in memory now: an Ollama server
+    whose `/api/ps` (as the gateway last read it) lists it, and any server that does
+    not say (vLLM, llama.cpp, an Ollama read by no one: it is taken to hold what it
+    serves)."""
+    found: dict[str, list[str]] = {}
+    for model, backends in snapshot.by_model.items():
+        for backend in backends:
+            if not backend.healthy:
+                continue
+            report = reports.get(backend.registration_id)
+            loaded = None if report is None else holds(report, backend.upstream_model or model)
+            if loaded is not False:
+                found.setdefault(model, []).append(backend.registration_id)
+    return found
+
+
 async def running(request: Request) -> Response:
-    """What is loaded now: in a pool, every model a healthy backend serves."""
+    """What is loaded now, pool-wide: each model some server holds in memory, with
+    `servers`, the registrations that hold it (a group's keys see only its models)."""
     runtime, caller = await admitted(request)
+    where = holders(runtime.holder.current, runtime.balancer.reports)
     models = [
-        {**model, "size_vram": 0, "expires_at": None}
+        {**model, "size_vram": 0, "expires_at": None, "servers": sorted(where[model["name"]])}
         for model in pool_models(runtime.holder.current, caller.may_use)
+        if model["name"] in where
     ]
     return JSONResponse({"models": models})
 
@@ -81,6 +102,10 @@ def ollama_routes() -> list[DocumentedRoute]:
 
     return [
         route("/api/tags", tags, "The pool's models with a healthy backend (Ollama's list)"),
-        route("/api/ps", running, "The models being served now (Ollama's list)"),
+        route(
+            "/api/ps",
+            running,
+            "The models in memory now, pool-wide, with the servers that hold each",
+        ),
         route("/api/version", version, "The Ollama API version the gateway speaks"),
     ]

@@ -15,14 +15,14 @@ import click
 
 from gateway.admission.limits import LIMIT_NAMES
 from gateway.cli.api_client import AdminClient, F, api_options, error_message, fail, print_document
-from gateway.cli.key_view import (
+from gateway.cli.roster import RosterError, parse_roster, secret_file, write_keys
+from gateway.cli.stats_view import (
     created_text,
     group_details,
     groups_table,
     key_details,
     keys_table,
 )
-from gateway.cli.roster import RosterError, parse_roster, secret_file, write_keys
 
 DEFAULT = "default"
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -45,6 +46,7 @@ READ_MEMBERS = (
     "stream",
     "previous_response_id",
     "stream_options",
+    "user",
     "max_tokens",
     "max_completion_tokens",
     "max_output_tokens",
@@ -80,6 +82,9 @@ class Target:
     usage_asked: bool = False  # stream_options.include_usage, as the client sent it
     # The answer's most tokens, as the request bounds them (max_tokens times n), if it does.
     max_tokens: int | None = None
+    # The parsed JSON body, for the affinity key (gateway/routing/prefix_key.py), which
+    # only the `auto` strategy reads, and only when there is a choice: computed then.
+    members: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _checked(model: object, stream: object) -> Target:
@@ -108,11 +113,13 @@ def json_target(document: dict[str, Any], stream_default: bool = False) -> Targe
     if previous is not None:
         _refuse_lone_surrogates(previous, "previous_response_id")
     usage_asked = target.stream and asked_for_usage(document)
-    max_tokens = requested_tokens(document)
-    if previous is None and not usage_asked and max_tokens is None:
-        return target
     return Target(
-        target.model, target.stream, previous, usage_asked=usage_asked, max_tokens=max_tokens
+        target.model,
+        target.stream,
+        previous,
+        usage_asked=usage_asked,
+        max_tokens=requested_tokens(document),
+        members=document,
     )
 
 

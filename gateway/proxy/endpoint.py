@@ -68,6 +68,7 @@ _WANTED_HEADERS = frozenset(
         b"x-api-key",
         b"x-gateway-tags",
         b"x-request-id",
+        b"x-session-id",
     }
 )
 
@@ -208,6 +209,7 @@ class ProxyEndpoint:
             charge=charge,
             client=caller.subject,  # its turn in the fair queue
             priority=caller.priority,
+            session=_text(headers.get(b"x-session-id")),
         )
         try:
             answer = await self._forward_charged(runtime, incoming, target, watch, charge)

@@ -41,7 +41,7 @@ from gateway.proxy.relay import (
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
-from gateway.routing.choice import Choice
+from gateway.routing.choice import Choice, may_be_offered_elsewhere, request_hint
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
 from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error
@@ -78,19 +78,10 @@ class Incoming:
     charge: Observer | None = None  # the client's claim on its limits, told of each answer
     client: str = ""  # who asks: its turn in the fair queue when the pool is full
     priority: int = 1  # its weight there, 1 to 100
+    session: str | None = None  # X-Session-ID: the affinity key, when the client sets one
 
 
 Answer = RelayedStream | BufferedResponse
-
-
-def may_be_offered_elsewhere(
-    backends: tuple[Backend, ...], tried: list[str], lacking: frozenset[str], attempts: int
-) -> bool:
-    """Whether a request one backend lacks the endpoint for may still go to another."""
-    return len(tried) < attempts and any(
-        peer.healthy and peer.registration_id not in tried and peer.registration_id not in lacking
-        for peer in backends
-    )
 
 
 class Forwarder:
@@ -138,6 +129,13 @@ class Forwarder:
             tags=parse_tags(self.incoming.tags_header),
             streaming=target.stream,
             owner=owner,
+            hint=request_hint(
+                runtime.balancer.strategy,
+                runtime.holder.current.backends(target.model),
+                target.members,
+                self.incoming.session,
+                len(self.incoming.body),
+            ),
         )
         tried = choice.tried
         waited_since: float | None = None  # when the request began to wait for a recovery

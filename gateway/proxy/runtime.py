@@ -18,6 +18,7 @@ from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
 from gateway.routing.learned import Learned
 from gateway.routing.registry import SnapshotHolder
+from gateway.routing.scraper import Scraper
 from shared.errors import ServiceUnavailable
 from shared.settings import Settings
 from shared.upstream import Transport
@@ -35,6 +36,7 @@ class ProxyRuntime:
     access: ClientAccess
     request_log: RequestLog
     transport: Transport
+    scraper: Scraper  # the servers' own load figures, into the balancer
     # Large bodies are parsed here (gateway/proxy/endpoint.py), never on the loop, and a
     # few at a time: a flood of them waits its turn instead of taking every thread of the
     # default executor, which the database's work needs.

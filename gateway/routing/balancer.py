@@ -1,12 +1,14 @@
 """The stateful side of routing: turn counters, in-flight counts, observed latency.
 
 One Balancer per gateway process (on the app context). It feeds the pure
-policies in `policy.py` and `outlier.py` and remembers what happened; it does
-no I/O.
+policies in `policy.py`, `scorer.py` and `outlier.py` and remembers what
+happened: its own counts, and the servers' reports that the scraper
+(`scraper.py`) hands it. It does no I/O.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -15,9 +17,19 @@ from gateway.routing import policy as routing
 from gateway.routing.learned import Learned
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.policy import Backend, Draws, Load
+from gateway.routing.reports import Report
+from gateway.routing.scorer import (
+    NO_HINT,
+    RUNNING_WEIGHT,
+    Hint,
+    View,
+    choose_auto,
+)
 from shared.logging import get_logger
 
 log = get_logger("api")
+STALE_REPORT_SECONDS = 2.0  # an older report is no report: the load is unknown, not zero
+MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not decoding
 
 
 class Balancer:
@@ -37,8 +49,16 @@ class Balancer:
         self.slow_start_seconds = slow_start_seconds
         self.clock = clock
         self.rng = rng
+        self.monotonic = monotonic
         self.loads: dict[str, Load] = {}
         self.turns: dict[str, int] = {}
+        # By registration id: the server's last report (scraper.py), the requests this
+        # process sent it since that are still on their way, and its seconds per output
+        # token (a moving average).
+        self.reports: dict[str, Report] = {}
+        self.sent_since: dict[str, int] = {}
+        self.token_seconds: dict[str, float] = {}
+        self.speed_steps: dict[str, int] = {}  # log2 of token_seconds, rounded
         # Outlier state and the rest of what is learned, by (registration, model).
         self.learned = learned or Learned(OutlierPolicy(), monotonic)
 
@@ -49,7 +69,10 @@ class Balancer:
         required_tags: frozenset[str],
         exclude: frozenset[str],
         streaming: bool,
+        hint: Hint = NO_HINT,
     ) -> Backend | None:
+        """The backend for one attempt (None: no backend is eligible). `hint` (the
+        request's affinity key and size) is read by the `auto` strategy only."""
         if len(backends) == 1:
             # The common case of a model with one backend: nothing to choose
             # (every strategy returns the only candidate).
@@ -71,6 +94,11 @@ class Balancer:
         )
         if not candidates:
             return None
+        if self.strategy == "auto":
+            pool = routing.thin_warming(
+                candidates, now=self.clock(), window=self.slow_start_seconds, draw=self.rng()
+            )
+            return choose_auto(pool, self.views(pool), hint)
         model = candidates[0].model_name
         turn = self.turns.get(model, 0)
         self.turns[model] = turn + 1
@@ -111,7 +139,8 @@ class Balancer:
 
     def started(self, backend_id: str) -> None:
         load = self.loads.get(backend_id, routing.NO_LOAD)
-        self.loads[backend_id] = Load(load.in_flight + 1, load.latency_ms)
+        self.loads[backend_id] = Load(load.in_flight + 1, load.latency_ms, load.first_token_ms)
+        self.sent_since[backend_id] = self.sent_since.get(backend_id, 0) + 1
 
     def finished(self, backend_id: str, latency_ms: float | None) -> None:
         """One attempt ended; `latency_ms` is given when it succeeded."""
@@ -121,4 +150,70 @@ class Balancer:
             if latency_ms is None
             else routing.moving_average(load.latency_ms, latency_ms)
         )
-        self.loads[backend_id] = Load(max(0, load.in_flight - 1), latency)
+        self.loads[backend_id] = Load(max(0, load.in_flight - 1), latency, load.first_token_ms)
+        sent = self.sent_since.get(backend_id, 0)
+        if sent:  # (one sent since the report, or one it counted: either way one fewer)
+            self.sent_since[backend_id] = sent - 1
+
+    def first_token(self, backend_id: str, first_token_ms: float) -> None:
+        """A stream's first event arrived: fastest_response learns at once, not at its end."""
+        load = self.loads.get(backend_id, routing.NO_LOAD)
+        ttft = routing.moving_average(load.first_token_ms, first_token_ms)
+        self.loads[backend_id] = Load(load.in_flight, load.latency_ms, ttft)
+
+    def decoded(self, backend_id: str, seconds: float, tokens: int) -> None:
+        """An answer of `tokens` output tokens took `seconds` after its first token (or
+        in all, unstreamed): the server's speed, as `auto` weighs it. Each request
+        running beside it slows a decode step by RUNNING_WEIGHT (scorer.py's model),
+        so the time per token is brought back to an empty batch's: a fast server that
+        is given more work must not look slow for it."""
+        if tokens < MIN_TOKENS_FOR_SPEED or seconds <= 0:
+            return
+        report = self.fresh_report(backend_id, self.monotonic())
+        batch = report.running if report is not None else 0.0
+        per_token = seconds / tokens / (1 + RUNNING_WEIGHT * batch)
+        previous = self.token_seconds.get(backend_id)
+        average = routing.moving_average(previous, per_token, 0.2)
+        self.token_seconds[backend_id] = average
+        self.speed_steps[backend_id] = round(math.log2(average))
+
+    def report(self, backend_id: str, report: Report) -> None:
+        """The server's own figures (from the scraper): what this process sent before
+        them is in them."""
+        self.reports[backend_id] = report
+        self.sent_since[backend_id] = 0
+
+    def forget_reports(self, keep: frozenset[str]) -> None:
+        """Drop the reports of servers no longer scraped (gone, unhealthy, unreadable)."""
+        for backend_id in [b for b in self.reports if b not in keep]:
+            del self.reports[backend_id]
+
+    def fresh_report(self, backend_id: str, now: float) -> Report | None:
+        report = self.reports.get(backend_id)
+        if report is None or report.age(now) > STALE_REPORT_SECONDS:
+            return None
+        return report
+
+    def views(self, backends: list[Backend]) -> dict[str, View]:
+        """What `auto` knows of each backend now. Speeds are relative to the fastest
+        known, on a grid of powers of two (each backend's time per token is rounded so
+        when measured: measurement noise must not move conversations)."""
+        now = self.monotonic()
+        steps = self.speed_steps
+        known = [steps[b.registration_id] for b in backends if b.registration_id in steps]
+        fastest = min(known) if known else 0
+        views: dict[str, View] = {}
+        for backend in backends:
+            backend_id = backend.registration_id
+            report = self.reports.get(backend_id)
+            if report is not None and now - report.at > STALE_REPORT_SECONDS:
+                report = None
+            step = steps.get(backend_id)
+            load = self.loads.get(backend_id)
+            views[backend_id] = View(
+                0 if load is None else load.in_flight,
+                self.sent_since.get(backend_id, 0),
+                report,
+                1.0 if step is None else 2.0 ** (fastest - step),
+            )
+        return views

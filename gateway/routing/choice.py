@@ -7,10 +7,15 @@ ejected backends and the paths backends lack may change between two asks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from gateway.routing import policy as routing
 from gateway.routing.balancer import Balancer
 from gateway.routing.policy import Backend
+from gateway.routing.prefix_key import hint_for
 from gateway.routing.registry import SnapshotHolder
+from gateway.routing.scorer import NO_HINT, Hint
 
 
 class Choice:
@@ -24,6 +29,7 @@ class Choice:
         tags: frozenset[str],
         streaming: bool,
         owner: str | None = None,
+        hint: Hint = NO_HINT,
     ) -> None:
         self.holder = holder
         self.balancer = balancer
@@ -32,6 +38,7 @@ class Choice:
         self.tags = tags
         self.streaming = streaming
         self.owner = owner  # the registration holding a Responses conversation
+        self.hint = hint  # what `auto` reads of the request (its affinity key, its size)
         self.tried: list[str] = []  # registration ids, in the order tried
         # What the last pick saw: the model's backends, and those thought to lack the path.
         self.backends: tuple[Backend, ...] = ()
@@ -55,11 +62,19 @@ class Choice:
         self.lacking = lacking = self.balancer.learned.lacking(self.model, self.path)
         pick = self.balancer.pick
         backend = pick(
-            backends, required_tags=self.tags, exclude=excluded | lacking, streaming=self.streaming
+            backends,
+            required_tags=self.tags,
+            exclude=excluded | lacking,
+            streaming=self.streaming,
+            hint=self.hint,
         )
         if backend is None and lacking:  # only backends thought to lack it: try them
             backend = pick(
-                backends, required_tags=self.tags, exclude=excluded, streaming=self.streaming
+                backends,
+                required_tags=self.tags,
+                exclude=excluded,
+                streaming=self.streaming,
+                hint=self.hint,
             )
         return backend
 
@@ -80,3 +95,27 @@ class Choice:
         return self.balancer.explain(
             self._offered(), required_tags=self.tags, streaming=self.streaming
         )
+
+
+def request_hint(
+    strategy: str,
+    backends: tuple[Backend, ...],
+    members: Mapping[str, Any] | None,
+    session: str | None,
+    size: int,
+) -> Hint:
+    """What `auto` reads of the request (its affinity key and size), made only when it
+    has a choice to make."""
+    if strategy != "auto" or len(backends) < 2:
+        return NO_HINT
+    return hint_for(members, session, size)
+
+
+def may_be_offered_elsewhere(
+    backends: tuple[Backend, ...], tried: list[str], lacking: frozenset[str], attempts: int
+) -> bool:
+    """Whether a request one backend lacks the endpoint for may still go to another."""
+    return len(tried) < attempts and any(
+        peer.healthy and peer.registration_id not in tried and peer.registration_id not in lacking
+        for peer in backends
+    )

@@ -10,7 +10,8 @@ Order of decisions, for every strategy:
 2. the best priority tier that still has an eligible backend (0 before 1);
 3. slow start: a backend that recovered less than SLOW_START_SECONDS ago is
    skipped with a probability that shrinks as it warms up;
-4. the strategy: round_robin, least_loaded, fastest_response or weighted.
+4. the strategy: round_robin, least_loaded, fastest_response or weighted
+   (`auto` is scorer.py's, with what the servers report).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 SLOW_START_FLOOR = 0.1
-STRATEGIES = ("round_robin", "least_loaded", "fastest_response", "weighted")
+STRATEGIES = ("auto", "round_robin", "least_loaded", "fastest_response", "weighted")
 
 
 BackendKey = tuple[str, str]  # (registration id, model): what is learned is about this
@@ -59,6 +60,7 @@ class Load:
 
     in_flight: int = 0
     latency_ms: float | None = None  # moving average; None until a request finished
+    first_token_ms: float | None = None  # moving average of time to first token, as it came
 
 
 NO_LOAD = Load()
@@ -198,13 +200,34 @@ def choose(
 
         return a if pressure(a) <= pressure(b) else b
     if strategy == "fastest_response":
-        # Unmeasured backends count as fastest, so every backend gets measured.
-        def speed(backend: Backend) -> tuple[float, int]:
-            load = loads.get(backend.registration_id, NO_LOAD)
-            return (load.latency_ms or 0.0, load.in_flight)
-
-        return min(pool, key=speed)
+        return min(pool, key=lambda backend: expected_wait(loads, backend, pool))
     raise ValueError(f"unknown routing strategy {strategy!r}; expected one of {STRATEGIES}")
+
+
+def expected_wait(
+    loads: Mapping[str, Load], backend: Backend, pool: Sequence[Backend]
+) -> tuple[float, float]:
+    """fastest_response's measure: time to first token (updated as each first token
+    arrives; a whole answer's latency for requests that do not stream) times the
+    requests in flight there plus this one, per unit of weight, so that the fastest
+    backend is not sent everything at once (it was: its average moved only when a
+    stream ended). A backend not measured yet counts as the measured ones' mean; ties
+    (nothing measured) go by in-flight requests."""
+    load = loads.get(backend.registration_id, NO_LOAD)
+    measured = _measure(load)
+    if measured is None:
+        known = [
+            value
+            for other in pool
+            if (value := _measure(loads.get(other.registration_id, NO_LOAD))) is not None
+        ]
+        measured = sum(known) / len(known) if known else 0.0
+    in_line = (1 + load.in_flight) / backend.weight
+    return (measured * in_line, in_line)
+
+
+def _measure(load: Load) -> float | None:
+    return load.first_token_ms if load.first_token_ms is not None else load.latency_ms
 
 
 def moving_average(previous: float | None, sample: float, alpha: float = 0.3) -> float:

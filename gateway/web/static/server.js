@@ -8,6 +8,16 @@ let server = null;
 const own = () => (adminKey() ? "" : managementToken(id()));
 const call = (path, options = {}) => api(path, { ...options, token: own() });
 
+// The load the server reports (vLLM, SGLang, llama.cpp, Ollama), as the gateway last read it.
+function reportedLoad(load) {
+  if (!load) return "not read (the only server of its models, or not healthy)";
+  if (!load.source) return `unreadable: ${escapeHtml(load.problem || "")} (routing counts its own requests)`;
+  const age = load.age_seconds == null ? "" : `, read ${load.age_seconds.toFixed(1)} s ago${load.stale ? " (stale: unknown)" : ""}`;
+  if (load.loaded_models) return `${escapeHtml(load.source)}: in memory ${escapeHtml(load.loaded_models.join(", ") || "none")}${age}`;
+  const kv = load.kv_cache_usage == null ? "" : `, KV cache ${Math.round(load.kv_cache_usage * 100)} %`;
+  return `${escapeHtml(load.source)}: ${load.running} running, ${load.waiting} waiting${kv}${age}`;
+}
+
 function render() {
   const s = server;
   const row = (label, value) => `<dt>${label}</dt><dd>${value}</dd>`;
@@ -23,6 +33,7 @@ function render() {
     ${row("Success rate (last 100)", s.success_rate == null ? "–" : `${s.success_rate} %`)}
     ${row("Mean response", s.avg_response_time_ms == null ? "–" : `${s.avg_response_time_ms} ms`)}
     ${row("Reported models", escapeHtml(s.reported_models.join(", ") || "–"))}
+    ${row("Reported load", reportedLoad(s.reported_load))}
     ${row("Lease", s.lease_connected_at ? `held since ${ago(s.lease_connected_at)}, last heartbeat ${ago(s.lease_heartbeat_at)}` : s.lease_expires_at ? `ended; deactivated ${new Date(s.lease_expires_at).toLocaleString()} unless renewed` : "none (registered through the API)")}
     ${row("Owner", s.metadata.student_id ? `<a href="/owners/${encodeURIComponent(s.metadata.student_id)}">${escapeHtml(s.metadata.student_id)}</a>` : "–")}
     ${row("Description", escapeHtml(s.metadata.description || "–"))}

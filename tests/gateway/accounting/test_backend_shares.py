@@ -82,7 +82,10 @@ def gauges(text: str, name: str) -> dict[str, float]:
 def test_metrics_show_each_backends_share_against_the_intended_one(
     start_gateway: Callable[..., ThreadedServer],
 ) -> None:
-    gateway = start_gateway(rate_limit_per_minute=0, slow_start_seconds=0)
+    # Round robin: four requests, two each (`auto` would keep one conversation on one).
+    gateway = start_gateway(
+        rate_limit_per_minute=0, slow_start_seconds=0, routing_strategy="round_robin"
+    )
     with (
         ThreadedServer(create_demo_app("m", chunk_interval_ms=0)) as one,
         ThreadedServer(create_demo_app("m", chunk_interval_ms=0)) as two,

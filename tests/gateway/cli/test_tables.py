@@ -117,8 +117,12 @@ def test_servers_shows_every_column_and_a_deregistered_server_as_such(
 
 
 def test_stats_names_backends_by_host_and_description_with_shares_in_percent(
-    gateway: ThreadedServer,
+    start_gateway: Callable[..., ThreadedServer],
 ) -> None:
+    # Round robin: the shares are even (`auto` keeps one conversation on one server).
+    gateway = start_gateway(
+        rate_limit_per_minute=0, slow_start_seconds=0, routing_strategy="round_robin"
+    )
     with (
         ThreadedServer(create_demo_app("m", chunk_interval_ms=0)) as one,
         ThreadedServer(create_demo_app("m", chunk_interval_ms=0)) as two,

@@ -248,9 +248,13 @@ def test_a_registry_change_reaches_routing_quickly(
 
 
 def test_round_robin_spreads_evenly(
-    proxy: ThreadedServer, scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]]
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
 ) -> None:
-    """TC-INF-007."""
+    """TC-INF-007 (round robin: the default, `auto`, keeps one conversation together)."""
+    proxy = start_gateway(
+        rate_limit_per_minute=0, slow_start_seconds=0, routing_strategy="round_robin"
+    )
     backends = [scripted() for _ in range(3)]
     for _, server in backends:
         register(proxy, "m", server.url)

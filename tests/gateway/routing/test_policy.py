@@ -123,8 +123,15 @@ def test_least_loaded_respects_weight() -> None:
     ("loads", "expected"),
     [
         ({"a": Load(0, 50.0), "b": Load(0, 20.0), "c": Load(0, 90.0)}, "b"),
-        ({"a": Load(0, 50.0), "b": Load(0, 20.0)}, "c"),  # c unmeasured: tried first
-        ({"a": Load(3, 10.0), "b": Load(1, 10.0), "c": Load(0, 11.0)}, "b"),
+        ({"a": Load(0, 50.0), "b": Load(0, 20.0)}, "b"),  # c unmeasured: as their mean, 35
+        ({"a": Load(1, 50.0), "b": Load(1, 40.0)}, "c"),  # ... 45, and a and b are busy
+        # The fastest is not sent everything: each request in flight counts.
+        ({"a": Load(3, 10.0), "b": Load(1, 10.0), "c": Load(0, 11.0)}, "c"),
+        ({"a": Load(0, 50.0), "b": Load(4, 20.0), "c": Load(0, 60.0)}, "a"),
+        # Time to first token, as it came, over a whole answer's latency.
+        ({"a": Load(0, 10.0, 90.0), "b": Load(0, 50.0, 20.0), "c": Load(0, 30.0)}, "b"),
+        # Nothing measured yet: the fewest in flight.
+        ({"a": Load(2), "b": Load(1)}, "c"),
     ],
 )
 def test_fastest_response(loads: dict[str, Load], expected: str) -> None:

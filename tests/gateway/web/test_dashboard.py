@@ -55,7 +55,9 @@ def test_a_new_user_reads_counts_shares_and_backend_names(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    gateway = start_gateway(rate_limit_per_minute=0, slow_start_seconds=0)
+    gateway = start_gateway(
+        rate_limit_per_minute=0, slow_start_seconds=0, routing_strategy="round_robin"
+    )
     ids = [
         httpx.post(
             f"{gateway.url}/admin/register",
