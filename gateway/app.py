@@ -34,6 +34,7 @@ from gateway.catalog.models import models_routes
 from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.hosts.names_api import names_routes
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
@@ -152,6 +153,7 @@ def create_app(
                     *lease_routes(),
                     *system_routes(),
                     *stats_routes(),
+                    *names_routes(),
                 ],
                 redirect_slashes=False,
             ),

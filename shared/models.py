@@ -289,6 +289,22 @@ class UsageMinute(Base):
     __table_args__ = (Index("idx_usage_minutes_minute", "minute"),)
 
 
+class ModelClaim(Base):
+    """A model name someone owns: only the owner's registration and the co-hosts it
+    allows serve it (an unclaimed name is served by every server that offers it)."""
+
+    __tablename__ = "model_claims"
+
+    model_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    # The owning registration (None: the admin's); kept when it is deregistered, so a
+    # host that leaves keeps its name until the admin opens it.
+    owner_id: Mapped[str | None] = mapped_column(String(36))
+    # The owner as people know it (its student_id when it claimed), for the pages.
+    owner_label: Mapped[str | None] = mapped_column(String(128))
+    co_hosts: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class CheckRequest(Base):
     """A probe the admin API asked for; healthd takes it within a tick."""
 

@@ -52,8 +52,9 @@ GATEWAY_LEVELS: tuple[frozenset[str], ...] = (
     frozenset({"routing"}),
     frozenset({"accounting", "admission"}),
     frozenset({"proxy"}),
-    frozenset({"catalog", "liveness", "prometheus", "cli"}),
+    frozenset({"catalog", "liveness", "prometheus", "cli", "ownership"}),
     frozenset({"admin", "web"}),
+    frozenset({"hosts"}),
     frozenset({"app", "main"}),
 )
 

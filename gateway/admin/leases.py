@@ -46,13 +46,16 @@ from gateway.admin.api import (
     register_new,
     require_listed,
     revealed_key,
+    within_limits,
 )
+from gateway.admin.auth import Role, role_of
 from gateway.admin.registrations import Target
 from gateway.admin.schemas import RegisterRequest, UpdateRequest
 from gateway.admin.tokens import Revoker, stored_forms
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation
+from gateway.ownership import names
 from shared.db import Database
 from shared.errors import NotFound, PermissionDenied
 from shared.logging import get_logger
@@ -140,11 +143,17 @@ def reattached_target(payload: RegisterRequest, current: Target, api_key: str | 
 
 def change_of(payload: RegisterRequest) -> UpdateRequest:
     """The lease body as an update: the fields it sent replace the registration's."""
-    return UpdateRequest.model_validate(payload.model_dump(include=payload.model_fields_set))
+    sent = payload.model_fields_set - {"claim"}  # a claim is no field of the registration
+    return UpdateRequest.model_validate(payload.model_dump(include=sent))
 
 
 def reattach(
-    database: Database, token: str, change: UpdateRequest, probe: ProbeResult, seconds: float
+    database: Database,
+    token: str,
+    change: UpdateRequest,
+    probe: ProbeResult,
+    seconds: float,
+    claim: bool = False,
 ) -> Lease:
     """The body applied, the probe recorded, active again, not draining, leased: one
     transaction, refused if a deregistration revoked the token meanwhile."""
@@ -156,7 +165,9 @@ def reattach(
         revoker = stored_forms(token)[server.management_token_hash or ""]
         if revoker is not None:
             raise revoked(revoker)
-        registrations.apply_update(session, server, change, probe)
+        registrations.apply_update(session, server, change, probe, admin=False)
+        if claim and server.model_name is not None:
+            names.claim(session, server.model_name, server, admin=False)
         server.is_active, server.deregistered_at, server.draining = True, None, False
         server.lease_connected_at = server.lease_heartbeat_at = now
         server.lease_expires_at = now + timedelta(seconds=seconds)
@@ -279,8 +290,10 @@ async def _reattach(
     await check_notify_url(context, payload.notify_url)  # the guard, as on every other path
     probe = await probe_target(context, target.endpoint_url, target.api_key)
     require_listed(probe, target.model_name, target.backend_model)
-    change = change_of(payload)
-    return await asyncio.to_thread(reattach, context.database, token, change, probe, seconds)
+    change = within_limits(context, Role.HOST, change_of(payload))
+    return await asyncio.to_thread(
+        reattach, context.database, token, change, probe, seconds, payload.claim
+    )
 
 
 async def open_lease(request: Request) -> Response:
@@ -293,7 +306,7 @@ async def open_lease(request: Request) -> Response:
     if token:
         lease = await _reattach(context, payload, token, seconds)
     else:
-        server, shown_token = await register_new(context, payload, seconds)
+        server, shown_token = await register_new(context, payload, role_of(request), seconds)
         assert server.lease_connected_at is not None  # leased in the same transaction
         lease = Lease(server.registration_id, server.lease_connected_at)
     await context.registry_written()

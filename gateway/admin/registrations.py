@@ -20,6 +20,8 @@ from gateway.admin.schemas import (
 )
 from gateway.admin.server_views import server_out
 from gateway.admin.tokens import Revoker, revoked_hash
+from gateway.ownership import names
+from gateway.routing.claims import read_claims
 from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.models import (
@@ -98,7 +100,27 @@ def set_draining(db: Database, server_id: str, draining: bool) -> ServerOut:
         server.draining = draining
         server.updated_at = utcnow()
         session.flush()
-        return server_out(server)
+        return server_out(server, claims=read_claims(session))
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a registration's model names are owned: whether the admin asks (who may do
+    anything), and whether a name's first registrant owns it (OPEN_MODEL_NAMES=false)."""
+
+    admin: bool = True
+    first_owns: bool = False
+
+
+def already_registered(duplicate_id: str, serving: str) -> Conflict:
+    """409 for a second registration of an endpoint, with the way out for a host that
+    lost the token of the first."""
+    return Conflict(
+        f"this endpoint is already registered {serving} as {duplicate_id}; update that "
+        "registration instead. If it is yours and you lost its management token, ask the "
+        f"admin for a new one (POST /admin/servers/{duplicate_id}/token) and give it to "
+        "`gateway-admin join --management-token`"
+    )
 
 
 def create_registration(
@@ -108,16 +130,14 @@ def create_registration(
     source: RegistrationSource = RegistrationSource.API,
     management_token_hash: str | None = None,
     lease_seconds: float | None = None,
+    naming: Naming = Naming(),
 ) -> ServerOut:
     """Insert a registration that passed its probe, with that probe as its first check;
     `lease_seconds`: held by a lease from now on, in the same transaction."""
     with db.writing(durable=True) as session:
         duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
         if duplicate is not None:
-            raise Conflict(
-                f"this endpoint is already registered {_serving(request.model_name)} "
-                f"as {duplicate.id}; update that registration instead"
-            )
+            raise already_registered(duplicate.id, _serving(request.model_name))
         now = utcnow()
         server = ModelServer(
             model_name=request.model_name,
@@ -155,8 +175,20 @@ def create_registration(
         server.success_rate = 100.0
         server.uptime_percent = 100.0
         server.avg_response_time_ms = probe.response_time_ms
+        _own_names(session, server, request.claim, naming)
         session.flush()
-        return server_out(server)
+        return server_out(server, claims=read_claims(session))
+
+
+def _own_names(session: Session, server: ModelServer, claim: bool, naming: Naming) -> None:
+    """A new registration's names: refused if another owns the one it names, claimed if
+    it asks (or, with OPEN_MODEL_NAMES=false, if it is their first registrant)."""
+    names.check_named(session, server.model_name, server, naming.admin)
+    if claim and server.model_name is not None:
+        names.claim(session, server.model_name, server, admin=naming.admin)
+    elif naming.first_owns:
+        for model, _ in server.served_models():
+            names.claim_if_first(session, model, server)
 
 
 @dataclass(frozen=True)
@@ -184,7 +216,11 @@ def _get_active(session: Session, server_id: str) -> ModelServer:
 
 
 def update_registration(
-    db: Database, server_id: str, request: UpdateRequest, probe: ProbeResult | None
+    db: Database,
+    server_id: str,
+    request: UpdateRequest,
+    probe: ProbeResult | None,
+    admin: bool = True,
 ) -> ServerOut:
     """Apply the fields the client sent; `probe` is given when the target changed. A
     server from configuration is changed there: the next start or SIGHUP would undo it."""
@@ -192,17 +228,22 @@ def update_registration(
         server = _get_active(session, server_id)
         if server.source == RegistrationSource.CONFIG.value:
             raise Conflict(CONFIGURED_SERVER)
-        apply_update(session, server, request, probe)
-        return server_out(server)
+        apply_update(session, server, request, probe, admin)
+        return server_out(server, claims=read_claims(session))
 
 
 def apply_update(
-    session: Session, server: ModelServer, request: UpdateRequest, probe: ProbeResult | None
+    session: Session,
+    server: ModelServer,
+    request: UpdateRequest,
+    probe: ProbeResult | None,
+    admin: bool = True,
 ) -> None:
     """The fields `request` carries, onto `server` (an update, or a lease's re-attach)."""
     sent = request.model_fields_set
     if "model_name" in sent:
         server.model_name = request.model_name
+        names.check_named(session, request.model_name, server, admin)
         if request.model_name is None:
             server.backend_model = None
     if "backend_model" in sent:

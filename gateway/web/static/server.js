@@ -23,6 +23,8 @@ function render() {
     ${row("Success rate (last 100)", s.success_rate == null ? "–" : `${s.success_rate} %`)}
     ${row("Mean response", s.avg_response_time_ms == null ? "–" : `${s.avg_response_time_ms} ms`)}
     ${row("Reported models", escapeHtml(s.reported_models.join(", ") || "–"))}
+    ${s.owned_models.length ? row("Owns the names", escapeHtml(s.owned_models.join(", "))) : ""}
+    ${s.withheld_models.length ? row("Does not serve", `<ul class="withheld">${s.withheld_models.map((w) => `<li><strong>${escapeHtml(w.model)}</strong>: ${escapeHtml(w.reason)}</li>`).join("")}</ul>`) : ""}
     ${row("Lease", s.lease_connected_at ? `held since ${ago(s.lease_connected_at)}, last heartbeat ${ago(s.lease_heartbeat_at)}` : s.lease_expires_at ? `ended; deactivated ${new Date(s.lease_expires_at).toLocaleString()} unless renewed` : "none (registered through the API)")}
     ${row("Owner", s.metadata.student_id ? `<a href="/owners/${encodeURIComponent(s.metadata.student_id)}">${escapeHtml(s.metadata.student_id)}</a>` : "–")}
     ${row("Description", escapeHtml(s.metadata.description || "–"))}
