@@ -35,6 +35,7 @@ from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.hosts.names_api import names_routes
+from gateway.hosts.token_api import token_routes
 from gateway.liveness import health_route, package_version, ready_route
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
 from gateway.openapi import docs_endpoint, openapi_endpoint
@@ -154,6 +155,7 @@ def create_app(
                     *system_routes(),
                     *stats_routes(),
                     *names_routes(),
+                    *token_routes(),
                 ],
                 redirect_slashes=False,
             ),

@@ -74,6 +74,8 @@ class LeaseState:
     registration_id: str
     health: str
     draining: bool
+    reason: str | None = None  # the last check's error: why it is unhealthy
+    since: datetime | None = None  # when the health last changed
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,13 @@ def lease_state(database: Database, lease: Lease) -> LeaseState | None:
         server = session.get(ModelServer, lease.registration_id)
         if server is None or not server.is_active or not _held(server, lease):
             return None
-        return LeaseState(server.id, server.health_status, server.draining)
+        return LeaseState(
+            server.id,
+            server.health_status,
+            server.draining,
+            server.last_error,
+            server.status_changed_at,
+        )
 
 
 def acknowledge(database: Database, registration_id: str, seconds: float) -> datetime | None:
@@ -257,7 +265,10 @@ async def _stream(
         context.settings.lease_heartbeat_seconds,
         context.settings.lease_grace_seconds,
     )
-    first: dict[str, object] = {"registration_id": lease.registration_id}
+    first: dict[str, object] = {
+        "registration_id": lease.registration_id,
+        "page": f"/servers/{lease.registration_id}",
+    }
     if shown_token is not None:
         first["management_token"] = shown_token
     async with released(context.database, lease, grace):
@@ -270,7 +281,8 @@ async def _stream(
             yield _event(
                 "heartbeat",
                 {"registration_id": state.registration_id, "health": state.health,
-                 "draining": state.draining},
+                 "draining": state.draining, "reason": state.reason,
+                 "since": state.since.isoformat() if state.since else None},
             )  # fmt: skip
             if await _ends_within(ending, heartbeat):
                 reason = "the gateway is shutting down; reconnect (the grace keeps the server)"
