@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
 from healthd.metrics import record_probe
-from healthd.notify import deliver
+from healthd.notify import Notification, deliver
 from healthd.policy import next_delay
 from shared.db import Database, DatabaseFileGone
 from shared.logging import Redactor, get_logger
@@ -147,7 +147,10 @@ class Daemon:
     async def tick(self) -> None:
         self.database.check_file()
         for expired in await asyncio.to_thread(store.expire_leases, self.database, utcnow()):
-            log.info("lease expired: server deactivated", registration_id=expired)
+            log.info("lease expired: server deactivated", registration_id=expired.registration_id)
+            self.send(expired.notify)
+        for asked in await asyncio.to_thread(store.take_outbox, self.database):
+            self.send(asked)
         await self.refresh_targets()
         now = self.clock()
         for server_id in await asyncio.to_thread(store.take_check_requests, self.database):
@@ -160,6 +163,14 @@ class Daemon:
         if now - self.last_beat >= HEARTBEAT_SECONDS:
             await asyncio.to_thread(store.beat, self.database, utcnow(), os.getpid())
             self.last_beat = now
+
+    def send(self, notification: Notification | None) -> None:
+        """Deliver a notification in the background (retried; given up at stop)."""
+        if notification is None:
+            return
+        task = asyncio.create_task(deliver(self.notifications, notification))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
 
     async def refresh_targets(self) -> None:
         generation = await asyncio.to_thread(store.read_generation, self.database)
@@ -242,10 +253,7 @@ class Daemon:
             self.pending = batch + self.pending  # nothing is lost; retried next tick
             raise
         for change in transitions:
-            if change.notify is not None:
-                task = asyncio.create_task(deliver(self.notifications, change.notify))
-                self.deliveries.add(task)
-                task.add_done_callback(self.deliveries.discard)
+            self.send(change.notify)
             known = self.targets.get(change.server_id)
             if known is not None:
                 # Our own write: not a reason to look again at once (see refresh_targets).

@@ -21,6 +21,7 @@ from shared.models import (
     HealthCheck,
     HealthdHeartbeat,
     ModelServer,
+    NotifyOutbox,
     RegistryGeneration,
 )
 from shared.probe import ProbeResult
@@ -117,7 +118,55 @@ def _update_metrics(session: Session, server: ModelServer, now: datetime) -> Non
         server.uptime_percent = round(100 * (day_successes or 0) / day_total, 2)
 
 
-def expire_leases(database: Database, now: datetime) -> list[str]:
+def notification_for(
+    server: ModelServer, event: str, old: str, new: str, reason: str | None, at: datetime
+) -> Notification | None:
+    """What the server's host is told of an event (None: it gave no notify_url)."""
+    if server.notify_url is None:
+        return None
+    return Notification(
+        server.notify_url,
+        server.id,
+        tuple(model for model, _ in server.served_models()),
+        old,
+        new,
+        reason,
+        at,
+        server.management_token_hash,
+        event=event,
+        format=server.notify_format or "json",
+        label=server.description,
+    )
+
+
+@dataclass(frozen=True)
+class Expired:
+    registration_id: str
+    notify: Notification | None
+
+
+def take_outbox(database: Database) -> list[Notification]:
+    """The notifications the gateway asked for (the admin drained or deregistered a
+    server); taken once."""
+    with database.reading() as session:
+        if session.scalar(select(func.count()).select_from(NotifyOutbox)) == 0:
+            return []
+    with database.writing() as session:
+        rows = session.scalars(select(NotifyOutbox).order_by(NotifyOutbox.id)).all()
+        notifications = []
+        for row in rows:
+            server = session.get(ModelServer, row.server_id)
+            if server is not None:
+                status = server.health_status
+                new = "draining" if row.event == "drained" else "deregistered"
+                told = notification_for(server, row.event, status, new, row.reason, row.at)
+                if told is not None:
+                    notifications.append(told)
+            session.delete(row)
+        return notifications
+
+
+def expire_leases(database: Database, now: datetime) -> list[Expired]:
     """Deactivate (soft) the registrations whose lease ran out: their host left and did
     not come back within the grace, or the gateway process holding the lease died."""
     expired = (
@@ -130,10 +179,16 @@ def expire_leases(database: Database, now: datetime) -> list[str]:
             return []
     with database.writing() as session:
         servers = session.scalars(select(ModelServer).where(*expired)).all()
+        gone = []
         for server in servers:
             server.is_active, server.deregistered_at = False, now
             server.lease_connected_at = None
-        return [server.id for server in servers]
+            reason = "the host's agent stopped renewing its lease; deactivated"
+            told = notification_for(
+                server, "lease_expired", server.health_status, "deregistered", reason, now
+            )
+            gone.append(Expired(server.id, told))
+        return gone
 
 
 def take_check_requests(database: Database) -> set[str]:
@@ -220,17 +275,13 @@ def record_results(
                         verdict.status,
                         probe.error,
                         verdict.deregister,
-                        None
-                        if server.notify_url is None
-                        else Notification(
-                            server.notify_url,
-                            server.id,
-                            tuple(model for model, _ in server.served_models()),
+                        notification_for(
+                            server,
+                            "health",
                             old_status,
                             verdict.status,
                             probe.error,
                             result.checked_at,
-                            server.management_token_hash,
                         ),
                     )
                 )

@@ -131,6 +131,8 @@ class ModelServer(Base):
     draining: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # healthd POSTs every health transition here (signed; healthd/notify.py).
     notify_url: Mapped[str | None] = mapped_column(Text)
+    # The shape of those POSTs: json (None), slack, discord or ntfy (healthd/formats.py).
+    notify_format: Mapped[str | None] = mapped_column(String(16))
     # A lease a host holds (POST /admin/leases): connected since, last renewal, expiry.
     lease_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -303,6 +305,21 @@ class ModelClaim(Base):
     owner_label: Mapped[str | None] = mapped_column(String(128))
     co_hosts: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class NotifyOutbox(Base):
+    """A notification the gateway asks healthd to send (the admin drained or deregistered
+    a server): the two processes meet only in the database, and healthd does every send."""
+
+    __tablename__ = "notify_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), nullable=False
+    )
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class CheckRequest(Base):

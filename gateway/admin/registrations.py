@@ -30,6 +30,7 @@ from shared.models import (
     HealthCheck,
     HealthStatus,
     ModelServer,
+    NotifyOutbox,
     RegistrationSource,
     utcnow,
 )
@@ -93,10 +94,20 @@ def token_hash_of(db: Database, server_id: str) -> str | None:
         )
 
 
-def set_draining(db: Database, server_id: str, draining: bool) -> ServerOut:
-    """Drain (no new requests; those in flight finish) or resume a registration."""
+def tell_host(session: Session, server: ModelServer, event: str, reason: str) -> None:
+    """Ask healthd (through the database, in this transaction) to tell the server's host,
+    if it gave a notify_url."""
+    if server.notify_url:
+        session.add(NotifyOutbox(server_id=server.id, event=event, reason=reason, at=utcnow()))
+
+
+def set_draining(db: Database, server_id: str, draining: bool, by_admin: bool = False) -> ServerOut:
+    """Drain (no new requests; those in flight finish) or resume a registration; the
+    host hears of the admin's drain."""
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
+        if by_admin and draining and not server.draining:
+            tell_host(session, server, "drained", "drained by the admin: no new requests")
         server.draining = draining
         server.updated_at = utcnow()
         session.flush()
@@ -146,6 +157,7 @@ def create_registration(
             management_token_hash=management_token_hash,
             draining=False,
             notify_url=request.notify_url,
+            notify_format=request.notify_format,
             endpoint_url=request.endpoint_url,
             api_key=request.api_key.get_secret_value() if request.api_key else None,
             max_tokens=request.capabilities.max_tokens,
@@ -273,6 +285,8 @@ def apply_update(
         server.max_concurrent = request.max_concurrent
     if "notify_url" in sent:
         server.notify_url = request.notify_url
+    if "notify_format" in sent:
+        server.notify_format = request.notify_format
     duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
     if duplicate is not None:
         raise Conflict(
@@ -300,6 +314,8 @@ def deactivate_registration(db: Database, server_id: str, by: Revoker = Revoker.
         server.lease_connected_at = server.lease_expires_at = None
         if server.management_token_hash is not None:
             server.management_token_hash = revoked_hash(server.management_token_hash, by)
+        if by is Revoker.ADMIN:
+            tell_host(session, server, "deregistered", "deregistered by the admin")
 
 
 def request_check(db: Database, server_id: str) -> None:

@@ -88,6 +88,13 @@ NotifyURL = Annotated[
     ),
 ]
 
+NotifyFormat = Literal["json", "slack", "discord", "ntfy"]
+NOTIFY_FORMAT_FIELD = Field(
+    None,
+    description="The shape of notify_url's POSTs: json (default), slack, discord (their "
+    "webhooks' payloads) or ntfy (text with Title, Tags and Priority headers).",
+)
+
 EndpointURL = Annotated[
     str,
     Field(
@@ -139,6 +146,7 @@ class RegisterRequest(_Strict):
     weight: int = Field(1, ge=1, le=1000, description="Share under the weighted strategy.")
     max_concurrent: PositiveInt | None = Field(None, description="Cap on in-flight requests.")
     notify_url: NotifyURL | None = None
+    notify_format: NotifyFormat | None = NOTIFY_FORMAT_FIELD
     claim: bool = Field(
         False,
         description="Own `model_name`: only this server and the co-hosts it allows serve "
@@ -178,6 +186,7 @@ class UpdateRequest(_Strict):
     weight: int | None = Field(None, ge=1, le=1000)
     max_concurrent: PositiveInt | None = None
     notify_url: NotifyURL | None = None
+    notify_format: NotifyFormat | None = NOTIFY_FORMAT_FIELD
 
     _notify_url = field_validator("notify_url")(_check_notify_url)
 
@@ -273,6 +282,7 @@ class ServerOut(BaseModel):
     source: Literal["api", "config"]
     draining: bool = Field(description="No new requests go to it; those in flight finish.")
     notify_url: str | None = None
+    notify_format: NotifyFormat = "json"
     lease_connected_at: datetime | None = Field(
         None, description="Held by a host's open lease since (null: no lease open)."
     )

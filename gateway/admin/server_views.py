@@ -83,6 +83,7 @@ def server_out(
         source=RegistrationSource(server.source).value,
         draining=server.draining,
         notify_url=server.notify_url,
+        notify_format=server.notify_format or "json",
         lease_connected_at=server.lease_connected_at,
         lease_heartbeat_at=server.lease_heartbeat_at,
         lease_expires_at=server.lease_expires_at,

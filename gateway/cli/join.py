@@ -267,6 +267,7 @@ def run(agent: Agent) -> None:
 @click.option("--student-id", help="Who you are (the owner shown on the pages).")
 @click.option("--description", help="A few words about the server (shown on the pages).")
 @click.option("--notify-url", help="Where the gateway POSTs your server's health changes.")
+@click.option("--notify-format", help="json (default), slack, discord or ntfy.")
 @click.option("--weight", type=click.IntRange(1, 1000), help="Share under `weighted`.")
 @click.option("--claim", is_flag=True, help="Own --model: no one else may serve that name.")
 @click.option(
@@ -297,6 +298,7 @@ def join(
     student_id: str | None,
     description: str | None,
     notify_url: str | None,
+    notify_format: str | None,
     weight: int | None,
     claim: bool,
     name: str,
@@ -319,6 +321,8 @@ def join(
     body = join_body(endpoint, model, backend_key, tags, student_id, description, notify_url)
     if weight is not None:
         body["weight"] = weight
+    if notify_format:
+        body["notify_format"] = notify_format
     if claim:
         body["claim"] = True
     tokens = token_file(gateway_url, model, name)

@@ -67,13 +67,15 @@ def test_join_with_every_option_then_from_a_new_endpoint(
         agent, out = start_join(
             config, *common, "--endpoint", backend.url, "--key", CLASS_KEY,
             "--student-id", "alice", "--description", "my laptop", "--tag", "gpu",
-            "--notify-url", f"{hook.url}/hook", "--weight", "3", "--claim",
+            "--notify-url", f"{hook.url}/hook", "--notify-format", "slack",
+            "--weight", "3", "--claim",
         )  # fmt: skip
         try:
             server = wait_for(lambda: leased(gateway), timeout=20, what="joined")
             assert server["metadata"] == {"student_id": "alice", "description": "my laptop"}
             assert server["tags"] == ["gpu"] and server["weight"] == 3
             assert server["notify_url"] == f"{hook.url}/hook"
+            assert server["notify_format"] == "slack"
             assert server["owned_models"] == ["laptop-model"]
             page = f"{gateway.url}/servers/{server['registration_id']}"
             wait_for(lambda: "status: healthy" in out.read_text(), what="a status line")
