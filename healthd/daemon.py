@@ -19,10 +19,12 @@ import os
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
+from healthd.canary import RECENT_SECONDS, CanaryResult, canary, loaded_models, to_check
 from healthd.metrics import record_probe
 from healthd.notify import Notification, deliver
 from healthd.policy import next_delay
@@ -76,6 +78,7 @@ class Daemon:
         self.last_beat = -float("inf")
         self.stopped_by: DatabaseFileGone | None = None  # raised by run() once it cleaned up
         self.deliveries: set[asyncio.Task[bool]] = set()  # notifications being sent
+        self.rounds: dict[str, int] = {}  # checks per server: every N-th sends canaries
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then write what was gathered and return."""
@@ -223,8 +226,9 @@ class Daemon:
             async with self.slots:
                 started = self.clock()
                 result = await self.probe(target)
+                canaries = await self.canaries(target, result) if result.healthy else ()
             record_probe(result.healthy, result.response_time_ms / 1000)
-            self.pending.append(store.CheckResult(server_id, utcnow(), result))
+            self.pending.append(store.CheckResult(server_id, utcnow(), result, canaries))
             failures = 0 if result.healthy else self.failures.get(server_id, 0) + 1
             self.failures[server_id] = failures
             # From the probe's start: a hanging backend's timeout does not stretch its gap.
@@ -236,6 +240,33 @@ class Daemon:
             )
         finally:
             self.in_flight.pop(server_id, None)
+
+    async def canaries(self, target: store.Target, result: ProbeResult) -> tuple[CanaryResult, ...]:
+        """Every CANARY_EVERY_CHECKS-th check of a server that answered its model list
+        (its first included): a 1-token generation per model it serves (healthd/canary.py)."""
+        every = self.settings.canary_every_checks
+        turn = self.rounds.get(target.id, 0)
+        self.rounds[target.id] = turn + 1
+        if every <= 0 or turn % every:
+            return ()
+        served = [(name, backend) for name, backend in target.served if backend in result.models]
+        if not served:
+            return ()
+        timeout = self.settings.health_check_timeout_seconds
+        loaded = await loaded_models(self.transport, target.endpoint_url, target.api_key, timeout)
+        recent: set[str] = set()
+        if loaded is not None:
+            since = utcnow() - timedelta(seconds=RECENT_SECONDS)
+            recent = (await asyncio.to_thread(store.recent_models, self.database, since)).get(
+                target.id, set()
+            )
+        chosen = to_check(served, loaded, recent, turn // every)
+        return tuple(
+            [
+                await canary(self.transport, target.endpoint_url, target.api_key, n, b, timeout)
+                for n, b in chosen
+            ]
+        )
 
     async def flush(self) -> None:
         if not self.pending:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from healthd.canary import CanaryResult
 from healthd.notify import Notification
 from healthd.policy import judge
 from shared.db import Database
@@ -23,6 +24,7 @@ from shared.models import (
     ModelServer,
     NotifyOutbox,
     RegistryGeneration,
+    UsageMinute,
 )
 from shared.probe import ProbeResult
 
@@ -43,6 +45,8 @@ class Target:
     consecutive_failures: int
     # The model the backend must list (a registration that names one), or None.
     expected_model: str | None = None
+    # (name clients use, name the backend uses) of each model it serves: the canaries'.
+    served: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CheckResult:
     server_id: str
     checked_at: datetime
     probe: ProbeResult
+    canaries: tuple[CanaryResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,17 +83,35 @@ def beat(database: Database, now: datetime, pid: int) -> None:
 
 def load_targets(database: Database) -> dict[str, Target]:
     with database.reading() as session:
+        rows = session.scalars(select(ModelServer).where(ModelServer.is_active.is_(True))).all()
+        return {
+            row.id: Target(
+                row.id,
+                row.endpoint_url,
+                row.api_key,
+                row.health_status,
+                row.consecutive_failures,
+                row.backend_model or row.model_name,
+                tuple(row.served_models()),
+            )
+            for row in rows
+        }
+
+
+def recent_models(database: Database, since: datetime) -> dict[str, set[str]]:
+    """server id → the models the gateway served through it since `since` (a canary may
+    check those on a server that loads models on demand: they are warm)."""
+    minute = int(since.timestamp()) // 60
+    with database.reading() as session:
         rows = session.execute(
-            select(
-                ModelServer.id,
-                ModelServer.endpoint_url,
-                ModelServer.api_key,
-                ModelServer.health_status,
-                ModelServer.consecutive_failures,
-                func.coalesce(ModelServer.backend_model, ModelServer.model_name),
-            ).where(ModelServer.is_active.is_(True))
+            select(UsageMinute.server_id, UsageMinute.model)
+            .where(UsageMinute.minute >= minute)
+            .distinct()
         ).all()
-    return {row[0]: Target(*row) for row in rows}
+    found: dict[str, set[str]] = {}
+    for server_id, model in rows:
+        found.setdefault(server_id, set()).add(model)
+    return found
 
 
 def _update_metrics(session: Session, server: ModelServer, now: datetime) -> None:
@@ -227,6 +250,7 @@ def record_results(
                     error_message=probe.error,
                 )
             )
+            canaried = _apply_canaries(server, result.canaries)
             verdict = judge(
                 status=server.health_status,
                 consecutive_failures=server.consecutive_failures,
@@ -236,7 +260,8 @@ def record_results(
             )
             old_status = server.health_status
             changed = (
-                verdict.status_changed
+                canaried
+                or verdict.status_changed
                 or verdict.deregister
                 or verdict.consecutive_failures != server.consecutive_failures
                 or (server.last_error or None) != probe.error
@@ -286,6 +311,23 @@ def record_results(
                     )
                 )
     return transitions
+
+
+def _apply_canaries(server: ModelServer, canaries: tuple[CanaryResult, ...]) -> bool:
+    """A round of canaries onto the row: counted, and each judged model's fault set or
+    cleared. Whether the row changed."""
+    if not canaries:
+        return False
+    server.canaries_sent = (server.canaries_sent or 0) + len(canaries)
+    faults = dict(server.model_faults or {})
+    for canary in canaries:
+        if canary.ok is True:
+            faults.pop(canary.model, None)
+        elif canary.ok is False:
+            faults[canary.model] = canary.reason or "the canary generation failed"
+    if faults != (server.model_faults or {}):
+        server.model_faults = faults
+    return True
 
 
 def prune_history(database: Database, keep: int = HISTORY_KEPT) -> int:

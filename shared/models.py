@@ -122,6 +122,11 @@ class ModelServer(Base):
     model_details: Mapped[dict[str, dict[str, Any]]] = mapped_column(
         JSON, nullable=False, default=dict
     )
+    # model → why it is unhealthy for that model alone (its canary generation failed;
+    # healthd/canary.py): it lists the model but cannot generate with it.
+    model_faults: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    # Canary generations healthd sent it: health traffic, not usage.
+    canaries_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     source: Mapped[str] = mapped_column(
         String(16), nullable=False, default=RegistrationSource.API.value
     )
@@ -189,6 +194,7 @@ ROUTING_COLUMNS = (
     "status_changed_at",
     "reported_models",
     "model_details",
+    "model_faults",
     "draining",
     "is_active",
     "registered_at",

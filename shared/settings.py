@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         10, gt=0, le=120, description="a number of seconds above 0, at most 120"
     )
     max_consecutive_failures: int = Field(3, ge=1, le=1000, description="an integer from 1")
+    canary_every_checks: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="send a 1-token canary generation every N-th check (0: never)",
+    )
     verify_backend_tls: bool = Field(True, description="true or false")
     auto_deregister: bool = Field(False, description="true or false")
 

@@ -279,6 +279,12 @@ class ServerOut(BaseModel):
     owned_models: list[str] = Field(
         default_factory=list, description="The model names this registration owns."
     )
+    model_faults: dict[str, str] = Field(
+        default_factory=dict,
+        description="Models it lists but failed to generate with (healthd's canary), and "
+        "why: unhealthy for those alone.",
+    )
+    canaries_sent: int = Field(0, description="Canary generations healthd sent: health traffic.")
     source: Literal["api", "config"]
     draining: bool = Field(description="No new requests go to it; those in flight finish.")
     notify_url: str | None = None

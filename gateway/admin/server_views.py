@@ -80,6 +80,8 @@ def server_out(
         served_models=[model for model in offered if model not in held_back],
         withheld_models=[WithheldModel(model=m, reason=r) for m, r in held_back.items()],
         owned_models=sorted(m for m, claim in claims.items() if claim.owner_id == server.id),
+        model_faults=dict(server.model_faults or {}),
+        canaries_sent=server.canaries_sent or 0,
         source=RegistrationSource(server.source).value,
         draining=server.draining,
         notify_url=server.notify_url,

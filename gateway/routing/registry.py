@@ -87,7 +87,10 @@ def merge_details(
 
 
 def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
-    healthy = server.health_status == HealthStatus.HEALTHY.value
+    # A model whose canary failed is unhealthy on this server alone (healthd/canary.py).
+    healthy = server.health_status == HealthStatus.HEALTHY.value and model not in (
+        server.model_faults or {}
+    )
     return Backend(
         registration_id=server.id,
         model_name=model,

@@ -10,6 +10,9 @@ Create Date: 2026-12-04
 - `model_servers.notify_format`: json (null), slack, discord or ntfy.
 - `notify_outbox`: notifications the gateway asks healthd to send (the admin
   drained or deregistered a server).
+- `model_servers.model_faults` (model → why its canary generation failed: the
+  server is unhealthy for that model alone; routing reads it, so the update
+  trigger is made again from ROUTING_COLUMNS) and `canaries_sent`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,25 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from shared.models import ROUTING_COLUMNS
+
 revision: str = "0013"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BUMP = "UPDATE registry_generation SET value = value + 1 WHERE id = 1;"
+COLUMNS_0010 = tuple(column for column in ROUTING_COLUMNS if column != "model_faults")
+
+
+def _update_trigger(columns: Sequence[str]) -> None:
+    op.execute("DROP TRIGGER IF EXISTS model_servers_update_bumps_generation")
+    op.execute(
+        "CREATE TRIGGER model_servers_update_bumps_generation "
+        f"AFTER UPDATE OF {', '.join(columns)} ON model_servers BEGIN {BUMP} END"
+    )
+
+
 CLAIM_TRIGGERS = {
     "model_claims_insert_bumps_generation": "AFTER INSERT",
     "model_claims_update_bumps_generation": "AFTER UPDATE",
@@ -42,6 +58,13 @@ def upgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(), nullable=False),
     )
     op.add_column("model_servers", sa.Column("notify_format", sa.String(16)))
+    op.add_column(
+        "model_servers", sa.Column("model_faults", sa.JSON(), nullable=False, server_default="{}")
+    )
+    op.add_column(
+        "model_servers",
+        sa.Column("canaries_sent", sa.Integer(), nullable=False, server_default="0"),
+    )
     op.create_table(
         "notify_outbox",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -58,12 +81,15 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for name, when in CLAIM_TRIGGERS.items():
             op.execute(f"CREATE TRIGGER {name} {when} ON model_claims BEGIN {BUMP} END")
+        _update_trigger(ROUTING_COLUMNS)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
+        _update_trigger(COLUMNS_0010)
         for name in CLAIM_TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
     op.drop_table("notify_outbox")
-    op.execute("ALTER TABLE model_servers DROP COLUMN notify_format")
+    for column in ("notify_format", "model_faults", "canaries_sent"):
+        op.execute(f"ALTER TABLE model_servers DROP COLUMN {column}")
     op.drop_table("model_claims")
