@@ -168,6 +168,9 @@ def create_app(
                     ),
                     token_hash_of=functools.partial(registrations.token_hash_of, database),
                     token_known=functools.partial(token_known, database),
+                    token_registration=functools.partial(
+                        registrations.registration_of_token, database
+                    ),
                 ),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],

@@ -62,6 +62,16 @@ class Role(enum.StrEnum):
 
 
 ROLE_SCOPE_KEY = "gateway.admin_role"
+# GET routes a management token may read, narrowed by the handler to its own
+# registration (whose id the middleware puts in the scope): a host's usage and row.
+_OWN_READS = ("/admin/servers", "/admin/stats")
+OWN_REGISTRATION_SCOPE_KEY = "gateway.own_registration"
+
+
+def own_registration(request: Request) -> str | None:
+    """The registration a token-admitted read is narrowed to (None: the admin's read)."""
+    found = request.scope.get(OWN_REGISTRATION_SCOPE_KEY)
+    return found if isinstance(found, str) else None
 
 
 def role_of(request: Request) -> Role:
@@ -100,10 +110,12 @@ def _same(sent: str, expected: str) -> bool:
 class AdminKeyMiddleware:
     """Admit a request to /admin by its admin key, registration key or management token.
 
-    `token_hash_of(registration_id)` reads a registration's stored token hash, and
-    `token_known(token)` whether a lease's token is (or was) any registration's:
-    blocking database reads, run in a thread, so a made-up token never reaches a
-    handler's write transaction."""
+        `token_hash_of(registration_id)` reads a registration's stored token hash, and
+        `token_known(token)` whether a lease's token is (or was) any registration's, and
+    `token_registration(token)` the active registration a token manages (for the
+    reads narrowed to it: its row in the list, its statistics):
+        blocking database reads, run in a thread, so a made-up token never reaches a
+        handler's write transaction."""
 
     def __init__(
         self,
@@ -111,11 +123,13 @@ class AdminKeyMiddleware:
         credentials: AdminCredentials,
         token_hash_of: Callable[[str], str | None] = lambda _: None,
         token_known: Callable[[str], bool] = lambda _: False,
+        token_registration: Callable[[str], str | None] = lambda _: None,
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.token_hash_of = token_hash_of
         self.token_known = token_known
+        self.token_registration = token_registration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,6 +156,12 @@ class AdminKeyMiddleware:
                 if await run_in_threadpool(self.token_known, token):
                     return Role.HOST
                 return 403, "this management token manages no registration"
+            if method == "GET" and path.endswith(_OWN_READS):
+                own = await run_in_threadpool(self.token_registration, token)
+                if own is None:
+                    return 403, "this management token manages no active registration"
+                scope[OWN_REGISTRATION_SCOPE_KEY] = own
+                return Role.HOST
             registration_id = managed_registration(method, path)
             if registration_id is None:
                 return 403, "a management token may only manage its own registration"

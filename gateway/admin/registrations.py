@@ -19,7 +19,7 @@ from gateway.admin.schemas import (
     UpdateRequest,
 )
 from gateway.admin.server_views import server_out
-from gateway.admin.tokens import Revoker, revoked_hash
+from gateway.admin.tokens import Revoker, revoked_hash, token_hash
 from gateway.ownership import names
 from gateway.routing.claims import read_claims
 from shared.db import Database
@@ -99,6 +99,17 @@ def tell_host(session: Session, server: ModelServer, event: str, reason: str) ->
     if it gave a notify_url."""
     if server.notify_url:
         session.add(NotifyOutbox(server_id=server.id, event=event, reason=reason, at=utcnow()))
+
+
+def registration_of_token(db: Database, token: str) -> str | None:
+    """The active registration a management token manages (None: none)."""
+    with db.reading() as session:
+        return session.scalar(
+            select(ModelServer.id).where(
+                ModelServer.management_token_hash == token_hash(token),
+                ModelServer.is_active.is_(True),
+            )
+        )
 
 
 def set_draining(db: Database, server_id: str, draining: bool, by_admin: bool = False) -> ServerOut:

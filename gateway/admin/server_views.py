@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admin.auth import own_registration
 from gateway.admin.schemas import (
     Capabilities,
     HealthCheckOut,
@@ -194,7 +195,9 @@ _STATUS_FILTERS = {"healthy", "unhealthy", "unknown"}
 
 
 async def list_servers(request: Request) -> Response:
+    """Every registration for the admin; a management token's own one, for its holder."""
     context = context_of(request)
+    own = own_registration(request)
     params = request.query_params
     status = params.get("status") or None
     if status is not None and status not in _STATUS_FILTERS:
@@ -211,6 +214,8 @@ async def list_servers(request: Request) -> Response:
             student_id=params.get("student_id") or None,
         )
     )
+    if own is not None:
+        servers = [server for server in servers if server.registration_id == own]
     return json_response(servers)
 
 

@@ -51,7 +51,7 @@ async function load() {
   try {
     server = await call(`/admin/servers/${encodeURIComponent(id())}`);
     render();
-    if (!own()) await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`);
+    await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`, own());
   }
   catch (error) { $("#server").innerHTML = `<p class="result bad">${escapeHtml(error.message)}</p>`; }
 }

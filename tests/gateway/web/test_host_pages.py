@@ -56,6 +56,9 @@ def test_the_models_page_shows_owners_and_a_server_page_says_what_it_may_not_ser
         page.fill("#token-input", bob_token)
         page.click("#token-form button[type=submit]")
         expect(page.locator("#server .withheld")).to_contain_text("claimed by alice")
+        expect(page.locator("#server")).to_contain_text("canary generation(s) of 1 token")
+        # Its own traffic charts, read with its token alone (#21 item 2).
+        expect(page.locator("#server-charts figure").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "server-withheld.png"))
         browser.close()
     assert errors == []
