@@ -39,6 +39,8 @@ from gateway.catalog.models import models_routes
 from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.hosts.names_api import names_routes
+from gateway.hosts.token_api import token_routes
 from gateway.liveness import (
     HEALTHD_STALE_INTERVALS,
     health_route,
@@ -64,7 +66,7 @@ from gateway.routing.registry import (
     load_snapshot,
     watch_registry,
 )
-from gateway.routing.scraper import Scraper
+from gateway.routing.reported.scraper import Scraper
 from gateway.web.pages import web_routes
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
@@ -220,6 +222,8 @@ def create_app(
                     *system_routes(),
                     *stats_routes(),
                     *people_routes(),
+                    *names_routes(),
+                    *token_routes(),
                 ],
                 redirect_slashes=False,
             ),
@@ -232,6 +236,9 @@ def create_app(
                     ),
                     token_hash_of=functools.partial(registrations.token_hash_of, database),
                     token_known=functools.partial(token_known, database),
+                    token_registration=functools.partial(
+                        registrations.registration_of_token, database
+                    ),
                 ),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
             ],

@@ -25,8 +25,9 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from healthd import store
+from healthd.canary import RECENT_SECONDS, CanaryResult, canary, loaded_models, to_check
 from healthd.metrics import record_probe
-from healthd.notify import deliver
+from healthd.notify import Notification, deliver
 from healthd.policy import next_delay
 from shared.db import Database, DatabaseFileGone
 from shared.logging import Redactor, get_logger
@@ -96,6 +97,7 @@ class Daemon:
         self.deliveries: set[asyncio.Task[bool]] = set()  # notifications being sent
         self.instance = instance or instance_name()
         self.resume = resume
+        self.rounds: dict[str, int] = {}  # checks per server: every N-th sends canaries
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then write what was gathered and return."""
@@ -167,7 +169,10 @@ class Daemon:
     async def tick(self) -> None:
         self.database.check_file()
         for expired in await asyncio.to_thread(store.expire_leases, self.database, utcnow()):
-            log.info("lease expired: server deactivated", registration_id=expired)
+            log.info("lease expired: server deactivated", registration_id=expired.registration_id)
+            self.send(expired.notify)
+        for asked in await asyncio.to_thread(store.take_outbox, self.database):
+            self.send(asked)
         await self.refresh_targets()
         now = self.clock()
         for server_id in await asyncio.to_thread(store.take_check_requests, self.database):
@@ -185,6 +190,14 @@ class Daemon:
                 store.beat, self.database, utcnow(), os.getpid(), self.instance, ACTIVE
             )
             self.last_beat = now
+
+    def send(self, notification: Notification | None) -> None:
+        """Deliver a notification in the background (retried; given up at stop)."""
+        if notification is None:
+            return
+        task = asyncio.create_task(deliver(self.notifications, notification))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
 
     async def refresh_targets(self) -> None:
         generation = await asyncio.to_thread(store.read_generation, self.database)
@@ -244,8 +257,9 @@ class Daemon:
             async with self.slots:
                 started = self.clock()
                 result = await self.probe(target)
+                canaries = await self.canaries(target, result) if result.healthy else ()
             record_probe(result.healthy, result.response_time_ms / 1000)
-            self.pending.append(store.CheckResult(server_id, utcnow(), result))
+            self.pending.append(store.CheckResult(server_id, utcnow(), result, canaries))
             failures = 0 if result.healthy else self.failures.get(server_id, 0) + 1
             self.failures[server_id] = failures
             # From the probe's start: a hanging backend's timeout does not stretch its gap.
@@ -257,6 +271,33 @@ class Daemon:
             )
         finally:
             self.in_flight.pop(server_id, None)
+
+    async def canaries(self, target: store.Target, result: ProbeResult) -> tuple[CanaryResult, ...]:
+        """Every CANARY_EVERY_CHECKS-th check of a server that answered its model list
+        (its first included): a 1-token generation per model it serves (healthd/canary.py)."""
+        every = self.settings.canary_every_checks
+        turn = self.rounds.get(target.id, 0)
+        self.rounds[target.id] = turn + 1
+        if every <= 0 or turn % every:
+            return ()
+        served = [(name, backend) for name, backend in target.served if backend in result.models]
+        if not served:
+            return ()
+        timeout = self.settings.health_check_timeout_seconds
+        loaded = await loaded_models(self.transport, target.endpoint_url, target.api_key, timeout)
+        recent: set[str] = set()
+        if loaded is not None:
+            since = utcnow() - timedelta(seconds=RECENT_SECONDS)
+            recent = (await asyncio.to_thread(store.recent_models, self.database, since)).get(
+                target.id, set()
+            )
+        chosen = to_check(served, loaded, recent, turn // every)
+        return tuple(
+            [
+                await canary(self.transport, target.endpoint_url, target.api_key, n, b, timeout)
+                for n, b in chosen
+            ]
+        )
 
     async def flush(self) -> None:
         if not self.pending:
@@ -274,10 +315,7 @@ class Daemon:
             self.pending = batch + self.pending  # nothing is lost; retried next tick
             raise
         for change in transitions:
-            if change.notify is not None:
-                task = asyncio.create_task(deliver(self.notifications, change.notify))
-                self.deliveries.add(task)
-                task.add_done_callback(self.deliveries.discard)
+            self.send(change.notify)
             known = self.targets.get(change.server_id)
             if known is not None:
                 # Our own write: not a reason to look again at once (see refresh_targets).

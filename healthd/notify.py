@@ -1,6 +1,7 @@
 """Notifications: healthd tells a registration's `notify_url` of every health transition.
 
-The body is JSON, `{registration_id, models, old, new, reason, at}`; the header
+The body is the registration's `notify_format` (healthd/formats.py): JSON
+`{event, text, registration_id, models, old, new, reason, at}` by default; the header
 `X-Gateway-Signature: sha256=<hex>` is an HMAC-SHA256 of the body keyed by the
 SHA-256 (hex) of the registration's management token: the gateway keeps only
 that hash, and the token's holder computes the same key from the token they
@@ -14,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from healthd.formats import Rendered, render
 from shared.logging import get_logger
 from shared.upstream import Transport, UpstreamError, UpstreamRequest
 
@@ -40,18 +41,15 @@ class Notification:
     reason: str | None
     at: datetime
     key: str | None  # the management token's SHA-256 (hex): the signing key
+    event: str = "health"  # health, lease_expired, drained, deregistered
+    format: str = "json"  # json, slack, discord, ntfy (healthd/formats.py)
+    label: str | None = None  # the host's description of its server
+
+    def rendered(self) -> Rendered:
+        return render(self)
 
     def body(self) -> bytes:
-        return json.dumps(
-            {
-                "registration_id": self.registration_id,
-                "models": list(self.models),
-                "old": self.old,
-                "new": self.new,
-                "reason": self.reason,
-                "at": self.at.isoformat().replace("+00:00", "Z"),
-            }
-        ).encode()
+        return self.rendered().body
 
 
 def signature(key: str, body: bytes) -> str:
@@ -65,8 +63,13 @@ def retry_delays(attempts: int = ATTEMPTS, first: float = FIRST_DELAY) -> list[f
 
 async def deliver(transport: Transport, notification: Notification) -> bool:
     """POST it until the receiver takes it (2xx) or says no (4xx), or attempts run out."""
-    body = notification.body()
-    headers = {"Content-Type": "application/json", "User-Agent": "multiverse-gateway"}
+    rendered = notification.rendered()
+    body = rendered.body
+    headers = {
+        "Content-Type": rendered.content_type,
+        "User-Agent": "multiverse-gateway",
+        **rendered.headers,
+    }
     if notification.key:
         headers[SIGNATURE_HEADER] = signature(notification.key, body)
     loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
+from healthd.canary import CanaryResult
 from healthd.notify import Notification
 from healthd.policy import judge
 from shared.db import Database, upsert
@@ -21,7 +22,9 @@ from shared.models import (
     HealthCheck,
     HealthdHeartbeat,
     ModelServer,
+    NotifyOutbox,
     RegistryGeneration,
+    UsageMinute,
     UTCDateTime,
 )
 from shared.probe import ProbeResult
@@ -43,6 +46,8 @@ class Target:
     consecutive_failures: int
     # The model the backend must list (a registration that names one), or None.
     expected_model: str | None = None
+    # (name clients use, name the backend uses) of each model it serves: the canaries'.
+    served: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class CheckResult:
     server_id: str
     checked_at: datetime
     probe: ProbeResult
+    canaries: tuple[CanaryResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,17 +110,35 @@ def last_checks(database: Database) -> dict[str, datetime]:
 
 def load_targets(database: Database) -> dict[str, Target]:
     with database.reading() as session:
+        rows = session.scalars(select(ModelServer).where(ModelServer.is_active.is_(True))).all()
+        return {
+            row.id: Target(
+                row.id,
+                row.endpoint_url,
+                row.api_key,
+                row.health_status,
+                row.consecutive_failures,
+                row.backend_model or row.model_name,
+                tuple(row.served_models()),
+            )
+            for row in rows
+        }
+
+
+def recent_models(database: Database, since: datetime) -> dict[str, set[str]]:
+    """server id → the models the gateway served through it since `since` (a canary may
+    check those on a server that loads models on demand: they are warm)."""
+    minute = int(since.timestamp()) // 60
+    with database.reading() as session:
         rows = session.execute(
-            select(
-                ModelServer.id,
-                ModelServer.endpoint_url,
-                ModelServer.api_key,
-                ModelServer.health_status,
-                ModelServer.consecutive_failures,
-                func.coalesce(ModelServer.backend_model, ModelServer.model_name),
-            ).where(ModelServer.is_active.is_(True))
+            select(UsageMinute.server_id, UsageMinute.model)
+            .where(UsageMinute.minute >= minute)
+            .distinct()
         ).all()
-    return {row[0]: Target(*row) for row in rows}
+    found: dict[str, set[str]] = {}
+    for server_id, model in rows:
+        found.setdefault(server_id, set()).add(model)
+    return found
 
 
 def _update_metrics(session: Session, server: ModelServer, now: datetime) -> None:
@@ -145,7 +169,55 @@ def _update_metrics(session: Session, server: ModelServer, now: datetime) -> Non
         server.uptime_percent = round(100 * (day_successes or 0) / day_total, 2)
 
 
-def expire_leases(database: Database, now: datetime) -> list[str]:
+def notification_for(
+    server: ModelServer, event: str, old: str, new: str, reason: str | None, at: datetime
+) -> Notification | None:
+    """What the server's host is told of an event (None: it gave no notify_url)."""
+    if server.notify_url is None:
+        return None
+    return Notification(
+        server.notify_url,
+        server.id,
+        tuple(model for model, _ in server.served_models()),
+        old,
+        new,
+        reason,
+        at,
+        server.management_token_hash,
+        event=event,
+        format=server.notify_format or "json",
+        label=server.description,
+    )
+
+
+@dataclass(frozen=True)
+class Expired:
+    registration_id: str
+    notify: Notification | None
+
+
+def take_outbox(database: Database) -> list[Notification]:
+    """The notifications the gateway asked for (the admin drained or deregistered a
+    server); taken once."""
+    with database.reading() as session:
+        if session.scalar(select(func.count()).select_from(NotifyOutbox)) == 0:
+            return []
+    with database.writing() as session:
+        rows = session.scalars(select(NotifyOutbox).order_by(NotifyOutbox.id)).all()
+        notifications = []
+        for row in rows:
+            server = session.get(ModelServer, row.server_id)
+            if server is not None:
+                status = server.health_status
+                new = "draining" if row.event == "drained" else "deregistered"
+                told = notification_for(server, row.event, status, new, row.reason, row.at)
+                if told is not None:
+                    notifications.append(told)
+            session.delete(row)
+        return notifications
+
+
+def expire_leases(database: Database, now: datetime) -> list[Expired]:
     """Deactivate (soft) the registrations whose lease ran out: their host left and did
     not come back within the grace, or the gateway process holding the lease died."""
     expired = (
@@ -158,10 +230,16 @@ def expire_leases(database: Database, now: datetime) -> list[str]:
             return []
     with database.writing() as session:
         servers = session.scalars(select(ModelServer).where(*expired)).all()
+        gone = []
         for server in servers:
             server.is_active, server.deregistered_at = False, now
             server.lease_connected_at = None
-        return [server.id for server in servers]
+            reason = "the host's agent stopped renewing its lease; deactivated"
+            told = notification_for(
+                server, "lease_expired", server.health_status, "deregistered", reason, now
+            )
+            gone.append(Expired(server.id, told))
+        return gone
 
 
 def take_check_requests(database: Database) -> set[str]:
@@ -200,6 +278,7 @@ def record_results(
                     error_message=probe.error,
                 )
             )
+            canaried = _apply_canaries(server, result.canaries)
             verdict = judge(
                 status=server.health_status,
                 consecutive_failures=server.consecutive_failures,
@@ -209,7 +288,8 @@ def record_results(
             )
             old_status = server.health_status
             changed = (
-                verdict.status_changed
+                canaried
+                or verdict.status_changed
                 or verdict.deregister
                 or verdict.consecutive_failures != server.consecutive_failures
                 or (server.last_error or None) != probe.error
@@ -248,21 +328,34 @@ def record_results(
                         verdict.status,
                         probe.error,
                         verdict.deregister,
-                        None
-                        if server.notify_url is None
-                        else Notification(
-                            server.notify_url,
-                            server.id,
-                            tuple(model for model, _ in server.served_models()),
+                        notification_for(
+                            server,
+                            "health",
                             old_status,
                             verdict.status,
                             probe.error,
                             result.checked_at,
-                            server.management_token_hash,
                         ),
                     )
                 )
     return transitions
+
+
+def _apply_canaries(server: ModelServer, canaries: tuple[CanaryResult, ...]) -> bool:
+    """A round of canaries onto the row: counted, and each judged model's fault set or
+    cleared. Whether the row changed."""
+    if not canaries:
+        return False
+    server.canaries_sent = (server.canaries_sent or 0) + len(canaries)
+    faults = dict(server.model_faults or {})
+    for canary in canaries:
+        if canary.ok is True:
+            faults.pop(canary.model, None)
+        elif canary.ok is False:
+            faults[canary.model] = canary.reason or "the canary generation failed"
+    if faults != (server.model_faults or {}):
+        server.model_faults = faults
+    return True
 
 
 def prune_history(database: Database, keep: int = HISTORY_KEPT) -> int:

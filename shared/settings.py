@@ -135,6 +135,19 @@ class Settings(BaseSettings):
         description="comma-separated keys that may register new servers (and nothing else)",
     )
     allow_private_backends: bool = Field(False, description="true or false")
+    open_model_names: bool = Field(
+        True,
+        description="true or false: false makes a name's first registrant its owner",
+    )
+    host_max_weight: int = Field(
+        10, ge=1, le=1000, description="the largest weight a host may give its server (1-1000)"
+    )
+    admin_priority_tiers: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="priority tiers 0 to N-1 only the admin may assign (0: none reserved)",
+    )
     metrics_api_key: SecretStr = Field(
         SecretStr(""), description="a key /metrics requires as a Bearer token (empty: open)"
     )
@@ -158,6 +171,12 @@ class Settings(BaseSettings):
         10, gt=0, le=120, description="a number of seconds above 0, at most 120"
     )
     max_consecutive_failures: int = Field(3, ge=1, le=1000, description="an integer from 1")
+    canary_every_checks: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="send a 1-token canary generation every N-th check (0: never)",
+    )
     verify_backend_tls: bool = Field(True, description="true or false")
     auto_deregister: bool = Field(False, description="true or false")
 

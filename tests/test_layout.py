@@ -52,9 +52,10 @@ GATEWAY_LEVELS: tuple[frozenset[str], ...] = (
     frozenset({"routing"}),
     frozenset({"accounting", "admission"}),
     frozenset({"proxy"}),
-    frozenset({"catalog", "liveness", "prometheus", "cli"}),
+    frozenset({"catalog", "liveness", "prometheus", "cli", "ownership"}),
     frozenset({"admin", "web"}),
-    frozenset({"people"}),  # keys and groups: beside admin, on its schemas
+    # keys and groups (people), model names and tokens (hosts): on admin's schemas
+    frozenset({"people", "hosts"}),
     frozenset({"app", "main"}),
 )
 

@@ -7,12 +7,15 @@ probe of a new or changed target runs before anything is written.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admin import registrations
-from gateway.admin.auth import deregistered_by
+from gateway.admin.auth import Role, deregistered_by, role_of
+from gateway.admin.registrations import Naming
 from gateway.admin.schemas import (
     CheckRequested,
     DeregisterResponse,
@@ -27,6 +30,7 @@ from gateway.admin.tokens import new_token, token_hash
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation
+from gateway.ownership.limits import HostLimits
 from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.logging import get_logger
 from shared.models import RegistrationSource
@@ -104,12 +108,42 @@ def require_listed(probe: ProbeResult, model_name: str | None, backend_model: st
         raise InvalidRequest(f"{checked.error}{hint}", param=param)
 
 
+def naming_for(context: GatewayContext, role: Role) -> Naming:
+    return Naming(admin=role is Role.ADMIN, first_owns=not context.settings.open_model_names)
+
+
+Body = TypeVar("Body", RegisterRequest, UpdateRequest)
+
+
+def within_limits(context: GatewayContext, role: Role, payload: Body) -> Body:
+    """A host's body, refused (403) beyond the admin's limits on weight and priority; a
+    new registration that sent no priority gets the best tier a host may use."""
+    if role is Role.ADMIN:
+        return payload
+    settings = context.settings
+    limits = HostLimits(settings.host_max_weight, settings.admin_priority_tiers)
+    sent = payload.model_fields_set
+    limits.check(
+        weight=payload.weight if "weight" in sent else None,
+        priority=payload.priority if "priority" in sent else None,
+    )
+    if isinstance(payload, RegisterRequest) and "priority" not in sent:
+        priority = limits.default_priority(None)
+        if priority is not None:
+            return payload.model_copy(update={"priority": priority})
+    return payload
+
+
 async def register_new(
-    context: GatewayContext, payload: RegisterRequest, lease_seconds: float | None = None
+    context: GatewayContext,
+    payload: RegisterRequest,
+    role: Role,
+    lease_seconds: float | None = None,
 ) -> tuple[ServerOut, str]:
     """Probe and store a new registration; returns it with its management token (shown
     once: by the 201 of POST /admin/register, or a lease's `registered` event, whose
     lease is taken in the same transaction)."""
+    payload = within_limits(context, role, payload)
     api_key = revealed_key(context, payload)
     await check_notify_url(context, payload.notify_url)
     probe = await probe_target(context, payload.endpoint_url, api_key)
@@ -124,6 +158,7 @@ async def register_new(
         RegistrationSource.API,
         token_hash(token),
         lease_seconds,
+        naming_for(context, role),
     )
     return server, token
 
@@ -131,7 +166,7 @@ async def register_new(
 async def register(request: Request) -> Response:
     context = context_of(request)
     payload = await parse_body(request, RegisterRequest)
-    server, token = await register_new(context, payload)
+    server, token = await register_new(context, payload, role_of(request))
     await context.registry_written()
     log.info(
         "server registered",
@@ -169,6 +204,8 @@ async def update(request: Request) -> Response:
     payload = await parse_body(request, UpdateRequest)
     if not payload.model_fields_set:
         raise InvalidRequest("the update is empty; send at least one field to change")
+    role = role_of(request)
+    within_limits(context, role, payload)
     await check_notify_url(context, payload.notify_url)
     current = await run_in_threadpool(registrations.current_target, context.database, server_id)
     new_url = payload.endpoint_url or current.endpoint_url
@@ -197,7 +234,12 @@ async def update(request: Request) -> Response:
         probe = await probe_target(context, new_url, new_key)
         require_listed(probe, new_model, new_backend_model)
     server = await run_in_threadpool(
-        registrations.update_registration, context.database, server_id, payload, probe
+        registrations.update_registration,
+        context.database,
+        server_id,
+        payload,
+        probe,
+        role is Role.ADMIN,
     )
     await context.registry_written()
     log.info(
@@ -249,6 +291,7 @@ def admin_routes() -> list[DocumentedRoute]:
                 responses={
                     201: "registered and healthy",
                     400: "invalid request or forbidden address",
+                    403: "a model name another owner claimed, or beyond a host's limits",
                     409: "this endpoint is already registered for this model",
                     413: "body over 1 MiB",
                     503: "the backend failed its probe",

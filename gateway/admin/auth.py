@@ -17,6 +17,7 @@ it), while registration keys and management tokens keep working.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import re
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin.tokens import Revoker, token_matches
@@ -45,6 +47,37 @@ _MANAGED_METHODS = {
 }
 # What a registration key may do.
 _REGISTERING = ("/admin/register", "/admin/probe", "/admin/leases")  # POST only
+# Routes about a model name whose handler finds which registration a token manages
+# (the owner of a claim, or the one claiming), as a lease finds the one it re-attaches.
+_BY_NAME = re.compile(r"/admin/models/.+/(?:claim|open|cohosts(?:/[^/]+)?)$")
+
+
+class Role(enum.StrEnum):
+    """Who a request to /admin was admitted as: the handlers' limits depend on it (the
+    admin may do anything; hosts may not take the admin's priority tiers, say)."""
+
+    ADMIN = "admin"
+    REGISTRAR = "registrar"  # a registration key
+    HOST = "host"  # a registration's management token
+
+
+ROLE_SCOPE_KEY = "gateway.admin_role"
+# GET routes a management token may read, narrowed by the handler to its own
+# registration (whose id the middleware puts in the scope): a host's usage and row.
+_OWN_READS = ("/admin/servers", "/admin/stats")
+OWN_REGISTRATION_SCOPE_KEY = "gateway.own_registration"
+
+
+def own_registration(request: Request) -> str | None:
+    """The registration a token-admitted read is narrowed to (None: the admin's read)."""
+    found = request.scope.get(OWN_REGISTRATION_SCOPE_KEY)
+    return found if isinstance(found, str) else None
+
+
+def role_of(request: Request) -> Role:
+    """The role the middleware admitted this request as (a host's, if it is not set)."""
+    role = request.scope.get(ROLE_SCOPE_KEY)
+    return role if isinstance(role, Role) else Role.HOST
 
 
 def managed_registration(method: str, path: str) -> str | None:
@@ -77,10 +110,12 @@ def _same(sent: str, expected: str) -> bool:
 class AdminKeyMiddleware:
     """Admit a request to /admin by its admin key, registration key or management token.
 
-    `token_hash_of(registration_id)` reads a registration's stored token hash, and
-    `token_known(token)` whether a lease's token is (or was) any registration's:
-    blocking database reads, run in a thread, so a made-up token never reaches a
-    handler's write transaction."""
+        `token_hash_of(registration_id)` reads a registration's stored token hash, and
+        `token_known(token)` whether a lease's token is (or was) any registration's, and
+    `token_registration(token)` the active registration a token manages (for the
+    reads narrowed to it: its row in the list, its statistics):
+        blocking database reads, run in a thread, so a made-up token never reaches a
+        handler's write transaction."""
 
     def __init__(
         self,
@@ -88,48 +123,59 @@ class AdminKeyMiddleware:
         credentials: AdminCredentials,
         token_hash_of: Callable[[str], str | None] = lambda _: None,
         token_known: Callable[[str], bool] = lambda _: False,
+        token_registration: Callable[[str], str | None] = lambda _: None,
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.token_hash_of = token_hash_of
         self.token_known = token_known
+        self.token_registration = token_registration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = await self._refusal(scope)
-        if refusal is not None:
-            status, message = refusal
+        admitted = await self._admit(scope)
+        if not isinstance(admitted, Role):
+            status, message = admitted
             await status_error_response(status, message)(scope, receive, send)
             return
+        scope[ROLE_SCOPE_KEY] = admitted
         await self.app(scope, receive, send)
 
-    async def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+    async def _admit(self, scope: Scope) -> tuple[int, str] | Role:
+        """The role a request is admitted as, or the status and words of its refusal."""
         headers = Headers(scope=scope)
         method, path = scope["method"], scope["path"]
         token = headers.get("x-management-token")
         if token:
-            if method == "POST" and path.endswith("/admin/leases"):
+            by_name = method in ("POST", "DELETE") and _BY_NAME.search(path) is not None
+            if (method == "POST" and path.endswith("/admin/leases")) or by_name:
                 # The lease re-attaches the registration the token manages (or answers
                 # why it may not: a revoked token is known too).
                 if await run_in_threadpool(self.token_known, token):
-                    return None
+                    return Role.HOST
                 return 403, "this management token manages no registration"
+            if method == "GET" and path.endswith(_OWN_READS):
+                own = await run_in_threadpool(self.token_registration, token)
+                if own is None:
+                    return 403, "this management token manages no active registration"
+                scope[OWN_REGISTRATION_SCOPE_KEY] = own
+                return Role.HOST
             registration_id = managed_registration(method, path)
             if registration_id is None:
                 return 403, "a management token may only manage its own registration"
             stored = await run_in_threadpool(self.token_hash_of, registration_id)
             if not token_matches(token, stored):
                 return 403, "this management token does not manage that registration"
-            return None
+            return Role.HOST
         sent = headers.get("x-api-key")
         admin_key = self.credentials.admin_key
         if sent and admin_key and _same(sent, admin_key):
-            return None
+            return Role.ADMIN
         if sent and any(_same(sent, key) for key in self.credentials.registration_keys):
             if method == "POST" and path.endswith(_REGISTERING):
-                return None
+                return Role.REGISTRAR
             return 403, "a registration key may only register new servers"
         if not admin_key:
             return 503, "the admin API is disabled: set ADMIN_API_KEY and restart the gateway"

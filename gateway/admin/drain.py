@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admin import registrations
+from gateway.admin.auth import Role, role_of
 from gateway.admin.schemas import ServerOut
 from gateway.context import context_of
 from gateway.json_bodies import json_response
@@ -34,7 +35,11 @@ async def _set_draining(request: Request, draining: bool) -> Response:
     context = context_of(request)
     server_id = request.path_params["registration_id"]
     server = await run_in_threadpool(
-        registrations.set_draining, context.database, server_id, draining
+        registrations.set_draining,
+        context.database,
+        server_id,
+        draining,
+        role_of(request) is Role.ADMIN,
     )
     await context.registry_written()
     log.info("server drained" if draining else "server resumed", registration_id=server_id)

@@ -46,13 +46,16 @@ from gateway.admin.api import (
     register_new,
     require_listed,
     revealed_key,
+    within_limits,
 )
+from gateway.admin.auth import Role, role_of
 from gateway.admin.registrations import Target
 from gateway.admin.schemas import RegisterRequest, UpdateRequest
 from gateway.admin.tokens import Revoker, stored_forms
 from gateway.context import GatewayContext, context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute, Operation
+from gateway.ownership import names
 from shared.db import Database
 from shared.errors import NotFound, PermissionDenied
 from shared.logging import get_logger
@@ -71,6 +74,8 @@ class LeaseState:
     registration_id: str
     health: str
     draining: bool
+    reason: str | None = None  # the last check's error: why it is unhealthy
+    since: datetime | None = None  # when the health last changed
 
 
 @dataclass(frozen=True)
@@ -140,11 +145,17 @@ def reattached_target(payload: RegisterRequest, current: Target, api_key: str | 
 
 def change_of(payload: RegisterRequest) -> UpdateRequest:
     """The lease body as an update: the fields it sent replace the registration's."""
-    return UpdateRequest.model_validate(payload.model_dump(include=payload.model_fields_set))
+    sent = payload.model_fields_set - {"claim"}  # a claim is no field of the registration
+    return UpdateRequest.model_validate(payload.model_dump(include=sent))
 
 
 def reattach(
-    database: Database, token: str, change: UpdateRequest, probe: ProbeResult, seconds: float
+    database: Database,
+    token: str,
+    change: UpdateRequest,
+    probe: ProbeResult,
+    seconds: float,
+    claim: bool = False,
 ) -> Lease:
     """The body applied, the probe recorded, active again, not draining, leased: one
     transaction, refused if a deregistration revoked the token meanwhile."""
@@ -156,7 +167,9 @@ def reattach(
         revoker = stored_forms(token)[server.management_token_hash or ""]
         if revoker is not None:
             raise revoked(revoker)
-        registrations.apply_update(session, server, change, probe)
+        registrations.apply_update(session, server, change, probe, admin=False)
+        if claim and server.model_name is not None:
+            names.claim(session, server.model_name, server, admin=False)
         server.is_active, server.deregistered_at, server.draining = True, None, False
         server.lease_connected_at = server.lease_heartbeat_at = now
         server.lease_expires_at = now + timedelta(seconds=seconds)
@@ -174,7 +187,13 @@ def lease_state(database: Database, lease: Lease) -> LeaseState | None:
         server = session.get(ModelServer, lease.registration_id)
         if server is None or not server.is_active or not _held(server, lease):
             return None
-        return LeaseState(server.id, server.health_status, server.draining)
+        return LeaseState(
+            server.id,
+            server.health_status,
+            server.draining,
+            server.last_error,
+            server.status_changed_at,
+        )
 
 
 def acknowledge(database: Database, registration_id: str, seconds: float) -> datetime | None:
@@ -246,7 +265,10 @@ async def _stream(
         context.settings.lease_heartbeat_seconds,
         context.settings.lease_grace_seconds,
     )
-    first: dict[str, object] = {"registration_id": lease.registration_id}
+    first: dict[str, object] = {
+        "registration_id": lease.registration_id,
+        "page": f"/servers/{lease.registration_id}",
+    }
     if shown_token is not None:
         first["management_token"] = shown_token
     async with released(context.database, lease, grace):
@@ -259,7 +281,8 @@ async def _stream(
             yield _event(
                 "heartbeat",
                 {"registration_id": state.registration_id, "health": state.health,
-                 "draining": state.draining},
+                 "draining": state.draining, "reason": state.reason,
+                 "since": state.since.isoformat() if state.since else None},
             )  # fmt: skip
             if await _ends_within(ending, heartbeat):
                 reason = "the gateway is shutting down; reconnect (the grace keeps the server)"
@@ -279,8 +302,10 @@ async def _reattach(
     await check_notify_url(context, payload.notify_url)  # the guard, as on every other path
     probe = await probe_target(context, target.endpoint_url, target.api_key)
     require_listed(probe, target.model_name, target.backend_model)
-    change = change_of(payload)
-    return await asyncio.to_thread(reattach, context.database, token, change, probe, seconds)
+    change = within_limits(context, Role.HOST, change_of(payload))
+    return await asyncio.to_thread(
+        reattach, context.database, token, change, probe, seconds, payload.claim
+    )
 
 
 async def open_lease(request: Request) -> Response:
@@ -293,7 +318,7 @@ async def open_lease(request: Request) -> Response:
     if token:
         lease = await _reattach(context, payload, token, seconds)
     else:
-        server, shown_token = await register_new(context, payload, seconds)
+        server, shown_token = await register_new(context, payload, role_of(request), seconds)
         assert server.lease_connected_at is not None  # leased in the same transaction
         lease = Lease(server.registration_id, server.lease_connected_at)
     await context.registry_written()

@@ -19,7 +19,9 @@ from gateway.admin.schemas import (
     UpdateRequest,
 )
 from gateway.admin.server_views import server_out
-from gateway.admin.tokens import Revoker, revoked_hash
+from gateway.admin.tokens import Revoker, revoked_hash, token_hash
+from gateway.ownership import names
+from gateway.routing.claims import read_claims
 from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.models import (
@@ -28,6 +30,7 @@ from shared.models import (
     HealthCheck,
     HealthStatus,
     ModelServer,
+    NotifyOutbox,
     RegistrationSource,
     utcnow,
 )
@@ -91,14 +94,55 @@ def token_hash_of(db: Database, server_id: str) -> str | None:
         )
 
 
-def set_draining(db: Database, server_id: str, draining: bool) -> ServerOut:
-    """Drain (no new requests; those in flight finish) or resume a registration."""
+def tell_host(session: Session, server: ModelServer, event: str, reason: str) -> None:
+    """Ask healthd (through the database, in this transaction) to tell the server's host,
+    if it gave a notify_url."""
+    if server.notify_url:
+        session.add(NotifyOutbox(server_id=server.id, event=event, reason=reason, at=utcnow()))
+
+
+def registration_of_token(db: Database, token: str) -> str | None:
+    """The active registration a management token manages (None: none)."""
+    with db.reading() as session:
+        return session.scalar(
+            select(ModelServer.id).where(
+                ModelServer.management_token_hash == token_hash(token),
+                ModelServer.is_active.is_(True),
+            )
+        )
+
+
+def set_draining(db: Database, server_id: str, draining: bool, by_admin: bool = False) -> ServerOut:
+    """Drain (no new requests; those in flight finish) or resume a registration; the
+    host hears of the admin's drain."""
     with db.writing(durable=True) as session:
         server = _get_active(session, server_id)
+        if by_admin and draining and not server.draining:
+            tell_host(session, server, "drained", "drained by the admin: no new requests")
         server.draining = draining
         server.updated_at = utcnow()
         session.flush()
-        return server_out(server)
+        return server_out(server, claims=read_claims(session))
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a registration's model names are owned: whether the admin asks (who may do
+    anything), and whether a name's first registrant owns it (OPEN_MODEL_NAMES=false)."""
+
+    admin: bool = True
+    first_owns: bool = False
+
+
+def already_registered(duplicate_id: str, serving: str) -> Conflict:
+    """409 for a second registration of an endpoint, with the way out for a host that
+    lost the token of the first."""
+    return Conflict(
+        f"this endpoint is already registered {serving} as {duplicate_id}; update that "
+        "registration instead. If it is yours and you lost its management token, ask the "
+        f"admin for a new one (POST /admin/servers/{duplicate_id}/token) and give it to "
+        "`gateway-admin join --management-token`"
+    )
 
 
 def create_registration(
@@ -108,16 +152,14 @@ def create_registration(
     source: RegistrationSource = RegistrationSource.API,
     management_token_hash: str | None = None,
     lease_seconds: float | None = None,
+    naming: Naming = Naming(),
 ) -> ServerOut:
     """Insert a registration that passed its probe, with that probe as its first check;
     `lease_seconds`: held by a lease from now on, in the same transaction."""
     with db.writing(durable=True) as session:
         duplicate = _active_duplicate(session, request.model_name, request.endpoint_url)
         if duplicate is not None:
-            raise Conflict(
-                f"this endpoint is already registered {_serving(request.model_name)} "
-                f"as {duplicate.id}; update that registration instead"
-            )
+            raise already_registered(duplicate.id, _serving(request.model_name))
         now = utcnow()
         server = ModelServer(
             model_name=request.model_name,
@@ -126,6 +168,7 @@ def create_registration(
             management_token_hash=management_token_hash,
             draining=False,
             notify_url=request.notify_url,
+            notify_format=request.notify_format,
             endpoint_url=request.endpoint_url,
             api_key=request.api_key.get_secret_value() if request.api_key else None,
             max_tokens=request.capabilities.max_tokens,
@@ -155,8 +198,20 @@ def create_registration(
         server.success_rate = 100.0
         server.uptime_percent = 100.0
         server.avg_response_time_ms = probe.response_time_ms
+        _own_names(session, server, request.claim, naming)
         session.flush()
-        return server_out(server)
+        return server_out(server, claims=read_claims(session))
+
+
+def _own_names(session: Session, server: ModelServer, claim: bool, naming: Naming) -> None:
+    """A new registration's names: refused if another owns the one it names, claimed if
+    it asks (or, with OPEN_MODEL_NAMES=false, if it is their first registrant)."""
+    names.check_named(session, server.model_name, server, naming.admin)
+    if claim and server.model_name is not None:
+        names.claim(session, server.model_name, server, admin=naming.admin)
+    elif naming.first_owns:
+        for model, _ in server.served_models():
+            names.claim_if_first(session, model, server)
 
 
 @dataclass(frozen=True)
@@ -184,7 +239,11 @@ def _get_active(session: Session, server_id: str) -> ModelServer:
 
 
 def update_registration(
-    db: Database, server_id: str, request: UpdateRequest, probe: ProbeResult | None
+    db: Database,
+    server_id: str,
+    request: UpdateRequest,
+    probe: ProbeResult | None,
+    admin: bool = True,
 ) -> ServerOut:
     """Apply the fields the client sent; `probe` is given when the target changed. A
     server from configuration is changed there: the next start or SIGHUP would undo it."""
@@ -192,17 +251,22 @@ def update_registration(
         server = _get_active(session, server_id)
         if server.source == RegistrationSource.CONFIG.value:
             raise Conflict(CONFIGURED_SERVER)
-        apply_update(session, server, request, probe)
-        return server_out(server)
+        apply_update(session, server, request, probe, admin)
+        return server_out(server, claims=read_claims(session))
 
 
 def apply_update(
-    session: Session, server: ModelServer, request: UpdateRequest, probe: ProbeResult | None
+    session: Session,
+    server: ModelServer,
+    request: UpdateRequest,
+    probe: ProbeResult | None,
+    admin: bool = True,
 ) -> None:
     """The fields `request` carries, onto `server` (an update, or a lease's re-attach)."""
     sent = request.model_fields_set
     if "model_name" in sent:
         server.model_name = request.model_name
+        names.check_named(session, request.model_name, server, admin)
         if request.model_name is None:
             server.backend_model = None
     if "backend_model" in sent:
@@ -232,6 +296,8 @@ def apply_update(
         server.max_concurrent = request.max_concurrent
     if "notify_url" in sent:
         server.notify_url = request.notify_url
+    if "notify_format" in sent:
+        server.notify_format = request.notify_format
     duplicate = _active_duplicate(session, server.model_name, server.endpoint_url, server.id)
     if duplicate is not None:
         raise Conflict(
@@ -259,6 +325,8 @@ def deactivate_registration(db: Database, server_id: str, by: Revoker = Revoker.
         server.lease_connected_at = server.lease_expires_at = None
         if server.management_token_hash is not None:
             server.management_token_hash = revoked_hash(server.management_token_hash, by)
+        if by is Revoker.ADMIN:
+            tell_host(session, server, "deregistered", "deregistered by the admin")
 
 
 def request_check(db: Database, server_id: str) -> None:

@@ -88,6 +88,13 @@ NotifyURL = Annotated[
     ),
 ]
 
+NotifyFormat = Literal["json", "slack", "discord", "ntfy"]
+NOTIFY_FORMAT_FIELD = Field(
+    None,
+    description="The shape of notify_url's POSTs: json (default), slack, discord (their "
+    "webhooks' payloads) or ntfy (text with Title, Tags and Priority headers).",
+)
+
 EndpointURL = Annotated[
     str,
     Field(
@@ -139,9 +146,22 @@ class RegisterRequest(_Strict):
     weight: int = Field(1, ge=1, le=1000, description="Share under the weighted strategy.")
     max_concurrent: PositiveInt | None = Field(None, description="Cap on in-flight requests.")
     notify_url: NotifyURL | None = None
+    notify_format: NotifyFormat | None = NOTIFY_FORMAT_FIELD
+    claim: bool = Field(
+        False,
+        description="Own `model_name`: only this server and the co-hosts it allows serve "
+        "it (refused if other servers serve the name now).",
+    )
 
     _normalize_url = field_validator("endpoint_url")(_check_url)
     _notify_url = field_validator("notify_url")(_check_notify_url)
+
+    @field_validator("claim")
+    @classmethod
+    def _claim_names_a_model(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("model_name") is None:
+            raise ValueError("claim needs model_name: the name to own")
+        return value
 
     @field_validator("backend_model")
     @classmethod
@@ -166,6 +186,7 @@ class UpdateRequest(_Strict):
     weight: int | None = Field(None, ge=1, le=1000)
     max_concurrent: PositiveInt | None = None
     notify_url: NotifyURL | None = None
+    notify_format: NotifyFormat | None = NOTIFY_FORMAT_FIELD
 
     _notify_url = field_validator("notify_url")(_check_notify_url)
 
@@ -239,6 +260,11 @@ class Usage(BaseModel):
     last_request_at: datetime | None = None
 
 
+class WithheldModel(BaseModel):
+    model: str
+    reason: str
+
+
 class ServerOut(BaseModel):
     """A registration as the API shows it: the backend's key is never included."""
 
@@ -246,9 +272,23 @@ class ServerOut(BaseModel):
     model_name: str | None = Field(description="null: serves every model the backend lists.")
     backend_model: str | None = Field(description="What the backend calls model_name.")
     served_models: list[str] = Field(description="The model names clients can route to it.")
+    withheld_models: list[WithheldModel] = Field(
+        default_factory=list,
+        description="Models it offers but may not serve (a name another owner claimed), and why.",
+    )
+    owned_models: list[str] = Field(
+        default_factory=list, description="The model names this registration owns."
+    )
+    model_faults: dict[str, str] = Field(
+        default_factory=dict,
+        description="Models it lists but failed to generate with (healthd's canary), and "
+        "why: unhealthy for those alone.",
+    )
+    canaries_sent: int = Field(0, description="Canary generations healthd sent: health traffic.")
     source: Literal["api", "config"]
     draining: bool = Field(description="No new requests go to it; those in flight finish.")
     notify_url: str | None = None
+    notify_format: NotifyFormat = "json"
     lease_connected_at: datetime | None = Field(
         None, description="Held by a host's open lease since (null: no lease open)."
     )

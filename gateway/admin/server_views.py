@@ -4,7 +4,7 @@ and run in a thread."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admin.auth import own_registration
 from gateway.admin.schemas import (
     Capabilities,
     HealthCheckOut,
@@ -20,10 +21,12 @@ from gateway.admin.schemas import (
     ServerDetail,
     ServerOut,
     Usage,
+    WithheldModel,
 )
 from gateway.context import context_of
 from gateway.json_bodies import json_response
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
+from gateway.routing.claims import Claim, read_claims, withheld
 from shared.db import Database
 from shared.errors import InvalidRequest, NotFound
 from shared.models import (
@@ -55,13 +58,20 @@ def usage_out(row: BackendUsage | None) -> Usage:
 
 
 def server_out(
-    server: ModelServer, latest_check: datetime | None = None, usage: BackendUsage | None = None
+    server: ModelServer,
+    latest_check: datetime | None = None,
+    usage: BackendUsage | None = None,
+    claims: Mapping[str, Claim] | None = None,
 ) -> ServerOut:
-    """The public view of a registration (its key only as `api_key_set`).
+    """The public view of a registration (its key only as `api_key_set`), with the
+    models it offers and may not serve (`claims`: every owned name).
 
     healthd rewrites the server row only when something changed, so the last
     check time comes from the history when that is newer.
     """
+    claims = claims or {}
+    offered = [model for model, _ in server.served_models()]
+    held_back = withheld(claims, server.id, offered)
     last_checked = server.last_checked_at
     if latest_check is not None and (last_checked is None or latest_check > last_checked):
         last_checked = latest_check
@@ -69,10 +79,15 @@ def server_out(
         registration_id=server.id,
         model_name=server.model_name,
         backend_model=server.backend_model,
-        served_models=[model for model, _ in server.served_models()],
+        served_models=[model for model in offered if model not in held_back],
+        withheld_models=[WithheldModel(model=m, reason=r) for m, r in held_back.items()],
+        owned_models=sorted(m for m, claim in claims.items() if claim.owner_id == server.id),
+        model_faults=dict(server.model_faults or {}),
+        canaries_sent=server.canaries_sent or 0,
         source=RegistrationSource(server.source).value,
         draining=server.draining,
         notify_url=server.notify_url,
+        notify_format=server.notify_format or "json",
         lease_connected_at=server.lease_connected_at,
         lease_heartbeat_at=server.lease_heartbeat_at,
         lease_expires_at=server.lease_expires_at,
@@ -149,7 +164,8 @@ def read_servers(
             ).all()
         )
         usage = {row.server_id: row for row in session.scalars(select(BackendUsage))}
-        return [server_out(row, latest.get(row.id), usage.get(row.id)) for row in rows]
+        claims = read_claims(session)
+        return [server_out(row, latest.get(row.id), usage.get(row.id), claims) for row in rows]
 
 
 def read_server(db: Database, server_id: str) -> ServerDetail:
@@ -166,7 +182,9 @@ def read_server(db: Database, server_id: str) -> ServerDetail:
         ).all()
         latest = checks[0].checked_at if checks else None
         return ServerDetail(
-            **server_out(server, latest, session.get(BackendUsage, server_id)).model_dump(),
+            **server_out(
+                server, latest, session.get(BackendUsage, server_id), read_claims(session)
+            ).model_dump(),
             recent_checks=[_check_out(c) for c in checks],
         )
 
@@ -178,7 +196,9 @@ _STATUS_FILTERS = {"healthy", "unhealthy", "unknown"}
 
 
 async def list_servers(request: Request) -> Response:
+    """Every registration for the admin; a management token's own one, for its holder."""
     context = context_of(request)
+    own = own_registration(request)
     params = request.query_params
     status = params.get("status") or None
     if status is not None and status not in _STATUS_FILTERS:
@@ -195,6 +215,8 @@ async def list_servers(request: Request) -> Response:
             student_id=params.get("student_id") or None,
         )
     )
+    if own is not None:
+        servers = [server for server in servers if server.registration_id == own]
     return json_response(servers)
 
 

@@ -21,11 +21,12 @@ from starlette.responses import JSONResponse, Response
 from gateway.accounting.key_windows import summarize_keys
 from gateway.accounting.usage_window import read_key_window, read_window
 from gateway.accounting.windows import current_minute, summarize, window_minutes
+from gateway.admin.auth import own_registration
 from gateway.context import context_of
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
 from gateway.prometheus import in_flight_by_backend
 from shared.db import Database
-from shared.errors import InvalidRequest, NotFound
+from shared.errors import InvalidRequest, NotFound, PermissionDenied
 
 
 async def stats(request: Request) -> Response:
@@ -39,6 +40,12 @@ async def stats(request: Request) -> Response:
     rows, servers = await run_in_threadpool(read_window, context.database, first)
     # One backend's (its page), or one owner's (theirs): the same figures, fewer rows.
     backend, owner = request.query_params.get("backend"), request.query_params.get("owner")
+    own = own_registration(request)
+    if own is not None:
+        # A host's token reads its own registration's figures and nothing of others'.
+        if backend not in (None, own) or owner:
+            raise PermissionDenied("a management token reads only its own registration's")
+        backend = own
     if backend:
         rows = [row for row in rows if row.backend == backend]
         servers = {key: value for key, value in servers.items() if key == backend}
@@ -53,9 +60,11 @@ async def stats(request: Request) -> Response:
         strategy=context.settings.routing_strategy,
         in_flight=in_flight_by_backend(context.proxy),
     )
-    clients = await run_in_threadpool(
-        client_figures, context.database, first, minutes, owner, request.query_params.get("key")
-    )
+    clients: dict[str, object] = {}
+    if own is None:  # a host's token reads nothing of the clients
+        clients = await run_in_threadpool(
+            client_figures, context.database, first, minutes, owner, request.query_params.get("key")
+        )
     backends = summary["backends"]
     if context.proxy is not None and isinstance(backends, list):
         for row in backends:  # the servers' own figures, as this worker last read them

@@ -36,7 +36,15 @@ async def registry(request: Request) -> Response:
             }
             for backend in snapshot.by_model[model]
         ]
-    return JSONResponse({"models": models})
+    claims = {
+        model: {
+            "owner": claim.owner,
+            "owner_replica_id": claim.owner_id,
+            "co_hosts": sorted(claim.co_hosts),
+        }
+        for model, claim in sorted(snapshot.claims.items())
+    }
+    return JSONResponse({"models": models, "claims": claims})
 
 
 async def route(request: Request) -> Response:

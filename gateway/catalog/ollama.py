@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.openapi import DocumentedRoute, Operation
 from gateway.proxy.runtime import admitted, admitted_runtime
 from gateway.routing.registry import RegistrySnapshot
-from gateway.routing.reports import Report, holds
+from gateway.routing.reported.reports import Report, holds
 
 # The level of Ollama's API the gateway answers as (clients compare it to the
 # version a feature needs); the routes above are those of this version.

@@ -54,6 +54,7 @@ def _registration_body(
     weight: int | None,
     max_concurrent: int | None,
     notify_url: str | None = None,
+    notify_format: str | None = None,
     all_models: bool = False,
 ) -> dict[str, Any]:
     """The JSON body for register/update, with only the options that were given."""
@@ -67,6 +68,7 @@ def _registration_body(
         ("weight", weight),
         ("max_concurrent", max_concurrent),
         ("notify_url", notify_url),
+        ("notify_format", notify_format),
     ):
         if value is not None:
             body[key] = value
@@ -123,6 +125,9 @@ def registration_options(required: bool) -> Callable[[F], F]:
             click.option("--weight", type=click.IntRange(1, 1000)),
             click.option("--max-concurrent", type=click.IntRange(min=1)),
             click.option("--notify-url", help="healthd POSTs each health transition here."),
+            click.option(
+                "--notify-format", help="json (default), slack, discord or ntfy: the POSTs' shape."
+            ),
         ]
         for option in reversed(options):
             command = option(command)

@@ -110,6 +110,7 @@ def server_fields(s: Mapping[str, Any]) -> list[tuple[str, str]]:
                          f"{words(caps['context_length'])}, streaming {words(caps['streaming'])}"),
         ("backend key", "set (hidden)" if s["api_key_set"] else "none"),
         ("notify url", words(s["notify_url"])),
+        ("notify format", words(s.get("notify_format"))),
         ("lease", _lease(s)),
         ("last check", f"{when(s['last_checked_at'])}, {_ms(s['last_response_time_ms'])}"),
         ("last error", words(s["last_error"])),

@@ -18,7 +18,7 @@ from gateway.routing.affinity import ResponseOwners
 from gateway.routing.balancer import Balancer
 from gateway.routing.learned import Learned
 from gateway.routing.registry import SnapshotHolder
-from gateway.routing.scraper import Scraper
+from gateway.routing.reported.scraper import Scraper
 from shared.errors import ServiceUnavailable
 from shared.settings import Settings
 from shared.upstream import Transport

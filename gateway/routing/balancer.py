@@ -17,8 +17,8 @@ from gateway.routing import policy as routing
 from gateway.routing.learned import Learned
 from gateway.routing.outlier import OutlierPolicy
 from gateway.routing.policy import Backend, Draws, Load
-from gateway.routing.reports import Report
-from gateway.routing.scorer import (
+from gateway.routing.reported.reports import Report
+from gateway.routing.reported.scorer import (
     NO_HINT,
     RUNNING_WEIGHT,
     Hint,

@@ -15,7 +15,7 @@ from gateway.routing.balancer import Balancer
 from gateway.routing.policy import Backend
 from gateway.routing.prefix_key import hint_for
 from gateway.routing.registry import SnapshotHolder
-from gateway.routing.scorer import NO_HINT, Hint
+from gateway.routing.reported.scorer import NO_HINT, Hint
 
 
 class Choice:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.routing.scorer import Hint
+from gateway.routing.reported.scorer import Hint
 
 PROMPT_CHARS = 2048
 CONTENT_CHARS = 4096  # of each leading message

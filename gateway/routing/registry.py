@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from gateway.routing.claims import Claim, may_serve, read_claims
 from gateway.routing.policy import Backend
 from shared.db import Database
 from shared.errors import ServiceUnavailable
@@ -46,6 +47,8 @@ class RegistrySnapshot:
     # model → when (epoch seconds) its last server left, for models no active server
     # serves that one did within OFFLINE_MEMORY_SECONDS: "offline", not "not found".
     departed: Mapping[str, float] = field(default_factory=dict)
+    # model → its owner and co-hosts, for the names someone claimed (routing: claims.py).
+    claims: Mapping[str, Claim] = field(default_factory=dict)
 
     def backends(self, model: str) -> tuple[Backend, ...]:
         return self.by_model.get(model, ())
@@ -87,7 +90,10 @@ def merge_details(
 
 
 def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
-    healthy = server.health_status == HealthStatus.HEALTHY.value
+    # A model whose canary failed is unhealthy on this server alone (healthd/canary.py).
+    healthy = server.health_status == HealthStatus.HEALTHY.value and model not in (
+        server.model_faults or {}
+    )
     return Backend(
         registration_id=server.id,
         model_name=model,
@@ -154,9 +160,12 @@ def load_snapshot(database: Database) -> RegistrySnapshot:
         by_model: dict[str, list[Backend]] = {}
         created: dict[str, int] = {}
         details: dict[str, dict[str, str | int]] = {}
+        claims = read_claims(session)
         for row in rows:
             stamp = int(row.registered_at.timestamp())
             for model, backend_model in row.served_models():
+                if not may_serve(claims.get(model), row.id):
+                    continue  # a name someone else owns
                 by_model.setdefault(model, []).append(_backend(row, model, backend_model))
                 created[model] = min(created.get(model, stamp), stamp)
                 said = (row.model_details or {}).get(backend_model)
@@ -169,6 +178,7 @@ def load_snapshot(database: Database) -> RegistrySnapshot:
         created=created,
         details=details,
         departed=departed,
+        claims=claims,
     )
 
 

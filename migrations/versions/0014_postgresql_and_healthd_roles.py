@@ -1,7 +1,7 @@
 """PostgreSQL's change triggers (with NOTIFY), and one heartbeat row per healthd
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-04
 
 - On PostgreSQL, the registry's generation is bumped by PL/pgSQL triggers on
@@ -27,12 +27,13 @@ from alembic import op
 from shared.models import ROUTING_COLUMNS
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 CHANNEL = "registry_changed"  # shared.db.REGISTRY_CHANNEL
 TRIGGER = "model_servers_bumps_generation"
+CLAIMS_TRIGGER = "model_claims_bumps_generation"
 
 
 def upgrade() -> None:
@@ -55,10 +56,17 @@ def upgrade() -> None:
         f"AFTER INSERT OR DELETE OR UPDATE OF {', '.join(ROUTING_COLUMNS)} ON model_servers "
         "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bump_registry_generation()"
     )
+    # Owned model names (0013) route too: a claim, a co-host or an opening.
+    op.execute(
+        f"CREATE CONSTRAINT TRIGGER {CLAIMS_TRIGGER} "
+        "AFTER INSERT OR DELETE OR UPDATE ON model_claims "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bump_registry_generation()"
+    )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP TRIGGER IF EXISTS {CLAIMS_TRIGGER} ON model_claims")
         op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON model_servers")
         op.execute("DROP FUNCTION IF EXISTS bump_registry_generation()")
     op.drop_index("idx_healthd_heartbeat_instance", "healthd_heartbeat")

@@ -50,6 +50,8 @@ def test_the_signature_and_the_retries() -> None:
     )  # fmt: skip
     body = notification.body()
     assert json.loads(body) == {
+        "event": "health",
+        "text": "server r1 [m] is unhealthy: refused (was healthy)",
         "registration_id": "r1",
         "models": ["m"],
         "old": "healthy",

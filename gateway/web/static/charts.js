@@ -56,9 +56,12 @@ function plot(figure, names, xs, ys, percent) {
 
 /** Draw the charts of /admin/stats?window=…&<filter> into `root`; returns the statistics.
  * `pick` chooses the series: the servers' (default) or a key's (`s => s.clients.series`,
- * which has no failovers nor first tokens: those lines and charts are left out). */
-export async function drawCharts(root, windowName, filter = "", pick = (stats) => stats.series) {
-  const stats = await api(`/admin/stats?window=${encodeURIComponent(windowName)}${filter}`);
+ * which has no failovers nor first tokens: those lines and charts are left out). With a
+ * host's `token`, the gateway answers that registration's figures only. */
+export async function drawCharts(
+  root, windowName, filter = "", pick = (stats) => stats.series, token = "",
+) {
+  const stats = await api(`/admin/stats?window=${encodeURIComponent(windowName)}${filter}`, { token });
   for (const old of plots) old.destroy();
   plots = [];
   root.innerHTML = "";

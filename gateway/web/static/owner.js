@@ -3,12 +3,34 @@ import { drawCharts } from "/static/charts.js";
 
 const $ = (s) => document.querySelector(s);
 
+// The management tokens this tab holds (pasted on the servers' pages): without the
+// admin key, an owner sees the servers whose tokens it holds, and nothing else.
+function heldTokens() {
+  return Object.keys(sessionStorage).filter((k) => k.startsWith("multiverse.token.")).map((k) => sessionStorage.getItem(k)).filter(Boolean);
+}
+
+async function ownServers(owner) {
+  const found = [];
+  for (const token of heldTokens()) {
+    try { found.push(...(await api("/admin/servers", { token })).map((s) => ({ ...s, token }))); } catch { /* a token no longer valid */ }
+  }
+  return found.filter((s) => s.metadata.student_id === owner);
+}
+
 async function load() {
   const owner = $("#owner").dataset.owner;
-  if (!adminKey()) { askForKey(); return; }
+  if (!adminKey() && !heldTokens().length) { askForKey(); return; }
   try {
-    const servers = await api(`/admin/servers?student_id=${encodeURIComponent(owner)}`);
-    const stats = await drawCharts($("#owner-charts"), "24h", `&owner=${encodeURIComponent(owner)}`);
+    const servers = adminKey() ? await api(`/admin/servers?student_id=${encodeURIComponent(owner)}`) : await ownServers(owner);
+    const first = servers[0];
+    if (!adminKey() && !first) {
+      $("#owner").innerHTML = `<p class="muted">No server of ${escapeHtml(owner)} whose management token this tab holds: paste it on the server's page.</p>`;
+      return;
+    }
+    // With tokens only: the charts of the first server held (each token reads its own).
+    const stats = adminKey()
+      ? await drawCharts($("#owner-charts"), "24h", `&owner=${encodeURIComponent(owner)}`)
+      : await drawCharts($("#owner-charts"), "24h", `&backend=${encodeURIComponent(first.registration_id)}`, undefined, first.token);
     const t = stats.totals;
     const c = stats.clients.totals;
     $("#owner").innerHTML = `<p><strong>${escapeHtml(owner)}</strong>: ${servers.length} server(s); in the last 24 hours

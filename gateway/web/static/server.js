@@ -34,6 +34,10 @@ function render() {
     ${row("Mean response", s.avg_response_time_ms == null ? "–" : `${s.avg_response_time_ms} ms`)}
     ${row("Reported models", escapeHtml(s.reported_models.join(", ") || "–"))}
     ${row("Reported load", reportedLoad(s.reported_load))}
+    ${s.owned_models.length ? row("Owns the names", escapeHtml(s.owned_models.join(", "))) : ""}
+    ${Object.keys(s.model_faults).length ? row("Unhealthy for", `<ul class="faults">${Object.entries(s.model_faults).map(([m, why]) => `<li><strong>${escapeHtml(m)}</strong>: ${escapeHtml(why)}</li>`).join("")}</ul>`) : ""}
+    ${row("Health traffic", `${s.canaries_sent} canary generation(s) of 1 token`)}
+    ${s.withheld_models.length ? row("Does not serve", `<ul class="withheld">${s.withheld_models.map((w) => `<li><strong>${escapeHtml(w.model)}</strong>: ${escapeHtml(w.reason)}</li>`).join("")}</ul>`) : ""}
     ${row("Lease", s.lease_connected_at ? `held since ${ago(s.lease_connected_at)}, last heartbeat ${ago(s.lease_heartbeat_at)}` : s.lease_expires_at ? `ended; deactivated ${new Date(s.lease_expires_at).toLocaleString()} unless renewed` : "none (registered through the API)")}
     ${row("Owner", s.metadata.student_id ? `<a href="/owners/${encodeURIComponent(s.metadata.student_id)}">${escapeHtml(s.metadata.student_id)}</a>` : "–")}
     ${row("Description", escapeHtml(s.metadata.description || "–"))}
@@ -58,7 +62,7 @@ async function load() {
   try {
     server = await call(`/admin/servers/${encodeURIComponent(id())}`);
     render();
-    if (!own()) await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`);
+    await drawCharts($("#server-charts"), "1h", `&backend=${encodeURIComponent(id())}`, undefined, own());
   }
   catch (error) { $("#server").innerHTML = `<p class="result bad">${escapeHtml(error.message)}</p>`; }
 }

@@ -77,12 +77,14 @@ def test_a_token_manages_its_own_registration_and_no_other(
             ("PUT", f"/admin/register/{theirs_id}"),
             ("DELETE", f"/admin/register/{theirs_id}"),
             ("POST", f"/admin/servers/{theirs_id}/drain"),
-            ("GET", "/admin/servers"),
             ("GET", "/admin/logs"),
         ):
             refused = httpx.request(method, f"{gateway.url}{path}", headers=own, json={"weight": 2})
             assert refused.status_code == 403, (method, path, refused.text)
             assert token not in refused.text
+        # The list is its own registration alone (#21 item 2).
+        listed = httpx.get(f"{gateway.url}/admin/servers", headers=own)
+        assert [s["registration_id"] for s in listed.json()] == [mine_id]
         wrong = httpx.get(
             f"{gateway.url}/admin/servers/{mine_id}", headers={"X-Management-Token": "mgt_guess"}
         )

@@ -40,7 +40,8 @@ def test_the_registry_shows_no_urls_and_no_keys(gateway: ThreadedServer) -> None
                     "owner": "alice",
                 }
             ]
-        }
+        },
+        "claims": {},
     }
     assert backend.url not in answer.text and "backend-secret-123" not in answer.text
     off = httpx.get(f"{gateway.url}/route", params={"model": "llama3"})

@@ -116,7 +116,7 @@ def test_a_host_joins_leaves_and_comes_back(
         wait_for(lambda: routable(gateway), timeout=20, what="the joined server routable")
         [server] = registrations(gateway)
         assert server["lease_connected_at"] is not None
-        kept = token_file(gateway.url, backend.url, None)
+        kept = token_file(gateway.url, None)
         assert kept.exists() and oct(kept.stat().st_mode & 0o777) == "0o600"
         for _ in range(4):  # both workers route to it (the lease is held by one)
             answer = httpx.post(
@@ -191,7 +191,7 @@ def test_a_deregistered_host_stays_out_and_join_says_why(
     agent, out, err = join_logged(gateway, backend, config)
     try:
         server = wait_for(lambda: leased(gateway), timeout=20, what="the server joined")
-        kept = token_file(gateway.url, backend.url, None)
+        kept = token_file(gateway.url, None)
         wait_for(kept.exists, what="the agent to keep its token")
         deleted = httpx.delete(
             f"{gateway.url}/admin/register/{server['registration_id']}", headers=HEADERS

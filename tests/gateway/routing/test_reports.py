@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.routing.reports import (
+from gateway.routing.reported.reports import (
     MAX_REPORT_BYTES,
     BadReport,
     Report,

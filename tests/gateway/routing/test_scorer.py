@@ -9,8 +9,8 @@ import pytest
 
 from gateway.routing.balancer import STALE_REPORT_SECONDS, Balancer
 from gateway.routing.policy import Backend
-from gateway.routing.reports import Report
-from gateway.routing.scorer import (
+from gateway.routing.reported.reports import Report
+from gateway.routing.reported.scorer import (
     Hint,
     View,
     choose_auto,

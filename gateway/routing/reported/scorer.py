@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from gateway.routing.policy import Backend
-from gateway.routing.reports import Report, holds
+from gateway.routing.reported.reports import Report, holds
 
 WAITING_WEIGHT = 1.0
 RUNNING_WEIGHT = 0.1

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from gateway.routing.balancer import STALE_REPORT_SECONDS, Balancer
 from gateway.routing.policy import Backend
 from gateway.routing.registry import SnapshotHolder
-from gateway.routing.reports import (
+from gateway.routing.reported.reports import (
     MAX_REPORT_BYTES,
     BadReport,
     Report,

@@ -24,36 +24,9 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-def new_id() -> str:
-    """A registration id: a random UUID as text."""
-    return str(uuid.uuid4())
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Store aware datetimes as naive UTC; read them back as aware UTC."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given; use shared.models.utcnow()")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if not isinstance(value, datetime):
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from shared.models.base import Base, UTCDateTime, new_id, utcnow
 
 
 class HealthStatus(enum.StrEnum):
@@ -67,10 +40,6 @@ class HealthStatus(enum.StrEnum):
 class CheckOutcome(enum.StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class RegistrationSource(enum.StrEnum):
@@ -122,6 +91,11 @@ class ModelServer(Base):
     model_details: Mapped[dict[str, dict[str, Any]]] = mapped_column(
         JSON, nullable=False, default=dict
     )
+    # model → why it is unhealthy for that model alone (its canary generation failed;
+    # healthd/canary.py): it lists the model but cannot generate with it.
+    model_faults: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    # Canary generations healthd sent it: health traffic, not usage.
+    canaries_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     source: Mapped[str] = mapped_column(
         String(16), nullable=False, default=RegistrationSource.API.value
     )
@@ -131,6 +105,8 @@ class ModelServer(Base):
     draining: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # healthd POSTs every health transition here (signed; healthd/notify.py).
     notify_url: Mapped[str | None] = mapped_column(Text)
+    # The shape of those POSTs: json (None), slack, discord or ntfy (healthd/formats.py).
+    notify_format: Mapped[str | None] = mapped_column(String(16))
     # A lease a host holds (POST /admin/leases): connected since, last renewal, expiry.
     lease_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -187,6 +163,7 @@ ROUTING_COLUMNS = (
     "status_changed_at",
     "reported_models",
     "model_details",
+    "model_faults",
     "draining",
     "is_active",
     "registered_at",
@@ -294,6 +271,37 @@ class UsageMinute(Base):
     __table_args__ = (Index("idx_usage_minutes_minute", "minute"),)
 
 
+class ModelClaim(Base):
+    """A model name someone owns: only the owner's registration and the co-hosts it
+    allows serve it (an unclaimed name is served by every server that offers it)."""
+
+    __tablename__ = "model_claims"
+
+    model_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    # The owning registration (None: the admin's); kept when it is deregistered, so a
+    # host that leaves keeps its name until the admin opens it.
+    owner_id: Mapped[str | None] = mapped_column(String(36))
+    # The owner as people know it (its student_id when it claimed), for the pages.
+    owner_label: Mapped[str | None] = mapped_column(String(128))
+    co_hosts: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class NotifyOutbox(Base):
+    """A notification the gateway asks healthd to send (the admin drained or deregistered
+    a server): the two processes meet only in the database, and healthd does every send."""
+
+    __tablename__ = "notify_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("model_servers.id", ondelete="CASCADE"), nullable=False
+    )
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class CheckRequest(Base):
     """A probe the admin API asked for; healthd takes it within a tick."""
 
@@ -306,82 +314,37 @@ class CheckRequest(Base):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
-class ClientKey(Base):
-    """A client's key to /v1: only its SHA-256 is kept, with a short visible prefix to
-    recognise it by. Revoking is soft (`revoked_at`): its usage history stays."""
-
-    __tablename__ = "client_keys"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    owner: Mapped[str] = mapped_column(String(200), nullable=False)  # a student_id
-    group_name: Mapped[str | None] = mapped_column(String(100))
-    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
-    # requests_per_minute, tokens_per_minute, tokens_per_day, max_concurrent, priority:
-    # a missing one is the group's, then the global default.
-    limits: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False, default=dict)
-    models: Mapped[list[str] | None] = mapped_column(JSON)  # None: the group's, or all
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    __table_args__ = (
-        Index("idx_client_keys_owner", "owner"),
-        Index("idx_client_keys_group", "group_name"),
-    )
-
-
-class ClientGroup(Base):
-    """A class's namespace: the default limits of its keys and the models they may use."""
-
-    __tablename__ = "client_groups"
-
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    limits: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False, default=dict)
-    models: Mapped[list[str] | None] = mapped_column(JSON)  # None: every model
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-
-
-class KeysGeneration(Base):
-    """One row whose value grows whenever a key or group changes (triggers; not on
-    `last_used_at`): each worker polls it and reloads its keys when it moved."""
-
-    __tablename__ = "keys_generation"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-
-# The columns of client_keys whose change a worker must see (everything but last use).
-KEY_COLUMNS = (
-    "name",
-    "owner",
-    "group_name",
-    "key_hash",
-    "limits",
-    "models",
-    "expires_at",
-    "revoked_at",
+# The clients' tables (#20), in a module of their own; here for `from shared.models import`.
+from shared.models.clients import (  # noqa: E402
+    KEY_COLUMNS,
+    ClientGroup,
+    ClientKey,
+    KeysGeneration,
+    KeyUsageMinute,
 )
 
-
-class KeyUsageMinute(Base):
-    """What one client key was served in one minute for one model (all workers added
-    up): the per-person side of usage_minutes."""
-
-    __tablename__ = "key_usage_minutes"
-
-    minute: Mapped[int] = mapped_column(Integer, primary_key=True)  # Unix time // 60
-    key_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("client_keys.id", ondelete="CASCADE"), primary_key=True
-    )
-    model: Mapped[str] = mapped_column(String(256), primary_key=True)
-    requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    latency_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
-
-    __table_args__ = (Index("idx_key_usage_minutes_minute", "minute"),)
+__all__ = [
+    "KEY_COLUMNS",
+    "ROUTING_COLUMNS",
+    "BackendUsage",
+    "Base",
+    "CheckOutcome",
+    "CheckRequest",
+    "ClientGroup",
+    "ClientKey",
+    "HealthCheck",
+    "HealthStatus",
+    "HealthdHeartbeat",
+    "KeyUsageMinute",
+    "KeysGeneration",
+    "ModelClaim",
+    "ModelServer",
+    "NotifyOutbox",
+    "RegistrationSource",
+    "RegistryGeneration",
+    "ResponseOwner",
+    "UTCDateTime",
+    "UsageMinute",
+    "new_id",
+    "utcnow",
+]

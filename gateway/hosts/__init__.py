@@ -1,0 +1,1 @@
+"""What a host does with its own token beyond its registration: own model names."""
