@@ -165,6 +165,9 @@ def create_app(
             asyncio.create_task(watch_keys(runtime.access.keys), name="keys-watch"),
             asyncio.create_task(runtime.scraper.run(), name="load-scraper"),
         ]
+        keep_alive = getattr(runtime.access.store, "keep_alive", None)  # (Redis's counters)
+        if keep_alive is not None:
+            background.append(asyncio.create_task(keep_alive(), name="counters-keep-alive"))
         probes = context.probes = probe_transport(settings, resolver)
         context.proxy = runtime
         freeze_startup_objects()

@@ -63,7 +63,7 @@ class ClientAccess:
 
     @property
     def required(self) -> bool:
-        return self.always_required or self.keys.current.active_rows > 0
+        return self.always_required or self.keys.current.requires_key(self.clock())
 
     def identify(
         self, authorization: str | None, address: str, api_key: str | None = None

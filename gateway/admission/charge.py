@@ -59,6 +59,7 @@ class Account(NamedTuple):
     ok: bool
     latency_ms: float
     usage: tuple[int, int] | None
+    limited: str | None = None  # refused by this limit (not served)
 
 
 def limited(
@@ -104,6 +105,8 @@ class Charge:
             if verdict.refusal is not None:
                 self.refused = True
                 refusal = verdict.refusal
+                if self.on_done is not None and self.caller.client is not None:
+                    self.on_done(Account(self.caller, self.model, False, 0.0, None, refusal.limit))
                 raise limited(refusal.limit, refusal.message, refusal.retry_after, verdict.standing)
         return self
 
@@ -111,8 +114,9 @@ class Charge:
         """A backend answered (whole, or a stream that ended): its usage, if it said."""
         self.reached_backend = True
         self.ok = ok
-        if usage is not None:
-            self.usage = usage
+        # The last answer's word (an earlier attempt's, a native 404 before a translated
+        # stream, must not stand for the one the client got).
+        self.usage = usage
 
     def abandoned(self) -> None:
         """A backend had the request when the client left: it may have generated."""

@@ -63,11 +63,16 @@ class KeyRing:
     generation: int = -1
     by_hash: Mapping[str, Client] = field(default_factory=dict)
     # Keys in the database that are neither revoked nor expired (at load): any of them
-    # makes /v1 require a key.
+    # makes /v1 require a key, until the last of them expires (None: one never does).
     active_rows: int = 0
+    last_expiry: float | None = None
 
     def find(self, key: str) -> Client | None:
         return self.by_hash.get(key_hash(key))
+
+    def requires_key(self, now: float) -> bool:
+        """Whether an active key exists now (one may have expired since the load)."""
+        return self.active_rows > 0 and (self.last_expiry is None or now < self.last_expiry)
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -106,8 +111,12 @@ def load_keyring(
         rows = list(session.scalars(select(ClientKey)))
     by_hash = dict(static)
     active = 0
+    never_expire, last_expiry = False, 0.0
     for row in rows:
         group = groups.get(row.group_name) if row.group_name else None
+        # A key whose group is gone (deleted as the key was moved into it) may use
+        # nothing until it is put right: never every model.
+        orphan = row.group_name is not None and group is None
         client = Client(
             key_id=row.id,
             name=row.name,
@@ -115,14 +124,20 @@ def load_keyring(
             group=row.group_name,
             prefix=row.prefix,
             limits=effective_limits(row.limits, group.limits if group else None, defaults),
-            models=allowed_models(row.models, group.models if group else None),
+            models=frozenset()
+            if orphan
+            else allowed_models(row.models, group.models if group else None),
             expires_at=_epoch(row.expires_at),
             revoked_at=_epoch(row.revoked_at),
         )
         by_hash[row.key_hash] = client
         if client.revoked_at is None and (client.expires_at is None or client.expires_at > now):
             active += 1
-    return KeyRing(int(generation or 0), by_hash, active)
+            if client.expires_at is None:
+                never_expire = True
+            else:
+                last_expiry = max(last_expiry, client.expires_at)
+    return KeyRing(int(generation or 0), by_hash, active, None if never_expire else last_expiry)
 
 
 def tokens_used_today(database: Database, now: float) -> dict[str, int]:

@@ -13,8 +13,9 @@ as on one machine (counters.py), from the slot the script returns.
   tokens used in it), expiring two days after its last use.
 - Its requests in flight (only under a max_concurrent limit): a sorted set of
   one member per request, scored by when it lapses (REQUEST_TIMEOUT_SECONDS
-  ahead): an instance that dies holding requests has them lapse, rather than
-  count for ever.
+  ahead, pushed back every third of that while the request lasts, a long stream
+  too: `keep_alive`): an instance that dies holding requests has them lapse,
+  rather than count for ever.
 - Redis unreachable: REDIS_FAILURE_MODE. `fail_open` (the default) decides on
   this machine's counters (shared_counters.py) and says so in the log once a
   minute; `fail_closed` answers a limited key 429 "limits cannot be checked".
@@ -22,7 +23,9 @@ as on one machine (counters.py), from the slot the script returns.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -150,6 +153,10 @@ def slot_of(reply: list[Any], now: float) -> tuple[int, Slot]:
     )
 
 
+async def _renew(key: str, renewed: dict[str, float], client: Any) -> None:
+    await client.zadd(key, renewed, xx=True)
+
+
 class RedisCounters:
     """CounterStore over Redis (see the module's docstring)."""
 
@@ -243,6 +250,24 @@ class RedisCounters:
                 lambda client: self.settle_script(keys=keys, args=args),
                 fallback=lambda: None,
             )
+
+    async def keep_alive(self) -> None:
+        """Until cancelled: every third of the lapse, push back the lapse of this
+        process's requests still in flight (a stream may run longer than any timeout
+        but its idle one); only the requests of an instance that died lapse."""
+        while True:
+            await asyncio.sleep(max(1.0, self.lapse / 3))
+            expiry = self.clock() + self.lapse
+            held = [(subject, list(members)) for subject, members in self.flying.items()]
+            for subject, members in held:
+                renewed = {member: expiry for member in members if member}
+                if not renewed:
+                    continue
+                with contextlib.suppress(RedisUnavailable):
+                    await self.redis.attempt(
+                        functools.partial(_renew, self._keys(subject)[1], renewed),
+                        fallback=lambda: None,
+                    )
 
     async def standing(self, subject: str, limits: Limits) -> Standing:
         now = self.clock()

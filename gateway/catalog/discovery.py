@@ -17,15 +17,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import DocumentedRoute, Operation, QueryParameter
-from gateway.proxy.runtime import admitted_runtime
+from gateway.proxy.runtime import admitted
 from gateway.routing.policy import parse_tags
 from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 
 
 async def registry(request: Request) -> Response:
-    snapshot = (await admitted_runtime(request)).holder.current
+    runtime, caller = await admitted(request)
+    snapshot = runtime.holder.current
     models: dict[str, list[dict[str, Any]]] = {}
-    for model in sorted(snapshot.by_model):
+    for model in sorted(filter(caller.may_use, snapshot.by_model)):  # a group's only
         models[model] = [
             {
                 "replica_id": backend.registration_id,
@@ -43,12 +44,13 @@ async def registry(request: Request) -> Response:
             "co_hosts": sorted(claim.co_hosts),
         }
         for model, claim in sorted(snapshot.claims.items())
+        if caller.may_use(model)
     }
     return JSONResponse({"models": models, "claims": claims})
 
 
 async def route(request: Request) -> Response:
-    runtime = await admitted_runtime(request)
+    runtime, caller = await admitted(request)
     if not runtime.settings.discovery_direct:
         raise NotFound(
             "direct discovery is off (DISCOVERY_DIRECT=false): send requests to /v1 instead"
@@ -56,7 +58,7 @@ async def route(request: Request) -> Response:
     model = request.query_params.get("model")
     if not model:
         raise InvalidRequest("model is required", param="model")
-    backends = runtime.holder.current.backends(model)
+    backends = runtime.holder.current.backends(model) if caller.may_use(model) else ()
     if not backends:
         raise NotFound(f"model {model!r} not found", param="model")
     keyless = tuple(backend for backend in backends if backend.api_key is None)

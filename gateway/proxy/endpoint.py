@@ -210,6 +210,7 @@ class ProxyEndpoint:
             client=caller.subject,  # its turn in the fair queue
             priority=caller.priority,
             session=_text(headers.get(b"x-session-id")),
+            may_use=caller.may_use,
         )
         try:
             answer = await self._forward_charged(runtime, incoming, target, watch, charge)

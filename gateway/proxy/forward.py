@@ -79,6 +79,7 @@ class Incoming:
     client: str = ""  # who asks: its turn in the fair queue when the pool is full
     priority: int = 1  # its weight there, 1 to 100
     session: str | None = None  # X-Session-ID: the affinity key, when the client sets one
+    may_use: Callable[[str], bool] = lambda model: True  # the models its key may use
 
 
 Answer = RelayedStream | BufferedResponse
@@ -111,7 +112,8 @@ class Forwarder:
             offline = offline_error(runtime.holder.current, target.model, time.time())
             if offline is not None:
                 raise offline
-            available = sorted(runtime.holder.current.by_model)
+            # (a group's key hears only of its group's models)
+            available = sorted(filter(self.incoming.may_use, runtime.holder.current.by_model))
             raise NotFound(
                 f"model {target.model!r} not found; available models: "
                 f"{', '.join(available) if available else 'none registered'}",

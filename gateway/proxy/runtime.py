@@ -58,6 +58,9 @@ class ProxyRuntime:
         client = account.caller.client
         if client is None:
             return
+        if account.limited is not None:  # a 429: counted, not served
+            metrics.CLIENT_LIMITED.labels(client.group or "", account.limited).inc()
+            return
         metrics.RECORDER.client(client.group or "", account.ok, account.usage)
         if client.key_id is not None:
             self.feedback.record_client(

@@ -7,23 +7,19 @@ processes and the API never mix naive and aware datetimes.
 from __future__ import annotations
 
 import enum
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    TypeDecorator,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.models.base import Base, UTCDateTime, new_id, utcnow

@@ -148,6 +148,8 @@ def test_each_limit_answers_its_429_with_headers(keyed: ThreadedServer, database
     assert third.headers["x-ratelimit-remaining-requests"] == "0"
     with pytest.raises(openai.RateLimitError, match="requests per minute"):
         sdk(keyed, api_key=key).chat.completions.create(model="m", messages=[])
+    limited = 'gateway_client_limited_total{group="",limit="requests_per_minute"}'
+    wait_for(lambda: limited in httpx.get(f"{keyed.url}/metrics").text, timeout=5)
 
     tokens, _ = issue_key(database, owner="s2", limits={"tokens_per_minute": 3000})
     wait_known(keyed, tokens)
@@ -254,6 +256,10 @@ def test_a_group_sees_only_its_models(
         assert [
             m["name"] for m in httpx.get(f"{gateway.url}/api/tags", headers=auth).json()["models"]
         ] == ["m"]
+        registry = httpx.get(f"{gateway.url}/registry", headers=auth).json()
+        assert list(registry["models"]) == ["m"]
+        unknown = post(gateway, key, {**CHAT, "model": "zzz"}).json()["error"]["message"]
+        assert unknown == "model 'zzz' not found"  # nothing said of models outside the group
 
 
 def test_keys_and_limits_hold_across_workers(
@@ -360,3 +366,26 @@ def test_anthropics_sdk_sends_its_key_as_x_api_key(
         anthropic.Anthropic(base_url=keyed.url, api_key="mvk_wrong", max_retries=0).messages.create(
             model="m", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_the_gateway_opens_again_when_its_last_key_expires(
+    keyed: ThreadedServer, database: Database
+) -> None:
+    """Expiry by time needs no reload: the ring knows when its last active key expires."""
+    key, _ = issue_key(database, expires_at=utcnow() + timedelta(seconds=2))
+    wait_known(keyed, key)
+    assert post(keyed, None, CHAT).status_code == 401
+    wait_for(lambda: post(keyed, None, CHAT).status_code == 200, timeout=10)
+    assert "expired on" in post(keyed, key, CHAT).json()["error"]["message"]
+
+
+def test_a_key_whose_group_is_gone_may_use_nothing(
+    keyed: ThreadedServer, database: Database
+) -> None:
+    """(The group deleted as the key was moved into it, on PostgreSQL: never every model.)"""
+    key, _ = issue_key(database, group_name="vanished")
+    wait_known(keyed, key)
+    refused = post(keyed, key, CHAT)
+    assert refused.status_code == 404 and "not found" in refused.text
+    listed = httpx.get(f"{keyed.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert listed.json()["data"] == []

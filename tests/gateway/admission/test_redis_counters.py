@@ -4,6 +4,7 @@ policy when Redis is away. Against the machine's Redis (skipped where none runs)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -167,3 +168,34 @@ def test_a_keys_limit_holds_across_two_instances(
             # The bucket refills one every 6 s: at most one more within these.
             assert statuses.count(200) in (10, 11), statuses
             assert set(statuses) <= {200, 429}
+
+
+async def test_a_long_stream_keeps_its_place_in_flight(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """A request that outlasts the lapse (a long stream) is renewed while it lasts."""
+    clock = [NOON]
+    redis = SharedRedis(redis_url, prefix=redis_prefix)
+    limits = Limits(max_concurrent=1)
+    holder = RedisCounters(
+        redis,
+        SharedCounters(tmp_path, clock=lambda: clock[0]),
+        in_flight_lapse=3,
+        clock=lambda: clock[0],
+    )
+    other = store(tmp_path, "other", redis, clock)
+    keeper = asyncio.create_task(holder.keep_alive())
+    try:
+        assert (await holder.admit("key:k", limits, 0)).refusal is None  # a long stream
+        clock[0] += 2
+        await asyncio.sleep(1.3)  # a renewal: now lapses at NOON + 5
+        clock[0] += 2  # past the first lapse (NOON + 3)
+        refused = await other.admit("key:k", limits, 0)
+        assert refused.refusal is not None and refused.refusal.limit == "max_concurrent"
+        await holder.settle("key:k", limits, 0, 0)
+        assert (await other.admit("key:k", limits, 0)).refusal is None
+    finally:
+        keeper.cancel()
+        holder.local.close()
+        other.local.close()
+        await redis.close()
