@@ -11,6 +11,7 @@ so, as its holder may need to know.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ from gateway.admission.limits import Limits
 from gateway.admission.ratelimit import client_of
 from shared.errors import AuthenticationRequired
 from shared.settings import Settings
+
+ADMIN = Caller("admin", Limits())
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -55,6 +58,7 @@ class ClientAccess:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.always_required = settings.require_client_auth
+        self.admin_key = settings.admin_api_key.get_secret_value().encode()
         self.address_limits = Limits(requests_per_minute=settings.rate_limit_per_minute)
         self.reservation = settings.token_reservation_default
         self.keys = keys
@@ -71,6 +75,12 @@ class ClientAccess:
         """The caller, or the 401 it should get. The key comes as a Bearer token (OpenAI's
         clients, Ollama's), or as `x-api-key` (Anthropic's SDK, Claude Code)."""
         token = bearer_token(authorization) or (api_key.strip() or None if api_key else None)
+        if (
+            token is not None
+            and self.admin_key
+            and hmac.compare_digest(token.encode(), self.admin_key)
+        ):
+            return ADMIN  # the admin (the web pages): every model, no limits
         client = None if token is None else self.keys.current.find(token)
         if client is None:
             if not self.required:

@@ -28,7 +28,7 @@ from gateway.admission.counters import (
 )
 from gateway.admission.keyring import Client
 from gateway.admission.limits import Limits
-from shared.errors import RateLimited
+from shared.errors import InvalidRequest, RateLimited
 
 
 class Caller(NamedTuple):
@@ -107,6 +107,8 @@ class Charge:
                 refusal = verdict.refusal
                 if self.on_done is not None and self.caller.client is not None:
                     self.on_done(Account(self.caller, self.model, False, 0.0, None, refusal.limit))
+                if refusal.retry_after is None:  # never, as sent: a 400 (SDKs retry a 429)
+                    raise InvalidRequest(refusal.message, param=refusal.limit)
                 raise limited(refusal.limit, refusal.message, refusal.retry_after, verdict.standing)
         return self
 

@@ -126,7 +126,7 @@ def secret_file(path: Path) -> Iterator[TextIO]:
 
 def write_keys(handle: TextIO, keys: Sequence[dict[str, object]]) -> None:
     """owner,name,group,key: one row per key, with a header row."""
-    writer = csv.writer(handle)
+    writer = csv.writer(handle, lineterminator="\n")  # (not CRLF: keys get cut from it)
     writer.writerow(("owner", "name", "group", "key"))
     for key in keys:
         writer.writerow((key["owner"], key["name"], key["group"] or "", key["key"]))

@@ -78,8 +78,8 @@ class ProxyRuntime:
 
 
 async def admitted(request: Request) -> tuple[ProxyRuntime, Caller]:
-    """The proxy's runtime and the caller, once it passed its key and request-rate
-    checks (a request that uses no tokens: a list of models, a route)."""
+    """The proxy's runtime and the caller, once its key passed (a request that uses no
+    backend: a list of models, a route)."""
     runtime = context_of(request).proxy
     if runtime is None:
         raise ServiceUnavailable("the gateway is starting or stopping")
@@ -88,7 +88,8 @@ async def admitted(request: Request) -> tuple[ProxyRuntime, Caller]:
         request.client.host if request.client else "unknown",
         request.headers.get("x-api-key"),
     )
-    await runtime.access.count_request(caller)
+    # Lists of models and the like are read from memory: they check the key but do not
+    # count against its limits (clients such as Open WebUI poll them).
     return runtime, caller
 
 

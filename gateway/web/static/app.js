@@ -24,7 +24,8 @@ export const keepManagementToken = (id, token) => sessionStorage.setItem(`multiv
 export async function api(path, { method = "GET", body, admin = true, token = "" } = {}) {
   const headers = {};
   if (token) headers["X-Management-Token"] = token;  // a host managing its own server
-  else if (admin) headers["X-API-Key"] = adminKey();
+  // (/v1 takes the admin key too: once client keys exist, the pages need it there)
+  else if (admin || adminKey()) headers["X-API-Key"] = adminKey();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {

@@ -46,7 +46,9 @@ async function send(event) {
   $("#pg-send").disabled = true;
   const started = performance.now();
   try {
-    const response = await fetch("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const headers = { "Content-Type": "application/json" };
+    if (adminKey()) headers["X-API-Key"] = adminKey();  // /v1 needs a key once keys exist
+    const response = await fetch("/v1/chat/completions", { method: "POST", headers, body: JSON.stringify(body) });
     showServer(response.headers.get("X-Gateway-Server-ID"));
     if (!response.ok) {
       const data = await response.json().catch(() => null);
