@@ -66,6 +66,7 @@ def register(gateway: ThreadedServer, headers: dict[str, str], **body: object) -
 
 
 def servers_answering(gateway: ThreadedServer, model: str, times: int = 6) -> set[str]:
+    """(Under round robin: `auto` would keep one conversation on one server.)"""
     seen = set()
     for _ in range(times):
         answer = httpx.post(
@@ -81,7 +82,9 @@ def servers_answering(gateway: ThreadedServer, model: str, times: int = 6) -> se
 def test_a_claimed_name_is_served_by_its_owner_and_co_hosts_only(
     start_gateway: Callable[..., ThreadedServer], backends: Callable[[str], ThreadedServer]
 ) -> None:
-    gateway = start_gateway(registration_keys=[CLASS_KEY], rate_limit_per_minute=0)
+    gateway = start_gateway(
+        registration_keys=[CLASS_KEY], rate_limit_per_minute=0, routing_strategy="round_robin"
+    )
     alice = register(
         gateway,
         CLASS,
@@ -141,7 +144,9 @@ def test_a_claimed_name_is_served_by_its_owner_and_co_hosts_only(
 def test_unclaimed_names_pool_and_a_pooled_name_is_not_a_hosts_to_take(
     start_gateway: Callable[..., ThreadedServer], backends: Callable[[str], ThreadedServer]
 ) -> None:
-    gateway = start_gateway(registration_keys=[CLASS_KEY], rate_limit_per_minute=0)
+    gateway = start_gateway(
+        registration_keys=[CLASS_KEY], rate_limit_per_minute=0, routing_strategy="round_robin"
+    )
     first = register(gateway, CLASS, endpoint_url=backends("tiny").url, model_name="tiny")
     second = register(gateway, CLASS, endpoint_url=backends("tiny").url, model_name="tiny")
     ids = {first.json()["registration_id"], second.json()["registration_id"]}

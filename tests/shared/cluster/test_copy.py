@@ -19,7 +19,9 @@ from shared.models import (
     HealthCheck,
     HealthdHeartbeat,
     KeyUsageMinute,
+    ModelClaim,
     ModelServer,
+    NotifyOutbox,
     RegistryGeneration,
     ResponseOwner,
     UsageMinute,
@@ -98,6 +100,15 @@ def populate(url: str, servers: int = 30) -> None:
             KeyUsageMinute(minute=29_000_000, key_id=key.id, model="m1", latency_counts=[1])
         )
         session.add(HealthdHeartbeat(id=1, beat_at=NOW, pid=42, instance="h:42", role="active"))
+        session.add(
+            ModelClaim(
+                model_name="modèle/0",
+                owner_id="server-000",
+                owner_label="student-0",
+                co_hosts=["server-001"],
+            )
+        )
+        session.add(NotifyOutbox(server_id="server-000", event="drained", reason="by the admin"))
     database.dispose()
 
 
