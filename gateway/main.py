@@ -29,7 +29,6 @@ from gateway.admission.keyring import tokens_used_today
 from gateway.admission.shared_counters import (
     COUNTERS_DIR_VARIABLE,
     SharedCounters,
-    remove_lock,
     shared_memory_base,
 )
 from gateway.client_connections import ConnectionGuard, ConnectionLimits, GuardedProtocol
@@ -166,7 +165,6 @@ def main() -> None:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
         shutil.rmtree(counters, ignore_errors=True)
-        remove_lock(counters)
 
 
 def serve() -> None:

@@ -2,7 +2,7 @@
 
 Each worker process maps the same file (in a folder the `gateway` supervisor
 makes before it starts the workers, GATEWAY_COUNTERS_DIR; a temporary one for an
-app made in a test) and changes it under one lock (a named semaphore: TableLock), so a limit of 60
+app made in a test) and changes it under an exclusive `flock`, so a limit of 60
 requests a minute is 60 for all workers together, exactly: each decision reads
 and spends in one step under the lock (a few microseconds; no database, no
 other process in the path).
@@ -21,7 +21,6 @@ counts of a worker that crashed do not stay behind.
 
 from __future__ import annotations
 
-import _multiprocessing  # type: ignore[import-not-found]
 import asyncio
 import contextlib
 import fcntl
@@ -46,7 +45,6 @@ from gateway.admission.counters import (
     standing_of,
 )
 from gateway.admission.limits import Limits
-from shared.logging import get_logger
 
 SLOTS = 16_384
 PROBES = 32
@@ -62,9 +60,6 @@ _TOTAL_AT = _HEAD.size - 8
 SLOT_BYTES = _HEAD.size + _COLUMNS.size
 TABLE_BYTES = SLOTS * SLOT_BYTES
 COUNTERS_DIR_VARIABLE = "GATEWAY_COUNTERS_DIR"
-SEMAPHORE = 1  # _multiprocessing.SemLock's kind for a plain semaphore
-
-log = get_logger("api")
 
 
 class ColumnsTaken(RuntimeError):
@@ -147,54 +142,6 @@ class Table:
         self.memory.close()
 
 
-def lock_name(folder: Path) -> str:
-    """The semaphore's name for a counters folder (one per gateway run)."""
-    digest = hashlib.blake2b(str(folder.resolve()).encode(), digest_size=10).hexdigest()
-    return f"/gateway-counters-{digest}"
-
-
-def remove_lock(folder: Path) -> None:
-    """The run's semaphore removed (the supervisor, at exit, with the folder)."""
-    with contextlib.suppress(OSError):
-        _multiprocessing.sem_unlink(lock_name(folder))
-
-
-class TableLock:
-    """The table's lock: a semaphore every worker opens by name (from the folder's).
-
-    Not `flock`: CPython lets go of the interpreter lock around that system call,
-    and on the event loop's thread getting it back cost more than the whole
-    decision (about 45 µs a request, measured with bench/ab.py). A process-shared
-    semaphore is taken without a system call when free, and without letting go of
-    the interpreter lock (`sem_trywait` first). A worker killed while holding it
-    (the section holds no await: only SIGKILL at that instant) would leave it taken;
-    a wait longer than STUCK_SECONDS takes it as that, frees it once, and says so."""
-
-    STUCK_SECONDS = 2.0
-
-    def __init__(self, folder: Path) -> None:
-        self.name = lock_name(folder)
-        try:
-            self.semaphore = _multiprocessing.SemLock(SEMAPHORE, 1, 1, self.name, False)
-        except FileExistsError:
-            self.semaphore = _multiprocessing.SemLock._rebuild(0, SEMAPHORE, 1, self.name)
-
-    def acquire(self) -> None:
-        if not self.semaphore.acquire(True, self.STUCK_SECONDS):
-            log.error("the counters' lock was held too long (a worker died holding it?): freed")
-            with contextlib.suppress(ValueError):
-                self.semaphore.release()
-            self.semaphore.acquire(True, self.STUCK_SECONDS)
-
-    def release(self) -> None:
-        self.semaphore.release()
-
-    def close(self, *, unlink: bool) -> None:
-        if unlink:
-            with contextlib.suppress(OSError):
-                _multiprocessing.sem_unlink(self.name)
-
-
 class SharedCounters:
     """CounterStore over this machine's shared memory (see the module's docstring)."""
 
@@ -202,7 +149,7 @@ class SharedCounters:
         self.folder = folder
         self.owns_folder = False  # made for this store alone: removed with it
         self.clock = clock
-        self._lock = TableLock(folder)
+        self._lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         self.tables = {"key": Table(folder / "keys.table"), "ip": Table(folder / "addresses.table")}
         self.column, self._column_fd = self._claim_column()
         # subject → (limits, tokens used beyond reservations, requests ended): settle_later
@@ -225,18 +172,18 @@ class SharedCounters:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self._lock.acquire()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            self._lock.release()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _table(self, subject: str) -> Table:
         return self.tables["ip" if subject.startswith("ip:") else "key"]
 
     def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
         table, mark, now = self._table(subject), fingerprint(subject), self.clock()
-        self._lock.acquire()  # (not _locked: this is every request)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # (not _locked: this is every request)
         try:
             if self._pending:  # ends noted this turn come first, under the same lock
                 self._write_pending(now)
@@ -245,7 +192,7 @@ class SharedCounters:
             after, verdict = admit(before, limits, tokens, now)
             table.write(offset, after, before, self.column, now)
         finally:
-            self._lock.release()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         return verdict
 
     def settle_now(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
@@ -320,7 +267,7 @@ class SharedCounters:
         self.flush()
         for table in self.tables.values():
             table.close()
-        self._lock.close(unlink=self.owns_folder)
+        os.close(self._lock_fd)
         os.close(self._column_fd)
 
 
