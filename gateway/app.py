@@ -47,7 +47,12 @@ from gateway.liveness import (
     package_version,
     ready_route,
 )
-from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, cors_options
+from gateway.middleware import (
+    BodySizeLimitMiddleware,
+    QueryTextMiddleware,
+    RequestIdMiddleware,
+    cors_options,
+)
 from gateway.openapi import docs_endpoint, openapi_endpoint
 from gateway.people.routes import people_routes
 from gateway.prometheus import metrics_route
@@ -244,6 +249,7 @@ def create_app(
                     ),
                 ),
                 Middleware(BodySizeLimitMiddleware, max_bytes=ADMIN_MAX_BODY_BYTES),
+                Middleware(QueryTextMiddleware),
             ],
         ),
         Route("/openapi.json", openapi_endpoint(TITLE, package_version()), include_in_schema=False),

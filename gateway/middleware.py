@@ -100,3 +100,25 @@ class BodySizeLimitMiddleware:
     def _too_large(self) -> ASGIApp:
         message = body_too_large(self.max_bytes).message
         return status_error_response(413, message, headers={"Connection": "close"})
+
+
+class QueryTextMiddleware:
+    """Refuse a query string with a NUL character (`%00`) with a 400.
+
+    Query values are compared with database columns (owner, model, key filters):
+    PostgreSQL refuses a NUL in any text it is given (SQLite takes it), so without
+    this the same request was a 400-or-200 on one engine and a 500 on the other.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"\x00" in query or b"%00" in query:
+            refusal = status_error_response(
+                400, "query parameters must be text without NUL characters (%00)"
+            )
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -360,3 +360,15 @@ def test_loopback_spellings_are_refused_without_contacting_the_backend(
     assert "loopback" in error["message"] and error["param"] == "endpoint_url"
     assert "ALLOW_PRIVATE_BACKENDS" in error["message"]
     assert app.requests == 0
+
+
+def test_a_nul_in_a_query_is_a_400_on_every_engine(gateway: ThreadedServer) -> None:
+    """PostgreSQL refuses a NUL in text (a 500 there, found by the schema fuzz)."""
+    for path in (
+        "/admin/servers?student_id=a%00b",
+        "/admin/keys?owner=%00",
+        "/admin/stats?owner=x%00",
+    ):
+        answer = httpx.get(f"{gateway.url}{path}", headers=HEADERS)
+        assert answer.status_code == 400, (path, answer.text)
+        assert "NUL" in answer.json()["error"]["message"]
