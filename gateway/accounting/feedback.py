@@ -15,10 +15,11 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.accounting.windows import BUCKETS, Counts
 from shared.db import Database, upsert
@@ -231,40 +232,52 @@ def write_batch(database: Database, batch: Batch) -> None:
                 )
 
 
-def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -> None:
-    """Add this process's counts to the rows of other workers and instances: the rows
-    are made if missing (ON CONFLICT DO NOTHING), then read locked (FOR UPDATE, in key
-    order, so two writers never wait on each other in a circle; SQLite's BEGIN
-    IMMEDIATE holds the whole file anyway), added to and written in one transaction,
-    so two writers' additions never overwrite each other."""
-    if not minutes:
-        return
-    keys = sorted(minutes)
-    empty = [
-        {
-            "minute": minute,
-            "server_id": server_id,
-            "model": model,
-            "requests": 0,
-            "failures": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "latency_counts": [0] * BUCKETS,
-            "first_token_counts": [0] * BUCKETS,
-            "retried": 0,
-        }
-        for minute, server_id, model in keys
-    ]
-    session.execute(upsert(session, UsageMinute).values(empty).on_conflict_do_nothing())
-    rows = {
-        (row.minute, row.server_id, row.model): row
+def locked_minutes(
+    session: Session,
+    table: type[UsageMinute] | type[KeyUsageMinute],
+    columns: tuple[
+        InstrumentedAttribute[int], InstrumentedAttribute[str], InstrumentedAttribute[str]
+    ],
+    keys: list[tuple[int, str, str]],
+    empty: dict[str, object],
+) -> dict[tuple[int, str, str], Any]:
+    """The rows of `keys` (minute, owner id, model), locked for this transaction: made
+    if missing (ON CONFLICT DO NOTHING, with the `empty` counts), then read FOR UPDATE
+    in key order, so two writers (workers, instances) never wait on each other in a
+    circle and their additions never overwrite each other (SQLite's BEGIN IMMEDIATE
+    holds the whole file anyway)."""
+    keys = sorted(keys)
+    names = [column.key for column in columns]
+    fresh = [{**dict(zip(names, key, strict=True)), **empty} for key in keys]
+    session.execute(upsert(session, table).values(fresh).on_conflict_do_nothing())
+    return {
+        tuple(getattr(row, name) for name in names): row
         for row in session.scalars(
-            select(UsageMinute)
-            .where(tuple_(UsageMinute.minute, UsageMinute.server_id, UsageMinute.model).in_(keys))
-            .order_by(UsageMinute.minute, UsageMinute.server_id, UsageMinute.model)
-            .with_for_update()
+            select(table).where(tuple_(*columns).in_(keys)).order_by(*columns).with_for_update()
         )
     }
+
+
+def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -> None:
+    """Add this process's counts to the rows of other workers and instances."""
+    if not minutes:
+        return
+    empty: dict[str, object] = {
+        "requests": 0,
+        "failures": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_counts": [0] * BUCKETS,
+        "first_token_counts": [0] * BUCKETS,
+        "retried": 0,
+    }
+    rows = locked_minutes(
+        session,
+        UsageMinute,
+        (UsageMinute.minute, UsageMinute.server_id, UsageMinute.model),
+        list(minutes),
+        empty,
+    )
     for key, counts in minutes.items():
         row = rows[key]
         merged = Counts(
@@ -281,7 +294,7 @@ def add_minutes(session: Session, minutes: dict[tuple[int, str, str], Counts]) -
         row.latency_counts, row.first_token_counts = merged.latency, merged.first_token
         row.retried = merged.retried
     if random.random() < PRUNE_CHANCE:
-        oldest = min(minute for minute, _, _ in keys) - MINUTES_KEPT
+        oldest = min(minute for minute, _, _ in minutes) - MINUTES_KEPT
         session.execute(delete(UsageMinute).where(UsageMinute.minute < oldest))
 
 
@@ -311,30 +324,22 @@ def add_key_minutes(
     keys = [key for key in minutes if key[1] in known]
     if not keys:
         return
-    rows = {
-        (row.minute, row.key_id, row.model): row
-        for row in session.scalars(
-            select(KeyUsageMinute).where(
-                tuple_(KeyUsageMinute.minute, KeyUsageMinute.key_id, KeyUsageMinute.model).in_(keys)
-            )
-        )
+    empty: dict[str, object] = {
+        "requests": 0,
+        "failures": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_counts": [0] * BUCKETS,
     }
+    rows = locked_minutes(
+        session,
+        KeyUsageMinute,
+        (KeyUsageMinute.minute, KeyUsageMinute.key_id, KeyUsageMinute.model),
+        keys,
+        empty,
+    )
     for key in keys:
-        counts = minutes[key]
-        row = rows.get(key)
-        if row is None:
-            minute, key_id, model = key
-            row = KeyUsageMinute(
-                minute=minute,
-                key_id=key_id,
-                model=model,
-                requests=0,
-                failures=0,
-                prompt_tokens=0,
-                completion_tokens=0,
-                latency_counts=[0] * BUCKETS,
-            )
-            session.add(row)
+        row = rows[key]
         merged = Counts(
             row.requests,
             row.failures,
@@ -342,7 +347,7 @@ def add_key_minutes(
             row.completion_tokens,
             list(row.latency_counts),
             [0] * BUCKETS,
-        ).add(counts)
+        ).add(minutes[key])
         row.requests, row.failures = merged.requests, merged.failures
         row.prompt_tokens, row.completion_tokens = merged.prompt_tokens, merged.completion_tokens
         row.latency_counts = merged.latency
