@@ -41,7 +41,7 @@ from gateway.proxy.relay import (
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.verdict import no_answer, parse_retry_after
 from gateway.routing.affinity import response_id_in_events, response_id_of
-from gateway.routing.choice import Choice, may_be_offered_elsewhere, request_hint
+from gateway.routing.choice import Choice, request_hint
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
 from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error
@@ -169,8 +169,8 @@ class Forwarder:
                 metrics.QUEUE_WAIT.labels(target.model).observe(self.loop.time() - waited_since)
             tried.append(backend.registration_id)
             # Asked only after a 404 or 405.
-            peers, lacking = choice.backends, choice.lacking
-            others = functools.partial(may_be_offered_elsewhere, peers, tried, lacking, attempts)
+            others = functools.partial(choice.offered_elsewhere, attempts)
+            peers = choice.backends
             try:
                 return await self.attempt(
                     backend, peers, target, fail_over_404=others, lacks_on_404=owner is None

@@ -90,6 +90,21 @@ class Choice:
         )
         return frozenset(backend.registration_id for backend in eligible)
 
+    def offered_elsewhere(self, attempts: int) -> bool:
+        """Whether a request the backend just tried lacks the endpoint for may still go
+        to another: one a pick could choose (healthy, not draining, not ejected, with
+        the request's tags), untried, not thought to lack the path, within `attempts`.
+        A draining server counted here turned a translatable request into a 404."""
+        if len(self.tried) >= attempts:
+            return False
+        others = routing.eligible(
+            self._offered(),
+            required_tags=self.tags,
+            exclude=self._excluded() | self.lacking,
+            streaming=self.streaming,
+        )
+        return bool(others)
+
     def explain(self) -> str:
         """Why nothing could be picked, in words for the client."""
         return self.balancer.explain(
@@ -109,13 +124,3 @@ def request_hint(
     if strategy != "auto" or len(backends) < 2:
         return NO_HINT
     return hint_for(members, session, size)
-
-
-def may_be_offered_elsewhere(
-    backends: tuple[Backend, ...], tried: list[str], lacking: frozenset[str], attempts: int
-) -> bool:
-    """Whether a request one backend lacks the endpoint for may still go to another."""
-    return len(tried) < attempts and any(
-        peer.healthy and peer.registration_id not in tried and peer.registration_id not in lacking
-        for peer in backends
-    )

@@ -218,6 +218,29 @@ def test_a_native_ollama_is_preferred_and_the_other_backend_translates_when_it_i
         assert openai_app.count("/v1/chat/completions") == 1
 
 
+def test_a_request_the_only_open_backend_lacks_is_translated_while_a_native_one_drains(
+    gateway: ThreadedServer,
+) -> None:
+    # The draining native server takes no new request: it is not "another backend
+    # that may offer it", so the first 404 of the OpenAI-only one leads to translation
+    # in the same request (it was a 404 to the client when the draining one counted).
+    native = FakeOllama(("llama3.2:latest",))
+    openai_app = CountingApp(
+        create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
+    )
+    with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
+        native_id = register(gateway, ollama_server.url, model_name="llama3.2:latest")
+        register(gateway, vllm_like.url, model_name="llama3.2:latest")
+        httpx.post(
+            f"{gateway.url}/admin/servers/{native_id}/drain", headers=HEADERS, timeout=15
+        ).raise_for_status()
+        client = ollama.Client(host=gateway.url, timeout=15)
+        reply = client.chat(model="llama3.2:latest", messages=[{"role": "user", "content": "hi"}])
+        assert reply.message.content.startswith("Hello from the demo backend!")
+        assert openai_app.count("/api/chat") == 1 and native.chats == 0
+        assert openai_app.count("/v1/chat/completions") == 1
+
+
 def test_backend_failures_reach_each_client_in_its_own_shape(gateway: ThreadedServer) -> None:
     backend = ScriptedBackend("m", "drop_mid_stream")
     with ThreadedServer(backend.app) as server:
