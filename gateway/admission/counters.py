@@ -76,20 +76,24 @@ def _refill(level: float, at: float, per_minute: int, now: float) -> float:
         return math.inf  # no limit: the bucket starts full when one is set
     if level == math.inf:
         return float(per_minute)
-    return min(float(per_minute), level + max(0.0, now - at) * per_minute / 60.0)
+    if now > at:
+        level += (now - at) * per_minute / 60.0
+    return level if level < per_minute else float(per_minute)
 
 
 def brought_to(slot: Slot, limits: Limits, now: float) -> Slot:
     """The slot brought to `now`: buckets refilled, the day started again at midnight."""
     day = int(now // DAY_SECONDS)
+    requests, requests_at, level, level_at, slot_day, used, in_flight = slot
+    rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
     return Slot(
-        _refill(slot.requests, slot.requests_at, limits.requests_per_minute, now),
+        _refill(requests, requests_at, rpm, now) if rpm else math.inf,
         now,
-        _refill(slot.tokens, slot.tokens_at, limits.tokens_per_minute, now),
+        _refill(level, level_at, tpm, now) if tpm else math.inf,
         now,
         day,
-        slot.day_used if slot.day == day else 0,
-        slot.in_flight,
+        used if slot_day == day else 0,
+        in_flight,
     )
 
 
@@ -158,16 +162,28 @@ def admit(slot: Slot, limits: Limits, tokens: int, now: float) -> tuple[Slot, Ve
     if refusal is not None:
         return current, Verdict(standing_of(current, limits, now), refusal)
     requests, _, level, _, day, used, in_flight = current
-    spent = Slot(
-        requests - 1 if limits.requests_per_minute else requests,
-        now,
-        level - tokens if limits.tokens_per_minute else level,
-        now,
-        day,
-        used + tokens if limits.tokens_per_day else used,
-        in_flight + 1 if limits.max_concurrent else in_flight,
+    rpm, tpm, tpd = limits.requests_per_minute, limits.tokens_per_minute, limits.tokens_per_day
+    if rpm:
+        requests -= 1
+    if tpm:
+        level -= tokens
+    if tpd:
+        used += tokens
+    if limits.max_concurrent:
+        in_flight += 1
+    spent = Slot(requests, now, level, now, day, used, in_flight)
+    # standing_of(spent, limits, now), written out: this is every request.
+    standing = Standing(
+        limits,
+        (int(requests) if requests > 0 else 0) if rpm else None,
+        (rpm - requests) * 60.0 / rpm if rpm else 0.0,
+        (math.floor(level) if level > 0 else 0) if tpm else None,
+        (tpm - level) * 60.0 / tpm if tpm else 0.0,
+        (tpd - used if tpd > used else 0) if tpd else None,
+        (day + 1) * DAY_SECONDS - now if tpd else 0.0,
+        in_flight,
     )
-    return spent, Verdict(standing_of(spent, limits, now))
+    return spent, Verdict(standing)
 
 
 def settle(slot: Slot, limits: Limits, reserved: int, used: int | None, now: float) -> Slot:
@@ -200,16 +216,24 @@ def needs_settling(limits: Limits) -> bool:
 
 def duration(seconds: float) -> str:
     """OpenAI's form of a reset time: `1s`, `6m0s`, `20ms`, `1h2m3s`."""
+    return _duration(seconds).decode()
+
+
+def _duration(seconds: float) -> bytes:
     if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    whole = math.ceil(seconds)
+        return b"%dms" % (math.ceil(seconds * 1000) if seconds > 0 else 0)
+    return _whole_duration(math.ceil(seconds))
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_duration(whole: int) -> bytes:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
-        return f"{hours}h{minutes}m{secs}s"
+        return b"%dh%dm%ds" % (hours, minutes, secs)
     if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+        return b"%dm%ds" % (minutes, secs)
+    return b"%ds" % secs
 
 
 _HEADER_NAMES = tuple(
@@ -231,29 +255,28 @@ def ratelimit_headers(standing: Standing) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers for the limits a client has (requests and tokens
     per minute), and the same three for tokens per day (`-tokens-day`). On every
     answer, so written plainly: a few microseconds."""
-    limits = standing.limits
-    requests, tokens, day = _limit_values(limits)
+    requests, tokens, day = _limit_values(standing.limits)
     headers: list[tuple[bytes, bytes]] = []
     if standing.requests_remaining is not None:
         names = _HEADER_NAMES[0]
         headers += (
             (names[0], requests),
             (names[1], b"%d" % standing.requests_remaining),
-            (names[2], duration(standing.requests_reset).encode()),
+            (names[2], _duration(standing.requests_reset)),
         )
     if standing.tokens_remaining is not None:
         names = _HEADER_NAMES[1]
         headers += (
             (names[0], tokens),
             (names[1], b"%d" % standing.tokens_remaining),
-            (names[2], duration(standing.tokens_reset).encode()),
+            (names[2], _duration(standing.tokens_reset)),
         )
     if standing.day_remaining is not None:
         names = _HEADER_NAMES[2]
         headers += (
             (names[0], day),
             (names[1], b"%d" % standing.day_remaining),
-            (names[2], duration(standing.day_reset).encode()),
+            (names[2], _duration(standing.day_reset)),
         )
     return headers
 

@@ -52,6 +52,8 @@ COLUMNS = 64  # WORKERS is at most 64
 # fingerprint, touched, requests, at, tokens, at, day, used, in flight (all workers')
 _HEAD = struct.Struct("<Qdddddqqq")
 _MARK = struct.Struct("<Qd")
+_FINGERPRINT = struct.Struct("<Q")
+_COUNTS = struct.Struct("<ddddqqq")  # the Slot: the head after its fingerprint and touched
 _TAIL = struct.Struct("<dddddqqq")  # the head after its fingerprint
 _COLUMNS = struct.Struct(f"<{COLUMNS}i")
 _COLUMN = struct.Struct("<i")
@@ -111,8 +113,12 @@ class Table:
         inf = float("inf")
         _HEAD.pack_into(self.memory, offset, mark, 0.0, inf, 0.0, inf, 0.0, 0, 0, 0)
 
+    def holds(self, offset: int, mark: int) -> bool:
+        """Whether the slot at `offset` is still `mark`'s (it may have been reused)."""
+        return bool(_FINGERPRINT.unpack_from(self.memory, offset)[0] == mark)
+
     def read(self, offset: int) -> Slot:
-        return Slot._make(_HEAD.unpack_from(self.memory, offset)[2:])
+        return Slot._make(_COUNTS.unpack_from(self.memory, offset + 16))
 
     def write(self, offset: int, slot: Slot, before: Slot, column: int, now: float) -> None:
         """The slot's counts; its change in flight also in this worker's column."""
@@ -155,6 +161,9 @@ class SharedCounters:
         # subject → (limits, tokens used beyond reservations, requests ended): settle_later
         self._pending: dict[str, tuple[Limits, int, int]] = {}
         self._flush_scheduled = False
+        # subject → (table, offset, mark): where its slot was; checked before use (under
+        # the lock), as another worker may have reused the slot since.
+        self._where: dict[str, tuple[Table, int, int]] = {}
         with self._locked():
             for table in self.tables.values():
                 table.clear_column(self.column)
@@ -181,13 +190,25 @@ class SharedCounters:
     def _table(self, subject: str) -> Table:
         return self.tables["ip" if subject.startswith("ip:") else "key"]
 
+    def _slot_of(self, subject: str, now: float) -> tuple[Table, int]:
+        """(Under the lock.) The table and offset of `subject`'s slot, made if need be."""
+        where = self._where.get(subject)
+        if where is not None and where[0].holds(where[1], where[2]):
+            return where[0], where[1]
+        table, mark = self._table(subject), fingerprint(subject)
+        offset = table.find(mark, now)
+        if len(self._where) >= SLOTS:
+            self._where.clear()
+        self._where[subject] = (table, offset, mark)
+        return table, offset
+
     def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
-        table, mark, now = self._table(subject), fingerprint(subject), self.clock()
+        now = self.clock()
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # (not _locked: this is every request)
         try:
             if self._pending:  # ends noted this turn come first, under the same lock
                 self._write_pending(now)
-            offset = table.find(mark, now)
+            table, offset = self._slot_of(subject, now)
             before = table.read(offset)
             after, verdict = admit(before, limits, tokens, now)
             table.write(offset, after, before, self.column, now)
@@ -222,15 +243,17 @@ class SharedCounters:
         self._flush_scheduled = False
         if not self._pending:
             return
-        with self._locked():
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # (not _locked: most requests' ends)
+        try:
             self._write_pending(self.clock())
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _write_pending(self, now: float) -> None:
         """(Under the lock.)"""
         pending, self._pending = self._pending, {}
         for subject, (limits, change, ended) in pending.items():
-            table = self._table(subject)
-            offset = table.find(fingerprint(subject), now)
+            table, offset = self._slot_of(subject, now)
             before = table.read(offset)
             table.write(
                 offset, settle_many(before, limits, change, ended, now), before, self.column, now

@@ -181,3 +181,34 @@ def test_a_full_table_reuses_the_least_recently_used_slot(tmp_path: Path) -> Non
         assert math.isfinite(clock[0])
     finally:
         store.close()
+
+
+def test_a_slot_another_worker_reused_is_found_again_not_written_over(tmp_path: Path) -> None:
+    """A worker remembers where each subject's slot is; when another worker has given
+    that slot to someone else meanwhile (a full table), the first one looks again
+    instead of counting its subject in the other's slot."""
+    from gateway.admission import shared_counters
+
+    clock = [NOON]
+    first = SharedCounters(tmp_path, clock=lambda: clock[0])
+    second = SharedCounters(tmp_path, clock=lambda: clock[0])
+    try:
+        limits = Limits(requests_per_minute=1)
+        first.admit_now("key:remembered", limits, 0)  # its minute is spent
+        # The second worker fills the table: the remembered slot goes to a newcomer.
+        for index in range(shared_counters.SLOTS + shared_counters.PROBES):
+            clock[0] += 0.001
+            second.admit_now(f"key:{index}", limits, 0)
+        newcomers = [f"key:{index}" for index in range(shared_counters.SLOTS)]
+        before = {subject: second.standing_now(subject, limits) for subject in newcomers[-50:]}
+        clock[0] += 0.001
+        # Its slot was reused: it is a new client again (a full minute), ...
+        assert first.admit_now("key:remembered", limits, 0).refusal is None
+        # ... and no newcomer was charged for it.
+        after = {subject: second.standing_now(subject, limits) for subject in newcomers[-50:]}
+        assert [s.requests_remaining for s in after.values()] == [
+            s.requests_remaining for s in before.values()
+        ]
+    finally:
+        first.close()
+        second.close()
