@@ -25,6 +25,10 @@ from shared.logging import LogOutputs, Redactor, get_logger
 
 BATCH_SECONDS = 0.02
 BATCH_LIMIT = 5000  # written at once past this many, whatever the time
+# A request the gateway answered itself with an error (a 401, a 429, a model not
+# found, every backend failed): one line, whether or not an attempt had its own.
+REFUSED = "request refused"  # 4xx
+FAILED = "request failed"  # 5xx
 
 
 class Served(NamedTuple):
@@ -38,6 +42,7 @@ class Served(NamedTuple):
     client_gone: bool | None
     trace_id: str | None  # 32 hex digits (a W3C traceparent's), when the client sent one
     key_id: str | None = None  # the client key's id (a UUID; never the key)
+    event: str = "request served"  # or REFUSED / FAILED: the gateway's own answer
 
 
 class RequestLog:
@@ -85,6 +90,33 @@ class RequestLog:
             trace_id,
             key_id,
         )
+        self._add(entry)
+
+    def answered_by_gateway(
+        self, request_id: str, *, model: str, status: int, latency_ms: float, key_id: str | None
+    ) -> None:
+        """The gateway's own error answer to a request (no backend's answer was passed
+        on): `request refused` (4xx) or `request failed` (5xx), in the same batches."""
+        if not self.enabled:
+            return
+        event = REFUSED if status < 500 else FAILED
+        self._add(
+            Served(
+                time.time(),
+                request_id,
+                model,
+                "",
+                status,
+                latency_ms,
+                False,
+                None,
+                None,
+                key_id,
+                event,
+            )
+        )
+
+    def _add(self, entry: Served) -> None:
         if not self.batched:
             self._through_structlog(entry)
             return
@@ -125,14 +157,14 @@ class RequestLog:
         if entry.key_id is not None:
             fields["key_id"] = entry.key_id
         if self.outputs is None:  # logging set up some other way; request_id from the context
-            self.fallback.info("request served", **fields)
+            self.fallback.info(entry.event, **fields)
             return
         self.outputs.write(
             "info",
             {
                 "timestamp": self.clock.format(entry.at),
                 "component": self.component,
-                "event": "request served",
+                "event": entry.event,
                 **fields,
                 "request_id": entry.request_id,
             },
@@ -149,7 +181,7 @@ class RequestLog:
             gone += f" key_id={entry.key_id!r}"
         return (
             f"timestamp={self.clock.format(entry.at)!r} level='info' "
-            f"component={self.component!r} event='request served' "
+            f"component={self.component!r} event={entry.event!r} "
             f"model={self.redactor.text(entry.model)!r} "
             f"registration_id={entry.registration_id!r} status={entry.status!r} "
             f"latency_ms={entry.latency_ms!r} stream={entry.stream!r}{gone} "
@@ -166,7 +198,7 @@ class RequestLog:
             gone += f', "key_id": "{entry.key_id}"'
         return (
             f'{{"timestamp": "{self.clock.format(entry.at)}", "level": "info", '
-            f'"component": "{self.component}", "message": "request served", '
+            f'"component": "{self.component}", "message": "{entry.event}", '
             f'"model": {json.dumps(self.redactor.text(entry.model))}, '
             f'"registration_id": "{entry.registration_id}", "status": {entry.status!r}, '
             f'"latency_ms": {entry.latency_ms!r}, "stream": {json.dumps(entry.stream)}{gone}, '

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
@@ -154,6 +155,8 @@ class ProxyEndpoint:
         watch: ClientWatch,
     ) -> Answer | JSONAnswer:
         runtime = self.context.proxy
+        caller: Caller | None = None
+        started = time.perf_counter()
         try:
             if runtime is None:
                 raise ServiceUnavailable("the gateway is starting or stopping")
@@ -167,6 +170,14 @@ class ProxyEndpoint:
             body = await self._read_body(headers, receive)
             return await self.forward(runtime, scope, headers, body, request_id, watch, caller)
         except GatewayError as error:
+            if runtime is not None:
+                runtime.request_log.answered_by_gateway(
+                    request_id,
+                    model=scope["state"].get("model", ""),
+                    status=error.status_code,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                    key_id=None if caller is None else caller.key_id,
+                )
             # In the API's own error shape (Ollama's, Anthropic's), else OpenAI's.
             return error_answer(error, shaped_error(self.api.path, error))
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
@@ -189,6 +200,7 @@ class ProxyEndpoint:
         target = await read_target(
             body, content_type, self.api.streams_by_default, executor=runtime.large_bodies
         )
+        scope["state"]["model"] = target.model  # (for the line of an error answer)
         if not caller.may_use(target.model):  # a group's keys see only its models
             raise NotFound(f"model {target.model!r} not found", param="model")
         charge = runtime.access.charge(

@@ -522,6 +522,43 @@ def test_trace_context_reaches_the_backend_and_the_request_line(
     assert entry["trace_id"] == trace
 
 
+def test_the_gateways_own_error_answers_have_a_line_too(
+    start_gateway: Callable[..., ThreadedServer],
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+    tmp_path: Path,
+) -> None:
+    """A request no backend answered (a model not found, every backend failing, a
+    rate limit) is in the log as `request refused` (4xx) or `request failed` (5xx),
+    with its status, model and request id."""
+    gateway = start_gateway(rate_limit_per_minute=0)
+    _, server = scripted(behavior="error500")
+    register_routable(gateway, server.url)
+    missing = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={**CHAT, "model": "nowhere"},
+        headers={"x-request-id": "req-missing"},
+    )
+    assert missing.status_code == 404
+    failing = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"x-request-id": "req-failing"}
+    )
+    assert failing.status_code >= 500
+
+    def lines() -> dict[str, dict[str, Any]] | None:
+        found = {}
+        for line in (tmp_path / "logs" / "gateway.log").read_text().splitlines():
+            entry: dict[str, Any] = json.loads(line)
+            if entry.get("message") in ("request refused", "request failed"):
+                found[entry["request_id"]] = entry
+        return found if len(found) == 2 else None
+
+    found = wait_for(lines, timeout=5, what="the lines of the error answers")
+    assert found["req-missing"]["message"] == "request refused"
+    assert found["req-missing"]["status"] == 404 and found["req-missing"]["model"] == "nowhere"
+    assert found["req-failing"]["message"] == "request failed"
+    assert found["req-failing"]["status"] == failing.status_code
+
+
 def test_models_lists_what_a_client_can_use(
     start_gateway: Callable[..., ThreadedServer],
     scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
