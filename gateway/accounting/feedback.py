@@ -88,6 +88,9 @@ class Batch:
 class Feedback:
     def __init__(self) -> None:
         self.pending = Batch()
+        # Bumped when a batch is taken and when its write ends: what was read of the
+        # usage tables under another generation may be missing a batch (catalog/me.py).
+        self.generation = 0
 
     def record(
         self,
@@ -153,6 +156,7 @@ class Feedback:
 
     def take(self) -> Batch:
         batch, self.pending = self.pending, Batch()
+        self.generation += 1
         return batch
 
     def give_back(self, batch: Batch) -> None:
@@ -365,6 +369,8 @@ async def flush(feedback: Feedback, database: Database) -> None:
     except SQLAlchemyError as error:
         feedback.give_back(batch)
         log.warning("could not write usage and check requests; will retry", error=str(error))
+    finally:
+        feedback.generation += 1
 
 
 async def flush_forever(

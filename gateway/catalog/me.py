@@ -10,6 +10,7 @@ may be missing: at most one flush, FLUSH_SECONDS, behind).
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,7 +25,9 @@ from gateway.openapi import DocumentedRoute, Operation
 from shared.db import Database
 from shared.errors import AuthenticationRequired, ServiceUnavailable
 from shared.models import KeyUsageMinute
+from shared.single_flight import SingleFlight
 
+USAGE_READ_SECONDS = 1.0  # a key's usage rows are read at most this often per worker
 # (name, minutes back from now; None: since 00:00 UTC)
 WINDOWS: tuple[tuple[str, int | None], ...] = (("today", None), ("1h", 60), ("24h", 1440))
 
@@ -37,9 +40,10 @@ def _first_minutes(now: float) -> dict[str, int]:
     }
 
 
-def read_usage(
-    database: Database, key_id: str, since: int
-) -> list[tuple[int, str, int, int, int, int]]:
+UsageRows = list[tuple[int, str, int, int, int, int]]
+
+
+def read_usage(database: Database, key_id: str, since: int) -> UsageRows:
     """(minute, model, requests, failures, prompt, completion) of a key since a minute."""
     with database.reading() as session:
         rows = session.execute(
@@ -58,6 +62,45 @@ def read_usage(
             (int(minute), str(model), int(requests), int(failures), int(prompt), int(completion))
             for minute, model, requests, failures, prompt, completion in rows
         ]
+
+
+class UsageReads:
+    """Each key's usage rows, read at most once per USAGE_READ_SECONDS per worker, with
+    one read for any number of callers at once: /v1/me is the key holder's to call as
+    often as it likes (it does not count against the key's limits), the database is
+    everyone's. A read is reused only while this worker has taken and written no batch since
+    (its own requests show at once: `usage_of` adds what it has not written)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.flights: SingleFlight[tuple[str, int, int], UsageRows] = SingleFlight()
+        # (key id, first minute) -> (read at (monotonic), the feedback's generation, rows)
+        self.kept: dict[tuple[str, int], tuple[float, int, UsageRows]] = {}
+
+    async def rows(self, key_id: str, since: int, generation: int) -> UsageRows:
+        kept = self.kept.get((key_id, since))
+        now = time.monotonic()
+        if kept is not None and now - kept[0] < USAGE_READ_SECONDS and kept[1] == generation:
+            return kept[2]
+
+        async def read() -> UsageRows:
+            rows = await run_in_threadpool(read_usage, self.database, key_id, since)
+            if len(self.kept) >= 10_000:
+                self.kept.clear()
+            self.kept[key_id, since] = (now, generation, rows)
+            return rows
+
+        return await self.flights.run((key_id, since, generation), read)
+
+
+_READS: weakref.WeakKeyDictionary[Database, UsageReads] = weakref.WeakKeyDictionary()
+
+
+def usage_reads(database: Database) -> UsageReads:
+    reads = _READS.get(database)
+    if reads is None:
+        reads = _READS[database] = UsageReads(database)
+    return reads
 
 
 def _totals() -> dict[str, int]:
@@ -140,8 +183,10 @@ async def me(request: Request) -> Response:
     if client.key_id is not None:
         now = time.time()
         since = min(_first_minutes(now).values())
-        rows = await run_in_threadpool(read_usage, context.database, client.key_id, since)
-        usage = usage_of(rows, runtime.feedback.pending.key_minutes, client.key_id, now)
+        feedback = runtime.feedback
+        generation = feedback.generation
+        rows = await usage_reads(context.database).rows(client.key_id, since, generation)
+        usage = usage_of(rows, feedback.pending.key_minutes, client.key_id, now)
     return JSONResponse(
         {
             "key": {
