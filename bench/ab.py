@@ -82,6 +82,9 @@ def main() -> None:
         "--backends", type=int, default=1, help="backends of the model (2+: routing chooses)"
     )
     parser.add_argument(
+        "--a-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for A only"
+    )
+    parser.add_argument(
         "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only"
     )
     parser.add_argument(
@@ -109,7 +112,10 @@ def main() -> None:
         gateways: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
         scripts: dict[str, Path] = {}
         headers: dict[str, dict[str, str]] = {}
-        b_settings = dict(item.split("=", 1) for item in arguments.b_env)
+        own_settings = {
+            "A": dict(item.split("=", 1) for item in arguments.a_env),
+            "B": dict(item.split("=", 1) for item in arguments.b_env),
+        }
         for name, bin_dir in (("A", arguments.a), ("B", arguments.b)):
             folder = workdir / name
             folder.mkdir()
@@ -120,7 +126,7 @@ def main() -> None:
                 WORKERS="1",
                 LOG_LEVEL="INFO",
                 HEALTH_CHECK_INTERVAL_SECONDS="60",
-                **(b_settings if name == "B" else {}),
+                **own_settings[name],
             )
             process = start([str(bin_dir / "gateway")], env, folder / "gateway.stdout")
             processes.append(process)
