@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from gateway.cli.api_client import (
+    SERVERS,
     AdminClient,
     F,
     api_options,
@@ -173,7 +174,9 @@ def update(
     body = _registration_body(**_rename(fields))
     if not body:
         fail("nothing to change: give at least one option (see --help)")
-    result = AdminClient(url, api_key).call("PUT", f"/admin/register/{registration_id}", json=body)
+    client = AdminClient(url, api_key)
+    registration_id = client.resolve(registration_id, SERVERS)
+    result = client.call("PUT", f"/admin/register/{registration_id}", json=body)
     print_document(result, as_json, server_details)
 
 
@@ -182,7 +185,9 @@ def update(
 @api_options
 def deregister(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Deregister a backend (soft delete; it can register again)."""
-    result = AdminClient(url, api_key).call("DELETE", f"/admin/register/{registration_id}")
+    client = AdminClient(url, api_key)
+    registration_id = client.resolve(registration_id, SERVERS)
+    result = client.call("DELETE", f"/admin/register/{registration_id}")
     print_document(result, as_json, lambda r: f"deregistered {r['registration_id']}")
 
 
@@ -224,7 +229,9 @@ def servers(
 @api_options
 def show(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Show one registration with its last 20 health checks."""
-    result = AdminClient(url, api_key).call("GET", f"/admin/servers/{registration_id}")
+    client = AdminClient(url, api_key)
+    registration_id = client.resolve(registration_id, SERVERS)
+    result = client.call("GET", f"/admin/servers/{registration_id}")
     print_document(result, as_json, server_details)
 
 
@@ -235,8 +242,9 @@ def _drain_command(action: str, done: str, summary: str) -> None:
     @click.argument("registration_id")
     @api_options
     def command(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
-        path = f"/admin/servers/{registration_id}/{action}"
-        result = AdminClient(url, api_key).call("POST", path)
+        client = AdminClient(url, api_key)
+        registration_id = client.resolve(registration_id, SERVERS)
+        result = client.call("POST", f"/admin/servers/{registration_id}/{action}")
         print_document(result, as_json, lambda r: f"{done} {r['registration_id']}")
 
 
@@ -249,7 +257,9 @@ _drain_command("undrain", "resumed", "Resume a drained backend.")
 @api_options
 def check(registration_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Ask healthd to probe a backend now (see the result with `show`)."""
-    result = AdminClient(url, api_key).call("POST", f"/admin/servers/{registration_id}/check")
+    client = AdminClient(url, api_key)
+    registration_id = client.resolve(registration_id, SERVERS)
+    result = client.call("POST", f"/admin/servers/{registration_id}/check")
     print_document(result, as_json, lambda r: f"check requested for {r['registration_id']}")
 
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import click
 import httpx
@@ -75,6 +75,27 @@ class AdminClient:
             fail(f"cannot reach the gateway at {self.base}: {error}")
             raise AssertionError from error  # unreachable: _fail exits
 
+    def resolve(self, given: str, listing: Listing) -> str:
+        """A full id from the start of one (the short ids `stats` and tables show): the
+        one entry of GET `listing` whose `field` starts with `given`. A full id (36
+        characters) is taken as it is; none or several matching is one line and exit 1
+        (an ambiguous start never picks one: these commands drain, revoke, delete)."""
+        if len(given) >= FULL_ID_LENGTH:
+            return given
+        path, params, field, what = listing
+        if len(given) < MIN_ID_START:
+            fail(f"{what} id {given!r} is too short: give at least {MIN_ID_START} characters")
+        entries = self.call("GET", path, params=params)
+        found = sorted(
+            {str(e[field]) for e in entries or [] if str(e.get(field, "")).startswith(given)}
+        )
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            fail(f"no {what} id starts with {given!r}")
+        fail(f"{len(found)} {what} ids start with {given!r} ({', '.join(found[:5])}): give more")
+        raise AssertionError  # unreachable: fail exits
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.send(method, path, **kwargs)
         body = json_of(response)
@@ -99,6 +120,21 @@ def error_message(response: httpx.Response) -> str:
 
 
 MANAGEMENT_TOKEN = "management_token"
+FULL_ID_LENGTH = 36  # a UUID's text
+MIN_ID_START = 4
+
+
+class Listing(NamedTuple):
+    """Where `resolve` finds the ids of a kind of thing."""
+
+    path: str
+    params: dict[str, str]
+    field: str
+    what: str
+
+
+SERVERS = Listing("/admin/servers", {"include_inactive": "true"}, "registration_id", "server")
+KEYS = Listing("/admin/keys", {"include_revoked": "true"}, "id", "key")
 
 
 def _keep_token(context: click.Context, _: click.Parameter, value: str | None) -> None:

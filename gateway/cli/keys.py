@@ -14,7 +14,15 @@ from typing import Any
 import click
 
 from gateway.admission.limits import LIMIT_NAMES
-from gateway.cli.api_client import AdminClient, F, api_options, error_message, fail, print_document
+from gateway.cli.api_client import (
+    KEYS,
+    AdminClient,
+    F,
+    api_options,
+    error_message,
+    fail,
+    print_document,
+)
 from gateway.cli.roster import RosterError, parse_roster, secret_file, write_keys
 from gateway.cli.stats_view import (
     created_text,
@@ -148,7 +156,9 @@ def list_keys(
 @api_options
 def show(key_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Show one key: limits (own and effective), models, use today."""
-    result = AdminClient(url, api_key).call("GET", f"/admin/keys/{key_id}")
+    client = AdminClient(url, api_key)
+    key_id = client.resolve(key_id, KEYS)
+    result = client.call("GET", f"/admin/keys/{key_id}")
     print_document(result, as_json, key_details)
 
 
@@ -183,7 +193,9 @@ def update(key_id: str, url: str, api_key: str | None, as_json: bool, **fields: 
         body["limits"] = limits
     if not body:
         fail("nothing to change: give at least one option (see --help)")
-    result = AdminClient(url, api_key).call("PATCH", f"/admin/keys/{key_id}", json=body)
+    client = AdminClient(url, api_key)
+    key_id = client.resolve(key_id, KEYS)
+    result = client.call("PATCH", f"/admin/keys/{key_id}", json=body)
     print_document(result, as_json, key_details)
 
 
@@ -192,7 +204,9 @@ def update(key_id: str, url: str, api_key: str | None, as_json: bool, **fields: 
 @api_options
 def revoke(key_id: str, url: str, api_key: str | None, as_json: bool) -> None:
     """Revoke a key at once (final; its usage history stays)."""
-    result = AdminClient(url, api_key).call("DELETE", f"/admin/keys/{key_id}")
+    client = AdminClient(url, api_key)
+    key_id = client.resolve(key_id, KEYS)
+    result = client.call("DELETE", f"/admin/keys/{key_id}")
     print_document(result, as_json, lambda k: f"revoked {k['id']} ({k['prefix']}…) of {k['owner']}")
 
 

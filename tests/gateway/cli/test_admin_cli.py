@@ -91,6 +91,12 @@ def test_register_list_show_update_deregister(
 
     shown = admin("show", registration_id, *connection, cwd=tmp_path)
     assert "serves                demo" in shown.stdout and "success" in shown.stdout
+    # The short id `stats` shows is enough; a start no id has is one line and exit 1.
+    short = admin("show", registration_id[:8], *connection, cwd=tmp_path)
+    assert short.returncode == 0 and short.stdout == shown.stdout
+    other = "0000" if not registration_id.startswith("0000") else "ffff"
+    unknown = admin("drain", other, *connection, cwd=tmp_path)
+    assert unknown.returncode == 1 and f"no server id starts with '{other}'" in unknown.stderr
     assert "cli-backend-secret" not in shown.stdout
     assert "backend key           set (hidden)" in shown.stdout
 

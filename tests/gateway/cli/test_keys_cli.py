@@ -68,7 +68,7 @@ def test_keys_are_created_listed_updated_and_revoked(
     table = admin("keys", "list", *connection, cwd=tmp_path)
     assert table.returncode == 0 and key[:8] in table.stdout and key not in table.stdout
     assert "alice" in table.stdout and "active" in table.stdout
-    shown = admin("keys", "show", key_id, *connection, cwd=tmp_path)
+    shown = admin("keys", "show", key_id[:8], *connection, cwd=tmp_path)  # its short id
     assert "tokens_per_day=50000" in shown.stdout and "requests_per_minute=30" in shown.stdout
     assert key not in shown.stdout
 
