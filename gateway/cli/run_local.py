@@ -8,8 +8,10 @@ everything cleanly on Ctrl-C (or when any child dies).
 
 from __future__ import annotations
 
+import errno
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +50,33 @@ def ensure_env_file(path: Path) -> str | None:
     path.write_text(ENV_TEMPLATE.format(key=key))
     path.chmod(0o600)
     return key
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something listens on host:port already (a bind would fail)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def check_ports_free(settings: Settings, demo_port: int) -> None:
+    """Refuse to start when the ports are taken, before anything starts: a second
+    `make run` would otherwise find the first one's gateway answering, print its
+    banner as if it were its own, and then fail when its own gateway could not bind."""
+    for name, host, port, how in (
+        ("the gateway", settings.host, settings.port, "set PORT in .env"),
+        ("the demo backend", "127.0.0.1", demo_port, "run `gateway-admin run-local --demo-port N`"),
+    ):
+        if port_taken(host, port):
+            raise click.ClickException(
+                f"port {port} ({name}) is in use: is `make run` or a gateway already running? "
+                f"Stop it, or {how} to use another port"
+            )
 
 
 @dataclass
@@ -149,6 +178,7 @@ def run_local(demo_port: int) -> None:
         settings = load_settings()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
+    check_ports_free(settings, demo_port)
     upgrade_to_head(settings.database_url)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     gateway_url = f"http://{host}:{settings.port}"

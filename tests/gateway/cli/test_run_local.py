@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -63,3 +64,24 @@ def test_run_local_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None
             raise AssertionError(f"port {port} still answers after Ctrl-C")
         except httpx.ConnectError:
             pass
+
+
+def test_a_second_run_while_the_ports_are_taken_says_so_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    gateway_port, demo_port = free_port(), free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", gateway_port))
+        taken.listen()
+        second = subprocess.run(
+            [str(BIN / "gateway-admin"), "run-local", "--demo-port", str(demo_port)],
+            cwd=tmp_path,
+            env=clean_environment({"PORT": str(gateway_port)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode == 1
+    assert f"port {gateway_port} (the gateway) is in use" in second.stderr
+    assert "is running" not in second.stdout  # no banner of somebody else's gateway
+    assert not (tmp_path / "logs").exists()  # nothing was started
