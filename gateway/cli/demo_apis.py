@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -96,7 +97,51 @@ def _response(model: str, ident: str, text: str, usage: dict[str, int], status: 
     }
 
 
-def _responses(model: str, read: Reader, answers: Answers) -> Callable[[Request], Any]:
+KEPT_RESPONSES = 1000  # the demo keeps the last ones for GET and DELETE, as a server would
+
+
+class StoredResponses:
+    """The demo's last responses, so that retrieving or deleting one, or continuing a
+    conversation with `previous_response_id`, works through the gateway as on a real
+    server (oldest forgotten first)."""
+
+    def __init__(self) -> None:
+        self.kept: OrderedDict[str, Any] = OrderedDict()
+
+    def keep(self, response: Any) -> None:
+        self.kept[response["id"]] = response
+        while len(self.kept) > KEPT_RESPONSES:
+            self.kept.popitem(last=False)
+
+    def routes(self) -> list[Route]:
+        async def retrieve(request: Request) -> Response:
+            found = self.kept.get(request.path_params["response_id"])
+            return _not_found(request) if found is None else JSONResponse(found)
+
+        async def delete(request: Request) -> Response:
+            ident = request.path_params["response_id"]
+            if self.kept.pop(ident, None) is None:
+                return _not_found(request)
+            return JSONResponse({"id": ident, "object": "response.deleted", "deleted": True})
+
+        path = "/v1/responses/{response_id}"
+        return [Route(path, retrieve, methods=["GET"]), Route(path, delete, methods=["DELETE"])]
+
+
+def _not_found(request: Request) -> Response:
+    ident = request.path_params["response_id"]
+    error = {
+        "message": f"Response with id '{ident}' not found.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    return JSONResponse({"error": error}, status_code=404)
+
+
+def _responses(
+    model: str, read: Reader, answers: Answers, stored: StoredResponses
+) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         document = await read(request)
         if isinstance(document, Response):
@@ -116,6 +161,8 @@ def _responses(model: str, read: Reader, answers: Answers) -> Callable[[Request]
         }
         ident = uuid.uuid4().hex[:24]
         done = _response(model, ident, text, counts, "completed")
+        if document.get("store", True) is not False:
+            stored.keep(done)
         if not document.get("stream"):
             return JSONResponse(done)
         return StreamingResponse(
@@ -168,5 +215,8 @@ def native_routes(model: str, read: Reader, answers: Answers) -> list[Route]:
         for path, translation in TRANSLATIONS.items()
     ]
     routes.append(Route("/api/show", show, methods=["POST"]))
-    routes.append(Route("/v1/responses", _responses(model, read, answers), methods=["POST"]))
-    return routes
+    stored = StoredResponses()
+    routes.append(
+        Route("/v1/responses", _responses(model, read, answers, stored), methods=["POST"])
+    )
+    return [*routes, *stored.routes()]

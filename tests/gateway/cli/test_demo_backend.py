@@ -77,6 +77,11 @@ def test_every_api_through_the_gateway_with_its_own_client(
     response = sdk.responses.create(model="demo", input="tell me", max_output_tokens=5)
     assert response.output_text == "Hello from the demo backend!"
     assert response.usage is not None and response.usage.output_tokens == 5
+    # Kept as a server keeps it: retrieved and deleted through the gateway.
+    assert sdk.responses.retrieve(response.id).output_text == response.output_text
+    assert sdk.responses.delete(response.id) is None
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(response.id)
     deltas = [
         event.delta
         for event in sdk.responses.create(model="demo", input="tell me", stream=True)
