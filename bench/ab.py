@@ -180,6 +180,9 @@ def main() -> None:
             )
         ratio = statistics.median(b / a for a, b in zip(rates["A"], rates["B"], strict=True))
         print(f"B/A requests/s, median of the rounds' ratios: {ratio:.3f}")
+        # Paired: each round's B against the A run next to it (both saw the same drift).
+        cpu_ratio = statistics.median(b / a for a, b in zip(cpu_us["A"], cpu_us["B"], strict=True))
+        print(f"B/A CPU µs per request, median of the rounds' ratios: {cpu_ratio:.3f}")
     finally:
         for process in reversed(processes):
             stop(process)
