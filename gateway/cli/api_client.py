@@ -83,11 +83,11 @@ class AdminClient:
         if len(given) >= FULL_ID_LENGTH:
             return given
         path, params, field, what = listing
+        given = given.lower()  # (ids are lowercase UUIDs)
         if len(given) < MIN_ID_START:
             fail(f"{what} id {given!r} is too short: give at least {MIN_ID_START} characters")
-        entries = self.call("GET", path, params=params)
         found = sorted(
-            {str(e[field]) for e in entries or [] if str(e.get(field, "")).startswith(given)}
+            {str(e[field]) for e in self._every(path, params) if str(e[field]).startswith(given)}
         )
         if len(found) == 1:
             return found[0]
@@ -95,6 +95,19 @@ class AdminClient:
             fail(f"no {what} id starts with {given!r}")
         fail(f"{len(found)} {what} ids start with {given!r} ({', '.join(found[:5])}): give more")
         raise AssertionError  # unreachable: fail exits
+
+    def _every(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Every entry of a listing, page after page where it has pages (a match on the
+        first page alone is no proof that no other entry matches)."""
+        if not params.get("limit"):
+            return list(self.call("GET", path, params=params) or [])
+        entries: list[dict[str, Any]] = []
+        page = int(params["limit"])
+        while True:
+            batch = self.call("GET", path, params={**params, "offset": str(len(entries))})
+            entries.extend(batch or [])
+            if len(batch or []) < page:
+                return entries
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.send(method, path, **kwargs)
@@ -134,7 +147,7 @@ class Listing(NamedTuple):
 
 
 SERVERS = Listing("/admin/servers", {"include_inactive": "true"}, "registration_id", "server")
-KEYS = Listing("/admin/keys", {"include_revoked": "true"}, "id", "key")
+KEYS = Listing("/admin/keys", {"include_revoked": "true", "limit": "1000"}, "id", "key")
 
 
 def _keep_token(context: click.Context, _: click.Parameter, value: str | None) -> None:

@@ -101,9 +101,9 @@ KEPT_RESPONSES = 1000  # the demo keeps the last ones for GET and DELETE, as a s
 
 
 class StoredResponses:
-    """The demo's last responses, so that retrieving or deleting one, or continuing a
-    conversation with `previous_response_id`, works through the gateway as on a real
-    server (oldest forgotten first)."""
+    """The demo's last responses, so that retrieving or deleting one works through the
+    gateway as on a real server (oldest forgotten first). (`previous_response_id` is
+    not read: the demo's answer does not depend on the conversation.)"""
 
     def __init__(self) -> None:
         self.kept: OrderedDict[str, Any] = OrderedDict()

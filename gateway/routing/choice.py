@@ -92,15 +92,17 @@ class Choice:
 
     def offered_elsewhere(self, attempts: int) -> bool:
         """Whether a request the backend just tried lacks the endpoint for may still go
-        to another: one a pick could choose (healthy, not draining, not ejected, with
-        the request's tags), untried, not thought to lack the path, within `attempts`.
-        A draining server counted here turned a translatable request into a 404."""
+        to another: one a pick could choose now (healthy, not draining, not ejected, not
+        full, with the request's tags), untried, not thought to lack the path, within
+        `attempts`. A draining or full server counted here turned a translatable request
+        into a 404 (the next pick found nothing free, and the loop ended)."""
         if len(self.tried) >= attempts:
             return False
         others = routing.eligible(
             self._offered(),
             required_tags=self.tags,
             exclude=self._excluded() | self.lacking,
+            loads=self.balancer.loads,
             streaming=self.streaming,
         )
         return bool(others)

@@ -37,3 +37,26 @@ async def test_usage_rows_are_read_once_for_a_burst_and_again_after_a_write(
     now[0] += me.USAGE_READ_SECONDS
     await usage.rows("k1", 0, generation=8)
     assert reads == ["k1", "k1", "k2", "k1"]
+
+
+@pytest.mark.asyncio
+async def test_the_feedback_generation_moves_when_a_batch_is_taken_and_when_it_is_written(
+    database: Database,
+) -> None:
+    """What UsageReads keys its reads by: a read made while a batch was neither pending
+    nor written yet must not be reused once it is written."""
+    from gateway.accounting.feedback import Feedback, flush
+
+    feedback = Feedback()
+    feedback.record_client("k1", "m", ok=True, latency_ms=1.0, usage=(1, 2))
+    seen = []
+    real_take = feedback.take
+
+    def take() -> object:
+        batch = real_take()
+        seen.append(feedback.generation)  # taken, not written yet
+        return batch
+
+    feedback.take = take  # type: ignore[method-assign, assignment]
+    await flush(feedback, database)
+    assert seen == [1] and feedback.generation == 2

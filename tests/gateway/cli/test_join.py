@@ -117,7 +117,10 @@ def test_a_host_joins_leaves_and_comes_back(
         [server] = registrations(gateway)
         assert server["lease_connected_at"] is not None
         kept = token_file(gateway.url, None)
-        assert kept.exists() and oct(kept.stat().st_mode & 0o777) == "0o600"
+        # (routable as soon as the gateway registered it; the agent keeps its token when
+        # the "registered" event reaches it, a moment later on a loaded machine)
+        wait_for(kept.exists, timeout=10, what="the kept token")
+        assert oct(kept.stat().st_mode & 0o777) == "0o600"
         for _ in range(4):  # both workers route to it (the lease is held by one)
             answer = httpx.post(
                 f"{gateway.url}/v1/chat/completions",

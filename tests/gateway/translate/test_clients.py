@@ -241,6 +241,33 @@ def test_a_request_the_only_open_backend_lacks_is_translated_while_a_native_one_
         assert openai_app.count("/v1/chat/completions") == 1
 
 
+def test_a_request_the_only_free_backend_lacks_is_translated_while_the_native_one_is_full(
+    gateway: ThreadedServer,
+) -> None:
+    # As with a draining one: a native server at its max_concurrent cannot take the
+    # request now, so the OpenAI-only one's 404 leads to translation, not to a 404.
+    native = FakeOllama(("llama3.2:latest",))
+    openai_app = CountingApp(
+        create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
+    )
+    with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
+        register(gateway, ollama_server.url, model_name="llama3.2:latest", max_concurrent=1)
+        register(gateway, vllm_like.url, model_name="llama3.2:latest")
+        client = ollama.Client(host=gateway.url, timeout=15)
+        hello = [{"role": "user", "content": "hi"}]
+        held = client.chat(model="llama3.2:latest", messages=hello, stream=True)
+        try:
+            next(iter(held))  # the native server holds its one slot, mid-stream
+            assert native.holding
+            reply = client.chat(model="llama3.2:latest", messages=hello, stream=False)
+            assert reply.message.content.startswith("Hello from the demo backend!")
+            assert openai_app.count("/v1/chat/completions") == 1
+        finally:
+            native.release.set()
+            for _ in held:
+                pass
+
+
 def test_backend_failures_reach_each_client_in_its_own_shape(gateway: ThreadedServer) -> None:
     backend = ScriptedBackend("m", "drop_mid_stream")
     with ThreadedServer(backend.app) as server:
