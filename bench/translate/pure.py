@@ -19,64 +19,16 @@ import statistics
 import time
 from collections.abc import Callable
 
+from bench.translate.chat import (
+    anthropic_request,
+    ollama_request,
+    stream_events,
+    whole_answer,
+)
 from gateway.translate.table import TRANSLATIONS, Exchange
 
-SYSTEM = "You are a helpful assistant. Answer in two sentences."
-HISTORY = [
-    {"role": "user", "content": "What is the capital of France?"},
-    {"role": "assistant", "content": "Paris is the capital of France."},
-    {"role": "user", "content": "And what river runs through it? Tell me about its history."},
-]
-OLLAMA_CHAT = {
-    "model": "llama3.2:latest",
-    "messages": [{"role": "system", "content": SYSTEM}, *HISTORY],
-    "options": {"temperature": 0.7, "num_predict": 128},
-}
-ANTHROPIC_MESSAGES = {
-    "model": "llama3.2:latest",
-    "max_tokens": 128,
-    "system": SYSTEM,
-    "messages": HISTORY,
-}
-WORDS = ("The Seine runs through Paris; its banks are a UNESCO World Heritage Site. " * 4).split()
-ANSWER = json.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1733300000,
-        "model": "llama3.2:latest",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": " ".join(WORDS)},
-                "finish_reason": "stop",
-                "stop_reason": None,
-            }
-        ],
-        "usage": {"prompt_tokens": 61, "completion_tokens": 40, "total_tokens": 101},
-    }
-).encode()
-
-
-def _event(delta: dict[str, object], finish: str | None = None) -> bytes:
-    chunk = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 1733300000,
-        "model": "llama3.2:latest",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-
-USAGE = {"prompt_tokens": 61, "completion_tokens": 40, "total_tokens": 101}
-STREAM = [
-    _event({"role": "assistant", "content": ""}),
-    *(_event({"content": f" {word}"}) for word in WORDS),
-    _event({}, "stop"),
-    b"data: " + json.dumps({"choices": [], "usage": USAGE}).encode() + b"\n\n",
-    b"data: [DONE]\n\n",
-]
+ANSWER = whole_answer()
+STREAM = stream_events(with_usage=True)
 
 
 def whole(path: str, body: bytes) -> Callable[[], None]:
@@ -100,7 +52,7 @@ def streamed(path: str, body: bytes) -> Callable[[], None]:
 
     def run() -> None:
         document = json.loads(body)
-        request = translation.request({**document, "stream": True})
+        request = translation.request(document)
         json.dumps(request.document, ensure_ascii=False).encode()
         translator = start(Exchange(document["model"], 0.0, 1733300000.0), True)
         for event in STREAM:  # the relay hands over each event as it arrives
@@ -125,13 +77,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     rounds = parser.parse_args().rounds
-    ollama_body = json.dumps(OLLAMA_CHAT).encode()
-    anthropic_body = json.dumps(ANTHROPIC_MESSAGES).encode()
+    events = len(STREAM)
     cases = {
-        "ollama /api/chat, whole answer": whole("/api/chat", ollama_body),
-        "ollama /api/chat, streamed (42 events)": streamed("/api/chat", ollama_body),
-        "anthropic /v1/messages, whole answer": whole("/v1/messages", anthropic_body),
-        "anthropic /v1/messages, streamed (42 events)": streamed("/v1/messages", anthropic_body),
+        "ollama /api/chat, whole answer": whole("/api/chat", ollama_request(False)),
+        f"ollama /api/chat, streamed ({events} events)": streamed(
+            "/api/chat", ollama_request(True)
+        ),
+        "anthropic /v1/messages, whole answer": whole("/v1/messages", anthropic_request(False)),
+        f"anthropic /v1/messages, streamed ({events} events)": streamed(
+            "/v1/messages", anthropic_request(True)
+        ),
     }
     for name, run in cases.items():
         median = median_us(run, rounds)

@@ -1,0 +1,205 @@
+"""What translation adds to a gateway's CPU time per request, end to end (#24: under 100 µs).
+
+    python -m bench.translate.gateway [--build NAME=BIN_DIR ...] [--rounds 6]
+
+One OpenAI-only backend (bench/translate/backend.py), and for each build (a
+venv's bin folder; `python -m bench.build_at REV` makes one of another commit;
+default: this checkout's) one gateway with one worker. The typical chat
+(bench/translate/chat.py) is sent by wrk as OpenAI's chat completion (direct,
+no translation), Ollama's /api/chat and Anthropic's /v1/messages (both
+translated), whole and streamed; each gateway's CPU time (all its threads,
+/proc/PID/task/*/schedstat, in ns) per request is read around each wrk run.
+Rounds alternate builds and cases, so all see the same drift of this shared
+machine. What translation adds is, in each round, a case's figure minus the
+direct figure of the same build and kind (whole or streamed): its median over
+the rounds, and the spread of the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.run import free_port, gateway_environment, register_bench_backend, start, stop, wrk
+from bench.translate.chat import anthropic_request, ollama_request, openai_request
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[BODY]]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format(
+    "RESULT {\\"requests\\": %d, \\"seconds\\": %f, \\"p50_us\\": %d, \\"p99_us\\": %d, " ..
+    "\\"errors\\": %d}\\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    errors))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: str
+    body: Callable[[bool], bytes]
+    stream: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {'streamed' if self.stream else 'whole'}"
+
+
+CASES = [
+    Case(name, path, body, stream)
+    for stream in (False, True)
+    for name, path, body in (
+        ("openai (direct)", "/v1/chat/completions", openai_request),
+        ("ollama /api/chat", "/api/chat", ollama_request),
+        ("anthropic /v1/messages", "/v1/messages", anthropic_request),
+    )
+]
+
+
+def cpu_ns(pid: int) -> int:
+    """The CPU time of a process's threads so far, in ns (finer than /proc/PID/stat's ticks)."""
+    return sum(
+        int((task / "schedstat").read_text().split()[0])
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    )
+
+
+def check(port: int, case: Case) -> None:
+    """The case answers 200 (for a translated path: translated, once the gateway learned
+    that the backend lacks it), within a deadline."""
+    url = f"http://127.0.0.1:{port}{case.path}"
+    deadline = time.monotonic() + 15
+    while True:
+        answer = httpx.post(url, content=case.body(case.stream), timeout=10)
+        if answer.status_code == 200 and (b"[DONE]" in answer.content) == (
+            case.stream and case.path == "/v1/chat/completions"
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{case.label}: HTTP {answer.status_code} {answer.text[:200]}")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--build",
+        action="append",
+        metavar="NAME=BIN_DIR",
+        help="a build's name and bin folder (repeatable; default: this=.venv's bin)",
+    )
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--interval", type=float, default=0.002, help="s between stream events")
+    arguments = parser.parse_args()
+    builds = dict(
+        item.split("=", 1) for item in arguments.build or [f"this={Path(sys.executable).parent}"]
+    )
+
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-translate-"))
+    processes = []
+    try:
+        backend_port = free_port()
+        processes.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.translate.backend",
+                    "--port",
+                    str(backend_port),
+                    "--interval",
+                    str(arguments.interval),
+                ],
+                dict(os.environ),
+                workdir / "backend.log",
+            )
+        )
+        gateways: dict[str, tuple[int, int]] = {}  # build -> (port, pid)
+        for name, bin_dir in builds.items():
+            folder = workdir / name
+            folder.mkdir()
+            port = free_port()
+            env = gateway_environment(
+                folder, port, WORKERS="1", LOG_LEVEL="INFO", HEALTH_CHECK_INTERVAL_SECONDS="60"
+            )
+            process = start([str(Path(bin_dir) / "gateway")], env, folder / "gateway.stdout")
+            processes.append(process)
+            register_bench_backend(port, backend_port)
+            gateways[name] = (port, process.pid)
+        scripts = {}
+        for case in CASES:
+            scripts[case] = workdir / f"{case.label.replace(' ', '_').replace('/', '')}.lua"
+            scripts[case].write_text(WRK_SCRIPT.replace("BODY", case.body(case.stream).decode()))
+            for port, _ in gateways.values():
+                check(port, case)
+                wrk(f"http://127.0.0.1:{port}{case.path}", arguments.connections, 1, scripts[case])
+
+        us: dict[tuple[str, Case], list[float]] = {(b, c): [] for b in gateways for c in CASES}
+        errors = 0
+        for round_number in range(arguments.rounds):
+            names = list(gateways)
+            names = names[round_number % len(names) :] + names[: round_number % len(names)]
+            order = CASES[round_number % len(CASES) :] + CASES[: round_number % len(CASES)]
+            for name in names:
+                port, pid = gateways[name]
+                for case in order:
+                    before = cpu_ns(pid)
+                    result = wrk(
+                        f"http://127.0.0.1:{port}{case.path}",
+                        arguments.connections,
+                        arguments.seconds,
+                        scripts[case],
+                    )
+                    used = cpu_ns(pid) - before
+                    errors += result.errors
+                    requests = result.requests_per_second * arguments.seconds
+                    us[(name, case)].append(used / 1000 / requests if requests else float("nan"))
+        report(gateways, us, arguments, errors)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+def report(
+    gateways: dict[str, tuple[int, int]],
+    us: dict[tuple[str, Case], list[float]],
+    arguments: argparse.Namespace,
+    errors: int,
+) -> None:
+    print(
+        f"{arguments.rounds} rounds of {arguments.seconds} s per case, "
+        f"{arguments.connections} connections, events {arguments.interval * 1000:g} ms apart; "
+        f"errors: {errors}"
+    )
+    print("| build | case | CPU µs per request | added by translation: median (min..max) |")
+    print("|---|---|---|---|")
+    for name in gateways:
+        for case in CASES:
+            figures = us[(name, case)]
+            direct = next(c for c in CASES if c.stream == case.stream)
+            added = ""
+            if case is not direct:
+                rounds = [a - d for a, d in zip(figures, us[(name, direct)], strict=True)]
+                added = f"{statistics.median(rounds):.0f} ({min(rounds):.0f}..{max(rounds):.0f})"
+            print(f"| {name} | {case.label} | {statistics.median(figures):.0f} | {added} |")
+
+
+if __name__ == "__main__":
+    main()
