@@ -71,12 +71,29 @@ CASES = [
 ]
 
 
-def cpu_ns(pid: int) -> int:
-    """The CPU time of a process's threads so far, in ns (finer than /proc/PID/stat's ticks)."""
-    return sum(
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CPU:
+    """A process's CPU time so far, in µs: all of it, and in user space."""
+
+    all: float  # /proc/PID/task/*/schedstat: ns, exact
+    user: float  # /proc/PID/stat: clock ticks, sampled
+
+    def __sub__(self, other: CPU) -> CPU:
+        return CPU(self.all - other.all, self.user - other.user)
+
+
+def cpu(pid: int) -> CPU:
+    """The CPU time of a process's threads so far. Its user share leaves out the
+    kernel's work on the sockets, the same for every case, and noisier."""
+    every = sum(
         int((task / "schedstat").read_text().split()[0])
         for task in Path(f"/proc/{pid}/task").iterdir()
     )
+    user = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11])
+    return CPU(every / 1000, user * 1e6 / CLOCK_TICKS)
 
 
 def check(port: int, case: Case) -> None:
@@ -107,29 +124,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--interval", type=float, default=0.002, help="s between stream events")
+    parser.add_argument("--only", choices=("whole", "streamed"), help="only these cases")
     arguments = parser.parse_args()
     builds = dict(
         item.split("=", 1) for item in arguments.build or [f"this={Path(sys.executable).parent}"]
     )
-
+    cases = [c for c in CASES if arguments.only in (None, "streamed" if c.stream else "whole")]
     workdir = Path(tempfile.mkdtemp(prefix="gateway-translate-"))
     processes = []
     try:
         backend_port = free_port()
+        command = ["-m", "bench.translate.backend", "--port", str(backend_port)]
+        command += ["--interval", str(arguments.interval)]
         processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.translate.backend",
-                    "--port",
-                    str(backend_port),
-                    "--interval",
-                    str(arguments.interval),
-                ],
-                dict(os.environ),
-                workdir / "backend.log",
-            )
+            start([sys.executable, *command], dict(os.environ), workdir / "backend.log")
         )
         gateways: dict[str, tuple[int, int]] = {}  # build -> (port, pid)
         for name, bin_dir in builds.items():
@@ -143,62 +151,76 @@ def main() -> None:
             processes.append(process)
             register_bench_backend(port, backend_port)
             gateways[name] = (port, process.pid)
-        scripts = {}
-        for case in CASES:
-            scripts[case] = workdir / f"{case.label.replace(' ', '_').replace('/', '')}.lua"
-            scripts[case].write_text(WRK_SCRIPT.replace("BODY", case.body(case.stream).decode()))
-            for port, _ in gateways.values():
-                check(port, case)
-                wrk(f"http://127.0.0.1:{port}{case.path}", arguments.connections, 1, scripts[case])
-
-        us: dict[tuple[str, Case], list[float]] = {(b, c): [] for b in gateways for c in CASES}
-        errors = 0
-        for round_number in range(arguments.rounds):
-            names = list(gateways)
-            names = names[round_number % len(names) :] + names[: round_number % len(names)]
-            order = CASES[round_number % len(CASES) :] + CASES[: round_number % len(CASES)]
-            for name in names:
-                port, pid = gateways[name]
-                for case in order:
-                    before = cpu_ns(pid)
-                    result = wrk(
-                        f"http://127.0.0.1:{port}{case.path}",
-                        arguments.connections,
-                        arguments.seconds,
-                        scripts[case],
-                    )
-                    used = cpu_ns(pid) - before
-                    errors += result.errors
-                    requests = result.requests_per_second * arguments.seconds
-                    us[(name, case)].append(used / 1000 / requests if requests else float("nan"))
-        report(gateways, us, arguments, errors)
+        used, errors = measure(gateways, cases, workdir, arguments)
+        report(gateways, cases, used, arguments, errors)
     finally:
         for process in reversed(processes):
             stop(process)
 
 
+def measure(
+    gateways: dict[str, tuple[int, int]],
+    cases: list[Case],
+    workdir: Path,
+    arguments: argparse.Namespace,
+) -> tuple[dict[tuple[str, Case], list[CPU]], int]:
+    """Each build's CPU per request in each case, round by round; and wrk's errors."""
+    scripts = {}
+    for case in cases:
+        scripts[case] = workdir / f"{case.label.replace(' ', '_').replace('/', '')}.lua"
+        scripts[case].write_text(WRK_SCRIPT.replace("BODY", case.body(case.stream).decode()))
+        for port, _ in gateways.values():
+            check(port, case)
+            wrk(f"http://127.0.0.1:{port}{case.path}", arguments.connections, 1, scripts[case])
+    used: dict[tuple[str, Case], list[CPU]] = {(b, c): [] for b in gateways for c in cases}
+    errors = 0
+    for round_number in range(arguments.rounds):
+        names = list(gateways)
+        names = names[round_number % len(names) :] + names[: round_number % len(names)]
+        order = cases[round_number % len(cases) :] + cases[: round_number % len(cases)]
+        for name in names:
+            port, pid = gateways[name]
+            for case in order:
+                before = cpu(pid)
+                url = f"http://127.0.0.1:{port}{case.path}"
+                result = wrk(url, arguments.connections, arguments.seconds, scripts[case])
+                spent = cpu(pid) - before
+                errors += result.errors
+                requests = max(1.0, result.requests_per_second * arguments.seconds)
+                used[(name, case)].append(CPU(spent.all / requests, spent.user / requests))
+    return used, errors
+
+
+def _added(rounds: list[float]) -> str:
+    return f"{statistics.median(rounds):.0f} ({min(rounds):.0f}..{max(rounds):.0f})"
+
+
 def report(
     gateways: dict[str, tuple[int, int]],
-    us: dict[tuple[str, Case], list[float]],
+    cases: list[Case],
+    used: dict[tuple[str, Case], list[CPU]],
     arguments: argparse.Namespace,
     errors: int,
 ) -> None:
     print(
         f"{arguments.rounds} rounds of {arguments.seconds} s per case, "
         f"{arguments.connections} connections, events {arguments.interval * 1000:g} ms apart; "
-        f"errors: {errors}"
+        f"errors: {errors}; medians over the rounds (min..max)"
     )
-    print("| build | case | CPU µs per request | added by translation: median (min..max) |")
-    print("|---|---|---|---|")
+    print("| build | case | CPU µs per request | user | added by translation | user |")
+    print("|---|---|---|---|---|---|")
     for name in gateways:
-        for case in CASES:
-            figures = us[(name, case)]
-            direct = next(c for c in CASES if c.stream == case.stream)
-            added = ""
+        for case in cases:
+            figures = used[(name, case)]
+            direct = next(c for c in cases if c.stream == case.stream)
+            added = ["", ""]
             if case is not direct:
-                rounds = [a - d for a, d in zip(figures, us[(name, direct)], strict=True)]
-                added = f"{statistics.median(rounds):.0f} ({min(rounds):.0f}..{max(rounds):.0f})"
-            print(f"| {name} | {case.label} | {statistics.median(figures):.0f} | {added} |")
+                pairs = list(zip(figures, used[(name, direct)], strict=True))
+                added = [_added([a.all - d.all for a, d in pairs])]
+                added.append(_added([a.user - d.user for a, d in pairs]))
+            every = statistics.median(f.all for f in figures)
+            user = statistics.median(f.user for f in figures)
+            print(f"| {name} | {case.label} | {every:.0f} | {user:.0f} | {' | '.join(added)} |")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
     python -m bench.translate [--rounds 2000]
 
 A micro-benchmark of the pure functions the proxy runs for an Ollama or
-Anthropic request over an OpenAI backend: the request parsed, translated and
-written (gateway/proxy/translated.py parses the body again; that is counted),
-the answer parsed, translated and written, and for a stream its 40 events of
-one token each, fed in runs as the relay hands them over, to the final
-records. The forwarding around it is the same as for any chat (bench/ab.py).
-Medians over `--rounds` runs, one process, no I/O.
+Anthropic request over an OpenAI backend (the typical chat of chat.py): the
+request translated and written (the endpoint parsed it to route it, as any
+request), the answer parsed, translated and written, and for a stream its 54
+events (50 of one token each), fed one by one as the relay hands them over,
+to the final records. The forwarding around it is the same as for any chat;
+gateway.py measures the whole, end to end. Medians over `--rounds` runs, one
+process, no I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bench.translate.chat import (
     stream_events,
     whole_answer,
 )
+from gateway.translate.common import json_text
 from gateway.translate.table import TRANSLATIONS, Exchange
 
 ANSWER = whole_answer()
@@ -34,13 +36,14 @@ STREAM = stream_events(with_usage=True)
 def whole(path: str, body: bytes) -> Callable[[], None]:
     translation = TRANSLATIONS[path]
 
+    document = json.loads(body)
+
     def run() -> None:
-        document = json.loads(body)
         request = translation.request(document)
-        json.dumps(request.document, ensure_ascii=False).encode()
+        json_text(request.document).encode()
         exchange = Exchange(document["model"], 0.0, 1733300000.0)
         answer = translation.answer(json.loads(ANSWER), exchange, 1.0)
-        json.dumps(answer, ensure_ascii=False).encode()
+        json_text(answer).encode()
 
     return run
 
@@ -50,10 +53,11 @@ def streamed(path: str, body: bytes) -> Callable[[], None]:
     assert translation.stream is not None
     start = translation.stream
 
+    document = json.loads(body)
+
     def run() -> None:
-        document = json.loads(body)
         request = translation.request(document)
-        json.dumps(request.document, ensure_ascii=False).encode()
+        json_text(request.document).encode()
         translator = start(Exchange(document["model"], 0.0, 1733300000.0), True)
         for event in STREAM:  # the relay hands over each event as it arrives
             translator.feed(event, 1.0)

@@ -23,6 +23,7 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
+    json_text,
     loads_object,
     openai_error_message,
     sse_events,
@@ -127,7 +128,7 @@ def count_answer(document: JSONObject) -> JSONObject:
 
 
 def _event(name: str, data: JSONObject) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    return f"event: {name}\ndata: {json_text(data)}\n\n".encode()
 
 
 class AnthropicStream:

@@ -17,6 +17,9 @@ from typing import Any
 from shared.errors import InvalidRequest
 
 JSONObject = dict[str, Any]
+# json.dumps(..., ensure_ascii=False) builds an encoder at each call (a few µs): the
+# translations' documents are written by this one, built once (it keeps no state).
+json_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class Untranslatable(InvalidRequest):

@@ -24,6 +24,7 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
+    json_text,
     loads_object,
     sse_events,
     sse_payload,
@@ -152,7 +153,7 @@ def embeddings_answer(
 
 
 def _line(record: JSONObject) -> bytes:
-    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+    return json_text(record).encode() + b"\n"
 
 
 class OllamaStream:
