@@ -245,7 +245,11 @@ class AnthropicStream:
         if self.started and not self.done:
             literal = frame.text_of_run(events)
             if literal is not None:  # the usual run: one token's text
-                return self._text(literal) if literal != b'""' else b""
+                if literal == b'""':
+                    return b""
+                if self.block is not None and self.block_kind == "text":
+                    return self.text_head + literal + b"}}\n\n"
+                return self._text(literal)
         out = [self._start()]
         for event in sse_events(events):
             if self.done:

@@ -242,7 +242,11 @@ class OllamaStream:
         frame = self.frame
         literal = frame.text_of_run(events)
         if literal is not None and not self.done:  # the usual run: one token's text
-            return self._text(literal, now)
+            if literal == b'""':
+                return b""
+            if self.first_token is None:
+                self.first_token = now
+            return self.text_head + literal + self.text_tail
         out = []
         for event in sse_events(events):
             if self.done:

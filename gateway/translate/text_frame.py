@@ -75,11 +75,19 @@ class TextFrame:
 
     def text_of_run(self, run: bytes) -> bytes | None:
         """text_of for a run of events that is one text event, framed as the frame's
-        (and so of one line: neither the frame nor a JSON string holds a line end)."""
+        (and so of one line: neither the frame nor a JSON string holds a line end).
+        It runs for nearly every event of a stream: _literal is written out here."""
         head, tail = self.head, self.run_tail
         if not head or not run.startswith(head) or not run.endswith(tail):
             return None
-        return self._literal(run, len(head), len(run) - len(tail))
+        start, end = len(head), len(run) - len(tail)
+        if _STRING.fullmatch(run, start, end) is None:
+            return None
+        literal = run[start:end]
+        if not literal.isascii():
+            return self._literal(literal, 0, len(literal))
+        self.used = True
+        return literal
 
     def _literal(self, data: bytes, start: int, end: int) -> bytes | None:
         if _STRING.fullmatch(data, start, end) is None:
