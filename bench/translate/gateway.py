@@ -7,12 +7,14 @@ venv's bin folder; `python -m bench.build_at REV` makes one of another commit;
 default: this checkout's) one gateway with one worker. The typical chat
 (bench/translate/chat.py) is sent by wrk as OpenAI's chat completion (direct,
 no translation), Ollama's /api/chat and Anthropic's /v1/messages (both
-translated), whole and streamed; each gateway's CPU time (all its threads,
-/proc/PID/task/*/schedstat, in ns) per request is read around each wrk run.
-Rounds alternate builds and cases, so all see the same drift of this shared
-machine. What translation adds is, in each round, a case's figure minus the
-direct figure of the same build and kind (whole or streamed): its median over
-the rounds, and the spread of the rounds.
+translated), whole and streamed (50 events 2 ms apart, each in a read of its
+own, as a model's tokens come); each gateway's CPU time per request is read
+around each wrk run: all of it (its threads' schedstat, in ns) and its user
+share (clock ticks). Rounds alternate builds and cases, so all see the same
+drift of this shared machine. What translation adds is, in each round, a
+case's figure minus the direct figure of the same build and kind (whole or
+streamed): its median over the rounds, and the spread of the rounds. A
+stream's figures are about ten times a whole answer's, and so is their noise.
 """
 
 from __future__ import annotations
