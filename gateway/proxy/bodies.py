@@ -85,6 +85,9 @@ class Target:
     # The parsed JSON body, for the affinity key (gateway/routing/prefix_key.py), which
     # only the `auto` strategy reads, and only when there is a choice: computed then.
     members: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # Whether `members` is the whole body (a translation reuses it) rather than only the
+    # READ_MEMBERS a large body's child parser hands over.
+    whole_body: bool = field(default=False, compare=False, repr=False)
 
 
 def _checked(model: object, stream: object) -> Target:
@@ -101,8 +104,11 @@ def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
     return json_target(parse_json_object(body, empty_hint=EMPTY_HINT), stream_default)
 
 
-def json_target(document: dict[str, Any], stream_default: bool = False) -> Target:
-    """The target of a JSON body's members (all of them, or only READ_MEMBERS)."""
+def json_target(
+    document: dict[str, Any], stream_default: bool = False, *, whole_body: bool = True
+) -> Target:
+    """The target of a JSON body's members (all of them, or only READ_MEMBERS: then
+    `whole_body` is false)."""
     # The usual request is checked without pydantic (a few µs on every request);
     # anything else is validated in full, for the exact error message.
     target = _checked(document.get("model"), document.get("stream", stream_default))
@@ -120,6 +126,7 @@ def json_target(document: dict[str, Any], stream_default: bool = False) -> Targe
         usage_asked=usage_asked,
         max_tokens=requested_tokens(document),
         members=document,
+        whole_body=whole_body,
     )
 
 

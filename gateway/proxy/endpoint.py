@@ -288,7 +288,7 @@ def parse_large_target(body: bytes, content_type: str | None, stream_default: bo
     except ChildFailed as failure:
         log.warning("a large body was parsed in the worker itself", reason=str(failure))
         return parse_target(body, content_type, stream_default)
-    return json_target(members, stream_default)
+    return json_target(members, stream_default, whole_body=False)
 
 
 def request_trace(headers: dict[bytes, bytes]) -> TraceContext | None:

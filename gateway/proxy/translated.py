@@ -24,7 +24,7 @@ from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import BODY_HEADERS, Answer, Forwarder, Incoming
 from gateway.proxy.relay import BufferedResponse, RelayedStream
 from gateway.proxy.runtime import ProxyRuntime
-from gateway.translate.common import JSONObject, openai_error_message
+from gateway.translate.common import JSONObject, json_text, openai_error_message
 from gateway.translate.ollama_response import show_answer
 from gateway.translate.table import (
     ERROR_SHAPES,
@@ -105,9 +105,9 @@ async def translated(
     watch: ClientWatch,
     translation: Translation,
 ) -> Answer:
-    document = parse_json_object(incoming.body, empty_hint=EMPTY_HINT)
+    document = _document(incoming, target)
     request = translation.request(document)  # an Untranslatable is the client's 400
-    body = json.dumps(request.document, ensure_ascii=False).encode()
+    body = json_text(request.document).encode()
     outgoing = dataclasses.replace(
         incoming,
         path=request.path,
@@ -125,6 +125,14 @@ async def translated(
     if not isinstance(answer, BufferedResponse):
         return answer  # a stream where none was asked for: passed on as it came
     return _translated_whole(answer, translation, exchange, dropped)
+
+
+def _document(incoming: Incoming, target: Target) -> JSONObject:
+    """The client's body, as the endpoint parsed it to route it (translations only read
+    it), or parsed here when the endpoint kept only what routing reads (a large body)."""
+    if target.whole_body and isinstance(target.members, dict):
+        return target.members
+    return parse_json_object(incoming.body, empty_hint=EMPTY_HINT)
 
 
 def _translated_whole(
@@ -155,7 +163,7 @@ def _translated_whole(
         if name not in BODY_HEADERS and name != b"content-length"
     ]
     headers = [(b"content-type", b"application/json"), *kept, *extra]
-    return BufferedResponse(status, headers, json.dumps(out, ensure_ascii=False).encode())
+    return BufferedResponse(status, headers, json_text(out).encode())
 
 
 def _translated_stream(

@@ -23,10 +23,13 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
+    json_text,
     loads_object,
     openai_error_message,
-    sse_payloads,
+    sse_events,
+    sse_payload,
 )
+from gateway.translate.text_frame import TextFrame
 
 _STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 _ERROR_TYPES = {
@@ -125,7 +128,7 @@ def count_answer(document: JSONObject) -> JSONObject:
 
 
 def _event(name: str, data: JSONObject) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    return f"event: {name}\ndata: {json_text(data)}\n\n".encode()
 
 
 class AnthropicStream:
@@ -146,6 +149,7 @@ class AnthropicStream:
         self.usage: object = None
         self.done = False
         self.text_head = b""
+        self.frame = TextFrame()  # the backend's text events, read without parsing
 
     def _start(self) -> bytes:
         if self.started:
@@ -182,7 +186,8 @@ class AnthropicStream:
             "content_block_delta", {"type": "content_block_delta", "index": at, "delta": delta}
         )
 
-    def _text(self, text: str) -> bytes:
+    def _text(self, literal: bytes) -> bytes:
+        """A text delta's event (`literal`: the text as a JSON string, not empty)."""
         opened = b""
         if self.block is None or self.block_kind != "text":
             opened = self._open_block("text", {"type": "text", "text": ""})
@@ -192,7 +197,7 @@ class AnthropicStream:
                 + str(self.block).encode()
                 + b', "delta": {"type": "text_delta", "text": '
             )
-        return opened + self.text_head + json.dumps(text).encode() + b"}}\n\n"
+        return opened + self.text_head + literal + b"}}\n\n"
 
     def _tool_call(self, call: JSONObject) -> bytes:
         index = as_count(call.get("index"))
@@ -228,7 +233,7 @@ class AnthropicStream:
         if type(delta) is not dict:
             return b""
         text = delta.get("content")
-        out = self._text(text) if type(text) is str and text else b""
+        out = self._text(json.dumps(text).encode()) if type(text) is str and text else b""
         if delta.get("tool_calls"):
             for call in as_list(delta["tool_calls"]):
                 out += self._tool_call(as_object(call))
@@ -236,10 +241,27 @@ class AnthropicStream:
 
     def feed(self, events: bytes, now: float = 0.0) -> bytes:
         """The Messages events for a run of whole SSE events of a chat completion stream."""
+        frame = self.frame
+        if self.started and not self.done:
+            literal = frame.text_of_run(events)
+            if literal is not None:  # the usual run: one token's text
+                if literal == b'""':
+                    return b""
+                if self.block is not None and self.block_kind == "text":
+                    return self.text_head + literal + b"}}\n\n"
+                return self._text(literal)
         out = [self._start()]
-        for payload in sse_payloads(events):
+        for event in sse_events(events):
             if self.done:
                 break
+            literal = frame.text_of(event)
+            if literal is not None:  # the usual event: a token's text
+                if literal != b'""':
+                    out.append(self._text(literal))
+                continue
+            payload = sse_payload(event)
+            if payload is None:
+                continue
             if payload == "[DONE]" or payload.strip() == "[DONE]":
                 out.append(self._finish())
                 continue
@@ -249,6 +271,7 @@ class AnthropicStream:
             if isinstance(chunk.get("error"), dict):
                 out.append(self.close(as_text(chunk["error"].get("message")) or "backend error"))
                 continue
+            frame.learn(event, chunk)
             out.append(self._chunk(chunk))
         return b"".join(out)
 

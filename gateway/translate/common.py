@@ -17,6 +17,9 @@ from typing import Any
 from shared.errors import InvalidRequest
 
 JSONObject = dict[str, Any]
+# json.dumps(..., ensure_ascii=False) builds an encoder at each call (a few µs): the
+# translations' documents are written by this one, built once (it keeps no state).
+json_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class Untranslatable(InvalidRequest):
@@ -90,24 +93,34 @@ def image_data_url(data: str) -> str:
     return f"data:image/png;base64,{data}"
 
 
-def sse_payloads(events: bytes) -> list[str]:
-    """The `data:` payloads of a run of whole server-sent events, one per event."""
+def sse_events(events: bytes) -> list[bytes]:
+    """A run of whole server-sent events, one item per event (line ends made LF, the
+    blank line that ends each removed)."""
     if b"\r" in events:
         events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    payloads = []
-    for event in events.split(b"\n\n"):
-        if event.startswith(b"data: ") and b"\n" not in event:  # the usual event: one line
-            payloads.append(event[6:].decode("utf-8", "replace"))
-            continue
-        lines = [
-            line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
-        ]
-        if lines:
-            payloads.append(b"\n".join(lines).decode("utf-8", "replace"))
-    return payloads
+    split = events.split(b"\n\n")
+    if not split[-1]:
+        split.pop()  # (the usual run: whole events, each ending with its blank line)
+    return [event for event in split if event] if b"" in split else split
 
 
-def chunk_of(payload: str) -> JSONObject | None:
+def sse_payload(event: bytes) -> str | None:
+    """An event's `data:` payload (its data lines joined), or None when it has none."""
+    if event.startswith(b"data: ") and b"\n" not in event:  # the usual event: one line
+        return event[6:].decode("utf-8", "replace")
+    lines = [
+        line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+    ]
+    return b"\n".join(lines).decode("utf-8", "replace") if lines else None
+
+
+def sse_payloads(events: bytes) -> list[str]:
+    """The `data:` payloads of a run of whole server-sent events, one per event."""
+    payloads = (sse_payload(event) for event in sse_events(events))
+    return [payload for payload in payloads if payload is not None]
+
+
+def chunk_of(payload: str | bytes) -> JSONObject | None:
     """A stream chunk's JSON object (None for `[DONE]` or what is not an object)."""
     try:
         value = json.loads(payload)

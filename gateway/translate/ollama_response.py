@@ -24,9 +24,12 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
+    json_text,
     loads_object,
-    sse_payloads,
+    sse_events,
+    sse_payload,
 )
+from gateway.translate.text_frame import TextFrame
 
 NS = 1_000_000_000
 
@@ -150,7 +153,7 @@ def embeddings_answer(
 
 
 def _line(record: JSONObject) -> bytes:
-    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+    return json_text(record).encode() + b"\n"
 
 
 class OllamaStream:
@@ -170,6 +173,7 @@ class OllamaStream:
         self.finish_reason: object = None
         self.usage: object = None
         self.done = False
+        self.frame = TextFrame()  # the backend's text events, read without parsing
         # A piece of text's line, but for the text itself (written once: a stream has many).
         head = {"model": model, "created_at": self.when}
         opening = json.dumps(head)[:-1].encode()
@@ -218,6 +222,14 @@ class OllamaStream:
             return b""
         return self.text_head + json.dumps(text).encode() + self.text_tail
 
+    def _text(self, literal: bytes, now: float) -> bytes:
+        """The line of a text event read through the frame (`literal`: its JSON string)."""
+        if literal == b'""':
+            return b""
+        if self.first_token is None:
+            self.first_token = now
+        return self.text_head + literal + self.text_tail
+
     def _add_call(self, call: JSONObject) -> None:
         index = as_count(call.get("index"))
         function = as_object(call.get("function"))
@@ -227,10 +239,25 @@ class OllamaStream:
 
     def feed(self, events: bytes, now: float) -> bytes:
         """The NDJSON lines for a run of whole SSE events."""
+        frame = self.frame
+        literal = frame.text_of_run(events)
+        if literal is not None and not self.done:  # the usual run: one token's text
+            if literal == b'""':
+                return b""
+            if self.first_token is None:
+                self.first_token = now
+            return self.text_head + literal + self.text_tail
         out = []
-        for payload in sse_payloads(events):
+        for event in sse_events(events):
             if self.done:
                 break
+            literal = frame.text_of(event)
+            if literal is not None:  # the usual event: a token's text
+                out.append(self._text(literal, now))
+                continue
+            payload = sse_payload(event)
+            if payload is None:
+                continue
             if payload == "[DONE]" or payload.strip() == "[DONE]":
                 out.append(self._finish(now))
                 continue
@@ -241,6 +268,7 @@ class OllamaStream:
                 out.append(_line({"error": as_text(chunk["error"].get("message"))}))
                 self.done = True
                 continue
+            frame.learn(event, chunk)
             out.append(self._piece(chunk, now))
         return b"".join(out)
 

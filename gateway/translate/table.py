@@ -7,7 +7,7 @@ client's (`stream`), and any error into the client's API's shape (`error`).
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,7 +26,7 @@ class Exchange:
     started: float  # perf_counter at the request's start
     epoch: float  # wall clock then
     stops: tuple[str, ...] = ()
-    message_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex[:24]}")
+    message_id: str = field(default_factory=lambda: f"msg_{secrets.token_hex(12)}")
 
 
 class StreamTranslator(Protocol):

@@ -3,6 +3,7 @@ OpenAI's `/v1` (the demo backend): the gateway translates (#24)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import anthropic
@@ -11,6 +12,7 @@ import ollama
 import pytest
 
 from gateway.cli.demo_backend import create_demo_app
+from gateway.proxy.endpoint import LARGE_BODY_BYTES
 from tests.fakes import CountingApp, ScriptedBackend
 from tests.gateway.proxy.test_apis import HEADERS, register
 from tests.gateway.proxy.test_ollama import FakeOllama
@@ -300,3 +302,21 @@ def test_backend_failures_reach_each_client_in_its_own_shape(gateway: ThreadedSe
         with pytest.raises(ollama.ResponseError) as bad:
             client.generate(model="m", prompt="hi", stream=False)
         assert (bad.value.status_code, bad.value.error) == (400, "bad parameter")
+
+
+def test_a_request_is_translated_whole_small_or_large(gateway: ThreadedServer) -> None:
+    # A small body's translation reads the endpoint's parse of it; a large one's is
+    # parsed again (the endpoint's child parser handed over only what routing reads).
+    backend = ScriptedBackend("m")
+    with ThreadedServer(backend.app) as server:
+        register(gateway, server.url, model_name="m")
+        for content in ("hi", "x" * (LARGE_BODY_BYTES + 1000)):
+            messages = [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": content},
+            ]
+            body = {"model": "m", "messages": messages, "stream": False}
+            answer = httpx.post(f"{gateway.url}/api/chat", json=body, timeout=30)
+            assert answer.status_code == 200
+            assert answer.json()["message"]["content"] == "hi from m"
+            assert json.loads(backend.last_body)["messages"] == messages
