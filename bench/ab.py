@@ -88,6 +88,12 @@ def main() -> None:
         "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only"
     )
     parser.add_argument(
+        "--a-key-limits",
+        metavar="JSON",
+        help="A is called with a client key of these limits (with --b-env REDIS_URL=...: "
+        "the added cost of Redis-backed limits)",
+    )
+    parser.add_argument(
         "--b-key-limits",
         metavar="JSON",
         help='B is called with a client key of these limits (e.g. \'{"requests_per_minute": '
@@ -134,9 +140,10 @@ def main() -> None:
                 register_bench_backend(port, backend_port)
             gateways[name] = (port, process.pid)
             scripts[name] = script
-            if name == "B" and arguments.b_key_limits:
-                key = issue_bench_key(env["DATABASE_URL"], json.loads(arguments.b_key_limits))
-                scripts[name] = workdir / "post-with-key.lua"
+            key_limits = arguments.a_key_limits if name == "A" else arguments.b_key_limits
+            if key_limits:
+                key = issue_bench_key(env["DATABASE_URL"], json.loads(key_limits))
+                scripts[name] = workdir / f"post-with-key-{name}.lua"
                 scripts[name].write_text(
                     WRK_SCRIPT.replace(
                         "wrk.method", f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.method'
