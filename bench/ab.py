@@ -82,6 +82,11 @@ def main() -> None:
         "--backends", type=int, default=1, help="backends of the model (2+: routing chooses)"
     )
     parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="the backends are registered with this max_concurrent (both builds)",
+    )
+    parser.add_argument(
         "--a-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for A only"
     )
     parser.add_argument(
@@ -136,8 +141,13 @@ def main() -> None:
             )
             process = start([str(bin_dir / "gateway")], env, folder / "gateway.stdout")
             processes.append(process)
+            capped = (
+                {}
+                if arguments.max_concurrent is None
+                else {"max_concurrent": arguments.max_concurrent}
+            )
             for backend_port in backend_ports:
-                register_bench_backend(port, backend_port)
+                register_bench_backend(port, backend_port, **capped)
             gateways[name] = (port, process.pid)
             scripts[name] = script
             key_limits = arguments.a_key_limits if name == "A" else arguments.b_key_limits

@@ -240,8 +240,10 @@ class RedisCounters:
                 if member == "":  # admitted locally: settled there
                     self.local.settle_later(subject, limits, reserved, used)
                     return
-        now = self.clock()
         change = 0 if used is None else used - reserved
+        if not member and (change == 0 or not (limits.tokens_per_minute or limits.tokens_per_day)):
+            return  # nothing to write: the buckets refill by the clock, read at the next admit
+        now = self.clock()
         args = self._args(limits, now, change, member, "", 0, KEPT_SECONDS)
         keys = self._keys(subject)
         # Fail-closed refuses new requests; an end not written lapses in time.
