@@ -66,8 +66,11 @@ async def _remove(key: str, member: str, client: Any) -> None:
     await client.zrem(key, member)
 
 
-async def _renew(key: str, renewed: dict[str, float], client: Any) -> None:
+async def _renew(key: str, renewed: dict[str, float], kept: int, client: Any) -> None:
+    """Members' lapses pushed back, and the set's own expiry with them (a stream may
+    outlast it with no other request to the registration)."""
     await client.zadd(key, renewed, xx=True)
+    await client.expire(key, kept)
 
 
 class BackendSlots:
@@ -160,5 +163,6 @@ class BackendSlots:
                 renewed = dict.fromkeys(members, expiry)
                 with contextlib.suppress(RedisUnavailable):
                     await self.redis.attempt(
-                        functools.partial(_renew, key, renewed), fallback=lambda: None
+                        functools.partial(_renew, key, renewed, int(self.lapse) + 60),
+                        fallback=lambda: None,
                     )

@@ -153,8 +153,11 @@ def slot_of(reply: list[Any], now: float) -> tuple[int, Slot]:
     )
 
 
-async def _renew(key: str, renewed: dict[str, float], client: Any) -> None:
+async def _renew(key: str, renewed: dict[str, float], kept: int, client: Any) -> None:
+    """Members' lapses pushed back, and the set's own expiry with them (a stream may
+    outlast it while its key sends nothing else)."""
     await client.zadd(key, renewed, xx=True)
+    await client.expire(key, kept)
 
 
 class RedisCounters:
@@ -267,7 +270,9 @@ class RedisCounters:
                     continue
                 with contextlib.suppress(RedisUnavailable):
                     await self.redis.attempt(
-                        functools.partial(_renew, self._keys(subject)[1], renewed),
+                        functools.partial(
+                            _renew, self._keys(subject)[1], renewed, int(self.lapse) + 60
+                        ),
                         fallback=lambda: None,
                     )
 

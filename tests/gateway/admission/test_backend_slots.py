@@ -78,10 +78,13 @@ async def test_the_slots_of_an_instance_that_died_lapse_and_a_live_ones_are_rene
     dead, live, newcomer = (slots(shared, clock, lapse=3) for _ in range(3))
     assert await dead.take("r", 2)
     assert await live.take("r", 2)
+    key = shared.key("slots", "r")
+    await shared.client.expire(key, 5)  # as if the last take were long ago
     keeper = asyncio.create_task(live.keep_alive())
     try:
         clock[0] += 2
         await wait_for_renewal(shared, live, NOW + 5)
+        assert await shared.client.ttl(key) > 5  # the set is kept while a slot is held
         clock[0] += 2  # past the first lapse (NOW + 3): the dead one's slot is free
         assert await newcomer.take("r", 2)
         assert await newcomer.take("r", 2) is None  # the live one's still counts

@@ -187,8 +187,11 @@ async def test_a_long_stream_keeps_its_place_in_flight(
     keeper = asyncio.create_task(holder.keep_alive())
     try:
         assert (await holder.admit("key:k", limits, 0)).refusal is None  # a long stream
+        flying = redis.key("flying", "key:k")
+        await redis.client.expire(flying, 2)  # as if the key's last request were long ago
         clock[0] += 2
         await asyncio.sleep(1.3)  # a renewal: now lapses at NOON + 5
+        assert await redis.client.ttl(flying) > 2  # and the set is kept while it lasts
         clock[0] += 2  # past the first lapse (NOON + 3)
         refused = await other.admit("key:k", limits, 0)
         assert refused.refusal is not None and refused.refusal.limit == "max_concurrent"
