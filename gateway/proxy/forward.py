@@ -96,6 +96,7 @@ class Forwarder:
         self.started = self.loop.time()
         self.started_precise = time.perf_counter()
         self.deadline = self.started + self.settings.request_timeout_seconds
+        self.queue_deadline: float | None = None  # from its first wait (FullElsewhere: again)
 
     async def run(self, target: Target) -> Answer:
         runtime = self.runtime
@@ -187,7 +188,9 @@ class Forwarder:
         """A slot, when the request's turn comes in the fair queue (every backend it could
         use is full); None when it is no longer a matter of capacity."""
         since = self.loop.time()
-        deadline = min(self.deadline, since + self.settings.queue_timeout_seconds)
+        if self.queue_deadline is None:
+            self.queue_deadline = min(self.deadline, since + self.settings.queue_timeout_seconds)
+        deadline = self.queue_deadline
         incoming = self.incoming
         with metrics.QUEUED.labels(choice.model).track_inprogress():
             try:

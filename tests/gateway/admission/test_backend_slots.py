@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,12 +121,11 @@ async def test_an_unreachable_redis_counts_locally_or_refuses_as_set() -> None:
 
 
 class HoldingBackend:
-    """A chat backend that holds each request HOLD_SECONDS, counting how many it holds
+    """A chat backend that holds each request `hold` seconds, counting how many it holds
     at once (the most is what the limit is about)."""
 
-    HOLD_SECONDS = 0.4
-
-    def __init__(self) -> None:
+    def __init__(self, hold: float = 0.4) -> None:
+        self.hold = hold
         self.lock = threading.Lock()
         self.now = self.most = self.served = 0
         self.app = Starlette(
@@ -143,7 +143,7 @@ class HoldingBackend:
             self.now += 1
             self.most = max(self.most, self.now)
         try:
-            await asyncio.sleep(self.HOLD_SECONDS)
+            await asyncio.sleep(self.hold)
         finally:
             with self.lock:
                 self.now -= 1
@@ -189,3 +189,29 @@ def test_a_backends_max_concurrent_holds_across_two_instances(
         taken = redis.Redis.from_url(redis_url)  # and every slot was given back
         wait_for(lambda: taken.zcard(f"{redis_prefix}:slots:{rid}") == 0, timeout=5)
         taken.close()
+
+
+def test_a_request_full_elsewhere_waits_queue_timeout_seconds_in_all(
+    tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Found full on Redis, a request waits in the queue again and again: its
+    QUEUE_TIMEOUT_SECONDS counts from its first wait, not from each."""
+    backend = HoldingBackend(hold=0)
+    settings = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix}
+    with (
+        ThreadedServer(backend.app) as server,
+        gateways(tmp_path, postgres_url, 2, QUEUE_TIMEOUT_SECONDS="1", **settings) as instances,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        register(instances[0], "held", server.url, max_concurrent=1)  # type: ignore[arg-type]
+        for gateway in instances:
+            wait_for(functools.partial(answers_ok, gateway.url), timeout=5)
+        backend.hold = 4.0
+        holding = pool.submit(chat, instances[0].url, "held")
+        wait_for(lambda: backend.now == 1, timeout=5, what="the first request at the backend")
+        started = time.monotonic()
+        refused = chat(instances[1].url, "held")
+        assert refused.status_code == 429, refused.text
+        assert "QUEUE_TIMEOUT_SECONDS" in refused.text
+        assert time.monotonic() - started < 3.0
+        assert holding.result().status_code == 200
