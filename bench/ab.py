@@ -82,10 +82,21 @@ def main() -> None:
         "--backends", type=int, default=1, help="backends of the model (2+: routing chooses)"
     )
     parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="the backends are registered with this max_concurrent (both builds)",
+    )
+    parser.add_argument(
         "--a-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for A only"
     )
     parser.add_argument(
         "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only"
+    )
+    parser.add_argument(
+        "--a-key-limits",
+        metavar="JSON",
+        help="A is called with a client key of these limits (with --b-env REDIS_URL=...: "
+        "the added cost of Redis-backed limits)",
     )
     parser.add_argument(
         "--b-key-limits",
@@ -130,13 +141,19 @@ def main() -> None:
             )
             process = start([str(bin_dir / "gateway")], env, folder / "gateway.stdout")
             processes.append(process)
+            capped = (
+                {}
+                if arguments.max_concurrent is None
+                else {"max_concurrent": arguments.max_concurrent}
+            )
             for backend_port in backend_ports:
-                register_bench_backend(port, backend_port)
+                register_bench_backend(port, backend_port, **capped)
             gateways[name] = (port, process.pid)
             scripts[name] = script
-            if name == "B" and arguments.b_key_limits:
-                key = issue_bench_key(env["DATABASE_URL"], json.loads(arguments.b_key_limits))
-                scripts[name] = workdir / "post-with-key.lua"
+            key_limits = arguments.a_key_limits if name == "A" else arguments.b_key_limits
+            if key_limits:
+                key = issue_bench_key(env["DATABASE_URL"], json.loads(key_limits))
+                scripts[name] = workdir / f"post-with-key-{name}.lua"
                 scripts[name].write_text(
                     WRK_SCRIPT.replace(
                         "wrk.method", f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.method'

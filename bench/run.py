@@ -96,13 +96,15 @@ def gateway_environment(workdir: Path, gateway_port: int, **extra: str) -> dict[
     return env
 
 
-def register_bench_backend(gateway_port: int, backend_port: int) -> None:
-    """Once both answer, register the bench backend (model `bench`) through the admin API."""
+def register_bench_backend(gateway_port: int, backend_port: int, **fields: object) -> None:
+    """Once both answer, register the bench backend (model `bench`) through the admin API
+    (`fields`: more of the registration, e.g. max_concurrent)."""
     wait_http(f"http://127.0.0.1:{backend_port}/v1/models")
     wait_http(f"http://127.0.0.1:{gateway_port}/health")
+    endpoint = f"http://127.0.0.1:{backend_port}"
     httpx.post(
         f"http://127.0.0.1:{gateway_port}/admin/register",
-        json={"model_name": "bench", "endpoint_url": f"http://127.0.0.1:{backend_port}"},
+        json={"model_name": "bench", "endpoint_url": endpoint, **fields},
         headers={"X-API-Key": ADMIN_KEY},
         timeout=30,
     ).raise_for_status()

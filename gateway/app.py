@@ -73,6 +73,7 @@ from gateway.routing.registry import (
 )
 from gateway.routing.reported.scraper import Scraper
 from gateway.web.pages import web_routes
+from shared.cluster import shared_redis
 from shared.db import Database, ensure_schema_current
 from shared.logging import LogOutputs, Redactor, configure_logging, get_logger
 from shared.models import utcnow
@@ -82,6 +83,7 @@ from shared.upstream import UpstreamPool, probe_transport
 from shared.urls import Resolver, system_resolver
 
 if TYPE_CHECKING:
+    from gateway.admission.backend_slots import BackendSlots
     from shared.cluster.redis_client import SharedRedis
 
 TITLE = "Multiverse Inference Gateway"
@@ -97,20 +99,6 @@ def record_ages(
     metrics.record_ages(snapshot, healthd)
     within = HEALTHD_STALE_INTERVALS * settings.health_check_interval_seconds
     metrics.record_healthd_instances(holder.healthd_roles(utcnow(), within))
-
-
-def shared_redis(settings: Settings) -> SharedRedis | None:
-    """This worker's Redis (REDIS_URL), or None. redis-py (the `cluster` extra) is
-    imported only when REDIS_URL is set."""
-    if not settings.redis_url:
-        return None
-    from shared.cluster.redis_client import FailureMode, SharedRedis
-
-    return SharedRedis(
-        settings.redis_url,
-        prefix=settings.redis_key_prefix,
-        mode=FailureMode(settings.redis_failure_mode),
-    )
 
 
 def registry_listener(database: Database) -> tuple[asyncio.Event, asyncio.Task[None] | None]:
@@ -170,9 +158,10 @@ def create_app(
             asyncio.create_task(watch_keys(runtime.access.keys), name="keys-watch"),
             asyncio.create_task(runtime.scraper.run(), name="load-scraper"),
         ]
-        keep_alive = getattr(runtime.access.store, "keep_alive", None)  # (Redis's counters)
-        if keep_alive is not None:
-            background.append(asyncio.create_task(keep_alive(), name="counters-keep-alive"))
+        for name, keeper in (("counters", runtime.access.store), ("slots", runtime.slots)):
+            keep_alive = getattr(keeper, "keep_alive", None)  # (Redis's lapsing members)
+            if keep_alive is not None:
+                background.append(asyncio.create_task(keep_alive(), name=f"{name}-keep-alive"))
         probes = context.probes = probe_transport(settings, resolver)
         context.proxy = runtime
         freeze_startup_objects()
@@ -273,7 +262,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     redactor (keys registered through another worker are redacted too)."""
     settings = context.settings
     feedback = feedback_module.Feedback()
-    redis = shared_redis(settings)  # one per worker: the Responses owners' and the counters'
+    redis = shared_redis(settings)  # one per worker: Responses owners, counters, slots
 
     def on_snapshot(snapshot: RegistrySnapshot) -> None:
         for backends in snapshot.by_model.values():
@@ -329,6 +318,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         ),
         transport=transport,
         scraper=Scraper(holder, balancer, transport),
+        slots=backend_slots(settings, redis),
     )
 
 
@@ -344,6 +334,15 @@ def open_counters(settings: Settings, redis: SharedRedis | None) -> CounterStore
     from gateway.admission.redis_counters import RedisCounters  # redis-py: only with Redis
 
     return RedisCounters(redis, local, in_flight_lapse=settings.request_timeout_seconds)
+
+
+def backend_slots(settings: Settings, redis: SharedRedis | None) -> BackendSlots | None:
+    """With REDIS_URL: the slots of registrations with a max_concurrent, every instance's."""
+    if redis is None:
+        return None
+    from gateway.admission.backend_slots import BackendSlots  # redis-py: only with Redis
+
+    return BackendSlots(redis, lapse=settings.request_timeout_seconds)
 
 
 def close_counters(store: object) -> None:

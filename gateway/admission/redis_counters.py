@@ -153,8 +153,11 @@ def slot_of(reply: list[Any], now: float) -> tuple[int, Slot]:
     )
 
 
-async def _renew(key: str, renewed: dict[str, float], client: Any) -> None:
+async def _renew(key: str, renewed: dict[str, float], kept: int, client: Any) -> None:
+    """Members' lapses pushed back, and the set's own expiry with them (a stream may
+    outlast it while its key sends nothing else)."""
     await client.zadd(key, renewed, xx=True)
+    await client.expire(key, kept)
 
 
 class RedisCounters:
@@ -240,8 +243,10 @@ class RedisCounters:
                 if member == "":  # admitted locally: settled there
                     self.local.settle_later(subject, limits, reserved, used)
                     return
-        now = self.clock()
         change = 0 if used is None else used - reserved
+        if not member and (change == 0 or not (limits.tokens_per_minute or limits.tokens_per_day)):
+            return  # nothing to write: the buckets refill by the clock, read at the next admit
+        now = self.clock()
         args = self._args(limits, now, change, member, "", 0, KEPT_SECONDS)
         keys = self._keys(subject)
         # Fail-closed refuses new requests; an end not written lapses in time.
@@ -265,7 +270,9 @@ class RedisCounters:
                     continue
                 with contextlib.suppress(RedisUnavailable):
                     await self.redis.attempt(
-                        functools.partial(_renew, self._keys(subject)[1], renewed),
+                        functools.partial(
+                            _renew, self._keys(subject)[1], renewed, int(self.lapse) + 60
+                        ),
                         fallback=lambda: None,
                     )
 

@@ -21,7 +21,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.proxy.relay import BufferedResponse
 from shared.errors import error_body
+
+# What describes a backend's body, dropped when the gateway answers with its own.
+BODY_HEADERS = frozenset(
+    {b"content-type", b"content-encoding", b"content-language", b"content-disposition"}
+)
 
 # What frameworks answer for a route (or a method) they do not have, lower-cased.
 GENERIC_NOT_FOUND = frozenset(
@@ -154,3 +160,16 @@ def client_error_body(status: int, body: bytes, path: str) -> bytes | None:
         message = f"the backend answered HTTP {status} with no error details"
     error_type = "not_found_error" if status == 404 else None
     return json.dumps(error_body(status, message, error_type)).encode()
+
+
+def error_answer(
+    status: int, headers: list[tuple[bytes, bytes]], data: bytes, api_key: str | None, path: str
+) -> BufferedResponse:
+    """A backend's error, as the client gets it: in its API's shape, no secret in it."""
+    if api_key:
+        data = redacted(data, (api_key,))
+    wrapped = client_error_body(status, data, path)
+    if wrapped is None:
+        return BufferedResponse(status, headers, data)
+    kept = [(name, value) for name, value in headers if name not in BODY_HEADERS]
+    return BufferedResponse(status, [(b"content-type", b"application/json"), *kept], wrapped)

@@ -20,12 +20,7 @@ from gateway.accounting.attempt import Attempt, Observer
 from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
 from gateway.accounting.usage import extract_usage
 from gateway.proxy.apis import RESPONSES_PATH
-from gateway.proxy.backend_errors import (
-    client_error_body,
-    lacks_endpoint,
-    redacted,
-    refuses_usage_option,
-)
+from gateway.proxy.backend_errors import error_answer, lacks_endpoint, refuses_usage_option
 from gateway.proxy.bodies import Target, with_model
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.relay import (
@@ -56,11 +51,6 @@ from shared.upstream import (
     is_failed_status,
 )
 
-# What describes a backend's body, dropped when the gateway answers with its own.
-BODY_HEADERS = frozenset(
-    {b"content-type", b"content-encoding", b"content-language", b"content-disposition"}
-)
-
 
 @dataclass(frozen=True)
 class Incoming:
@@ -85,6 +75,10 @@ class Incoming:
 Answer = RelayedStream | BufferedResponse
 
 
+class FullElsewhere(Exception):
+    """Every slot of the backend is taken across the instances (Redis): not a failure."""
+
+
 class Forwarder:
     """One client request: pick, try, fail over, answer.
 
@@ -102,6 +96,7 @@ class Forwarder:
         self.started = self.loop.time()
         self.started_precise = time.perf_counter()
         self.deadline = self.started + self.settings.request_timeout_seconds
+        self.queue_deadline: float | None = None  # from its first wait (FullElsewhere: again)
 
     async def run(self, target: Target) -> Answer:
         runtime = self.runtime
@@ -175,6 +170,9 @@ class Forwarder:
                 return await self.attempt(
                     backend, peers, target, fail_over_404=others, lacks_on_404=owner is None
                 )
+            except FullElsewhere:  # its slots are all taken on other instances: wait a turn
+                tried.pop()
+                runtime.balancer.full_elsewhere(backend.registration_id)
             except UpstreamError as failure:
                 failures.append(failure)
                 if failure.kind is FailureKind.UNSENDABLE:
@@ -190,7 +188,9 @@ class Forwarder:
         """A slot, when the request's turn comes in the fair queue (every backend it could
         use is full); None when it is no longer a matter of capacity."""
         since = self.loop.time()
-        deadline = min(self.deadline, since + self.settings.queue_timeout_seconds)
+        if self.queue_deadline is None:
+            self.queue_deadline = min(self.deadline, since + self.settings.queue_timeout_seconds)
+        deadline = self.queue_deadline
         incoming = self.incoming
         with metrics.QUEUED.labels(choice.model).track_inprogress():
             try:
@@ -204,7 +204,7 @@ class Forwarder:
         """A request about one stored response: only the backend holding it can answer."""
         try:
             return await self.attempt(
-                backend, (backend,), Target(backend.model_name), lacks_on_404=False
+                backend, (backend,), Target(backend.model_name), lacks_on_404=False, slot=False
             )
         except UpstreamError as failure:
             raise no_answer(
@@ -222,6 +222,7 @@ class Forwarder:
         *,
         fail_over_404: Callable[[], bool] = lambda: False,
         lacks_on_404: bool = True,
+        slot: bool = True,
     ) -> Answer:
         """One try on `backend`: its answer, or an UpstreamError (the attempt is accounted).
 
@@ -231,8 +232,10 @@ class Forwarder:
         response (`lacks_on_404` false): there a 404 is the backend's word on it.
 
         The body is prepared first (pure; a body that cannot be prepared takes no
-        slot). The slot and the backend's answer are then held by `held`, released
-        when the block ends however it ends, or handed to the relayed stream."""
+        slot). The slot (with Redis, across instances too: FullElsewhere when there is
+        none) and the backend's answer are then held by `held`, released when the block
+        ends however it ends, or handed to the relayed stream. `slot` false: a request
+        about one stored response, which only its backend can answer, takes none."""
         body = self._body_for(backend)
         ask_usage = self._asks_usage(backend, target)
         # A stream's head and first event: within FIRST_BYTE_TIMEOUT_SECONDS too.
@@ -241,8 +244,7 @@ class Forwarder:
             first_byte = self.loop.time() + self.settings.first_byte_timeout_seconds
             deadline = min(deadline, first_byte)
         async with AsyncExitStack() as held:
-            # Unwound last: once the attempt freed the slot, the next waiter in turn gets it.
-            held.callback(self.runtime.queue.freed, backend.registration_id, self.incoming.client)
+            await self._hold_slot(held, backend, slot)
             attempt = held.enter_context(self._attempt_on(backend, peers, target.model))
             upstream, ask_usage, data = await self._open(held, backend, deadline, body, ask_usage)
             status = upstream.status
@@ -282,9 +284,19 @@ class Forwarder:
                 await self._remember_owner(response_id_of(data), backend)
             attempt.answered(status, extract_usage(data))
             if status >= 400:
-                return self._error_answer(status, headers, data, backend)
+                return error_answer(status, headers, data, backend.api_key, self.incoming.path)
             return BufferedResponse(status, headers, data)
         raise AssertionError("unreachable")  # (mypy: an exit stack may swallow exceptions)
+
+    async def _hold_slot(self, held: AsyncExitStack, backend: Backend, slot: bool) -> None:
+        """Unwound last: once the attempt freed the slot, the next waiter in turn gets it
+        (with Redis, once the shared slot is given back too)."""
+        rid, limit, slots = backend.registration_id, backend.max_concurrent, self.runtime.slots
+        freed = functools.partial(self.runtime.queue.freed, rid, self.incoming.client)
+        if slots is None or limit is None or not slot:
+            held.callback(freed)
+        elif not await held.enter_async_context(slots.held(rid, limit, freed)):
+            raise FullElsewhere
 
     def _asks_usage(self, backend: Backend, target: Target) -> bool:
         """Whether to ask for a stream's tokens the client did not ask for (they are
@@ -343,18 +355,6 @@ class Forwarder:
 
     async def _read_whole(self, upstream: ResponseStream) -> bytes:
         return await upstream.read_all(MAX_RESPONSE_BYTES, self.deadline)
-
-    def _error_answer(
-        self, status: int, headers: list[tuple[bytes, bytes]], data: bytes, backend: Backend
-    ) -> BufferedResponse:
-        """A backend's error, as the client gets it: in its API's shape, no secret in it."""
-        if backend.api_key:
-            data = redacted(data, (backend.api_key,))
-        wrapped = client_error_body(status, data, self.incoming.path)
-        if wrapped is None:
-            return BufferedResponse(status, headers, data)
-        kept = [(name, value) for name, value in headers if name not in BODY_HEADERS]
-        return BufferedResponse(status, [(b"content-type", b"application/json"), *kept], wrapped)
 
     @property
     def makes_responses(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -22,6 +23,9 @@ from gateway.routing.reported.scraper import Scraper
 from shared.errors import ServiceUnavailable
 from shared.settings import Settings
 from shared.upstream import Transport
+
+if TYPE_CHECKING:
+    from gateway.admission.backend_slots import BackendSlots  # redis-py: only with Redis
 
 LARGE_BODY_PARSERS = 2
 
@@ -43,6 +47,8 @@ class ProxyRuntime:
     large_bodies: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(LARGE_BODY_PARSERS, "large-body")
     )
+    # With REDIS_URL: the slots of registrations with a max_concurrent, across instances.
+    slots: BackendSlots | None = None
 
     # Who gets the next freed slot when a model's backends are all full (per worker).
     queue: FairQueue = field(init=False)

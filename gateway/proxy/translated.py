@@ -19,9 +19,10 @@ import time
 
 from gateway.errors import JSONAnswer
 from gateway.json_bodies import parse_json_object
+from gateway.proxy.backend_errors import BODY_HEADERS
 from gateway.proxy.bodies import EMPTY_HINT, Target
 from gateway.proxy.client_watch import ClientWatch
-from gateway.proxy.forward import BODY_HEADERS, Answer, Forwarder, Incoming
+from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import BufferedResponse, RelayedStream
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.translate.common import JSONObject, json_text, openai_error_message

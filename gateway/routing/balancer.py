@@ -30,6 +30,9 @@ from shared.logging import get_logger
 log = get_logger("api")
 STALE_REPORT_SECONDS = 2.0  # an older report is no report: the load is unknown, not zero
 MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not decoding
+# A registration found full across instances (Redis's slots) is not picked for this long,
+# or until this process frees one of its slots: waiters look again each POLL_SECONDS.
+FULL_ELSEWHERE_SECONDS = 0.25
 
 
 class Balancer:
@@ -61,6 +64,8 @@ class Balancer:
         self.speed_steps: dict[str, int] = {}  # log2 of token_seconds, rounded
         # Outlier state and the rest of what is learned, by (registration, model).
         self.learned = learned or Learned(OutlierPolicy(), monotonic)
+        # Registrations full across instances, until when (monotonic): `full_elsewhere`.
+        self.full_until: dict[str, float] = {}
 
     def pick(
         self,
@@ -73,6 +78,8 @@ class Balancer:
     ) -> Backend | None:
         """The backend for one attempt (None: no backend is eligible). `hint` (the
         request's affinity key and size) is read by the `auto` strategy only."""
+        if self.full_until:
+            exclude = exclude | self._full_now()
         if len(backends) == 1:
             # The common case of a model with one backend: nothing to choose
             # (every strategy returns the only candidate).
@@ -111,6 +118,17 @@ class Balancer:
             turn=turn,
             draws=Draws(self.rng(), self.rng(), self.rng()),
         )
+
+    def full_elsewhere(self, backend_id: str) -> None:
+        """Every slot of this registration is taken across the instances (Redis): treat
+        it as full a moment (a request that picks it waits in the fair queue)."""
+        self.full_until[backend_id] = self.monotonic() + FULL_ELSEWHERE_SECONDS
+
+    def _full_now(self) -> frozenset[str]:
+        now = self.monotonic()
+        for backend_id in [b for b, until in self.full_until.items() if until <= now]:
+            del self.full_until[backend_id]
+        return frozenset(self.full_until)
 
     def explain(
         self, backends: tuple[Backend, ...], *, required_tags: frozenset[str], streaming: bool
@@ -151,6 +169,7 @@ class Balancer:
             else routing.moving_average(load.latency_ms, latency_ms)
         )
         self.loads[backend_id] = Load(max(0, load.in_flight - 1), latency, load.first_token_ms)
+        self.full_until.pop(backend_id, None)  # one of its slots is free again
         sent = self.sent_since.get(backend_id, 0)
         if sent:  # (one sent since the report, or one it counted: either way one fewer)
             self.sent_since[backend_id] = sent - 1

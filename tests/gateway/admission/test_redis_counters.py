@@ -187,8 +187,11 @@ async def test_a_long_stream_keeps_its_place_in_flight(
     keeper = asyncio.create_task(holder.keep_alive())
     try:
         assert (await holder.admit("key:k", limits, 0)).refusal is None  # a long stream
+        flying = redis.key("flying", "key:k")
+        await redis.client.expire(flying, 2)  # as if the key's last request were long ago
         clock[0] += 2
         await asyncio.sleep(1.3)  # a renewal: now lapses at NOON + 5
+        assert await redis.client.ttl(flying) > 2  # and the set is kept while it lasts
         clock[0] += 2  # past the first lapse (NOON + 3)
         refused = await other.admit("key:k", limits, 0)
         assert refused.refusal is not None and refused.refusal.limit == "max_concurrent"
@@ -199,3 +202,27 @@ async def test_a_long_stream_keeps_its_place_in_flight(
         holder.local.close()
         other.local.close()
         await redis.close()
+
+
+@pytest.mark.parametrize(
+    ("limits", "reserved", "used", "written"),
+    [
+        (Limits(requests_per_minute=5), 10, 3, False),  # no token limit: nothing to correct
+        (Limits(tokens_per_minute=100), 10, 10, False),  # used what it reserved
+        (Limits(tokens_per_minute=100), 10, 3, True),  # tokens given back
+        (Limits(max_concurrent=1), 0, 0, True),  # its in-flight member removed
+    ],
+)
+async def test_a_settle_with_nothing_to_write_sends_nothing(
+    two: tuple[RedisCounters, RedisCounters, list[float]],
+    limits: Limits,
+    reserved: int,
+    used: int,
+    written: bool,
+) -> None:
+    one, _, clock = two
+    assert (await one.admit("key:k", limits, reserved)).refusal is None
+    clock[0] += 10
+    await one.settle("key:k", limits, reserved, used)
+    last = await one.redis.client.hget(one.redis.key("counters", "key:k"), "ra")
+    assert (float(str(last)) == NOON + 10) is written

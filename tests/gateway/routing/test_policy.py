@@ -216,3 +216,31 @@ def test_balancer_counts_turns_per_model_and_in_flight() -> None:
     assert balancer.loads["a"] == Load(1, 12.0)
     balancer.finished("a", None)
     assert balancer.loads["a"] == Load(0, 12.0)
+
+
+@pytest.mark.parametrize(
+    ("after", "picked"),
+    [
+        (0.0, ["b", "b"]),  # full across the instances: passed over
+        (0.3, ["a", "b"]),  # the mark lapsed (FULL_ELSEWHERE_SECONDS)
+        ("finished", ["a", "b"]),  # this process freed one of its slots
+    ],
+)
+def test_a_backend_full_elsewhere_is_passed_over_a_moment(
+    after: float | str, picked: list[str]
+) -> None:
+    now = [0.0]
+    balancer = Balancer("round_robin", 0, monotonic=lambda: now[0])
+    balancer.full_elsewhere("a")
+    if after == "finished":
+        balancer.started("a")
+        balancer.finished("a", None)
+    else:
+        now[0] = float(after)
+    picks = [
+        balancer.pick((A, B), required_tags=frozenset(), exclude=frozenset(), streaming=False)
+        for _ in range(2)
+    ]
+    assert [p.registration_id for p in picks if p] == picked
+    one = balancer.pick((A,), required_tags=frozenset(), exclude=frozenset(), streaming=False)
+    assert (one is None) == (picked[0] == "b")
