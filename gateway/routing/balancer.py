@@ -24,6 +24,7 @@ from gateway.routing.reported.scorer import (
     Hint,
     View,
     choose_auto,
+    hash_log,
 )
 from shared.logging import get_logger
 
@@ -33,6 +34,7 @@ MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not dec
 # A registration found full across instances (Redis's slots) is not picked for this long,
 # or until this process frees one of its slots: waiters look again each POLL_SECONDS.
 FULL_ELSEWHERE_SECONDS = 0.25
+KEYS_REMEMBERED = 4096  # affinity keys whose hashes are kept (all forgotten at once past it)
 
 
 class Balancer:
@@ -62,6 +64,9 @@ class Balancer:
         self.sent_since: dict[str, int] = {}
         self.token_seconds: dict[str, float] = {}
         self.speed_steps: dict[str, int] = {}  # log2 of token_seconds, rounded
+        # By affinity key: its rendezvous hash per registration id (scorer.hash_log), the
+        # same at every turn of a conversation, so hashed once, not at every request.
+        self.hash_logs: dict[bytes, dict[str, float]] = {}
         # Outlier state and the rest of what is learned, by (registration, model).
         self.learned = learned or Learned(OutlierPolicy(), monotonic)
         # Registrations full across instances, until when (monotonic): `full_elsewhere`.
@@ -102,10 +107,14 @@ class Balancer:
         if not candidates:
             return None
         if self.strategy == "auto":
+            if len(candidates) == 1:  # (as thinning and scoring would: the only one)
+                return candidates[0]
             pool = routing.thin_warming(
                 candidates, now=self.clock(), window=self.slow_start_seconds, draw=self.rng()
             )
-            return choose_auto(pool, self.views(pool), hint)
+            key = hint.affinity
+            logs = None if key is None else self._hash_logs(key, pool)
+            return choose_auto(pool, self.views(pool), hint, logs)
         model = candidates[0].model_name
         turn = self.turns.get(model, 0)
         self.turns[model] = turn + 1
@@ -129,6 +138,19 @@ class Balancer:
         for backend_id in [b for b, until in self.full_until.items() if until <= now]:
             del self.full_until[backend_id]
         return frozenset(self.full_until)
+
+    def _hash_logs(self, key: bytes, pool: list[Backend]) -> dict[str, float]:
+        """The key's rendezvous hashes for the backends of `pool`, each computed once."""
+        logs = self.hash_logs.get(key)
+        if logs is None:
+            if len(self.hash_logs) >= KEYS_REMEMBERED:
+                self.hash_logs.clear()  # (bounded; a conversation's next turn hashes again)
+            logs = self.hash_logs[key] = {}
+        for backend in pool:
+            backend_id = backend.registration_id
+            if backend_id not in logs:
+                logs[backend_id] = hash_log(key, backend_id)
+        return logs
 
     def explain(
         self, backends: tuple[Backend, ...], *, required_tags: frozenset[str], streaming: bool
@@ -219,19 +241,22 @@ class Balancer:
         when measured: measurement noise must not move conversations)."""
         now = self.monotonic()
         steps = self.speed_steps
-        known = [steps[b.registration_id] for b in backends if b.registration_id in steps]
-        fastest = min(known) if known else 0
+        fastest = 0
+        if steps:
+            known = [steps[b.registration_id] for b in backends if b.registration_id in steps]
+            fastest = min(known) if known else 0
+        reports, loads, sent_since = self.reports, self.loads, self.sent_since
         views: dict[str, View] = {}
         for backend in backends:
             backend_id = backend.registration_id
-            report = self.reports.get(backend_id)
+            report = reports.get(backend_id)
             if report is not None and now - report.at > STALE_REPORT_SECONDS:
                 report = None
-            step = steps.get(backend_id)
-            load = self.loads.get(backend_id)
+            step = steps.get(backend_id) if steps else None
+            load = loads.get(backend_id)
             views[backend_id] = View(
                 0 if load is None else load.in_flight,
-                self.sent_since.get(backend_id, 0),
+                sent_since.get(backend_id, 0),
                 report,
                 1.0 if step is None else 2.0 ** (fastest - step),
             )

@@ -31,53 +31,58 @@ def _digest(kind: bytes, text: str) -> bytes:
     return hashlib.blake2b(kind + text.encode("utf-8", "replace"), digest_size=16).digest()
 
 
-def _content(message: Any) -> tuple[str, str] | None:
-    if not isinstance(message, dict):
+def _text(content: Any) -> str | None:
+    """A message's content as text: a string as it is, anything else (a list of parts)
+    as its JSON (keys sorted: the same parts in another key order are the same text)."""
+    if isinstance(content, str):
+        return content[:CONTENT_CHARS]
+    try:
+        return json.dumps(content, sort_keys=True)[:CONTENT_CHARS]
+    except (TypeError, ValueError, RecursionError):
         return None
-    role = message.get("role")
-    content = message.get("content")
-    if not isinstance(content, str):
-        try:
-            content = json.dumps(content, sort_keys=True)[:CONTENT_CHARS]
-        except (TypeError, ValueError, RecursionError):
-            return None
-    return (role if isinstance(role, str) else "", content[:CONTENT_CHARS])
 
 
-def _leading(messages: list[Any]) -> list[tuple[str, str]]:
-    """The messages up to and including the first user message."""
-    lead: list[tuple[str, str]] = []
+def _leading(messages: list[Any], parts: list[str]) -> None:
+    """Add "role NUL content" of the messages up to and including the first user message."""
     for message in messages[:LEADING_MESSAGES]:
-        found = _content(message)
-        if found is None:
-            break
-        lead.append(found)
-        if found[0] == "user":
-            break
-    return lead
+        if not isinstance(message, dict):
+            return
+        content = _text(message.get("content"))
+        if content is None:
+            return
+        role = message.get("role")
+        if not isinstance(role, str):
+            role = ""
+        parts.append(f"{role}\0{content}")
+        if role == "user":
+            return
 
 
 def affinity_key(document: Mapping[str, Any], session: str | None = None) -> bytes | None:
-    """The key of a parsed JSON body (and its session header), or None: no affinity."""
+    """The key of a parsed JSON body (and its session header), or None: no affinity.
+    (It runs on every request with a choice of backends: no intermediate lists.)"""
     if session:
         return _digest(b"session\0", session[:MAX_SESSION_CHARS])
-    user = document.get("user")
+    get = document.get
+    user = get("user")
     if isinstance(user, str) and user:
         return _digest(b"user\0", user[:MAX_SESSION_CHARS])
     parts: list[str] = []
     for name in ("system", "instructions"):
-        value = document.get(name)
+        value = get(name)
         if value is not None:
-            found = _content({"role": name, "content": value})
-            if found is not None:
-                parts.append(found[1])
-    for name in ("messages", "input"):
-        value = document.get(name)
-        if isinstance(value, list):
-            parts.extend(f"{role}\0{content}" for role, content in _leading(value))
-        elif isinstance(value, str) and name == "input":
-            parts.append(value[:PROMPT_CHARS])
-    prompt = document.get("prompt")
+            text = _text(value)
+            if text is not None:
+                parts.append(text)
+    messages = get("messages")
+    if isinstance(messages, list):
+        _leading(messages, parts)
+    value = get("input")
+    if isinstance(value, list):
+        _leading(value, parts)
+    elif isinstance(value, str):
+        parts.append(value[:PROMPT_CHARS])
+    prompt = get("prompt")
     if isinstance(prompt, str):
         parts.append(prompt[:PROMPT_CHARS])
     if not parts:

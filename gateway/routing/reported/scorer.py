@@ -82,12 +82,16 @@ def queue(view: View) -> float:
 
 def cost(view: View, *, hint: Hint, model: str) -> float:
     """Estimated time to first token, in units of a request's turn (lower is better)."""
-    units = 1.0 + queue(view) + hint.prompt_tokens / PREFILL_TOKENS_PER_UNIT
+    return _units(view, model, hint.prompt_tokens)
+
+
+def _units(view: View, model: str, prompt_tokens: int) -> float:
+    units = 1.0 + queue(view) + prompt_tokens / PREFILL_TOKENS_PER_UNIT
     report = view.report
     if report is not None:
         if report.kv_usage is not None and report.kv_usage > KV_HIGH:
             units += KV_UNITS * (report.kv_usage - KV_HIGH) / (1 - KV_HIGH)
-        if holds(report, model) is False:
+        if report.loaded is not None and holds(report, model) is False:
             units += COLD_LOAD_UNITS + (EVICT_UNITS if view.in_flight else 0.0)
     return units / max(view.speed, 1e-3)
 
@@ -95,6 +99,12 @@ def cost(view: View, *, hint: Hint, model: str) -> float:
 def _unit_hash(key: bytes, registration_id: str) -> float:
     digest = hashlib.blake2b(key + registration_id.encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") + 1) / (2**64 + 1)  # in (0, 1)
+
+
+def hash_log(key: bytes, registration_id: str) -> float:
+    """ln of the key's hash for one server (negative): what rendezvous weighs by speed.
+    It depends on the key and the server only, so the balancer keeps it per key."""
+    return math.log(_unit_hash(key, registration_id))
 
 
 def rendezvous(
@@ -112,10 +122,15 @@ def rendezvous(
 
 
 def _score(key: bytes, registration_id: str, weight: float) -> float:
-    return -weight / math.log(_unit_hash(key, registration_id))
+    return -weight / hash_log(key, registration_id)
 
 
-def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: Hint) -> Backend:
+def choose_auto(
+    candidates: Sequence[Backend],
+    views: Mapping[str, View],
+    hint: Hint,
+    hash_logs: Mapping[str, float] | None = None,
+) -> Backend:
     """The conversation's server while it is not overloaded, else the one that answers
     soonest.
 
@@ -125,22 +140,37 @@ def choose_auto(candidates: Sequence[Backend], views: Mapping[str, View], hint: 
     first whose load (its cost without the prompt) is within LOAD_BOUND times the
     least loaded one's. The bound does not depend on the prompt, which grows with
     every turn: a conversation passed on at one turn is passed on at the next, to the
-    same next server in every worker, instead of moving back and forth."""
-    if hint.affinity is None:
-        return min(candidates, key=lambda b: (_cost(b, views, hint), b.registration_id))
-    # (The first in rendezvous order within the bound, found in one pass, no sort:
-    # this runs on every request.)
-    loads = [_cost(b, views, NO_HINT) for b in candidates]
-    bound = LOAD_BOUND * min(loads)
+    same next server in every worker, instead of moving back and forth.
+
+    `hash_logs`: hash_log(key, id) by registration id, as far as the caller knows them
+    (the balancer keeps them per key: a conversation's every turn needs the same ones).
+    This runs on every request that has a choice: one pass, no sort, no hash when only
+    one candidate is within the bound."""
     key = hint.affinity
+    if key is None:
+        tokens = hint.prompt_tokens
+        return min(
+            candidates,
+            key=lambda b: (
+                _units(views[b.registration_id], b.model_name, tokens),
+                b.registration_id,
+            ),
+        )
+    seen = [views[b.registration_id] for b in candidates]
+    loads = [_units(view, b.model_name, 0) for b, view in zip(candidates, seen, strict=True)]
+    bound = LOAD_BOUND * min(loads)
+    within = [i for i, load in enumerate(loads) if load <= bound]
+    if len(within) == 1:  # (every score is positive: the only one within is chosen)
+        return candidates[within[0]]
+    known = hash_logs or {}
     chosen, best = candidates[0], -1.0
-    for backend, load in zip(candidates, loads, strict=True):
-        if load <= bound:
-            score = _score(key, backend.registration_id, views[backend.registration_id].speed ** 2)
-            if score > best:
-                chosen, best = backend, score
+    for i in within:
+        backend = candidates[i]
+        backend_id = backend.registration_id
+        logged = known.get(backend_id)
+        if logged is None:
+            logged = hash_log(key, backend_id)
+        score = -(seen[i].speed ** 2) / logged
+        if score > best:
+            chosen, best = backend, score
     return chosen
-
-
-def _cost(backend: Backend, views: Mapping[str, View], hint: Hint) -> float:
-    return cost(views[backend.registration_id], hint=hint, model=backend.model_name)
