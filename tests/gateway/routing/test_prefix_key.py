@@ -75,3 +75,19 @@ def test_the_hint_guesses_the_prompt_size_from_the_body() -> None:
     hint = hint_for({"messages": [FIRST]}, None, 4000)
     assert hint.prompt_tokens == 1000 and hint.affinity == key({"messages": [FIRST]})
     assert hint_for(None, None, 10).affinity is None
+
+
+def test_the_key_is_the_same_in_every_version() -> None:
+    """Instances of two versions side by side (a rolling upgrade) must send a conversation
+    to the same server: a change to how the key is made (here made faster, once) must
+    leave its value as it was."""
+    document = {
+        "system": "You are a pirate.",
+        "messages": [
+            {"role": "system", "content": "x"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            ANSWER,
+        ],
+    }
+    found = key(document)
+    assert found is not None and found.hex() == "d9985249f7934a2ac4f5cc9636b8dbec"

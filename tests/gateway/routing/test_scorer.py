@@ -7,14 +7,16 @@ from collections import Counter
 
 import pytest
 
-from gateway.routing.balancer import STALE_REPORT_SECONDS, Balancer
+from gateway.routing.balancer import KEYS_REMEMBERED, STALE_REPORT_SECONDS, Balancer
 from gateway.routing.policy import Backend
 from gateway.routing.reported.reports import Report
 from gateway.routing.reported.scorer import (
+    LOAD_BOUND,
     Hint,
     View,
     choose_auto,
     cost,
+    hash_log,
     queue,
     rendezvous,
 )
@@ -200,3 +202,49 @@ def test_a_server_half_as_fast_is_home_to_a_quarter_as_many_conversations() -> N
         choose_auto([A, B, C], views, Hint(affinity=key)).registration_id for key in keys
     )
     assert homes["c"] / len(keys) == pytest.approx(1 / 9, abs=0.03)
+
+
+def reference_choice(candidates: list[Backend], views: dict[str, View], key: bytes) -> str:
+    """choose_auto with affinity as its docstring says it, the slow way: the key's
+    rendezvous order (speed squared), the first within the bound of the least load."""
+    loads = {
+        b.registration_id: cost(views[b.registration_id], hint=Hint(), model="m")
+        for b in candidates
+    }
+    bound = LOAD_BOUND * min(loads.values())
+    weights = {b.registration_id: views[b.registration_id].speed ** 2 for b in candidates}
+    ordered = rendezvous(key, candidates, weights)
+    return next(b for b in ordered if loads[b.registration_id] <= bound).registration_id
+
+
+def random_view(rng: random.Random) -> View:
+    report = rng.choice([None, vllm(), vllm(rng.randint(0, 3), rng.randint(0, 20), rng.random())])
+    return View(rng.randint(0, 12), rng.randint(0, 4), report, rng.choice([1.0, 0.5, 0.25]))
+
+
+def test_the_fast_choice_is_the_reference_choice() -> None:
+    """choose_auto's shortcuts (hashes kept per key, none when one candidate is within
+    the bound, the balancer's skip of a lone candidate) choose as the slow way does."""
+    rng = random.Random(23)
+    backends = [Backend(f"r{n}", "m", f"http://r{n}") for n in range(5)]
+    balancer = Balancer("auto", 0, monotonic=lambda: 0.0)
+    for _ in range(3000):
+        candidates = rng.sample(backends, rng.randint(1, 5))
+        views = {b.registration_id: random_view(rng) for b in candidates}
+        key = rng.randbytes(4)
+        expected = reference_choice(candidates, views, key)
+        hint = Hint(affinity=key)
+        assert choose_auto(candidates, views, hint).registration_id == expected
+        logs = balancer._hash_logs(key, candidates)
+        assert choose_auto(candidates, views, hint, logs).registration_id == expected
+
+
+def test_the_balancer_keeps_a_bounded_number_of_keys_hashes() -> None:
+    balancer = Balancer("auto", 0, monotonic=lambda: 0.0)
+    for n in range(KEYS_REMEMBERED + 10):
+        logs = balancer._hash_logs(n.to_bytes(4, "big"), [A, B])
+        assert logs == {
+            "a": hash_log(n.to_bytes(4, "big"), "a"),
+            "b": hash_log(n.to_bytes(4, "big"), "b"),
+        }
+    assert len(balancer.hash_logs) <= KEYS_REMEMBERED
