@@ -34,7 +34,10 @@ MIN_TOKENS_FOR_SPEED = 16  # a shorter answer's time is mostly overhead, not dec
 # A registration found full across instances (Redis's slots) is not picked for this long,
 # or until this process frees one of its slots: waiters look again each POLL_SECONDS.
 FULL_ELSEWHERE_SECONDS = 0.25
-KEYS_REMEMBERED = 4096  # affinity keys whose hashes are kept (all forgotten at once past it)
+# Affinity keys whose rendezvous hashes are kept, and hashes in all (a few MB at most):
+# past either, all are forgotten at once (a conversation's next turn hashes again).
+KEYS_REMEMBERED = 4096
+HASHES_REMEMBERED = 65_536
 
 
 class Balancer:
@@ -67,6 +70,7 @@ class Balancer:
         # By affinity key: its rendezvous hash per registration id (scorer.hash_log), the
         # same at every turn of a conversation, so hashed once, not at every request.
         self.hash_logs: dict[bytes, dict[str, float]] = {}
+        self.hashes_kept = 0
         # Outlier state and the rest of what is learned, by (registration, model).
         self.learned = learned or Learned(OutlierPolicy(), monotonic)
         # Registrations full across instances, until when (monotonic): `full_elsewhere`.
@@ -143,13 +147,15 @@ class Balancer:
         """The key's rendezvous hashes for the backends of `pool`, each computed once."""
         logs = self.hash_logs.get(key)
         if logs is None:
-            if len(self.hash_logs) >= KEYS_REMEMBERED:
-                self.hash_logs.clear()  # (bounded; a conversation's next turn hashes again)
+            if len(self.hash_logs) >= KEYS_REMEMBERED or self.hashes_kept >= HASHES_REMEMBERED:
+                self.hash_logs.clear()
+                self.hashes_kept = 0
             logs = self.hash_logs[key] = {}
         for backend in pool:
             backend_id = backend.registration_id
             if backend_id not in logs:
                 logs[backend_id] = hash_log(key, backend_id)
+                self.hashes_kept += 1
         return logs
 
     def explain(

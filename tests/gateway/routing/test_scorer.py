@@ -7,7 +7,12 @@ from collections import Counter
 
 import pytest
 
-from gateway.routing.balancer import KEYS_REMEMBERED, STALE_REPORT_SECONDS, Balancer
+from gateway.routing.balancer import (
+    HASHES_REMEMBERED,
+    KEYS_REMEMBERED,
+    STALE_REPORT_SECONDS,
+    Balancer,
+)
 from gateway.routing.policy import Backend
 from gateway.routing.reported.reports import Report
 from gateway.routing.reported.scorer import (
@@ -242,9 +247,14 @@ def test_the_fast_choice_is_the_reference_choice() -> None:
 def test_the_balancer_keeps_a_bounded_number_of_keys_hashes() -> None:
     balancer = Balancer("auto", 0, monotonic=lambda: 0.0)
     for n in range(KEYS_REMEMBERED + 10):
-        logs = balancer._hash_logs(n.to_bytes(4, "big"), [A, B])
-        assert logs == {
-            "a": hash_log(n.to_bytes(4, "big"), "a"),
-            "b": hash_log(n.to_bytes(4, "big"), "b"),
+        key = n.to_bytes(4, "big")
+        assert balancer._hash_logs(key, [A, B]) == {
+            "a": hash_log(key, "a"),
+            "b": hash_log(key, "b"),
         }
     assert len(balancer.hash_logs) <= KEYS_REMEMBERED
+    many = [Backend(f"r{n}", "m", f"http://r{n}") for n in range(100)]
+    for n in range(HASHES_REMEMBERED // 100 + 10):
+        balancer._hash_logs(n.to_bytes(4, "big"), many)
+    assert sum(map(len, balancer.hash_logs.values())) <= HASHES_REMEMBERED
+    assert balancer.hashes_kept == sum(map(len, balancer.hash_logs.values()))
