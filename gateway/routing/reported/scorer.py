@@ -156,21 +156,20 @@ def choose_auto(
                 b.registration_id,
             ),
         )
-    seen = [views[b.registration_id] for b in candidates]
-    loads = [_units(view, b.model_name, 0) for b, view in zip(candidates, seen, strict=True)]
-    bound = LOAD_BOUND * min(loads)
-    within = [i for i, load in enumerate(loads) if load <= bound]
-    if len(within) == 1:  # (every score is positive: the only one within is chosen)
-        return candidates[within[0]]
+    loads = [_units(views[b.registration_id], b.model_name, 0) for b in candidates]
+    least = min(loads)
+    bound = LOAD_BOUND * least
+    if len(loads) > 1 and sorted(loads)[1] > bound:  # only the least loaded is within
+        return candidates[loads.index(least)]  # (every score is positive: it is chosen)
     known = hash_logs or {}
     chosen, best = candidates[0], -1.0
-    for i in within:
-        backend = candidates[i]
-        backend_id = backend.registration_id
-        logged = known.get(backend_id)
-        if logged is None:
-            logged = hash_log(key, backend_id)
-        score = -(seen[i].speed ** 2) / logged
-        if score > best:
-            chosen, best = backend, score
+    for backend, load in zip(candidates, loads, strict=True):
+        if load <= bound:
+            backend_id = backend.registration_id
+            logged = known.get(backend_id)
+            if logged is None:
+                logged = hash_log(key, backend_id)
+            score = -(views[backend_id].speed ** 2) / logged
+            if score > best:
+                chosen, best = backend, score
     return chosen
