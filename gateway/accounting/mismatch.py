@@ -68,7 +68,7 @@ def seen(
     if tally is None:
         tally = tallies[key] = Tally()
     tally.answers += 1
-    if names_another_model(model, upstream, answered):
+    if answered != model and names_another_model(model, upstream, answered):
         tally.mismatched += 1
         tally.named = answered[:MAX_NAME]
 
