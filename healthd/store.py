@@ -263,10 +263,11 @@ def record_results(
     """Write a batch of probe results; return the status transitions it caused."""
     transitions = []
     with database.writing() as session:
-        for result in results:
+        # In id order, as the gateway locks the rows (gateway/accounting/mismatch.py).
+        for result in sorted(results, key=lambda r: r.server_id):
             # Locked when its canaries' faults are written: the gateway writes them too.
-            locked = bool(result.canaries)
-            server = session.get(ModelServer, result.server_id, with_for_update=locked)
+            lock = {"key_share": True} if result.canaries else None
+            server = session.get(ModelServer, result.server_id, with_for_update=lock)
             if server is None or not server.is_active:
                 continue  # deregistered while its probe was in flight
             probe = result.probe

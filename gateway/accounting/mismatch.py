@@ -103,8 +103,10 @@ def _count(value: object) -> int:
 
 
 def write_tallies(session: Session, tallies: Tallies, policy: MismatchPolicy) -> None:
-    """Add the counts to the servers' rows (locked, in id order) and mark the suspect
-    ones; a model already faulted (its canary failed) keeps its reason."""
+    """Add the counts to the servers' rows and mark the suspect ones; a model already
+    faulted (its canary failed) keeps its reason. The rows are locked in id order, as
+    healthd locks them, FOR NO KEY UPDATE: the batch's own inserts that refer to
+    them (usage, check requests) hold KEY SHARE, which that lock does not wait for."""
     ids = sorted({registration_id for registration_id, _ in tallies})
     if not ids:
         return
@@ -112,7 +114,7 @@ def write_tallies(session: Session, tallies: Tallies, policy: MismatchPolicy) ->
         select(ModelServer)
         .where(ModelServer.id.in_(ids))
         .order_by(ModelServer.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     for server in servers:
         counts = dict(server.model_mismatches or {})
