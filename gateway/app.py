@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway.accounting import feedback as feedback_module
-from gateway.accounting import metrics
+from gateway.accounting import metrics, mismatch
 from gateway.accounting.request_log import RequestLog
 from gateway.admin import registrations
 from gateway.admin.api import admin_routes
@@ -261,7 +261,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
     """The proxy's parts, the registry loaded; every snapshot's backend keys join the
     redactor (keys registered through another worker are redacted too)."""
     settings = context.settings
-    feedback = feedback_module.Feedback()
+    feedback = feedback_module.Feedback(mismatch.MismatchPolicy.of(settings))
     redis = shared_redis(settings)  # one per worker: Responses owners, counters, slots
 
     def on_snapshot(snapshot: RegistrySnapshot) -> None:

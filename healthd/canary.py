@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from shared.model_names import plain_name, same_model
 from shared.upstream import Transport, UpstreamError, UpstreamRequest
 
 MAX_MODELS = 4
@@ -36,20 +37,6 @@ class CanaryResult:
     model: str  # the name clients use
     ok: bool | None  # None: not judged (a 4xx: the model does not chat)
     reason: str | None = None
-
-
-def _plain(name: str) -> str:
-    name = name.strip().lower()
-    return name.removesuffix(":latest")
-
-
-def same_model(asked: str, answered: object) -> bool:
-    """Whether an answer's `model` names the model asked for (no name at all is no
-    other name). Ollama adds `:latest`, vLLM may answer a path's last part."""
-    if not isinstance(answered, str) or not answered.strip():
-        return True
-    a, b = _plain(asked), _plain(answered)
-    return a == b or a.rsplit("/", 1)[-1] == b.rsplit("/", 1)[-1]
 
 
 def judge(asked: str, status: int, body: bytes) -> tuple[bool | None, str | None]:
@@ -84,9 +71,9 @@ def to_check(
     one, or with `loaded` (an on-demand server) only those loaded or recently served;
     at most `limit`, taking turns from round to round."""
     if loaded is not None:
-        warm = {_plain(name) for name in loaded}
+        warm = {plain_name(name) for name in loaded}
         recently = set(recent)
-        served = [(n, b) for n, b in served if _plain(b) in warm or n in recently]
+        served = [(n, b) for n, b in served if plain_name(b) in warm or n in recently]
     if len(served) <= limit:
         return list(served)
     start = (turn * limit) % len(served)

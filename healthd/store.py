@@ -263,8 +263,11 @@ def record_results(
     """Write a batch of probe results; return the status transitions it caused."""
     transitions = []
     with database.writing() as session:
-        for result in results:
-            server = session.get(ModelServer, result.server_id)
+        # In id order, as the gateway locks the rows (gateway/accounting/mismatch.py).
+        for result in sorted(results, key=lambda r: r.server_id):
+            # Locked when its canaries' faults are written: the gateway writes them too.
+            lock = {"key_share": True} if result.canaries else None
+            server = session.get(ModelServer, result.server_id, with_for_update=lock)
             if server is None or not server.is_active:
                 continue  # deregistered while its probe was in flight
             probe = result.probe
@@ -348,13 +351,19 @@ def _apply_canaries(server: ModelServer, canaries: tuple[CanaryResult, ...]) -> 
         return False
     server.canaries_sent = (server.canaries_sent or 0) + len(canaries)
     faults = dict(server.model_faults or {})
+    mismatches = dict(server.model_mismatches or {})
     for canary in canaries:
         if canary.ok is True:
             faults.pop(canary.model, None)
+            # A suspect mark (gateway/accounting/mismatch.py) is cleared: counting restarts.
+            if (mismatches.get(canary.model) or {}).get("suspect"):
+                del mismatches[canary.model]
         elif canary.ok is False:
             faults[canary.model] = canary.reason or "the canary generation failed"
     if faults != (server.model_faults or {}):
         server.model_faults = faults
+    if mismatches != (server.model_mismatches or {}):
+        server.model_mismatches = mismatches
     return True
 
 

@@ -177,6 +177,15 @@ class Settings(BaseSettings):
         le=1000,
         description="send a 1-token canary generation every N-th check (0: never)",
     )
+    model_mismatch_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a share above 0, at most 1, of answers naming another model",
+    )
+    model_mismatch_min_answers: int = Field(
+        20, ge=1, le=1_000_000, description="an integer from 1: answers before judging"
+    )
     verify_backend_tls: bool = Field(True, description="true or false")
     auto_deregister: bool = Field(False, description="true or false")
 

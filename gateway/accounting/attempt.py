@@ -59,6 +59,7 @@ class StreamOutcome:
     client_gone: bool = False
     failure: UpstreamError | None = None
     usage: tuple[int, int] | None = None
+    named: str | None = None  # the model its last events name
 
 
 class Attempt:
@@ -129,8 +130,11 @@ class Attempt:
         metrics.RECORDER.first_token(self.model, self.backend.registration_id, seconds)
         self.balancer.first_token(self.backend.registration_id, self.first_token_ms)
 
-    def answered(self, status: int, usage: tuple[int, int] | None) -> None:
-        """A whole answer (any status below 500, bar 429) goes to the client."""
+    def answered(
+        self, status: int, usage: tuple[int, int] | None, named: str | None = None
+    ) -> None:
+        """A whole answer (any status below 500, bar 429) goes to the client; `named`:
+        the model its body names."""
         if not self._settle():
             return
         latency = self.elapsed_ms()
@@ -142,6 +146,8 @@ class Attempt:
         if ok and usage is not None:
             self.balancer.decoded(self.backend.registration_id, latency / 1000, usage[1])
         self.balancer.learned.answered(self.backend.key)
+        if ok:
+            self._named(named)
         self.feedback.record(
             self.backend.registration_id,
             ok=True,
@@ -194,6 +200,8 @@ class Attempt:
             )
             return
         self.balancer.learned.answered(self.backend.key)
+        if outcome.completed:
+            self._named(outcome.named)
         if outcome.usage is not None and self.first_token_ms is not None:
             decoding = (latency - self.first_token_ms) / 1000
             self.balancer.decoded(self.backend.registration_id, decoding, outcome.usage[1])
@@ -216,6 +224,11 @@ class Attempt:
             trace_id=self.trace_id,
             key_id=self.key_id,
         )
+
+    def _named(self, name: str | None) -> None:
+        backend = self.backend
+        if name is not None:
+            self.feedback.named(backend.registration_id, self.model, backend.upstream_model, name)
 
     def abandoned(self) -> None:
         """Cancelled before an answer (the client left): only the slot is freed."""

@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from gateway.accounting.mismatch import MismatchPolicy, Tallies, Tally, seen, write_tallies
 from gateway.accounting.windows import BUCKETS, Counts
 from shared.db import Database, upsert
 from shared.logging import get_logger
@@ -78,16 +79,23 @@ class Batch:
     # (minute, client key, model) → what the key's holder was served; key → last use
     key_minutes: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
     keys_used: dict[str, float] = field(default_factory=dict)  # key → epoch seconds
+    names: Tallies = field(default_factory=dict)  # what answers named (accounting/mismatch.py)
 
     def __bool__(self) -> bool:
         return bool(
-            self.usage or self.checks or self.response_owners or self.minutes or self.key_minutes
+            self.usage
+            or self.checks
+            or self.response_owners
+            or self.minutes
+            or self.key_minutes
+            or self.names
         )
 
 
 class Feedback:
-    def __init__(self) -> None:
+    def __init__(self, mismatch: MismatchPolicy | None = None) -> None:
         self.pending = Batch()
+        self.mismatch = mismatch or MismatchPolicy()
         # Bumped when a batch is taken and when its write ends: what was read of the
         # usage tables under another generation may be missing a batch (catalog/me.py).
         self.generation = 0
@@ -146,6 +154,10 @@ class Feedback:
             counts = self.pending.minutes[key] = Counts()
         counts.retried += 1
 
+    def named(self, backend_id: str, model: str, upstream: str | None, name: str | None) -> None:
+        """An answer routed to `model` named `name` (counted: accounting/mismatch.py)."""
+        seen(self.pending.names, backend_id, model, upstream, name)
+
     def request_check(self, backend_id: str) -> None:
         """Ask healthd to probe this backend now."""
         self.pending.checks.add(backend_id)
@@ -170,9 +182,11 @@ class Feedback:
         for key, counts in batch.key_minutes.items():
             self.pending.key_minutes[key] = counts.add(self.pending.key_minutes.get(key, Counts()))
         self.pending.keys_used = batch.keys_used | self.pending.keys_used
+        for pair, tally in batch.names.items():
+            self.pending.names.setdefault(pair, Tally()).add(tally)
 
 
-def write_batch(database: Database, batch: Batch) -> None:
+def write_batch(database: Database, batch: Batch, mismatch: MismatchPolicy | None = None) -> None:
     """Write one batch in one transaction (registrations gone since are skipped)."""
     now = utcnow()
     with database.writing() as session:
@@ -223,6 +237,7 @@ def write_batch(database: Database, batch: Batch) -> None:
             session.add(CheckRequest(server_id=backend_id, requested_at=now))
         add_minutes(session, {k: v for k, v in batch.minutes.items() if k[1] in existing})
         add_key_minutes(session, batch.key_minutes, batch.keys_used)
+        write_tallies(session, batch.names, mismatch or MismatchPolicy())
         owners = [
             {"response_id": response_id, "server_id": backend_id, "created_at": now}
             for response_id, backend_id in batch.response_owners.items()
@@ -365,7 +380,7 @@ async def flush(feedback: Feedback, database: Database) -> None:
     if not batch:
         return
     try:
-        await asyncio.to_thread(write_batch, database, batch)
+        await asyncio.to_thread(write_batch, database, batch, feedback.mismatch)
     except SQLAlchemyError as error:
         feedback.give_back(batch)
         log.warning("could not write usage and check requests; will retry", error=str(error))

@@ -55,3 +55,21 @@ def extract_usage(data: bytes) -> tuple[int, int] | None:
     if type(prompt) is not int or type(completion) is not int:
         return None
     return prompt, completion
+
+
+# A name without escapes (the JSON string's raw text); a name with one is left uncounted.
+_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,512})"')
+
+
+def extract_model(data: bytes, *, last: bool = False) -> str | None:
+    """The `model` an answer names: its first bare `"model"` key (a whole answer puts
+    it before any content), or with `last` a stream tail's last one (the last
+    chunk's). A `"model"` inside a string would be escaped, so a bare one is a key.
+    None: no name (or not a plain string)."""
+    position = data.rfind(b'"model"') if last else data.find(b'"model"')
+    if position < 0:
+        return None
+    value = _MODEL_VALUE.match(data, position + 7)
+    if value is None:
+        return None
+    return value.group(1).decode("utf-8", "replace")

@@ -265,6 +265,15 @@ class WithheldModel(BaseModel):
     reason: str
 
 
+class ModelNames(BaseModel):
+    """What a server's answers for one model named (gateway/accounting/mismatch.py)."""
+
+    answers: int = Field(0, description="Answers that named a model.")
+    mismatched: int = Field(0, description="Of which named another model than the one routed.")
+    named: str | None = Field(None, description="The last other name an answer gave.")
+    suspect: bool = Field(False, description="Out of routing for it until its canary passes.")
+
+
 class ServerOut(BaseModel):
     """A registration as the API shows it: the backend's key is never included."""
 
@@ -285,6 +294,11 @@ class ServerOut(BaseModel):
         "why: unhealthy for those alone.",
     )
     canaries_sent: int = Field(0, description="Canary generations healthd sent: health traffic.")
+    model_mismatches: dict[str, ModelNames] = Field(
+        default_factory=dict,
+        description="Per model, what the proxy's answers named: a share naming another model "
+        "past MODEL_MISMATCH_THRESHOLD makes it suspect (a model fault) until its canary passes.",
+    )
     source: Literal["api", "config"]
     draining: bool = Field(description="No new requests go to it; those in flight finish.")
     notify_url: str | None = None

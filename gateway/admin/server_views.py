@@ -16,6 +16,7 @@ from gateway.admin.auth import own_registration
 from gateway.admin.schemas import (
     Capabilities,
     HealthCheckOut,
+    ModelNames,
     OwnerMetadata,
     ReportedLoad,
     ServerDetail,
@@ -84,6 +85,11 @@ def server_out(
         owned_models=sorted(m for m, claim in claims.items() if claim.owner_id == server.id),
         model_faults=dict(server.model_faults or {}),
         canaries_sent=server.canaries_sent or 0,
+        model_mismatches={
+            model: ModelNames.model_validate(counts)
+            for model, counts in (server.model_mismatches or {}).items()
+            if isinstance(counts, dict)
+        },
         source=RegistrationSource(server.source).value,
         draining=server.draining,
         notify_url=server.notify_url,

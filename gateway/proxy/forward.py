@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt, Observer
 from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
-from gateway.accounting.usage import extract_usage
+from gateway.accounting.usage import extract_model, extract_usage
 from gateway.proxy.apis import RESPONSES_PATH
 from gateway.proxy.backend_errors import error_answer, lacks_endpoint, refuses_usage_option
 from gateway.proxy.bodies import Target, with_model
@@ -282,7 +282,7 @@ class Forwarder:
                 data = await self._read_whole(upstream)
             if self.makes_responses and status == 200:
                 await self._remember_owner(response_id_of(data), backend)
-            attempt.answered(status, extract_usage(data))
+            attempt.answered(status, extract_usage(data), extract_model(data))
             if status >= 400:
                 return error_answer(status, headers, data, backend.api_key, self.incoming.path)
             return BufferedResponse(status, headers, data)

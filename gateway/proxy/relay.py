@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt, StreamOutcome
-from gateway.accounting.usage import extract_usage
+from gateway.accounting.usage import extract_model, extract_usage
 from gateway.proxy.client_watch import ClientWatch
 from gateway.routing.policy import Backend
 from shared.errors import error_body
@@ -298,7 +298,9 @@ class RelayedStream:
                 self.outcome.client_gone = self.outcome.client_gone or self.watch.gone
                 if self.outcome.client_gone:
                     self.outcome.failure = None  # we closed it: not the backend's fault
-                self.outcome.usage = extract_usage(b"".join(self.tail))
+                tail = b"".join(self.tail)
+                self.outcome.usage = extract_usage(tail)
+                self.outcome.named = extract_model(tail, last=True)
                 self.attempt.streamed(self.outcome)
 
     def _remember(self, chunk: bytes) -> None:

@@ -91,6 +91,12 @@ class ModelServer(Base):
     # healthd/canary.py): it lists the model but cannot generate with it.
     model_faults: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
     # Canary generations healthd sent it: health traffic, not usage.
+    # model → what the proxy saw of the names its answers give (gateway/accounting/
+    # mismatch.py): {"answers", "mismatched", "named" (the last other name), "suspect"}.
+    # Not a routing column: the suspect mark itself is a model fault.
+    model_mismatches: Mapped[dict[str, dict[str, object]]] = mapped_column(
+        JSON, nullable=False, default=dict
+    )
     canaries_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     source: Mapped[str] = mapped_column(
         String(16), nullable=False, default=RegistrationSource.API.value

@@ -75,6 +75,7 @@ CHANGES: dict[str, Any] = {
     "notify_format": "slack",
     "model_faults": {"m": "the canary generation answered HTTP 500", "x": "no choices"},
     "canaries_sent": 3,
+    "model_mismatches": {"m": {"answers": 9, "mismatched": 1, "named": "x", "suspect": False}},
     "lease_connected_at": T1,
     "lease_heartbeat_at": T1,
     "lease_expires_at": T1 + timedelta(days=2),

@@ -13,7 +13,19 @@ export function toast(kind, message) {
 }
 
 export class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  /** `param`: the field the gateway refused (OpenAI's error `param`), if it named one. */
+  constructor(status, message, param = null) { super(message); this.status = status; this.param = param; }
+}
+
+/** Show an ApiError under its field (`#${prefix}${param}-error`), if the form has one;
+ * whether it did. */
+export function showFieldError(error, prefix = "", fallback = "") {
+  const name = error.param && document.getElementById(`${prefix}${error.param}-error`) ? error.param : fallback;
+  const place = name && document.getElementById(`${prefix}${name}-error`);
+  if (!place) return false;
+  place.textContent = error.message;
+  document.getElementById(`${prefix}${name}`)?.setAttribute("aria-invalid", "true");
+  return true;
 }
 
 // Every call goes through here: the admin key, OpenAI-format errors, 429, network errors.
@@ -43,7 +55,7 @@ export async function api(path, { method = "GET", body, admin = true, token = ""
       throw new ApiError(429, `Too many requests; retry in ${wait} s. (${message})`);
     }
     if ((response.status === 401 || response.status === 403) && !token) askForKey();
-    throw new ApiError(response.status, message);
+    throw new ApiError(response.status, message, data?.error?.param ?? null);
   }
   return data;
 }

@@ -1,4 +1,4 @@
-import { adminKey, api, managementToken, toast } from "/static/app.js";
+import { adminKey, api, managementToken, showFieldError, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
 const form = () => $("#edit-form");
@@ -15,6 +15,8 @@ function flatten(s) {
     streaming: s.capabilities.streaming, student_id: s.metadata.student_id ?? "",
     description: s.metadata.description ?? "", tags: s.tags.join(", "), priority: s.priority,
     weight: s.weight, max_concurrent: s.max_concurrent ?? "",
+    notify_url: s.notify_url ?? "", notify_format: s.notify_format,
+    claim: Boolean(s.model_name && s.owned_models.includes(s.model_name)),
   };
 }
 
@@ -38,7 +40,8 @@ function body(changes) {
     if (["max_tokens", "context_length"].includes(field)) capabilities[field] = number(value);
     else if (field === "streaming") capabilities.streaming = value;
     else if (["student_id", "description"].includes(field)) metadata[field] = value || null;
-    else if (["model_name", "backend_model"].includes(field)) out[field] = value || null;
+    else if (["model_name", "backend_model", "notify_url"].includes(field)) out[field] = value || null;
+    else if (field === "claim") continue;  // its own call: claimName()
     else if (field === "tags") out.tags = value ? value.split(",").map((t) => t.trim()).filter(Boolean) : [];
     else if (["priority", "weight", "max_concurrent"].includes(field)) out[field] = number(value);
     else out[field] = value;
@@ -46,6 +49,19 @@ function body(changes) {
   if (Object.keys(capabilities).length) out.capabilities = capabilities;
   if (Object.keys(metadata).length) out.metadata = metadata;
   return out;
+}
+
+/** Own the server's model name, or open it again (POST /admin/models/{name}/claim, /open). */
+async function claimName(id, owned) {
+  const name = read($("#e-model_name"));
+  try {
+    if (!name) throw new Error("Owning a name needs a model name: the name to own.");
+    const body = adminKey() ? { registration_id: id } : undefined;
+    await api(`/admin/models/${encodeURIComponent(name)}/${owned ? "claim" : "open"}`, { method: "POST", body, token: own(id) });
+  } catch (error) {
+    error.claim = true;  // shown under the claim box, whatever field the gateway named
+    throw error;
+  }
 }
 
 export async function start() {
@@ -66,11 +82,20 @@ export async function start() {
     if (!confirm(`Save changes to: ${names.join(", ")}?`)) return;
     $("#edit-busy").hidden = false;
     $("#edit-save").disabled = true;
+    for (const place of form().querySelectorAll(".error")) place.textContent = "";
     try {
-      await api(`/admin/register/${encodeURIComponent(id)}`, { method: "PUT", body: body(changes), token: own(id) });
+      const update = body(changes);
+      if (Object.keys(update).length) {
+        await api(`/admin/register/${encodeURIComponent(id)}`, { method: "PUT", body: update, token: own(id) });
+        original = { ...original, ...changes, claim: original.claim };
+      }
+      if ("claim" in changes) await claimName(id, changes.claim);
       toast("success", "Saved.");
       setTimeout(() => { location.href = `/servers/${encodeURIComponent(id)}`; }, 600);
-    } catch (error) { toast("error", error.message); }
+    } catch (error) {
+      toast("error", error.message);
+      showFieldError(error, "e-", error.claim ? "claim" : "");
+    }
     finally { $("#edit-busy").hidden = true; $("#edit-save").disabled = false; }
   });
 }

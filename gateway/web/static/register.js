@@ -1,4 +1,4 @@
-import { api, toast } from "/static/app.js";
+import { api, showFieldError, toast } from "/static/app.js";
 
 const $ = (s) => document.querySelector(s);
 const MODEL = /^[^\x00-\x1f\x7f]{1,256}$/;
@@ -28,6 +28,8 @@ function check(id) {
 
 const checked = ["model_name", "backend_model", "endpoint_url", "max_tokens", "context_length"];
 const valid = () => checked.map(check).every(Boolean);
+// Judged by the gateway alone (its list of formats, its address rules, who owns a name).
+const serverChecked = ["notify_url", "notify_format", "claim", ...checked];
 
 function body() {
   const number = (id) => ($(`#${id}`).value ? Number($(`#${id}`).value) : null);
@@ -39,6 +41,9 @@ function body() {
     metadata: { student_id: $("#student_id").value.trim() || null, description: $("#description").value.trim() || null },
   };
   if ($("#api_key").value) data.api_key = $("#api_key").value;
+  if ($("#notify_url").value.trim()) data.notify_url = $("#notify_url").value.trim();
+  if ($("#notify_format").value.trim()) data.notify_format = $("#notify_format").value.trim();
+  if ($("#claim").checked) data.claim = true;
   return data;
 }
 
@@ -69,6 +74,7 @@ async function submit(event) {
   event.preventDefault();
   if (!valid()) { toast("warning", "Please fix the highlighted fields."); return; }
   busy(true);
+  for (const id of serverChecked) { $(`#${id}-error`).textContent = ""; $(`#${id}`).setAttribute("aria-invalid", "false"); }
   try {
     const result = await api("/admin/register", { method: "POST", body: body() });
     $("#registration-id").textContent = result.registration_id;
@@ -79,6 +85,7 @@ async function submit(event) {
     toast("success", `Registered (${result.health_status}).`);
   } catch (error) {
     toast("error", error.message);
+    showFieldError(error);  // the gateway's own verdict, under the field it names
     $("#test-result").textContent = `Registration failed: ${error.message}`;
     $("#test-result").className = "result bad";
   } finally { busy(false); }

@@ -37,6 +37,7 @@ function render() {
     ${s.owned_models.length ? row("Owns the names", escapeHtml(s.owned_models.join(", "))) : ""}
     ${Object.keys(s.model_faults).length ? row("Unhealthy for", `<ul class="faults">${Object.entries(s.model_faults).map(([m, why]) => `<li><strong>${escapeHtml(m)}</strong>: ${escapeHtml(why)}</li>`).join("")}</ul>`) : ""}
     ${row("Health traffic", `${s.canaries_sent} canary generation(s) of 1 token`)}
+    ${Object.keys(s.model_mismatches).length ? row("Answers naming another model", `<ul class="mismatches">${Object.entries(s.model_mismatches).map(([m, c]) => `<li><strong>${escapeHtml(m)}</strong>: ${c.mismatched} of ${c.answers}${c.named ? ` (last: <code>${escapeHtml(c.named)}</code>)` : ""}${c.suspect ? " — suspect, out of routing until its canary passes" : ""}</li>`).join("")}</ul>`) : ""}
     ${s.withheld_models.length ? row("Does not serve", `<ul class="withheld">${s.withheld_models.map((w) => `<li><strong>${escapeHtml(w.model)}</strong>: ${escapeHtml(w.reason)}</li>`).join("")}</ul>`) : ""}
     ${row("Lease", s.lease_connected_at ? `held since ${ago(s.lease_connected_at)}, last heartbeat ${ago(s.lease_heartbeat_at)}` : s.lease_expires_at ? `ended; deactivated ${new Date(s.lease_expires_at).toLocaleString()} unless renewed` : "none (registered through the API)")}
     ${row("Owner", s.metadata.student_id ? `<a href="/owners/${encodeURIComponent(s.metadata.student_id)}">${escapeHtml(s.metadata.student_id)}</a>` : "–")}

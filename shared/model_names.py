@@ -1,0 +1,31 @@
+"""Whether an answer's `model` names the model asked for: healthd's canary and the
+proxy's count of answers naming another model (gateway/accounting/mismatch.py).
+
+Servers spell a model's name their own way, and that is no mismatch: Ollama
+answers "llama3.2:latest" for "llama3.2", vLLM may answer a path's last part
+(its served-model-name), a registration with `backend_model` is answered in the
+backend's name, and an answer that names no model names no other one.
+"""
+
+from __future__ import annotations
+
+
+def plain_name(name: str) -> str:
+    """A name as servers compare it: no case, no spaces, no `:latest` tag."""
+    return name.strip().lower().removesuffix(":latest")
+
+
+def same_model(asked: str, answered: object) -> bool:
+    """Whether `answered` (an answer's `model`, of any JSON type) names `asked` (pure)."""
+    if not isinstance(answered, str) or not answered.strip():
+        return True
+    a, b = plain_name(asked), plain_name(answered)
+    return a == b or a.rsplit("/", 1)[-1] == b.rsplit("/", 1)[-1]
+
+
+def names_another_model(routed: str, upstream: str | None, answered: object) -> bool:
+    """Whether an answer routed to `routed` (the client's name; `upstream`: what the
+    backend calls it, when registered so) names another model (pure)."""
+    if same_model(routed, answered):
+        return False
+    return upstream is None or not same_model(upstream, answered)
