@@ -106,13 +106,31 @@ class BackendSlots:
                 lambda client: self.take_script(keys=[key], args=args), fallback=lambda: None
             )
         except RedisUnavailable:
+            self._abandon(key, member)
             raise CapacityUnknown() from None
+        except asyncio.CancelledError:
+            self._abandon(key, member)
+            raise
         if taken is None:
+            # The script may have run and only its answer been lost (a timeout): the
+            # member would hold a slot on every instance for a whole lapse.
+            self._abandon(key, member)
             return LOCAL
         if not int(taken):
             return FULL
         self.mine.setdefault(registration_id, set()).add(member)
         return member
+
+    def _abandon(self, key: str, member: str) -> None:
+        """Remove, in the background and quietly, a member whose taking did not come
+        back (it may or may not be in the set)."""
+        removal = asyncio.ensure_future(self._remove_quietly(key, member))
+        self.releasing.add(removal)
+        removal.add_done_callback(self.releasing.discard)
+
+    async def _remove_quietly(self, key: str, member: str) -> None:
+        with contextlib.suppress(RedisUnavailable):
+            await self.redis.attempt(functools.partial(_remove, key, member), fallback=lambda: None)
 
     async def release(self, registration_id: str, member: str) -> None:
         """Give the slot back (fail-closed or not: a removal not written lapses in time)."""

@@ -101,6 +101,36 @@ async def wait_for_renewal(store: SharedRedis, holder: BackendSlots, at_least: f
             await asyncio.sleep(0.05)
 
 
+async def test_a_slot_whose_answer_was_lost_is_removed_not_left_to_lapse(
+    shared: SharedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script ran on Redis but its answer never came back (a timeout: fail-open
+    counts locally): the member it added is removed, not left holding a slot on every
+    instance for a whole lapse."""
+    clock = [NOW]
+    one, other = slots(shared, clock), slots(shared, clock)
+    real_attempt = shared.attempt
+    lost = [True]
+
+    async def answer_lost(operation, fallback):  # type: ignore[no-untyped-def]
+        result = await real_attempt(operation, fallback=fallback)
+        if lost:
+            lost.clear()
+            return fallback()  # as when the reply timed out after the script ran
+        return result
+
+    monkeypatch.setattr(shared, "attempt", answer_lost)
+    assert await one.take("r", 1) == LOCAL
+
+    async def free() -> bool:
+        return bool(await other.take("r", 1))
+
+    deadline = time.monotonic() + 5
+    while not await free():
+        assert time.monotonic() < deadline, "the lost member still holds the only slot"
+        await asyncio.sleep(0.02)
+
+
 async def test_an_unreachable_redis_counts_locally_or_refuses_as_set() -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     opened = SharedRedis(nowhere, mode=FailureMode.OPEN)
