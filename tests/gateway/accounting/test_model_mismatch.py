@@ -45,6 +45,11 @@ ADMIN = {"X-API-Key": ADMIN_KEY}
         ("/models/llama", None, "llama", False),  # vLLM's served-model-name
         ("llama", "meta/Llama-3-8B", "meta/Llama-3-8B", False),  # backend_model: its own name
         ("llama", "meta/Llama-3-8B", "Llama-3-8B", False),
+        ("gpt-4o", None, "gpt-4o-2024-08-06", False),  # a hosted API's dated snapshot
+        ("claude-3-5-sonnet", None, "claude-3-5-sonnet-20241022", False),
+        ("gpt-4", None, "gpt-4-0613", False),
+        ("gpt-4o", None, "gpt-4o-mini", True),  # another model, not a snapshot
+        ("gpt-4o", None, "gpt-4o-mini-2024-07-18", True),
         ("m", None, "someone-else", True),
         ("llama3:8b", None, "llama3:70b", True),
         ("llama", "meta/Llama-3-8B", "tiny-gpt2", True),
