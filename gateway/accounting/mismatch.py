@@ -37,6 +37,9 @@ class MismatchPolicy:
         return cls(settings.model_mismatch_threshold, settings.model_mismatch_min_answers)
 
 
+WINDOW_ANSWERS = 200  # at least; see window_of
+
+
 @dataclass
 class Tally:
     answers: int = 0  # answers that named a model
@@ -85,11 +88,21 @@ def suspect_reason(answers: int, mismatched: int, named: object) -> str:
     )
 
 
-def merged(recorded: dict[str, object] | None, tally: Tally) -> dict[str, object]:
-    """A model's stored counts with this process's added (pure)."""
+def window_of(policy: MismatchPolicy) -> int:
+    """How many answers the counts weigh: past it both are halved, so that a long good
+    past does not hide a server that starts lying (it would have needed as many wrong
+    answers as it had right ones)."""
+    return max(WINDOW_ANSWERS, 4 * policy.min_answers)
+
+
+def merged(recorded: dict[str, object] | None, tally: Tally, window: int = 0) -> dict[str, object]:
+    """A model's stored counts with this process's added (pure), halved while they are
+    over `window` answers (0: never)."""
     recorded = recorded or {}
     answers = _count(recorded.get("answers")) + tally.answers
     mismatched = _count(recorded.get("mismatched")) + tally.mismatched
+    while window and answers > window:
+        answers, mismatched = answers // 2, mismatched // 2
     return {
         "answers": answers,
         "mismatched": mismatched,
@@ -122,7 +135,7 @@ def write_tallies(session: Session, tallies: Tallies, policy: MismatchPolicy) ->
         for (registration_id, model), tally in tallies.items():
             if registration_id != server.id:
                 continue
-            entry = merged(_entry(counts.get(model)), tally)
+            entry = merged(_entry(counts.get(model)), tally, window_of(policy))
             answers, mismatched = _count(entry["answers"]), _count(entry["mismatched"])
             if model not in faults and is_suspect(answers, mismatched, policy):
                 faults[model] = suspect_reason(answers, mismatched, entry["named"])

@@ -18,7 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.accounting.mismatch import MismatchPolicy, Tally, is_suspect, merged, seen
+from gateway.accounting.mismatch import (
+    MismatchPolicy,
+    Tally,
+    is_suspect,
+    merged,
+    seen,
+    window_of,
+)
 from gateway.accounting.usage import extract_model
 from shared.model_names import names_another_model
 from tests.support import (
@@ -240,3 +247,23 @@ def test_a_server_answering_another_models_name_is_suspect_until_its_canary_pass
         assert "m" not in cleared["model_mismatches"]  # counting starts again
         assert cleared["canaries_sent"] >= 1
         wait_for(lambda: servers_of_m(gateway) == 2, timeout=10, what="the liar routable again")
+
+
+def test_a_long_good_past_does_not_hide_a_server_that_starts_lying() -> None:
+    policy = MismatchPolicy(threshold=0.5, min_answers=20)
+    window = window_of(policy)
+    entry = merged(None, Tally(10_000, 0), window)  # a long honest past
+    assert _counts(entry) <= (window, 0)
+    for _ in range(window // 10):  # then it answers with another model, 10 a flush
+        entry = merged(entry, Tally(10, 10, "small"), window)
+    answers, mismatched = _counts(entry)
+    assert is_suspect(answers, mismatched, policy)
+    # Without a window, the same 200 lies are nothing against 10,000 answers.
+    unwindowed = merged(None, Tally(10_000 + window, window))
+    assert not is_suspect(*_counts(unwindowed), policy)
+
+
+def _counts(entry: dict[str, object]) -> tuple[int, int]:
+    answers, mismatched = entry["answers"], entry["mismatched"]
+    assert isinstance(answers, int) and isinstance(mismatched, int)
+    return answers, mismatched
