@@ -173,8 +173,9 @@ def create_keys(db: Database, new: Sequence[NewKey], defaults: Limits) -> list[K
             existing = _same_name_key(session, *pair)
             if existing is not None or pair in seen:
                 held = f"key {existing.id} ({existing.prefix}…)" if existing else "another"
+                which = item.where.rstrip(".") or "the key"  # (`keys[3]` in a batch)
                 raise Conflict(
-                    f"{item.where or 'the key'}: owner {item.owner!r} already has {held} named "
+                    f"{which}: owner {item.owner!r} already has {held} named "
                     f"{item.name!r}; revoke it or choose another name",
                     param=f"{item.where}name",
                 )
