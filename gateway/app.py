@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import functools
 import gc
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,10 +27,18 @@ from gateway.admin.leases import lease_routes, lease_streams_end, token_known
 from gateway.admin.server_views import server_routes
 from gateway.admin.stats import stats_routes
 from gateway.admin.system import system_routes
-from gateway.admission.access import ClientAccess, default_limits
-from gateway.admission.counters import CounterStore
-from gateway.admission.keyring import KeyRingHolder, static_clients, watch_keys
-from gateway.admission.shared_counters import SharedCounters, counters_folder
+from gateway.admission.access import (
+    ClientAccess,
+    backend_slots,
+    close_counters,
+    default_limits,
+    open_counters,
+)
+from gateway.admission.keyring import (
+    KeyRingHolder,
+    static_clients,
+    watch_keys,
+)
 from gateway.catalog.discovery import discovery_routes
 from gateway.catalog.me import me_routes
 from gateway.catalog.models import models_routes
@@ -81,10 +87,6 @@ from shared.settings import Settings, load_settings
 from shared.startup import redactor_for
 from shared.upstream import UpstreamPool, probe_transport
 from shared.urls import Resolver, system_resolver
-
-if TYPE_CHECKING:
-    from gateway.admission.backend_slots import BackendSlots
-    from shared.cluster.redis_client import SharedRedis
 
 TITLE = "Multiverse Inference Gateway"
 ADMIN_MAX_BODY_BYTES = 1024 * 1024
@@ -312,7 +314,7 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         balancer=balancer,
         feedback=feedback,
         responses=ResponseOwners(feedback.record_response_owner, context.database, redis=redis),
-        access=ClientAccess(settings, keys, open_counters(settings, redis)),
+        access=ClientAccess(settings, keys, await open_counters(settings, redis, context.database)),
         request_log=RequestLog(
             log_outputs, context.redactor, level=settings.log_level, component="api"
         ),
@@ -320,39 +322,6 @@ async def build_runtime(context: GatewayContext, log_outputs: LogOutputs | None)
         scraper=Scraper(holder, balancer, transport),
         slots=backend_slots(settings, redis),
     )
-
-
-def open_counters(settings: Settings, redis: SharedRedis | None) -> CounterStore:
-    """The clients' counters: this machine's (the folder the supervisor made for every
-    worker, or one of this app's own, removed when it stops), and with REDIS_URL
-    Redis's, every instance's (this machine's then decide while Redis is away)."""
-    folder, made = counters_folder()
-    local = SharedCounters(folder)
-    local.owns_folder = made
-    if redis is None:
-        return local
-    from gateway.admission.redis_counters import RedisCounters  # redis-py: only with Redis
-
-    return RedisCounters(redis, local, in_flight_lapse=settings.request_timeout_seconds)
-
-
-def backend_slots(settings: Settings, redis: SharedRedis | None) -> BackendSlots | None:
-    """With REDIS_URL: the slots of registrations with a max_concurrent, every instance's."""
-    if redis is None:
-        return None
-    from gateway.admission.backend_slots import BackendSlots  # redis-py: only with Redis
-
-    return BackendSlots(redis, lapse=settings.request_timeout_seconds)
-
-
-def close_counters(store: object) -> None:
-    local = getattr(store, "local", None)
-    if isinstance(local, SharedCounters):
-        store = local
-    if isinstance(store, SharedCounters):
-        store.close()
-        if store.owns_folder:
-            shutil.rmtree(store.folder, ignore_errors=True)
 
 
 async def flush_metrics_forever(runtime: ProxyRuntime) -> None:

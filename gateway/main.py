@@ -171,7 +171,8 @@ def serve() -> None:
     process = start_process("gateway", default_component="api")
     settings = process.settings
     register_configured(process.database, settings)
-    seed_days(process.database, Path(os.environ[COUNTERS_DIR_VARIABLE]))
+    if settings.workers > 1:  # (one worker keeps its counters itself, and seeds them)
+        seed_days(process.database, Path(os.environ[COUNTERS_DIR_VARIABLE]))
     # Each uvicorn worker builds its own app, engine and logging (the factory); this
     # process keeps its engine's (closed) pool only for reloading on SIGHUP.
     process.database.dispose()

@@ -7,22 +7,42 @@ in the database (issuing the first key closes the gateway to anonymous
 clients); without that, anyone may call, counted by address. An unknown key is
 "invalid" whatever the reason (nothing to probe); a revoked or expired one says
 so, as its holder may need to know.
+
+An anonymous client is counted by its address; an IPv6 client by its /64, the
+block one host is given (a host rotating through its block is one client). Its
+counters are kept apart from keys', so a client spraying addresses cannot push
+the keys' counts out.
+
+The counters' store is chosen here too (`open_counters`): with one worker, its
+own memory (gateway/admission/local_counters.py); with several, a table every
+worker of this machine maps (shared_counters.py); with REDIS_URL, Redis
+(redis_counters.py), every instance's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from gateway.admission.charge import Account, Caller, Charge
 from gateway.admission.counters import CounterStore
-from gateway.admission.keyring import KeyRingHolder
+from gateway.admission.keyring import KeyRingHolder, tokens_used_today
 from gateway.admission.limits import Limits
-from gateway.admission.ratelimit import client_of
+from gateway.admission.local_counters import LocalCounters
+from gateway.admission.shared_counters import SharedCounters, counters_folder
+from shared.db import Database
 from shared.errors import AuthenticationRequired
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.admission.backend_slots import BackendSlots
+    from shared.cluster.redis_client import SharedRedis
 
 ADMIN = Caller("admin", Limits())
 
@@ -32,6 +52,17 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def client_of(host: str) -> str:
+    """The rate limit's key for a client address: an IPv6 address by its /64."""
+    if ":" not in host:
+        return f"ip:{host}"
+    try:
+        network = ipaddress.IPv6Network(f"{host}/64", strict=False)
+    except ValueError:
+        return f"ip:{host}"
+    return f"ip:{network}"
 
 
 def default_limits(settings: Settings) -> Limits:
@@ -125,3 +156,47 @@ class ClientAccess:
         """A request that uses no tokens (a list of models): counted, and settled."""
         async with Charge(self.store, caller, model="", tokens=0) as charge:
             return charge
+
+
+async def open_counters(
+    settings: Settings, redis: SharedRedis | None, database: Database
+) -> CounterStore:
+    """The clients' counters: this process's own with one worker (WORKERS=1: nobody to
+    share them with), else this machine's (the folder the supervisor made for every
+    worker); and with REDIS_URL Redis's, every instance's (the local ones then decide
+    while Redis is away)."""
+    local: SharedCounters | LocalCounters
+    if settings.workers == 1:
+        local = LocalCounters()
+        # (with more workers, the supervisor seeds the shared table before they start)
+        used = await asyncio.to_thread(tokens_used_today, database, time.time())
+        for key_id, tokens in used.items():
+            local.seed_day(f"key:{key_id}", tokens)
+    else:
+        folder, made = counters_folder()
+        local = SharedCounters(folder)
+        local.owns_folder = made
+    if redis is None:
+        return local
+    from gateway.admission.redis_counters import RedisCounters  # redis-py: only with Redis
+
+    return RedisCounters(redis, local, in_flight_lapse=settings.request_timeout_seconds)
+
+
+def backend_slots(settings: Settings, redis: SharedRedis | None) -> BackendSlots | None:
+    """With REDIS_URL: the slots of registrations with a max_concurrent, every instance's."""
+    if redis is None:
+        return None
+    from gateway.admission.backend_slots import BackendSlots  # redis-py: only with Redis
+
+    return BackendSlots(redis, lapse=settings.request_timeout_seconds)
+
+
+def close_counters(store: object) -> None:
+    local = getattr(store, "local", None)
+    if isinstance(local, SharedCounters):
+        store = local
+    if isinstance(store, SharedCounters):
+        store.close()
+        if store.owns_folder:
+            shutil.rmtree(store.folder, ignore_errors=True)

@@ -30,6 +30,7 @@ from shared.models import ClientGroup, ClientKey, KeysGeneration, KeyUsageMinute
 from shared.single_flight import SingleFlight
 
 POLL_SECONDS = 0.2
+FOUND_KEYS = 4096  # keys remembered by value per ring (KeyRing.found)
 MAX_BACKOFF_SECONDS = 5.0
 
 log = get_logger("api")
@@ -66,9 +67,21 @@ class KeyRing:
     # makes /v1 require a key, until the last of them expires (None: one never does).
     active_rows: int = 0
     last_expiry: float | None = None
+    # Keys found in this ring, by the key itself: a client sends the same key with
+    # every request, and its SHA-256 was a few µs of each. Kept only while this ring
+    # is the current one (a revoked key is in the next ring's dict, not in this
+    # cache), bounded, and never shown (repr).
+    found: dict[str, Client] = field(default_factory=dict, repr=False, compare=False)
 
     def find(self, key: str) -> Client | None:
-        return self.by_hash.get(key_hash(key))
+        client = self.found.get(key)
+        if client is None:
+            client = self.by_hash.get(key_hash(key))
+            if client is not None:  # (unknown keys are not kept: anyone can send them)
+                if len(self.found) >= FOUND_KEYS:
+                    self.found.clear()
+                self.found[key] = client
+        return client
 
     def requires_key(self, now: float) -> bool:
         """Whether an active key exists now (one may have expired since the load)."""

@@ -45,6 +45,7 @@ from gateway.admission.counters import (
     standing_of,
 )
 from gateway.admission.limits import Limits
+from gateway.admission.local_counters import LocalCounters
 from gateway.admission.shared_counters import SharedCounters
 from shared.cluster.redis_client import RedisUnavailable, SharedRedis
 
@@ -166,7 +167,7 @@ class RedisCounters:
     def __init__(
         self,
         redis: SharedRedis,
-        local: SharedCounters,
+        local: SharedCounters | LocalCounters,
         *,
         in_flight_lapse: float,
         clock: Callable[[], float] = time.time,

@@ -325,10 +325,12 @@ def test_keys_and_limits_hold_across_workers(
             )
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_restart_does_not_give_a_key_its_day_again(
-    tmp_path: Path, database_url: str, database: Database
+    tmp_path: Path, database_url: str, database: Database, workers: str
 ) -> None:
-    """Today's tokens (key_usage_minutes) are where a fresh gateway starts counting."""
+    """Today's tokens (key_usage_minutes) are where a fresh gateway starts counting: one
+    worker seeds its own counters, several find them seeded by the supervisor."""
     key, key_id = issue_key(database, limits={"tokens_per_day": 5000})
     now_minute = int(time.time() // 60)
     with database.writing() as session:
@@ -346,7 +348,9 @@ def test_a_restart_does_not_give_a_key_its_day_again(
         )
     scripted = ScriptedBackend("m")
     with ThreadedServer(scripted.app) as server:
-        settings = process_settings(tmp_path, database_url, RATE_LIMIT_PER_MINUTE="0")
+        settings = process_settings(
+            tmp_path, database_url, RATE_LIMIT_PER_MINUTE="0", WORKERS=workers
+        )
         with GatewayProcess(tmp_path, settings) as gateway:
             register(gateway, "m", server.url)  # type: ignore[arg-type]
             wait_for(lambda: post(gateway, key, {**CHAT, "max_tokens": 1}).status_code == 200)

@@ -212,3 +212,69 @@ def test_a_slot_another_worker_reused_is_found_again_not_written_over(tmp_path: 
     finally:
         first.close()
         second.close()
+
+
+def test_one_workers_store_counts_as_the_shared_one_does(tmp_path: Path) -> None:
+    """LocalCounters (WORKERS=1) and SharedCounters give the same verdicts, standing and
+    in-flight counts for the same requests."""
+    from gateway.admission.local_counters import LocalCounters
+
+    clock = [NOON]
+    stores = [
+        LocalCounters(clock=lambda: clock[0]),
+        SharedCounters(tmp_path, clock=lambda: clock[0]),
+    ]
+    limits = Limits(
+        requests_per_minute=3, tokens_per_minute=1000, tokens_per_day=1500, max_concurrent=2
+    )
+    try:
+        seen: list[list[object]] = [[], []]
+        # (seconds later, tokens reserved, settled at once: else it stays in flight)
+        steps = [(0, 300, False), (1, 300, True), (1, 900, True), (25, 100, True)]
+        steps += [(0, 100, False), (30, 600, True), (40, 400, True), (0, 10, True)]
+        for later, tokens, settled in steps:
+            clock[0] += later
+            for index, store in enumerate(stores):
+                verdict = store.admit_now("key:k", limits, tokens)
+                seen[index].append(verdict.refusal.limit if verdict.refusal else None)
+                if verdict.refusal is None and settled:
+                    store.settle_now("key:k", limits, tokens, tokens // 3)
+                seen[index].append(store.standing_now("key:k", limits))
+        assert seen[0] == seen[1]
+        refusals = {entry for entry in seen[0] if isinstance(entry, str)}
+        assert refusals == {"max_concurrent", "tokens_per_minute"}, seen[0]
+        for store in stores:
+            store.seed_day("key:other", 1400)
+        assert stores[0].standing_now("key:other", limits) == stores[1].standing_now(
+            "key:other", limits
+        )
+        assert stores[0].standing_now("key:other", limits).day_remaining == 100
+    finally:
+        stores[1].close()
+
+
+def test_one_workers_store_is_bounded_and_forgets_the_idle_first() -> None:
+    """A full half forgets its least recently used subjects with nothing in flight; keys
+    and addresses are kept apart, so addresses cannot push keys out."""
+    from gateway.admission.local_counters import LocalCounters
+
+    clock = [NOON]
+    store = LocalCounters(clock=lambda: clock[0], slots=100)
+    limits = Limits(requests_per_minute=1, max_concurrent=5)
+    store.admit_now("key:busy", limits, 0)  # in flight: never forgotten
+    store.admit_now("key:kept", Limits(requests_per_minute=1), 0)
+    for index in range(99):
+        clock[0] += 0.001
+        store.admit_now(f"ip:10.0.0.{index}", Limits(requests_per_minute=1), 0)
+    for index in range(500):  # addresses only: the keys' half is untouched
+        clock[0] += 0.001
+        store.admit_now(f"ip:10.1.{index // 250}.{index % 250}", Limits(requests_per_minute=1), 0)
+    assert len(store._addresses) <= 100 and len(store._keys) == 2
+    assert store.admit_now("key:kept", Limits(requests_per_minute=1), 0).refusal is not None
+    for index in range(300):  # keys now: the least recently used idle ones go
+        clock[0] += 0.001
+        store.admit_now(f"key:{index}", Limits(requests_per_minute=1), 0)
+    assert len(store._keys) <= 100
+    assert store.standing_now("key:busy", limits).in_flight == 1
+    # The most recent are still counted (their minute is spent).
+    assert store.admit_now("key:299", Limits(requests_per_minute=1), 0).refusal is not None

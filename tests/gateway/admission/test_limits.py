@@ -90,3 +90,30 @@ def test_models_a_key_may_use(
 )
 def test_requested_tokens(document: dict[str, object], expected: int | None) -> None:
     assert requested_tokens(document) == expected
+
+
+def test_a_ring_remembers_the_keys_it_found_and_only_those() -> None:
+    """KeyRing.find keeps a found key by value (no hash per request), never an unknown
+    one (anyone can send those), and within FOUND_KEYS."""
+    from gateway.admission import keyring
+    from gateway.admission.key_format import key_hash
+
+    client = keyring.Client(
+        key_id="k1",
+        name="n",
+        owner=None,
+        group=None,
+        prefix="mvk_abcd",
+        limits=Limits(),
+        models=None,
+    )
+    ring = keyring.KeyRing(1, {key_hash("mvk_secret"): client})
+    assert ring.find("mvk_secret") is client and ring.find("mvk_secret") is client
+    assert ring.find("mvk_unknown") is None
+    assert list(ring.found) == ["mvk_secret"]
+    assert "mvk_secret" not in repr(ring)
+    many = {key_hash(f"mvk_{index}"): client for index in range(keyring.FOUND_KEYS + 10)}
+    big = keyring.KeyRing(1, many)
+    for index in range(keyring.FOUND_KEYS + 10):
+        assert big.find(f"mvk_{index}") is client
+    assert len(big.found) <= keyring.FOUND_KEYS

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.admission.access import client_of
 from gateway.admission.limits import Limits
-from gateway.admission.ratelimit import client_of
 from gateway.admission.shared_counters import SLOTS, SharedCounters
 
 
