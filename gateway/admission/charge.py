@@ -93,12 +93,23 @@ class Charge:
         self.ok = False
         self.started = time.perf_counter()
         self._counted = caller.limits.any
+        # Whether its end has anything to do: a reservation or a place in flight to give
+        # back, or a key's usage to account. Else (no key; requests counted at most)
+        # `admit` alone will do, and the request path holds nothing.
+        self.holds = (self._counted and needs_settling(caller.limits)) or (
+            on_done is not None and caller.client is not None
+        )
 
     @property
     def key_id(self) -> str | None:
         return self.caller.key_id
 
     async def __aenter__(self) -> Charge:
+        await self.admit()
+        return self
+
+    async def admit(self) -> None:
+        """Reserve, or raise the 429 naming the limit (entering the charge does this)."""
         if self._counted:
             verdict = await self.store.admit(self.caller.subject, self.caller.limits, self.tokens)
             self.standing = verdict.standing
@@ -110,7 +121,6 @@ class Charge:
                 if refusal.retry_after is None:  # never, as sent: a 400 (SDKs retry a 429)
                     raise InvalidRequest(refusal.message, param=refusal.limit)
                 raise limited(refusal.limit, refusal.message, refusal.retry_after, verdict.standing)
-        return self
 
     def answered(self, ok: bool, usage: tuple[int, int] | None) -> None:
         """A backend answered (whole, or a stream that ended): its usage, if it said."""
@@ -139,6 +149,8 @@ class Charge:
             used: int | None = self.usage[0] + self.usage[1]
         else:  # reached a backend but no usage known: the reservation stands
             used = None if self.reached_backend else 0
+        if not self.holds:
+            return
         if self._counted and needs_settling(self.caller.limits):
             await self.store.settle(self.caller.subject, self.caller.limits, self.tokens, used)
         if self.on_done is not None and self.caller.client is not None:

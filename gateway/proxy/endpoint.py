@@ -218,14 +218,19 @@ class ProxyEndpoint:
             request_id=request_id,
             trace=request_trace(headers),
             model_span=target.model_span,
-            charge=charge,
+            charge=charge if charge.holds else None,  # (else it has nothing to hear)
             client=caller.subject,  # its turn in the fair queue
             priority=caller.priority,
             session=_text(headers.get(b"x-session-id")),
             may_use=caller.may_use,
         )
         try:
-            answer = await self._forward_charged(runtime, incoming, target, watch, charge)
+            if charge.holds:
+                answer = await self._forward_charged(runtime, incoming, target, watch, charge)
+            else:  # nothing to give back at its end: no exit stack to hold it
+                await charge.admit()  # a refusal is the client's 429
+                watch.start()
+                answer = await self._forward_by_api(runtime, incoming, target, watch)
         except GatewayError as error:
             error.headers.update((k.decode(), v.decode()) for k, v in charge.headers())
             raise
@@ -244,16 +249,19 @@ class ProxyEndpoint:
         async with AsyncExitStack() as held:
             await held.enter_async_context(charge)  # a refusal is the client's 429
             watch.start()
-            answer: Answer | JSONAnswer
-            if self.translates:
-                answer = await forward_translating(runtime, incoming, target, watch)
-            else:
-                answer = await Forwarder(runtime, incoming, watch).run(target)
+            answer = await self._forward_by_api(runtime, incoming, target, watch)
             if isinstance(answer, RelayedStream):
                 # Settled when the stream ends (RelayedStream tells its attempt first).
                 answer.held.push_async_exit(held.pop_all())
             return answer
         raise AssertionError("unreachable")  # (mypy: an exit stack may swallow exceptions)
+
+    async def _forward_by_api(
+        self, runtime: ProxyRuntime, incoming: Incoming, target: Target, watch: ClientWatch
+    ) -> Answer | JSONAnswer:
+        if self.translates:
+            return await forward_translating(runtime, incoming, target, watch)
+        return await Forwarder(runtime, incoming, watch).run(target)
 
 
 async def read_target(

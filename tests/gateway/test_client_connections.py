@@ -124,3 +124,148 @@ def read_one_answer(sock: socket.socket) -> bytes:
         body += sock.recv(65536)
     assert len(body) == length  # nothing of a next answer
     return head + b"\r\n\r\n" + body
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+HEADS = [
+    (200, [(b"content-type", b"application/json"), (b"content-length", b"12")], "POST", True),
+    (200, [(b"Content-Type", b"text/event-stream"), (b"X-Request-ID", b"abc")], "POST", True),
+    (
+        200,
+        [(b"transfer-encoding", b"Chunked"), (b"x-ratelimit-limit-requests", b"60")],
+        "GET",
+        True,
+    ),
+    (204, [(b"x-a", b"1")], "DELETE", True),
+    (304, [], "GET", True),
+    (200, [(b"content-length", b"0")], "HEAD", True),
+    (200, [(b"connection", b"keep-alive, Close"), (b"content-length", b"2")], "GET", True),
+    (200, [(b"content-length", b"2")], "GET", False),  # a keep-alive the client did not ask
+    (429, [(b"retry-after", b"1"), (b"content-length", b"5"), (b"x-v", b"a\tb c")], "POST", True),
+    (200, [(b"content-length", b"3"), (b"content-length", b"4")], "POST", True),
+]
+BAD_HEADS = [[(b"x bad", b"1")], [(b"x-ok", b"a\r\nx-injected: 1")], [(b"x-ok", b"\x00")]]
+
+
+def _cycle(kind: type, method: str, keep_alive: bool) -> tuple[object, _Transport]:
+    import asyncio
+    import logging
+
+    from uvicorn.protocols.http.flow_control import FlowControl
+
+    transport = _Transport()
+    cycle = kind(
+        scope={"method": method, "type": "http"},
+        transport=transport,
+        flow=FlowControl(transport),
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test.access"),
+        access_log=False,
+        default_headers=[(b"date", b"Fri, 04 Dec 2026 18:00:00 GMT")],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: None,
+    )
+    return cycle, transport
+
+
+@pytest.mark.parametrize(("status", "headers", "method", "keep_alive"), HEADS)
+async def test_a_head_is_written_as_uvicorn_writes_it(
+    status: int, headers: list[tuple[bytes, bytes]], method: str, keep_alive: bool
+) -> None:
+    """HeadCycle checks a head's names and values in two searches instead of two per
+    header: the bytes it writes and the state it leaves are uvicorn's own."""
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from gateway.client_connections import HeadCycle
+
+    results = []
+    for kind in (RequestResponseCycle, HeadCycle):
+        cycle, transport = _cycle(kind, method, keep_alive)
+        await cycle.send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[attr-defined]
+        state = {
+            name: getattr(cycle, name)
+            for name in ("keep_alive", "chunked_encoding", "expected_content_length")
+        }
+        results.append((transport.written, state))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("headers", BAD_HEADS)
+async def test_a_bad_head_is_refused_as_uvicorn_refuses_it(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from gateway.client_connections import HeadCycle
+
+    errors = []
+    for kind in (RequestResponseCycle, HeadCycle):
+        cycle, transport = _cycle(kind, "GET", True)
+        with pytest.raises(RuntimeError) as raised:
+            await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})  # type: ignore[attr-defined]
+        errors.append(str(raised.value))
+        assert transport.written == b""
+    assert errors[0] == errors[1]
+
+
+def test_the_guarded_protocol_answers_through_head_cycle() -> None:
+    """The swap happens in a real server: the `send` an app is given belongs to a
+    HeadCycle (and the answer arrives whole)."""
+    import functools
+    import threading
+
+    import uvicorn
+
+    from gateway.client_connections import (
+        ConnectionGuard,
+        ConnectionLimits,
+        GuardedProtocol,
+        HeadCycle,
+    )
+    from tests.support import wait_for
+
+    seen: list[type] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            return
+        seen.append(type(send.__self__))  # type: ignore[attr-defined]
+        headers = [(b"content-length", b"2"), (b"x-ratelimit-limit-requests", b"60")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    guard = ConnectionGuard(ConnectionLimits(header_timeout=5, max_connections=10))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        lifespan="off",
+        log_level="warning",
+        http=functools.partial(GuardedProtocol, guard=guard),  # type: ignore[arg-type]
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=15, what="uvicorn to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(2):  # and again on the kept-alive connection
+                answer = client.get("/")
+                assert answer.text == "ok" and answer.headers["x-ratelimit-limit-requests"] == "60"
+        assert seen == [HeadCycle, HeadCycle]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
