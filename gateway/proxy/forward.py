@@ -107,8 +107,13 @@ class Forwarder:
             offline = offline_error(runtime.holder.current, target.model, time.time())
             if offline is not None:
                 raise offline
-            # (a group's key hears only of its group's models)
-            available = sorted(filter(self.incoming.may_use, runtime.holder.current.by_model))
+            # (a group's key hears only of its group's models; a model whose every
+            # server is draining takes no new request: not offered)
+            available = sorted(
+                model
+                for model, backends in runtime.holder.current.by_model.items()
+                if self.incoming.may_use(model) and not all(b.draining for b in backends)
+            )
             raise NotFound(
                 f"model {target.model!r} not found; available models: "
                 f"{', '.join(available) if available else 'none registered'}",

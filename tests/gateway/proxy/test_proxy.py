@@ -202,6 +202,28 @@ def test_client_errors(
     assert backend.completions == 0
 
 
+def test_an_unknown_models_404_leaves_out_a_model_whose_servers_all_drain(
+    proxy: ThreadedServer,
+    scripted: Callable[..., tuple[ScriptedBackend, ThreadedServer]],
+) -> None:
+    """The 404's list is of models a request could go to: a model whose only server is
+    draining takes no new request, so it is not offered (found in a new user's trial)."""
+    _, server = scripted()
+    registration_id = register_routable(proxy, server.url)
+    drained = httpx.post(f"{proxy.url}/admin/servers/{registration_id}/drain", headers=HEADERS)
+    assert drained.status_code == 200, drained.text
+
+    def message() -> str:
+        answer = httpx.post(
+            f"{proxy.url}/v1/chat/completions", json={"model": "ghost", "messages": []}
+        )
+        assert answer.status_code == 404
+        text: str = answer.json()["error"]["message"]
+        return text
+
+    wait_for(lambda: "available models: none registered" in message(), timeout=10)
+
+
 def test_unknown_model_via_sdk(proxy: ThreadedServer) -> None:
     with pytest.raises(openai.NotFoundError, match="none registered"):
         sdk(proxy).chat.completions.create(model="ghost", messages=[])
