@@ -39,8 +39,8 @@ from gateway.routing.affinity import response_id_in_events, response_id_of
 from gateway.routing.choice import Choice, request_hint
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
-from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error
-from shared.errors import NotFound, ServiceUnavailable
+from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error, unknown_model
+from shared.errors import ServiceUnavailable
 from shared.failures import FailureKind
 from shared.upstream import (
     FailedStatus,
@@ -104,20 +104,9 @@ class Forwarder:
             # Registered a moment ago, perhaps through another worker: look once.
             await runtime.holder.catch_up(unless_confirmed_within=CATCH_UP_AFTER_SECONDS)
         if not runtime.holder.current.backends(target.model):
-            offline = offline_error(runtime.holder.current, target.model, time.time())
-            if offline is not None:
-                raise offline
-            # (a group's key hears only of its group's models; a model whose every
-            # server is draining takes no new request: not offered)
-            available = sorted(
-                model
-                for model, backends in runtime.holder.current.by_model.items()
-                if self.incoming.may_use(model) and not all(b.draining for b in backends)
-            )
-            raise NotFound(
-                f"model {target.model!r} not found; available models: "
-                f"{', '.join(available) if available else 'none registered'}",
-                param="model",
+            snapshot = runtime.holder.current
+            raise offline_error(snapshot, target.model, time.time()) or unknown_model(
+                snapshot, target.model, self.incoming.may_use
             )
         # A Responses API conversation continues on the backend that holds it.
         owner = None

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from gateway.routing.claims import Claim, may_serve, read_claims
 from gateway.routing.policy import Backend
 from shared.db import Database
-from shared.errors import ServiceUnavailable
+from shared.errors import NotFound, ServiceUnavailable
 from shared.logging import get_logger
 from shared.models import HealthdHeartbeat, HealthStatus, ModelServer, RegistryGeneration, utcnow
 from shared.single_flight import SingleFlight
@@ -197,6 +197,24 @@ def _departed(session: Session, served: Iterable[str]) -> dict[str, float]:
             if model not in serving:
                 departed[model] = max(departed.get(model, left), left)
     return departed
+
+
+def unknown_model(
+    snapshot: RegistrySnapshot, model: str, may_use: Callable[[str], bool]
+) -> NotFound:
+    """A typo's 404, naming the models the caller could use instead: a group's key hears
+    only of its group's models, and a model whose every server is draining takes no new
+    request."""
+    available = sorted(
+        name
+        for name, backends in snapshot.by_model.items()
+        if may_use(name) and not all(backend.draining for backend in backends)
+    )
+    return NotFound(
+        f"model {model!r} not found; available models: "
+        f"{', '.join(available) if available else 'none registered'}",
+        param="model",
+    )
 
 
 def offline_error(snapshot: RegistrySnapshot, model: str, now: float) -> ServiceUnavailable | None:
