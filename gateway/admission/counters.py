@@ -148,7 +148,8 @@ def refusal_for(slot: Slot, limits: Limits, tokens: int, now: float) -> Refusal 
             f"this request reserves {tokens} tokens, more than the limit of {tpd} tokens "
             "per day: lower max_tokens"
             if too_big
-            else f"limit of {tpd} tokens per day reached (it restarts at 00:00 UTC)",
+            else f"limit of {tpd} tokens per day reached (this request reserves {tokens}, "
+            f"{max(0, tpd - slot.day_used)} are left today; it restarts at 00:00 UTC)",
             None if too_big else (slot.day + 1) * DAY_SECONDS - now,
         )
     return None

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from gateway.cli.api_client import (
+    KEYS,
     SERVERS,
     AdminClient,
     F,
@@ -273,7 +274,7 @@ def check(registration_id: str, url: str, api_key: str | None, as_json: bool) ->
     help="pool: per model, backend and owner; key: per client key.",
 )
 @click.option("--owner", help="Only this owner's servers and keys.")
-@click.option("--key", "key_id", help="Only this client key (its id).")
+@click.option("--key", "key_id", help="Only this client key (its id, or the start of it).")
 @api_options
 def stats(
     window: str,
@@ -285,8 +286,11 @@ def stats(
     as_json: bool,
 ) -> None:
     """Pool statistics over a window: totals, per model, per backend, per owner; or per key."""
+    client = AdminClient(url, api_key)
+    if key_id:
+        key_id = client.resolve(key_id, KEYS)
     params = {k: v for k, v in (("window", window), ("owner", owner), ("key", key_id)) if v}
-    result = AdminClient(url, api_key).call("GET", "/admin/stats", params=params)
+    result = client.call("GET", "/admin/stats", params=params)
     print_document(result, as_json, format_key_stats if by == "key" else format_stats)
 
 

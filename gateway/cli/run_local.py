@@ -9,6 +9,7 @@ everything cleanly on Ctrl-C (or when any child dies).
 from __future__ import annotations
 
 import errno
+import os
 import secrets
 import signal
 import socket
@@ -33,7 +34,7 @@ ENV_TEMPLATE = """\
 # Written by `make run` for local development. See .env.example for every setting.
 ADMIN_API_KEY={key}
 HOST=127.0.0.1
-PORT=8000
+PORT={port}
 DATABASE_URL=sqlite:///./multiverse.db
 LOG_DIR=./logs
 # The demo backend listens on 127.0.0.1; a public deployment leaves this false.
@@ -42,12 +43,15 @@ HEALTH_CHECK_INTERVAL_SECONDS=10
 """
 
 
-def ensure_env_file(path: Path) -> str | None:
-    """Create `.env` with a random admin key if missing; return the new key, if any."""
+def ensure_env_file(path: Path, port: str | None = None) -> str | None:
+    """Create `.env` with a random admin key if missing; return the new key, if any.
+    `port`: PORT as this first run was given it (the environment), so that
+    gateway-admin, which reads `.env`, calls this gateway and not another one on 8000."""
     if path.exists():
         return None
     key = secrets.token_urlsafe(24)
-    path.write_text(ENV_TEMPLATE.format(key=key))
+    chosen = port if port is not None and port.isdigit() else "8000"
+    path.write_text(ENV_TEMPLATE.format(key=key, port=chosen))
     path.chmod(0o600)
     return key
 
@@ -173,7 +177,7 @@ Press Ctrl-C to stop everything.
 
 
 def run_local(demo_port: int) -> None:
-    new_key = ensure_env_file(Path(".env"))
+    new_key = ensure_env_file(Path(".env"), os.environ.get("PORT"))
     try:
         settings = load_settings()
     except SettingsError as error:

@@ -43,3 +43,33 @@ def test_a_start_matched_on_a_later_page_too_is_refused(
     assert "2 key ids start with 'abcd'" in capsys.readouterr().err
     assert client.resolve("ABCDE", KEYS) == IDS[2399]  # on the third page; any case
     assert client.resolve("fedc", KEYS) == IDS[1500]  # on the second page
+
+
+def test_stats_takes_the_start_of_a_key_id() -> None:
+    """`stats --by key --key START`: the start `stats` prints is resolved to the key's
+    full id before the statistics are asked for (from a new user's trial)."""
+    from click.testing import CliRunner
+
+    from gateway.cli.admin import cli
+
+    asked: list[str | None] = []
+
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+
+    async def keys(request: Request) -> JSONResponse:
+        first = request.query_params.get("offset", "0") == "0"
+        return JSONResponse([{"id": key} for key in ids] if first else [])
+
+    async def stats(request: Request) -> JSONResponse:
+        asked.append(request.query_params.get("key"))
+        return JSONResponse({"window": "1h", "keys": []})
+
+    app = Starlette(routes=[Route("/admin/keys", keys), Route("/admin/stats", stats)])
+    with ThreadedServer(app) as server:
+        result = CliRunner().invoke(
+            cli,
+            ["stats", "--by", "key", "--key", ids[1][:8], "--url", server.url, "--json"],
+            env={"ADMIN_API_KEY": "admin-key"},
+        )
+    assert result.exit_code == 0, result.output
+    assert asked == [ids[1]]

@@ -35,6 +35,8 @@ def test_run_local_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None
         text = "".join(output)
         key = dotenv_values(tmp_path / ".env")["ADMIN_API_KEY"]
         assert key and f"Admin key:  {key}" in text
+        # The port it was given, kept for gateway-admin (which reads .env), not 8000.
+        assert dotenv_values(tmp_path / ".env")["PORT"] == str(gateway_port)
         assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
         assert (tmp_path / "multiverse.db").exists()
 
