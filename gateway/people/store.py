@@ -153,6 +153,23 @@ def _require_group(session: Session, name: str | None, where: str) -> None:
         )
 
 
+def _require_some_model(
+    session: Session, models: list[str] | None, group_name: str | None, where: str
+) -> None:
+    """A key's own models must meet its group's: a key that may use no model at all is a
+    mistake, not a choice (a key revoked for good is what that would be)."""
+    group = session.get(ClientGroup, group_name) if group_name else None
+    if models is None or group is None or group.models is None:
+        return
+    if not set(models) & set(group.models):
+        raise InvalidRequest(
+            f"{where}models: none of {', '.join(sorted(models)) or 'these'} is among group "
+            f"{group.name!r}'s models ({', '.join(sorted(group.models)) or 'none'}): the key "
+            "could use no model",
+            param=f"{where}models",
+        )
+
+
 def _same_name_key(session: Session, owner: str, name: str) -> ClientKey | None:
     return session.scalars(
         select(ClientKey)
@@ -169,6 +186,7 @@ def create_keys(db: Database, new: Sequence[NewKey], defaults: Limits) -> list[K
         seen: set[tuple[str, str]] = set()
         for item in new:
             _require_group(session, item.group, f"{item.where}group")
+            _require_some_model(session, item.models, item.group, item.where)
             pair = (item.owner, item.name)
             existing = _same_name_key(session, *pair)
             if existing is not None or pair in seen:
@@ -268,6 +286,8 @@ def update_key(db: Database, key_id: str, changes: KeyChanges, defaults: Limits)
             key.models = changes.models
         if "expires_at" in sent:
             key.expires_at = changes.expires_at
+        if "models" in sent or "group" in sent:
+            _require_some_model(session, key.models, key.group_name, "")
         session.flush()
         return _views(session, [key], defaults)[0]
 

@@ -255,6 +255,29 @@ def test_bad_updates_and_groups_are_400s(gateway: ThreadedServer) -> None:
     assert call(gateway, "GET", path).json()["limits"] == {}  # nothing changed
 
 
+def test_a_key_that_could_use_no_model_is_refused(gateway: ThreadedServer) -> None:
+    """A key's own models must meet its group's: none in common is a 400 naming
+    `models`, on create, on update, and on moving the key to such a group (it was
+    stored, silently leaving a key that reaches nothing; from a new user's trial)."""
+    assert call(gateway, "PUT", "/groups/cs101", json={"models": ["demo"]}).status_code == 201
+    made = call(gateway, "POST", "/keys", json={"name": "k", "owner": "o", "models": ["tiny"]})
+    assert made.status_code == 201
+    key = made.json()
+    refused = error_of(call(gateway, "PATCH", f"/keys/{key['id']}", json={"group": "cs101"}), 400)
+    assert refused["param"] == "models" and "'cs101'" in refused["message"]
+    in_group = call(gateway, "POST", "/keys", json={"name": "g", "owner": "o", "group": "cs101"})
+    path = f"/keys/{in_group.json()['id']}"
+    assert error_of(call(gateway, "PATCH", path, json={"models": ["tiny"]}), 400)["param"] == (
+        "models"
+    )
+    batch = {"keys": [{"name": "b", "owner": "p", "group": "cs101", "models": ["tiny"]}]}
+    assert error_of(call(gateway, "POST", "/keys/batch", json=batch), 400)["param"] == (
+        "keys[0].models"
+    )
+    both = call(gateway, "PATCH", path, json={"models": ["tiny", "demo"]})
+    assert both.status_code == 200 and both.json()["allowed_models"] == ["demo"]
+
+
 def test_only_the_admin_key_manages_keys(start_gateway: Any, demo_backend: ThreadedServer) -> None:
     gateway = start_gateway(registration_keys=["class-registration-key"])
     token = call(gateway, "POST", "/register", json={"endpoint_url": demo_backend.url}).json()[
