@@ -15,13 +15,33 @@ from shared.errors import GatewayError, InvalidRequest, body_for, error_body
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+_TIME_ERRORS = frozenset(
+    {"datetime_parsing", "datetime_from_date_parsing", "datetime_type", "date_parsing"}
+)
+
+
+def _in_words(item: Mapping[str, Any]) -> str:
+    """Pydantic's message, where it is a regular expression or a parser's detail, said as
+    what the field takes."""
+    kind = item["type"]
+    if kind in _TIME_ERRORS:
+        return "should be an ISO 8601 date or time, e.g. 2027-02-01 or 2027-02-01T18:00:00Z"
+    if kind == "string_pattern_mismatch":
+        pattern = str((item.get("ctx") or {}).get("pattern", ""))
+        if pattern.startswith("^[^\\x00-\\x1f\\x7f]"):
+            return "should be printable text, without control characters (a newline, a tab)"
+        if pattern.startswith("^[A-Za-z0-9][A-Za-z0-9_.-]"):
+            return "should start with a letter or digit and hold only letters, digits, _ . -"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
 def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
     """One readable sentence for all problems, and the first field's name (OpenAI's `param`)."""
     problems = []
     first_param = None
     for item in error.errors(include_url=False, include_input=False):
         location = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
+        message = _in_words(item)
         problems.append(f"{location}: {message}" if location else message)
         if first_param is None and location:
             first_param = location

@@ -109,6 +109,7 @@ def static_clients(keys: Iterable[str], defaults: Limits) -> dict[str, Client]:
 
 
 def read_keys_generation(database: Database) -> int:
+    database.check_file()  # (a poll's new connection would make an empty file)
     with database.reading() as session:
         value = session.scalar(select(KeysGeneration.value).where(KeysGeneration.id == 1))
         return int(value or 0)
@@ -118,6 +119,7 @@ def load_keyring(
     database: Database, defaults: Limits, static: Mapping[str, Client], now: float
 ) -> KeyRing:
     """Every key and group, read in one transaction with the generation."""
+    database.check_file()
     with database.reading() as session:
         generation = session.scalar(select(KeysGeneration.value).where(KeysGeneration.id == 1))
         groups = {group.name: group for group in session.scalars(select(ClientGroup))}

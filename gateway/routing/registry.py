@@ -115,6 +115,7 @@ def _backend(server: ModelServer, model: str, backend_model: str) -> Backend:
 
 
 def read_generation(database: Database) -> int:
+    database.check_file()  # (a poll's new connection would make an empty file)
     with database.reading() as session:
         value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
         return int(value or 0)
@@ -131,6 +132,7 @@ class HealthdInstance:
 
 def read_generation_and_beats(database: Database) -> tuple[int, tuple[HealthdInstance, ...]]:
     """The generation, and every healthd's last heartbeat, in one read."""
+    database.check_file()  # (a poll's new connection would make an empty file)
     with database.reading() as session:
         value = session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
         beats = session.execute(
@@ -150,6 +152,7 @@ def active_beat(instances: Iterable[HealthdInstance]) -> datetime | None:
 
 def load_snapshot(database: Database) -> RegistrySnapshot:
     """Every active registration, read in one transaction with its generation."""
+    database.check_file()  # (a poll's new connection would make an empty file)
     with database.reading() as session:
         generation = session.scalar(
             select(RegistryGeneration.value).where(RegistryGeneration.id == 1)

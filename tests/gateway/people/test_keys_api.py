@@ -326,3 +326,21 @@ def test_a_key_issued_works_at_once_and_a_revoked_one_is_refused_at_once(
     with pytest.raises(openai.AuthenticationError) as refused:
         client.chat.completions.create(model="demo", messages=messages)
     assert "revoked" in str(refused.value) and created["key"] not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"expires_at": "tomorrow"}, "expires_at", "ISO 8601 date or time, e.g. 2027-02-01"),
+        ({"name": "a\nb"}, "name", "printable text, without control characters"),
+        ({"group": "a b"}, "group", "only letters, digits, _ . -"),
+        ({"models": [""]}, "models.0", "printable text"),
+    ],
+)
+def test_a_bad_fields_400_says_what_it_takes(
+    gateway: ThreadedServer, body: dict[str, Any], param: str, words: str
+) -> None:
+    """Not pydantic's regular expressions and parser details (from a new user's trial)."""
+    error = error_of(call(gateway, "POST", "/keys", json={"name": "k", "owner": "o", **body}), 400)
+    assert error["param"] == param and words in error["message"], error
+    assert "pattern" not in error["message"] and "too short" not in error["message"]
