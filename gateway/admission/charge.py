@@ -96,9 +96,9 @@ class Charge:
         # Whether its end has anything to do: a reservation or a place in flight to give
         # back, or a key's usage to account. Else (no key; requests counted at most)
         # `admit` alone will do, and the request path holds nothing.
-        self.holds = (self._counted and needs_settling(caller.limits)) or (
-            on_done is not None and caller.client is not None
-        )
+        self._settles = self._counted and needs_settling(caller.limits)
+        self._accounts = on_done is not None and caller.client is not None
+        self.holds = self._settles or self._accounts
 
     @property
     def key_id(self) -> str | None:
@@ -116,7 +116,7 @@ class Charge:
             if verdict.refusal is not None:
                 self.refused = True
                 refusal = verdict.refusal
-                if self.on_done is not None and self.caller.client is not None:
+                if self._accounts and self.on_done is not None:
                     self.on_done(Account(self.caller, self.model, False, 0.0, None, refusal.limit))
                 if refusal.retry_after is None:  # never, as sent: a 400 (SDKs retry a 429)
                     raise InvalidRequest(refusal.message, param=refusal.limit)
@@ -145,15 +145,13 @@ class Charge:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self.usage is not None:
-            used: int | None = self.usage[0] + self.usage[1]
-        else:  # reached a backend but no usage known: the reservation stands
-            used = None if self.reached_backend else 0
-        if not self.holds:
-            return
-        if self._counted and needs_settling(self.caller.limits):
+        if self._settles:
+            if self.usage is not None:
+                used: int | None = self.usage[0] + self.usage[1]
+            else:  # reached a backend but no usage known: the reservation stands
+                used = None if self.reached_backend else 0
             await self.store.settle(self.caller.subject, self.caller.limits, self.tokens, used)
-        if self.on_done is not None and self.caller.client is not None:
+        if self._accounts and self.on_done is not None:
             latency = round((time.perf_counter() - self.started) * 1000, 2)
             self.on_done(
                 Account(self.caller, self.model, self.ok and error is None, latency, self.usage)
