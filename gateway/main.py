@@ -9,7 +9,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -25,7 +24,7 @@ from gateway.admin.configured import (
 )
 from gateway.admin.leases import end_lease_streams
 from gateway.admin.schemas import RegisterRequest
-from gateway.admission.keyring import tokens_used_today
+from gateway.admission.keyring import seed_today
 from gateway.admission.shared_counters import (
     COUNTERS_DIR_VARIABLE,
     SharedCounters,
@@ -145,13 +144,9 @@ def prepare_counters_folder() -> Path:
 def seed_days(database: Database, folder: Path) -> None:
     """Each key's tokens used today (UTC), into the counters the workers will share:
     a restart does not give a key its day again."""
-    used = tokens_used_today(database, time.time())
-    if not used:
-        return
     store = SharedCounters(folder)
     try:
-        for key_id, tokens in used.items():
-            store.seed_day(f"key:{key_id}", tokens)
+        seed_today(database, store)
     finally:
         store.close()
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from gateway.admission.charge import Account, Caller, Charge
 from gateway.admission.counters import CounterStore
-from gateway.admission.keyring import KeyRingHolder, tokens_used_today
+from gateway.admission.keyring import KeyRingHolder, seed_today
 from gateway.admission.limits import Limits
 from gateway.admission.local_counters import LocalCounters
 from gateway.admission.shared_counters import SharedCounters, counters_folder
@@ -169,9 +169,7 @@ async def open_counters(
     if settings.workers == 1:
         local = LocalCounters()
         # (with more workers, the supervisor seeds the shared table before they start)
-        used = await asyncio.to_thread(tokens_used_today, database, time.time())
-        for key_id, tokens in used.items():
-            local.seed_day(f"key:{key_id}", tokens)
+        await asyncio.to_thread(seed_today, database, local)
     else:
         folder, made = counters_folder()
         local = SharedCounters(folder)

@@ -293,3 +293,32 @@ class CounterStore(Protocol):
     ) -> None: ...
 
     async def standing(self, subject: str, limits: Limits) -> Standing: ...
+
+
+class ImmediateStore:
+    """A store that decides at once, in this process (one worker's dict, this machine's
+    table): its CounterStore methods are its synchronous ones, which the Redis store
+    also calls when Redis is away, and seed_day, with which a fresh gateway is given
+    back each key's tokens of the day."""
+
+    def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
+        raise NotImplementedError
+
+    def settle_later(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
+        """Note a request's end (written at once, or with its loop turn's others)."""
+        raise NotImplementedError
+
+    def standing_now(self, subject: str, limits: Limits) -> Standing:
+        raise NotImplementedError
+
+    def seed_day(self, subject: str, used: int) -> None:
+        raise NotImplementedError
+
+    async def admit(self, subject: str, limits: Limits, tokens: int) -> Verdict:
+        return self.admit_now(subject, limits, tokens)
+
+    async def settle(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
+        self.settle_later(subject, limits, reserved, used)
+
+    async def standing(self, subject: str, limits: Limits) -> Standing:
+        return self.standing_now(subject, limits)

@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.admission.counters import ImmediateStore
 from gateway.admission.key_format import key_hash, visible_prefix
 from gateway.admission.limits import Limits, allowed_models, effective_limits
 from shared.db import Database
@@ -168,6 +169,13 @@ def tokens_used_today(database: Database, now: float) -> dict[str, int]:
             .group_by(KeyUsageMinute.key_id)
         )
         return {str(key_id): int(total or 0) for key_id, total in rows}
+
+
+def seed_today(database: Database, store: ImmediateStore) -> None:
+    """Each key's tokens used today (UTC), into a fresh store: a restart does not give a
+    key its day again."""
+    for key_id, tokens in tokens_used_today(database, time.time()).items():
+        store.seed_day(f"key:{key_id}", tokens)
 
 
 class KeyRingHolder:

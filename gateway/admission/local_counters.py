@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from gateway.admission.counters import (
     DAY_SECONDS,
+    ImmediateStore,
     Slot,
     Standing,
     Verdict,
@@ -35,7 +36,7 @@ SLOTS = 16_384
 _EMPTY = Slot()
 
 
-class LocalCounters:
+class LocalCounters(ImmediateStore):
     """CounterStore in this process's memory (see the module's docstring)."""
 
     def __init__(self, clock: Callable[[], float] = time.time, slots: int = SLOTS) -> None:
@@ -93,15 +94,6 @@ class LocalCounters:
         now = self.clock()
         slot = self._half(subject).get(subject, _EMPTY)
         return standing_of(brought_to(slot, limits, now), limits, now)
-
-    async def admit(self, subject: str, limits: Limits, tokens: int) -> Verdict:
-        return self.admit_now(subject, limits, tokens)
-
-    async def settle(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
-        self.settle_now(subject, limits, reserved, used)
-
-    async def standing(self, subject: str, limits: Limits) -> Standing:
-        return self.standing_now(subject, limits)
 
     def close(self) -> None:
         """Nothing to release (the interface of SharedCounters)."""

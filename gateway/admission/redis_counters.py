@@ -36,6 +36,7 @@ from typing import Any
 
 from gateway.admission.counters import (
     DAY_SECONDS,
+    ImmediateStore,
     Refusal,
     Slot,
     Standing,
@@ -45,8 +46,6 @@ from gateway.admission.counters import (
     standing_of,
 )
 from gateway.admission.limits import Limits
-from gateway.admission.local_counters import LocalCounters
-from gateway.admission.shared_counters import SharedCounters
 from shared.cluster.redis_client import RedisUnavailable, SharedRedis
 
 UNAVAILABLE_RETRY_SECONDS = 5.0
@@ -167,7 +166,7 @@ class RedisCounters:
     def __init__(
         self,
         redis: SharedRedis,
-        local: SharedCounters | LocalCounters,
+        local: ImmediateStore,
         *,
         in_flight_lapse: float,
         clock: Callable[[], float] = time.time,

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from gateway.admission.counters import (
     DAY_SECONDS,
+    ImmediateStore,
     Slot,
     Standing,
     Verdict,
@@ -148,7 +149,7 @@ class Table:
         self.memory.close()
 
 
-class SharedCounters:
+class SharedCounters(ImmediateStore):
     """CounterStore over this machine's shared memory (see the module's docstring)."""
 
     def __init__(self, folder: Path, clock: Callable[[], float] = time.time) -> None:
@@ -276,15 +277,6 @@ class SharedCounters:
             offset = table.find(mark, now)
             slot = table.read(offset)
         return standing_of(brought_to(slot, limits, now), limits, now)
-
-    async def admit(self, subject: str, limits: Limits, tokens: int) -> Verdict:
-        return self.admit_now(subject, limits, tokens)
-
-    async def settle(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
-        self.settle_later(subject, limits, reserved, used)
-
-    async def standing(self, subject: str, limits: Limits) -> Standing:
-        return self.standing_now(subject, limits)
 
     def close(self) -> None:
         self.flush()
