@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -18,6 +19,10 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 _TIME_ERRORS = frozenset(
     {"datetime_parsing", "datetime_from_date_parsing", "datetime_type", "date_parsing"}
 )
+# The two kinds of pattern the API's fields use, with their lengths (a value that is only
+# too long fails the same pattern as one with a bad character, so both are said).
+_PRINTABLE = re.compile(r"\^\[\^\\x00-\\x1f\\x7f\](?:\+|\{(\d+),(\d+)\})\$")
+_NAME = re.compile(r"\^\[A-Za-z0-9\]\[A-Za-z0-9_.-\]\{0,(\d+)\}\$")
 
 
 def _in_words(item: Mapping[str, Any]) -> str:
@@ -28,10 +33,17 @@ def _in_words(item: Mapping[str, Any]) -> str:
         return "should be an ISO 8601 date or time, e.g. 2027-02-01 or 2027-02-01T18:00:00Z"
     if kind == "string_pattern_mismatch":
         pattern = str((item.get("ctx") or {}).get("pattern", ""))
-        if pattern.startswith("^[^\\x00-\\x1f\\x7f]"):
-            return "should be printable text, without control characters (a newline, a tab)"
-        if pattern.startswith("^[A-Za-z0-9][A-Za-z0-9_.-]"):
-            return "should start with a letter or digit and hold only letters, digits, _ . -"
+        if printable := _PRINTABLE.fullmatch(pattern):
+            least, most = printable.groups()
+            length = f" of {least} to {most} characters" if most else ""
+            return (
+                f"should be printable text{length}, without control characters (a newline, a tab)"
+            )
+        if name := _NAME.fullmatch(pattern):
+            return (
+                f"should be 1 to {int(name[1]) + 1} characters, starting with a letter or"
+                " digit and holding only letters, digits, _ . -"
+            )
     return str(item["msg"]).removeprefix("Value error, ")
 
 

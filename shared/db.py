@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,6 +141,17 @@ class DatabaseFile:
                 found = os.stat(self.path)
                 self.opened = (found.st_dev, found.st_ino)
 
+    def open_existing(
+        self, _dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
+        """Once the file is ours, a new connection opens it read-write but never creates
+        it: SQLite's default would make an empty file at the path of one deleted under us
+        (between a check and the connection, or on a pool's fresh connection), and that
+        file would pass for ours were its inode number reused."""
+        if self.opened is not None:
+            cargs[:] = [f"file:{urllib.parse.quote(str(self.path))}?mode=rw"]
+            cparams["uri"] = True
+
     def problem(self) -> str | None:
         """What happened to the file opened, in words (for the log), or None."""
         if self.opened is None:
@@ -179,6 +191,7 @@ class Database:
         engine = create_db_engine(url)
         file = sqlite_file(url)
         if file is not None:
+            event.listen(engine, "do_connect", file.open_existing)
             event.listen(engine, "connect", lambda *_: file.note_opened())
         return cls(engine, sessionmaker(engine, expire_on_commit=False), file)
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from gateway.context import context_of
 from gateway.json_bodies import json_response, parse_body
 from gateway.openapi import DocumentedRoute
-from gateway.people import store
+from gateway.people import group_store as store
 from gateway.people.api import keys_operation
 from gateway.people.checks import checked_limits
 from gateway.people.schemas import GROUP_PATTERN, GroupDeleted, GroupOut, GroupSet

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.admission.key_format import key_hash, visible_prefix
 from gateway.admission.limits import LIMIT_NAMES, Limits, allowed_models, effective_limits
-from gateway.people.schemas import GroupOut, KeyCreated, KeyOut, KeyStatus, KeyUsage
+from gateway.people.schemas import KeyCreated, KeyOut, KeyStatus, KeyUsage
 from shared.db import Database
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.models import ClientGroup, ClientKey, KeyUsageMinute, utcnow
@@ -300,91 +300,3 @@ def revoke_key(db: Database, key_id: str, defaults: Limits) -> KeyOut:
             key.revoked_at = utcnow()
             session.flush()
         return _views(session, [key], defaults)[0]
-
-
-# --- groups ---------------------------------------------------------------
-
-
-def _group_out(session: Session, group: ClientGroup) -> GroupOut:
-    return GroupOut(
-        name=group.name,
-        limits=dict(group.limits or {}),
-        models=group.models,
-        created_at=group.created_at,
-        keys=_active_keys_of(session, group.name),
-    )
-
-
-def _active_keys_of(session: Session, name: str) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(ClientKey)
-            .where(ClientKey.group_name == name, ClientKey.revoked_at.is_(None))
-        )
-        or 0
-    )
-
-
-def set_group(
-    db: Database, name: str, limits: dict[str, int], models: list[str] | None
-) -> tuple[GroupOut, bool]:
-    """Create or replace a group's limits and models; True when it was created."""
-    with db.writing(durable=True) as session:
-        group = session.get(ClientGroup, name)
-        created = group is None
-        if group is None:
-            group = ClientGroup(name=name, created_at=utcnow())
-            session.add(group)
-        group.limits = limits
-        group.models = models
-        session.flush()
-        return _group_out(session, group), created
-
-
-def read_groups(db: Database) -> list[GroupOut]:
-    with db.reading() as session:
-        groups = session.scalars(select(ClientGroup).order_by(ClientGroup.name)).all()
-        counts = dict(
-            session.execute(
-                select(ClientKey.group_name, func.count())
-                .where(ClientKey.revoked_at.is_(None), ClientKey.group_name.is_not(None))
-                .group_by(ClientKey.group_name)
-            ).all()
-        )
-        return [
-            GroupOut(
-                name=g.name,
-                limits=dict(g.limits or {}),
-                models=g.models,
-                created_at=g.created_at,
-                keys=int(counts.get(g.name, 0)),
-            )
-            for g in groups
-        ]
-
-
-def _get_group(session: Session, name: str) -> ClientGroup:
-    group = session.get(ClientGroup, name)
-    if group is None:
-        raise NotFound(f"no group named {name!r}")
-    return group
-
-
-def read_group(db: Database, name: str) -> GroupOut:
-    with db.reading() as session:
-        return _group_out(session, _get_group(session, name))
-
-
-def delete_group(db: Database, name: str) -> None:
-    """Refused while a key that is not revoked is in the group (its limits and models
-    would change under it); revoked keys keep the group's name, as a record."""
-    with db.writing(durable=True) as session:
-        group = _get_group(session, name)
-        active = _active_keys_of(session, name)
-        if active:
-            raise Conflict(
-                f"group {name!r} still has {active} key(s) that are not revoked; revoke them "
-                "or move them to another group first"
-            )
-        session.delete(group)

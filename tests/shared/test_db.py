@@ -48,6 +48,24 @@ def test_migrating_an_empty_database(tmp_path: Path) -> None:
     database.dispose()
 
 
+def test_a_deleted_file_is_never_made_again_by_a_new_connection(tmp_path: Path) -> None:
+    """Once the file was opened, a fresh connection (the pool's, a poll's after a check)
+    opens it without creating it: an empty file at the path would hide the deletion
+    (its inode number can be the old one's) and fail later as 'no such table'."""
+    path = tmp_path / "gone.db"
+    upgrade_to_head(f"sqlite:///{path}")
+    database = Database.connect(f"sqlite:///{path}")
+    with database.reading() as session:
+        assert session.execute(text("SELECT count(*) FROM model_servers")).scalar() == 0
+    database.engine.dispose()  # nothing holds the file now: its inode may be reused
+    for name in ("gone.db", "gone.db-wal", "gone.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(SQLAlchemyError, match="unable to open"), database.reading() as session:
+        session.execute(text("SELECT count(*) FROM model_servers"))
+    assert not path.exists()
+    database.dispose()
+
+
 @pytest.mark.sqlite_only("SQLite's pragmas")
 def test_every_connection_gets_wal_busy_timeout_and_foreign_keys(database: Database) -> None:
     with database.reading() as session:

@@ -276,6 +276,12 @@ def test_a_key_that_could_use_no_model_is_refused(gateway: ThreadedServer) -> No
     )
     both = call(gateway, "PATCH", path, json={"models": ["tiny", "demo"]})
     assert both.status_code == 200 and both.json()["allowed_models"] == ["demo"]
+    # Nor can the group's models be changed to leave one of its keys without any.
+    stranding = call(gateway, "PUT", "/groups/cs101", json={"models": ["other"]})
+    refused = error_of(stranding, 400)
+    assert refused["param"] == "models" and in_group.json()["id"] in refused["message"], refused
+    assert call(gateway, "GET", "/groups/cs101").json()["models"] == ["demo"]  # unchanged
+    assert call(gateway, "PUT", "/groups/cs101", json={"models": ["tiny"]}).status_code == 200
 
 
 def test_only_the_admin_key_manages_keys(start_gateway: Any, demo_backend: ThreadedServer) -> None:
@@ -334,7 +340,9 @@ def test_a_key_issued_works_at_once_and_a_revoked_one_is_refused_at_once(
         ({"expires_at": "tomorrow"}, "expires_at", "ISO 8601 date or time, e.g. 2027-02-01"),
         ({"name": "a\nb"}, "name", "printable text, without control characters"),
         ({"group": "a b"}, "group", "only letters, digits, _ . -"),
-        ({"models": [""]}, "models.0", "printable text"),
+        ({"group": "a" * 101}, "group", "should be 1 to 100 characters, starting with a letter"),
+        ({"models": [""]}, "models.0", "printable text of 1 to 256 characters"),
+        ({"models": ["m" * 257]}, "models.0", "printable text of 1 to 256 characters"),
     ],
 )
 def test_a_bad_fields_400_says_what_it_takes(
