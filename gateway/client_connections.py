@@ -108,8 +108,9 @@ def refusal(status: int, message: str, headers: dict[str, str] | None = None) ->
 
 class HeadCycle(RequestResponseCycle):
     """uvicorn's request cycle, writing a response's head with one check of all its
-    header names and one of all its values, instead of two per header: a class of bytes
-    is found in the names joined as in each name, and uvicorn's loop over a head of a
+    header names and one of all its values, instead of two per header (a class of bytes
+    is found in the names joined as in each name), and, when no header is one uvicorn
+    acts on but a single content-length, in one join: uvicorn's loop over a head of a
     dozen headers (a keyed answer has nine x-ratelimit-* ones) was about a µs a
     header. Anything else (a body, a head that fails the check, an access log, a
     paused or lost client) is uvicorn's own code; tests/gateway/
@@ -126,7 +127,8 @@ class HeadCycle(RequestResponseCycle):
             await super().send(message)
             return
         headers = [*self.default_headers, *message.get("headers", ())]
-        if HEADER_RE.search(b"".join([name for name, _ in headers])) or HEADER_VALUE_RE.search(
+        names = b"".join([name for name, _ in headers])
+        if HEADER_RE.search(names) or HEADER_VALUE_RE.search(
             b"".join([value for _, value in headers])
         ):
             await super().send(message)  # uvicorn's own error for the bad one
@@ -134,7 +136,40 @@ class HeadCycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
-        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        if (
+            names.islower()
+            and b"transfer-encoding" not in names
+            and b"connection" not in names
+            and names.count(b"content-length") <= 1
+        ):
+            # The usual head: names already as uvicorn writes them, and none it reads
+            # but one content-length at most; written in one join, not a header at a time.
+            length = dict(headers).get(b"content-length") if b"content-length" in names else None
+            if length is not None and self.chunked_encoding is None:
+                self.expected_content_length = int(length.decode())
+                self.chunked_encoding = False
+            content = [STATUS_LINE[status_code], b"\r\n".join(map(b": ".join, headers))]
+            if headers:
+                content.append(b"\r\n")
+        else:
+            content = [STATUS_LINE[status_code]]
+            has_connection_close = self._each_header(headers, content)
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status_code not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+
+    def _each_header(self, headers: list[tuple[bytes, bytes]], content: list[bytes]) -> bool:
+        """uvicorn's loop over a head's headers: the state they set, their lines added
+        to `content`; whether one said Connection: close."""
         has_connection_close = False
         for raw_name, value in headers:
             name = raw_name.lower()
@@ -150,17 +185,7 @@ class HeadCycle(RequestResponseCycle):
                     self.keep_alive = False
                     has_connection_close = True
             content += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not has_connection_close:
-            content.append(b"connection: close\r\n")
-        if (
-            self.chunked_encoding is None
-            and self.scope["method"] != "HEAD"
-            and status_code not in (204, 304)
-        ):
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-        content.append(b"\r\n")
-        self.transport.write(b"".join(content))
+        return has_connection_close
 
 
 class _Refused(Exception):

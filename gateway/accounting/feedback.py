@@ -138,12 +138,13 @@ class Feedback:
         usage: tuple[int, int] | None,
     ) -> None:
         """Count one request of a client key (its usage per person: key_usage_minutes)."""
-        key = (int(time.time() // 60), key_id, model)
+        now = time.time()
+        key = (int(now // 60), key_id, model)
         counts = self.pending.key_minutes.get(key)
         if counts is None:
             counts = self.pending.key_minutes[key] = Counts()
         counts.observe(ok=ok, latency_ms=latency_ms, first_token_ms=None, usage=usage)
-        self.pending.keys_used[key_id] = time.time()
+        self.pending.keys_used[key_id] = now
 
     def failed_over(self, backend_id: str, model: str) -> None:
         """A failed attempt on this backend whose request went on to another: in the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import NamedTuple
 
@@ -99,6 +99,7 @@ class Charge:
         self._settles = self._counted and needs_settling(caller.limits)
         self._accounts = on_done is not None and caller.client is not None
         self.holds = self._settles or self._accounts
+        self._handed_over = False
 
     @property
     def key_id(self) -> str | None:
@@ -111,7 +112,13 @@ class Charge:
     async def admit(self) -> None:
         """Reserve, or raise the 429 naming the limit (entering the charge does this)."""
         if self._counted:
-            verdict = await self.store.admit(self.caller.subject, self.caller.limits, self.tokens)
+            caller, store = self.caller, self.store
+            immediate = store.immediate
+            verdict = (
+                immediate.admit_now(caller.subject, caller.limits, self.tokens)
+                if immediate is not None
+                else await store.admit(caller.subject, caller.limits, self.tokens)
+            )
             self.standing = verdict.standing
             if verdict.refusal is not None:
                 self.refused = True
@@ -139,7 +146,22 @@ class Charge:
             return []
         return ratelimit_headers(self.standing)
 
+    def end_later(self) -> Callable[..., Awaitable[None]]:
+        """The charge's end, handed over to what holds the answer on (a stream, until it
+        ends): leaving the `async with` that admitted the charge then does nothing."""
+        self._handed_over = True
+        return self._end
+
     async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._handed_over:
+            await self._end(kind, error, traceback)
+
+    async def _end(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,
@@ -150,7 +172,11 @@ class Charge:
                 used: int | None = self.usage[0] + self.usage[1]
             else:  # reached a backend but no usage known: the reservation stands
                 used = None if self.reached_backend else 0
-            await self.store.settle(self.caller.subject, self.caller.limits, self.tokens, used)
+            caller, store = self.caller, self.store
+            if (immediate := store.immediate) is not None:
+                immediate.settle_later(caller.subject, caller.limits, self.tokens, used)
+            else:
+                await store.settle(caller.subject, caller.limits, self.tokens, used)
         if self._accounts and self.on_done is not None:
             latency = round((time.perf_counter() - self.started) * 1000, 2)
             self.on_done(

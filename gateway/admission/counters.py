@@ -195,17 +195,21 @@ def settle(slot: Slot, limits: Limits, reserved: int, used: int | None, now: flo
 
 def settle_many(slot: Slot, limits: Limits, change: int, ended: int, now: float) -> Slot:
     """`ended` requests ended, having used `change` tokens more than they reserved (a
-    negative change gives tokens back): what `settle` does for each, at once."""
-    current = brought_to(slot, limits, now)
-    tpm = limits.tokens_per_minute
+    negative change gives tokens back): what `settle` does for each, at once. (The slot
+    is brought to `now` as brought_to does, written out: this is every request's end.)"""
+    requests, requests_at, level, level_at, day, used, in_flight = slot
+    rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+    today = int(now // DAY_SECONDS)
+    if day != today:
+        used = 0
     return Slot(
-        current.requests,
+        _refill(requests, requests_at, rpm, now) if rpm else math.inf,
         now,
-        min(float(tpm), current.tokens - change) if tpm else current.tokens,
+        min(float(tpm), _refill(level, level_at, tpm, now) - change) if tpm else math.inf,
         now,
-        current.day,
-        max(0, current.day_used + change) if limits.tokens_per_day else current.day_used,
-        max(0, current.in_flight - ended) if limits.max_concurrent else current.in_flight,
+        today,
+        max(0, used + change) if limits.tokens_per_day else used,
+        max(0, in_flight - ended) if limits.max_concurrent else in_flight,
     )
 
 
@@ -286,6 +290,11 @@ class CounterStore(Protocol):
     """Where the counters live: this machine's shared memory (shared_counters.py), or a
     store every instance shares."""
 
+    @property
+    def immediate(self) -> ImmediateStore | None:
+        """The store itself when it decides at once, in this process: the request path
+        then calls its synchronous methods (no coroutine to make and await per call)."""
+
     async def admit(self, subject: str, limits: Limits, tokens: int) -> Verdict: ...
 
     async def settle(
@@ -300,6 +309,10 @@ class ImmediateStore:
     table): its CounterStore methods are its synchronous ones, which the Redis store
     also calls when Redis is away, and seed_day, with which a fresh gateway is given
     back each key's tokens of the day."""
+
+    @property
+    def immediate(self) -> ImmediateStore:
+        return self
 
     def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
         raise NotImplementedError

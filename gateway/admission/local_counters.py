@@ -75,8 +75,11 @@ class LocalCounters(ImmediateStore):
 
     def settle_now(self, subject: str, limits: Limits, reserved: int, used: int | None) -> None:
         change = 0 if used is None else used - reserved
-        half, before = self._take(subject)
-        half[subject] = settle_many(before, limits, change, 1, self.clock())
+        half = self._half(subject)
+        before = half.get(subject)
+        if before is None:  # forgotten meanwhile (nothing in flight was counted)
+            half, before = self._take(subject)
+        half[subject] = settle_many(before, limits, change, 1, self.clock())  # (its place kept)
 
     # (SharedCounters batches ends under its lock; here one is written as it comes.)
     settle_later = settle_now

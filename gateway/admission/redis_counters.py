@@ -163,6 +163,8 @@ async def _renew(key: str, renewed: dict[str, float], kept: int, client: Any) ->
 class RedisCounters:
     """CounterStore over Redis (see the module's docstring)."""
 
+    immediate = None  # (it decides in Redis: awaited)
+
     def __init__(
         self,
         redis: SharedRedis,

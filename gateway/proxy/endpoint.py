@@ -18,7 +18,6 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from contextlib import AsyncExitStack
 
 import structlog
 from starlette.datastructures import Headers
@@ -246,15 +245,13 @@ class ProxyEndpoint:
         charge: Charge,
     ) -> Answer | JSONAnswer:
         """The charge is held until the answer is relayed (a stream: its end)."""
-        async with AsyncExitStack() as held:
-            await held.enter_async_context(charge)  # a refusal is the client's 429
+        async with charge:  # a refusal is the client's 429
             watch.start()
             answer = await self._forward_by_api(runtime, incoming, target, watch)
             if isinstance(answer, RelayedStream):
                 # Settled when the stream ends (RelayedStream tells its attempt first).
-                answer.held.push_async_exit(held.pop_all())
+                answer.held.push_async_exit(charge.end_later())
             return answer
-        raise AssertionError("unreachable")  # (mypy: an exit stack may swallow exceptions)
 
     async def _forward_by_api(
         self, runtime: ProxyRuntime, incoming: Incoming, target: Target, watch: ClientWatch

@@ -6,14 +6,18 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.admission.counters import (
     DAY_SECONDS,
     Slot,
     admit,
+    brought_to,
     duration,
     ratelimit_headers,
     settle,
+    settle_many,
     standing_of,
 )
 from gateway.admission.limits import Limits
@@ -84,6 +88,46 @@ def test_a_reservation_is_corrected_by_the_usage() -> None:
     slot = settle(slot, limits, 800, 1900, NOON)
     assert standing_of(slot, limits, NOON).tokens_remaining == 0
     assert slot.tokens == pytest.approx(-1030)
+
+
+_levels = st.one_of(st.just(math.inf), st.floats(-1e6, 1e6))
+_times = st.floats(NOON - 2 * DAY_SECONDS, NOON + 2 * DAY_SECONDS)
+
+
+@given(
+    slot=st.builds(
+        Slot,
+        _levels,
+        _times,
+        _levels,
+        _times,
+        st.integers(20_000 - 2, 20_000 + 2),
+        st.integers(0, 10**6),
+        st.integers(0, 100),
+    ),
+    limits=st.builds(
+        Limits,
+        requests_per_minute=st.integers(0, 1000),
+        tokens_per_minute=st.integers(0, 10**5),
+        tokens_per_day=st.integers(0, 10**6),
+        max_concurrent=st.integers(0, 10),
+    ),
+    change=st.integers(-(10**5), 10**5),
+    ended=st.integers(0, 3),
+    now=_times,
+)
+def test_settling_is_bringing_the_slot_to_now_then_correcting_it(
+    slot: Slot, limits: Limits, change: int, ended: int, now: float
+) -> None:
+    """settle_many, written out for speed, is brought_to and then the correction."""
+    current = brought_to(slot, limits, now)
+    tpm = limits.tokens_per_minute
+    expected = current._replace(
+        tokens=min(float(tpm), current.tokens - change) if tpm else current.tokens,
+        day_used=max(0, current.day_used + change) if limits.tokens_per_day else current.day_used,
+        in_flight=max(0, current.in_flight - ended) if limits.max_concurrent else current.in_flight,
+    )
+    assert settle_many(slot, limits, change, ended, now) == expected
 
 
 def test_in_flight_is_a_limit_and_given_back() -> None:
