@@ -176,15 +176,13 @@ def _translated_stream(
     assert translation.stream is not None
     translator = translation.stream(exchange, True)
 
-    def rewrite(events: bytes) -> bytes:
-        return translator.feed(events, time.perf_counter())
-
     def closing(failure: UpstreamError | None) -> bytes:
         reason = None if failure is None else f"the backend failed mid-stream: {failure.reason}"
-        return translator.close(reason, time.perf_counter())
+        return translator.close(reason)
 
     # The backend's usage is read from what it sent (the relay's tail), as for any stream.
-    answer.rewrite = rewrite
+    # Each run goes to the translator as it is: its time is read only where it is needed.
+    answer.rewrite = translator.feed
     answer.closing = closing
     kept = [(name, value) for name, value in answer.headers if name not in BODY_HEADERS]
     answer.headers = [(b"content-type", translation.stream_type), *kept, *extra]

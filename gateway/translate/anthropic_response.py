@@ -29,7 +29,7 @@ from gateway.translate.common import (
     sse_events,
     sse_payload,
 )
-from gateway.translate.text_frame import TextFrame
+from gateway.translate.text_frame import Fast, TextFrame, text_between
 
 _STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 _ERROR_TYPES = {
@@ -150,6 +150,8 @@ class AnthropicStream:
         self.done = False
         self.text_head = b""
         self.frame = TextFrame()  # the backend's text events, read without parsing
+        self.fast: Fast | None = None  # its frame, while a text block is open
+        self.framed = False  # whether a run matched the frame since it was learnt
 
     def _start(self) -> bytes:
         if self.started:
@@ -239,25 +241,33 @@ class AnthropicStream:
                 out += self._tool_call(as_object(call))
         return out
 
-    def feed(self, events: bytes, now: float = 0.0) -> bytes:
-        """The Messages events for a run of whole SSE events of a chat completion stream."""
+    def feed(self, events: bytes, now: float | None = None) -> bytes:
+        """The Messages events for a run of whole SSE events of a chat completion stream
+        (`now` is not read: the Messages events carry no times)."""
+        fast = self.fast
+        if fast is not None:  # the usual run: one token's text, through the frame
+            head, tail, start, cut = fast
+            if events.startswith(head) and events.endswith(tail):
+                end = len(events) - cut
+                if text_between(events, start, end) is not None:
+                    self.framed = True
+                    return self.text_head + events[start:end] + b"}}\n\n"
+        out = self._events(events)
+        text_open = self.block is not None and self.block_kind == "text" and not self.done
+        self.fast = self.frame.fast if text_open else None
+        return out
+
+    def _events(self, events: bytes) -> bytes:
         frame = self.frame
-        if self.started and not self.done:
-            literal = frame.text_of_run(events)
-            if literal is not None:  # the usual run: one token's text
-                if literal == b'""':
-                    return b""
-                if self.block is not None and self.block_kind == "text":
-                    return self.text_head + literal + b"}}\n\n"
-                return self._text(literal)
+        if self.framed:
+            frame.used, self.framed = True, False
         out = [self._start()]
         for event in sse_events(events):
             if self.done:
                 break
             literal = frame.text_of(event)
             if literal is not None:  # the usual event: a token's text
-                if literal != b'""':
-                    out.append(self._text(literal))
+                out.append(self._text(literal))
                 continue
             payload = sse_payload(event)
             if payload is None:
@@ -290,9 +300,10 @@ class AnthropicStream:
             + _event("message_stop", {"type": "message_stop"})
         )
 
-    def close(self, failure: str | None, now: float = 0.0) -> bytes:
+    def close(self, failure: str | None, now: float | None = None) -> bytes:
         """What ends the client's stream: Anthropic's error event after a break, or the
         closing events when the backend ended without `[DONE]`."""
+        self.fast = None
         if self.done:
             return b""
         if failure is not None:

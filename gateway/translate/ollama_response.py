@@ -11,7 +11,8 @@ arguments, a JSON string in OpenAI's API, are an object in Ollama's.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from gateway.translate.common import (
     sse_events,
     sse_payload,
 )
-from gateway.translate.text_frame import TextFrame
+from gateway.translate.text_frame import Fast, TextFrame, text_between
 
 NS = 1_000_000_000
 
@@ -161,10 +162,20 @@ class OllamaStream:
     time: a line per piece of text, the tool calls (whole, as Ollama sends them) when
     the answer ends, then the final record with counts and durations.
 
-    `feed` and `close` are pure but for the state they keep; the caller passes the time."""
+    `feed` and `close` are pure but for the state they keep; the caller passes the time,
+    or it is read from `clock` where it is needed (not for a token's line)."""
 
-    def __init__(self, model: str, *, chat: bool, started: float, epoch: float) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        chat: bool,
+        started: float,
+        epoch: float,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.model = model
+        self.clock = clock
         self.chat = chat
         self.started = started
         self.when = created_at(epoch)
@@ -174,6 +185,8 @@ class OllamaStream:
         self.usage: object = None
         self.done = False
         self.frame = TextFrame()  # the backend's text events, read without parsing
+        self.fast: Fast | None = None  # its frame, while a token's line is all a run makes
+        self.framed = False  # whether a run matched the frame since it was learnt
         # A piece of text's line, but for the text itself (written once: a stream has many).
         head = {"model": model, "created_at": self.when}
         opening = json.dumps(head)[:-1].encode()
@@ -223,9 +236,8 @@ class OllamaStream:
         return self.text_head + json.dumps(text).encode() + self.text_tail
 
     def _text(self, literal: bytes, now: float) -> bytes:
-        """The line of a text event read through the frame (`literal`: its JSON string)."""
-        if literal == b'""':
-            return b""
+        """The line of a text event read through the frame (`literal`: its JSON string,
+        not empty)."""
         if self.first_token is None:
             self.first_token = now
         return self.text_head + literal + self.text_tail
@@ -237,16 +249,24 @@ class OllamaStream:
         entry["name"] += as_text(function.get("name"))
         entry["arguments"] += as_text(function.get("arguments"))
 
-    def feed(self, events: bytes, now: float) -> bytes:
+    def feed(self, events: bytes, now: float | None = None) -> bytes:
         """The NDJSON lines for a run of whole SSE events."""
+        fast = self.fast
+        if fast is not None:  # the usual run: one token's text, through the frame
+            head, tail, start, cut = fast
+            if events.startswith(head) and events.endswith(tail):
+                end = len(events) - cut
+                if text_between(events, start, end) is not None:
+                    self.framed = True
+                    return self.text_head + events[start:end] + self.text_tail
+        out = self._events(events, self.clock() if now is None else now)
+        self.fast = None if self.done else self.frame.fast
+        return out
+
+    def _events(self, events: bytes, now: float) -> bytes:
         frame = self.frame
-        literal = frame.text_of_run(events)
-        if literal is not None and not self.done:  # the usual run: one token's text
-            if literal == b'""':
-                return b""
-            if self.first_token is None:
-                self.first_token = now
-            return self.text_head + literal + self.text_tail
+        if self.framed:
+            frame.used, self.framed = True, False
         out = []
         for event in sse_events(events):
             if self.done:
@@ -286,9 +306,12 @@ class OllamaStream:
         lines.append(_line(self._record(**final)))
         return b"".join(lines)
 
-    def close(self, failure: str | None, now: float) -> bytes:
+    def close(self, failure: str | None, now: float | None = None) -> bytes:
         """What ends the client's stream: Ollama's error line after a break, or the final
         record when the backend ended without `[DONE]`."""
+        self.fast = None
+        if now is None:
+            now = self.clock()
         if failure is not None:
             self.done = True
             return _line({"error": failure})

@@ -30,9 +30,12 @@ class Exchange:
 
 
 class StreamTranslator(Protocol):
-    def feed(self, events: bytes, now: float) -> bytes: ...
+    """`now`: the time (perf_counter) of the run; None: the translator reads its clock
+    where it needs the time (the relay's way: a token's run does not)."""
 
-    def close(self, failure: str | None, now: float) -> bytes: ...
+    def feed(self, events: bytes, now: float | None = None) -> bytes: ...
+
+    def close(self, failure: str | None, now: float | None = None) -> bytes: ...
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,11 @@ else (a tool call, the finish, the usage, an error, another frame) is parsed.
 
 A backend whose frames change with every event (a per-event random field) is
 learnt MAX_IDLE_FRAMES times, and then no more: each event is parsed, as before.
+
+The translations read a run through the frame themselves, first thing in their
+`feed` (`fast`: the frame as a tuple; `text_between`: the string's check), so that
+a token costs one call of theirs and a regular expression's match: a call more per
+token was a good part of what a translated stream cost a gateway.
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ from gateway.translate.common import JSONObject, chunk_of
 # One JSON string, as the standard parser accepts it (no raw control characters,
 # only its escapes); possessive, so that a string that does not match fails fast.
 _STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"')
+# The same of one character at least, in valid UTF-8 (the bytes go to the client as
+# they are): what a frame's text must be. Its `fullmatch(run, start, end)`.
+_TEXT = re.compile(
+    rb'"(?:[\x20\x21\x23-\x5b\x5d-\x7f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}'
+    rb"|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
+    rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+    rb'|\xf4[\x80-\x8f][\x80-\xbf]{2})++"'
+)
+text_between = _TEXT.fullmatch
+# (head, run_tail, len(head), len(run_tail)): a run of one text event is
+# head + its text's JSON string + run_tail.
+Fast = tuple[bytes, bytes, int, int]
 _CONTENT = re.compile(rb'"content"[ \t]*:[ \t]*(' + _STRING.pattern + rb")")
 MAX_CANDIDATES = 3
 # A text no backend sends, put in a candidate's place to prove it is the content.
@@ -61,45 +78,36 @@ class TextFrame:
     def __init__(self) -> None:
         self.head = b""  # b"": no frame
         self.tail = b""
-        self.run_tail = b""  # the tail and the blank line that ends an event
+        self.fast: Fast | None = None  # the frame, for a run of one event
         self.used = False  # whether an event matched the frame
         self.idle = 0  # frames learnt in a row that no event matched
 
     def text_of(self, event: bytes) -> bytes | None:
         """The JSON string of the text of `event` (one SSE event, its blank line
-        removed) when it is framed as the frame's; else None."""
+        removed) when it is framed as the frame's and not empty; else None."""
         head, tail = self.head, self.tail
         if not head or not event.startswith(head) or not event.endswith(tail):
             return None
-        return self._literal(event, len(head), len(event) - len(tail))
+        end = len(event) - len(tail)
+        if text_between(event, len(head), end) is None:
+            return None
+        self.used = True
+        return event[len(head) : end]
 
     def text_of_run(self, run: bytes) -> bytes | None:
         """text_of for a run of events that is one text event, framed as the frame's
         (and so of one line: neither the frame nor a JSON string holds a line end).
-        It runs for nearly every event of a stream: _literal is written out here."""
-        head, tail = self.head, self.run_tail
-        if not head or not run.startswith(head) or not run.endswith(tail):
+        (The translations' `feed` does this itself, with `fast`.)"""
+        if self.fast is None:
             return None
-        start, end = len(head), len(run) - len(tail)
-        if _STRING.fullmatch(run, start, end) is None:
+        head, run_tail, start, cut = self.fast
+        if not run.startswith(head) or not run.endswith(run_tail):
             return None
-        literal = run[start:end]
-        if not literal.isascii():
-            return self._literal(literal, 0, len(literal))
+        end = len(run) - cut
+        if text_between(run, start, end) is None:
+            return None
         self.used = True
-        return literal
-
-    def _literal(self, data: bytes, start: int, end: int) -> bytes | None:
-        if _STRING.fullmatch(data, start, end) is None:
-            return None
-        literal = data[start:end]
-        if not literal.isascii():
-            try:
-                literal.decode()
-            except UnicodeDecodeError:
-                return None  # parsed, its bad bytes replaced, as the backend's others
-        self.used = True
-        return literal
+        return run[start:end]
 
     def learn(self, event: bytes, chunk: JSONObject) -> None:
         """Keep `event`'s frame: `chunk` is its parsed payload. Only an event with some
@@ -114,7 +122,8 @@ class TextFrame:
             return
         self.idle = 0 if self.used else self.idle + (1 if self.head else 0)
         self.head, self.tail, self.used = event[: span[0]], event[span[1] :], False
-        self.run_tail = self.tail + b"\n\n"
+        run_tail = self.tail + b"\n\n"
+        self.fast = (self.head, run_tail, len(self.head), len(run_tail))
 
 
 def content_span(event: bytes) -> tuple[int, int] | None:

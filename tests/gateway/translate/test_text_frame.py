@@ -75,12 +75,15 @@ def _learnt(event: bytes) -> TextFrame:
         (b'" Lyon"', True),
         (b'"\\u00e9t\\u00e9 \\"ok\\" \\\\"', True),
         ('"été"'.encode(), True),
-        (b'""', True),
+        ('"😀 中"'.encode(), True),
+        (b'""', False),  # no text: parsed (and nothing written for it)
         (b'"a","b"', False),  # two strings: another document
         (b'"a"}', False),
         (b'"tab\there"', False),  # a raw control character: not JSON
         (b'"\\x"', False),  # not an escape of JSON's
         (b'"\xff"', False),  # not UTF-8
+        (b'"\xed\xa0\x80"', False),  # a surrogate's bytes: not UTF-8 either
+        (b'"\xc3"', False),  # a character cut
         (b'"end\\"', False),  # its closing quote escaped
         (b"7", False),
     ],
@@ -166,7 +169,7 @@ def test_a_vllm_stream_is_read_through_its_frame() -> None:
     stream = ollama.OllamaStream("m", chat=True, started=0.0, epoch=0.0)
     events = [_event(_chunk(text), space=False) for text in ("", " The", " Seine", " runs")]
     lines = [stream.feed(event, 1.0) for event in events]
-    assert stream.frame.used and lines[0] == b""
+    assert stream.framed and lines[0] == b""  # the last runs were read through the frame
     assert [json.loads(line)["message"]["content"] for line in lines[1:]] == [
         " The",
         " Seine",
