@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import anthropic
 import httpx
@@ -193,16 +195,28 @@ def test_anthropics_sdk_over_an_openai_backend(pool: ThreadedServer) -> None:
     assert "messages[0].content[0].type" in refused.value.message
 
 
-def test_a_native_ollama_is_preferred_and_the_other_backend_translates_when_it_is_gone(
-    gateway: ThreadedServer,
-) -> None:
+@contextmanager
+def _native_and_openai_only(
+    gateway: ThreadedServer, **native_fields: Any
+) -> Iterator[tuple[FakeOllama, CountingApp, str]]:
+    """A native Ollama and an OpenAI-only demo backend serving one model, registered:
+    the native one, the other's counts of each path, and the native one's id."""
     native = FakeOllama(("llama3.2:latest",))
     openai_app = CountingApp(
         create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
     )
     with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
-        native_id = register(gateway, ollama_server.url, model_name="llama3.2:latest")
+        native_id = register(
+            gateway, ollama_server.url, model_name="llama3.2:latest", **native_fields
+        )
         register(gateway, vllm_like.url, model_name="llama3.2:latest")
+        yield native, openai_app, native_id
+
+
+def test_a_native_ollama_is_preferred_and_the_other_backend_translates_when_it_is_gone(
+    gateway: ThreadedServer,
+) -> None:
+    with _native_and_openai_only(gateway) as (native, openai_app, native_id):
         client = ollama.Client(host=gateway.url, timeout=15)
         hello = [{"role": "user", "content": "hi"}]
         for _ in range(4):
@@ -226,13 +240,7 @@ def test_a_request_the_only_open_backend_lacks_is_translated_while_a_native_one_
     # The draining native server takes no new request: it is not "another backend
     # that may offer it", so the first 404 of the OpenAI-only one leads to translation
     # in the same request (it was a 404 to the client when the draining one counted).
-    native = FakeOllama(("llama3.2:latest",))
-    openai_app = CountingApp(
-        create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
-    )
-    with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
-        native_id = register(gateway, ollama_server.url, model_name="llama3.2:latest")
-        register(gateway, vllm_like.url, model_name="llama3.2:latest")
+    with _native_and_openai_only(gateway) as (native, openai_app, native_id):
         httpx.post(
             f"{gateway.url}/admin/servers/{native_id}/drain", headers=HEADERS, timeout=15
         ).raise_for_status()
@@ -248,13 +256,7 @@ def test_a_request_the_only_free_backend_lacks_is_translated_while_the_native_on
 ) -> None:
     # As with a draining one: a native server at its max_concurrent cannot take the
     # request now, so the OpenAI-only one's 404 leads to translation, not to a 404.
-    native = FakeOllama(("llama3.2:latest",))
-    openai_app = CountingApp(
-        create_demo_app("llama3.2:latest", chunk_interval_ms=0, openai_only=True)
-    )
-    with ThreadedServer(native.app) as ollama_server, ThreadedServer(openai_app) as vllm_like:
-        register(gateway, ollama_server.url, model_name="llama3.2:latest", max_concurrent=1)
-        register(gateway, vllm_like.url, model_name="llama3.2:latest")
+    with _native_and_openai_only(gateway, max_concurrent=1) as (native, openai_app, _):
         client = ollama.Client(host=gateway.url, timeout=15)
         hello = [{"role": "user", "content": "hi"}]
         held = client.chat(model="llama3.2:latest", messages=hello, stream=True)
