@@ -8,7 +8,8 @@ nothing: about a tenth of a keyed request's CPU (bench/ab.py, see the README's
 interface, same bounds: at most SLOTS subjects per half, keys apart from
 addresses (a client spraying addresses cannot push the keys' counts out), and
 when a half is full, the least recently used subjects with nothing in flight
-go (they come back with full buckets, which they would mostly have had).
+go (they come back with full buckets, which they would mostly have had), but
+not a key with tokens counted today (the half then holds more than SLOTS).
 
 A request's end is written at once: the event loop is the only writer, so
 there is no lock to batch ends under.
@@ -61,9 +62,16 @@ class LocalCounters(ImmediateStore):
 
     def _make_room(self, half: dict[str, Slot]) -> None:
         """Forget the least recently used quarter of the subjects with nothing in flight
-        (one pass now and then, not one per new subject)."""
+        and no tokens counted today (one pass now and then, not one per new subject). A
+        day's count is kept: forgotten, it would give a key its day again (only keys
+        have one, and only the admin makes keys, so what is kept is bounded by them)."""
         quota = max(1, self.slots // 4)
-        idle = [subject for subject, slot in half.items() if not slot.in_flight][:quota]
+        today = int(self.clock() // DAY_SECONDS)
+        idle = [
+            subject
+            for subject, slot in half.items()
+            if not slot.in_flight and not (slot.day_used and slot.day == today)
+        ][:quota]
         for subject in idle:
             del half[subject]
 

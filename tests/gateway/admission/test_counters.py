@@ -307,18 +307,21 @@ def test_one_workers_store_is_bounded_and_forgets_the_idle_first() -> None:
     limits = Limits(requests_per_minute=1, max_concurrent=5)
     store.admit_now("key:busy", limits, 0)  # in flight: never forgotten
     store.admit_now("key:kept", Limits(requests_per_minute=1), 0)
+    store.seed_day("key:spent", 1000)  # its day used up: never forgotten today
     for index in range(99):
         clock[0] += 0.001
         store.admit_now(f"ip:10.0.0.{index}", Limits(requests_per_minute=1), 0)
     for index in range(500):  # addresses only: the keys' half is untouched
         clock[0] += 0.001
         store.admit_now(f"ip:10.1.{index // 250}.{index % 250}", Limits(requests_per_minute=1), 0)
-    assert len(store._addresses) <= 100 and len(store._keys) == 2
+    assert len(store._addresses) <= 100 and len(store._keys) == 3
     assert store.admit_now("key:kept", Limits(requests_per_minute=1), 0).refusal is not None
     for index in range(300):  # keys now: the least recently used idle ones go
         clock[0] += 0.001
         store.admit_now(f"key:{index}", Limits(requests_per_minute=1), 0)
     assert len(store._keys) <= 100
     assert store.standing_now("key:busy", limits).in_flight == 1
+    day = Limits(tokens_per_day=1000)
+    assert store.admit_now("key:spent", day, 1).refusal is not None  # still spent
     # The most recent are still counted (their minute is spent).
     assert store.admit_now("key:299", Limits(requests_per_minute=1), 0).refusal is not None
