@@ -9,7 +9,8 @@ interface, same bounds: at most SLOTS subjects per half, keys apart from
 addresses (a client spraying addresses cannot push the keys' counts out), and
 when a half is full, the least recently used subjects with nothing in flight
 go (they come back with full buckets, which they would mostly have had), but
-not a key with tokens counted today (the half then holds more than SLOTS).
+not a key with tokens counted today (the half then holds more than SLOTS, and
+room is made again only once it has grown by another quarter).
 
 A request's end is written at once: the event loop is the only writer, so
 there is no lock to batch ends under.
@@ -46,6 +47,9 @@ class LocalCounters(ImmediateStore):
         # Two halves, each in order of last use (a touched subject moves to the end).
         self._keys: dict[str, Slot] = {}
         self._addresses: dict[str, Slot] = {}
+        # Per half (by id), the size at which room is made next: SLOTS, or more when a
+        # pass found too little to forget (so that each new subject does not scan).
+        self._room_at = {id(self._keys): slots, id(self._addresses): slots}
 
     def _half(self, subject: str) -> dict[str, Slot]:
         return self._addresses if subject.startswith("ip:") else self._keys
@@ -55,7 +59,7 @@ class LocalCounters(ImmediateStore):
         half = self._half(subject)
         slot = half.pop(subject, None)
         if slot is None:
-            if len(half) >= self.slots:
+            if len(half) >= self._room_at[id(half)]:
                 self._make_room(half)
             slot = _EMPTY
         return half, slot
@@ -74,6 +78,7 @@ class LocalCounters(ImmediateStore):
         ][:quota]
         for subject in idle:
             del half[subject]
+        self._room_at[id(half)] = max(self.slots, len(half) + quota)
 
     def admit_now(self, subject: str, limits: Limits, tokens: int) -> Verdict:
         half, before = self._take(subject)

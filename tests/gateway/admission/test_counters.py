@@ -323,5 +323,14 @@ def test_one_workers_store_is_bounded_and_forgets_the_idle_first() -> None:
     assert store.standing_now("key:busy", limits).in_flight == 1
     day = Limits(tokens_per_day=1000)
     assert store.admit_now("key:spent", day, 1).refusal is not None  # still spent
+    # A half of subjects it must keep grows past its size, a quarter at a time (each
+    # new subject does not scan it again).
+    busy = LocalCounters(clock=lambda: clock[0], slots=8)
+    scans = []
+    make_room = busy._make_room
+    busy._make_room = lambda half: (scans.append(len(half)), make_room(half))  # type: ignore[method-assign]
+    for index in range(40):
+        busy.admit_now(f"key:flying{index}", limits, 0)
+    assert len(busy._keys) == 40 and scans == list(range(8, 40, 2))
     # The most recent are still counted (their minute is spent).
     assert store.admit_now("key:299", Limits(requests_per_minute=1), 0).refusal is not None
