@@ -133,19 +133,25 @@ class HeadCycle(RequestResponseCycle):
         ):
             await super().send(message)  # uvicorn's own error for the bad one
             return
-        self.response_started = True
-        self.waiting_for_100_continue = False
-        status_code = message["status"]
-        has_connection_close = False
-        if (
+        # The usual head: names already as uvicorn writes them, and none it reads but
+        # one content-length at most: written in one join, not a header at a time.
+        one_join = (
             names.islower()
             and b"transfer-encoding" not in names
             and b"connection" not in names
             and names.count(b"content-length") <= 1
-        ):
-            # The usual head: names already as uvicorn writes them, and none it reads
-            # but one content-length at most; written in one join, not a header at a time.
-            length = dict(headers).get(b"content-length") if b"content-length" in names else None
+        )
+        length = None
+        if one_join and b"content-length" in names:
+            try:
+                length = dict(headers).get(b"content-length")
+            except TypeError:  # a name that is a bytearray: uvicorn's loop takes it
+                one_join = False
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status_code = message["status"]
+        has_connection_close = False
+        if one_join:
             if length is not None and self.chunked_encoding is None:
                 self.expected_content_length = int(length.decode())
                 self.chunked_encoding = False

@@ -157,6 +157,7 @@ HEADS = [
     (200, [(b"x-content-length", b"9"), (b"content-length", b"2")], "POST", True),
     (200, [(b"x-content-", b"9"), (b"length", b"2")], "POST", True),
     (200, [(b"x-connection", b"close"), (b"content-length", b"2")], "GET", True),
+    (200, [(bytearray(b"x-a"), b"1"), (b"content-length", b"2")], "POST", True),  # unhashable
 ]
 BAD_HEADS = [[(b"x bad", b"1")], [(b"x-ok", b"a\r\nx-injected: 1")], [(b"x-ok", b"\x00")]]
 
