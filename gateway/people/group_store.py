@@ -67,12 +67,15 @@ def _require_keys_keep_a_model(session: Session, group_name: str, models: list[s
         and not set(key.models) & set(models)
     ]
     if stranded:
-        named = ", ".join(f"{key.id} ({key.prefix}…)" for key in stranded[:5])
-        more = f" and {len(stranded) - 5} more" if len(stranded) > 5 else ""
+        named = "; ".join(
+            f"key {key.id} ({key.prefix}…) may use only {', '.join(sorted(key.models or []))}"
+            for key in stranded[:5]
+        )
+        more = f"; and {len(stranded) - 5} more keys" if len(stranded) > 5 else ""
         raise InvalidRequest(
-            f"models: key {named}{more} of group {group_name!r} may use only models not among "
-            f"{', '.join(sorted(models)) or 'none'}: it could use no model; change its models "
-            "or include one of them",
+            f"models: none of these keys of group {group_name!r} could use any of "
+            f"{', '.join(sorted(models)) or 'no model'}: {named}{more}. Change those keys' "
+            "models first, or include one of theirs",
             param="models",
         )
 
