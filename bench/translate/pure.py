@@ -26,7 +26,7 @@ from bench.translate.chat import (
     stream_events,
     whole_answer,
 )
-from gateway.translate.common import json_text
+from gateway.translate.common import json_bytes, json_text
 from gateway.translate.table import TRANSLATIONS, Exchange
 
 ANSWER = whole_answer()
@@ -40,7 +40,7 @@ def whole(path: str, body: bytes) -> Callable[[], None]:
 
     def run() -> None:
         request = translation.request(document)
-        json_text(request.document).encode()
+        json_bytes(request.document)
         exchange = Exchange(document["model"], 0.0, 1733300000.0)
         answer = translation.answer(json.loads(ANSWER), exchange, 1.0)
         json_text(answer).encode()
@@ -57,7 +57,7 @@ def streamed(path: str, body: bytes) -> Callable[[], None]:
 
     def run() -> None:
         request = translation.request(document)
-        json_text(request.document).encode()
+        json_bytes(request.document)
         translator = start(Exchange(document["model"], 0.0, 1733300000.0), True)
         for event in STREAM:  # the relay hands over each event as it arrives
             translator.feed(event, 1.0)

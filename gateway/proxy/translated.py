@@ -25,7 +25,7 @@ from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import BufferedResponse, RelayedStream
 from gateway.proxy.runtime import ProxyRuntime
-from gateway.translate.common import JSONObject, json_text, openai_error_message
+from gateway.translate.common import JSONObject, json_bytes, openai_error_message
 from gateway.translate.ollama_response import show_answer
 from gateway.translate.table import (
     ERROR_SHAPES,
@@ -108,7 +108,7 @@ async def translated(
 ) -> Answer:
     document = _document(incoming, target)
     request = translation.request(document)  # an Untranslatable is the client's 400
-    body = json_text(request.document).encode()
+    body = json_bytes(request.document)
     outgoing = dataclasses.replace(
         incoming,
         path=request.path,
@@ -164,7 +164,7 @@ def _translated_whole(
         if name not in BODY_HEADERS and name != b"content-length"
     ]
     headers = [(b"content-type", b"application/json"), *kept, *extra]
-    return BufferedResponse(status, headers, json_text(out).encode())
+    return BufferedResponse(status, headers, json_bytes(out))
 
 
 def _translated_stream(

@@ -12,7 +12,6 @@ gives them (Anthropic's SDK takes them from there).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from gateway.translate.common import (
@@ -23,9 +22,9 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
-    json_text,
     loads_object,
     openai_error_message,
+    record_bytes,
     sse_events,
     sse_payload,
 )
@@ -128,7 +127,8 @@ def count_answer(document: JSONObject) -> JSONObject:
 
 
 def _event(name: str, data: JSONObject) -> bytes:
-    return f"event: {name}\ndata: {json_text(data)}\n\n".encode()
+    """An event built from checked values (texts, counts) and the backend's strings."""
+    return b"event: " + name.encode() + b"\ndata: " + record_bytes(data) + b"\n\n"
 
 
 class AnthropicStream:
@@ -195,9 +195,9 @@ class AnthropicStream:
             opened = self._open_block("text", {"type": "text", "text": ""})
             # The text deltas' event but for the text (written once: a stream has many).
             self.text_head = (
-                b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": '
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
                 + str(self.block).encode()
-                + b', "delta": {"type": "text_delta", "text": '
+                + b',"delta":{"type":"text_delta","text":'
             )
         return opened + self.text_head + literal + b"}}\n\n"
 
@@ -235,7 +235,7 @@ class AnthropicStream:
         if type(delta) is not dict:
             return b""
         text = delta.get("content")
-        out = self._text(json.dumps(text).encode()) if type(text) is str and text else b""
+        out = self._text(record_bytes(text)) if type(text) is str and text else b""
         if delta.get("tool_calls"):
             for call in as_list(delta["tool_calls"]):
                 out += self._tool_call(as_object(call))

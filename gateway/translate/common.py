@@ -14,12 +14,46 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from shared.errors import InvalidRequest
 
 JSONObject = dict[str, Any]
 # json.dumps(..., ensure_ascii=False) builds an encoder at each call (a few µs): the
 # translations' documents are written by this one, built once (it keeps no state).
 json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def json_bytes(document: object) -> bytes:
+    """A document that holds what a client or a backend wrote (a request, tool calls'
+    arguments), as compact UTF-8 JSON: orjson writes it in a fraction of the standard
+    encoder's time.
+
+    orjson refuses an integer past 64 bits and a lone surrogate, and writes a NaN or an
+    infinity as null; so a document it refuses, or whose JSON holds null (which could
+    be one), is written by the standard encoder: NaN as NaN, as the client sent it,
+    and escaped to ASCII so that a lone surrogate is written too."""
+    try:
+        written = orjson.dumps(document)
+    except TypeError:  # orjson.JSONEncodeError
+        written = b"null"
+    if b"null" in written:
+        return json.dumps(document, separators=(",", ":")).encode()
+    return written
+
+
+def record_bytes(record: object) -> bytes:
+    """A record the translations build themselves (texts, counts, flags, and what a
+    backend's chunk held), as compact UTF-8 JSON: orjson writes it in a fraction of the
+    standard encoder's time, and a stream writes several.
+
+    What orjson will not write (an integer past 64 bits, a lone surrogate) is written by
+    the standard encoder, escaped to ASCII so that it always encodes. (orjson writes a
+    NaN as null: a record never holds one, as the chunks are read by `chunk_of`.)"""
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(record, separators=(",", ":")).encode()
 
 
 class Untranslatable(InvalidRequest):
@@ -121,12 +155,21 @@ def sse_payloads(events: bytes) -> list[str]:
 
 
 def chunk_of(payload: str | bytes) -> JSONObject | None:
-    """A stream chunk's JSON object (None for `[DONE]` or what is not an object)."""
+    """A stream chunk's JSON object (None for `[DONE]` or what is not an object).
+
+    orjson reads it in a fraction of the standard parser's time. What orjson refuses
+    (NaN, a lone surrogate, a number beyond a double) is read by the standard parser,
+    which keeps what it always did; where both read a document, they read the same, but
+    for an integer beyond 64 bits (a float to orjson): no count or index a translation
+    reads is one, and `as_count` takes neither."""
     try:
-        value = json.loads(payload)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(payload)
+        except (ValueError, RecursionError):  # (nested past what either reads)
+            return None
+    return value if type(value) is dict else None
 
 
 def first_choice(document: JSONObject) -> JSONObject:

@@ -10,7 +10,6 @@ arguments, a JSON string in OpenAI's API, are an object in Ollama's.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
-    json_text,
+    json_bytes,
     loads_object,
+    record_bytes,
     sse_events,
     sse_payload,
 )
@@ -89,15 +89,18 @@ def _counts(usage: object) -> JSONObject:
     }
 
 
-def _final(model: str, when: str, reason: object, usage: object, timings: Timings) -> JSONObject:
+def _ending(reason: object, usage: object, timings: Timings) -> JSONObject:
+    """What a final record says after its text: done, why, durations, counts."""
     return {
-        "model": model,
-        "created_at": when,
         "done": True,
         "done_reason": done_reason(reason),
         **timings.durations(),
         **_counts(usage),
     }
+
+
+def _final(model: str, when: str, reason: object, usage: object, timings: Timings) -> JSONObject:
+    return {"model": model, "created_at": when, **_ending(reason, usage, timings)}
 
 
 def chat_answer(document: JSONObject, model: str, timings: Timings, epoch: float) -> JSONObject:
@@ -154,7 +157,14 @@ def embeddings_answer(
 
 
 def _line(record: JSONObject) -> bytes:
-    return json_text(record).encode() + b"\n"
+    """A record built from checked values (texts, counts, flags) as an NDJSON line."""
+    return record_bytes(record) + b"\n"
+
+
+def _calls_line(record: JSONObject) -> bytes:
+    """A record with tool calls, whose arguments are the backend's JSON as the standard
+    parser read it (a NaN in them is written as it came, not as orjson's null)."""
+    return json_bytes(record) + b"\n"
 
 
 class OllamaStream:
@@ -188,14 +198,15 @@ class OllamaStream:
         self.fast: Fast | None = None  # its frame, while a token's line is all a run makes
         self.framed = False  # whether a run matched the frame since it was learnt
         # A piece of text's line, but for the text itself (written once: a stream has many).
-        head = {"model": model, "created_at": self.when}
-        opening = json.dumps(head)[:-1].encode()
+        opening = record_bytes({"model": model, "created_at": self.when})[:-1]
         if chat:
-            self.text_head = opening + b', "message": {"role": "assistant", "content": '
-            self.text_tail = b'}, "done": false}\n'
+            self.text_head = opening + b',"message":{"role":"assistant","content":'
+            self.text_tail = b'},"done":false}\n'
         else:
-            self.text_head = opening + b', "response": '
-            self.text_tail = b', "done": false}\n'
+            self.text_head = opening + b',"response":'
+            self.text_tail = b',"done":false}\n'
+        # The final record, but for its ending (`_ending`, written after it).
+        self.final_head = self.text_head + b'"",' if not chat else self.text_head + b'""},'
 
     def _record(self, **fields: Any) -> JSONObject:
         record: JSONObject = {"model": self.model, "created_at": self.when}
@@ -233,7 +244,7 @@ class OllamaStream:
             self.first_token = now
         if not has_text:
             return b""
-        return self.text_head + json.dumps(text).encode() + self.text_tail
+        return self.text_head + record_bytes(text) + self.text_tail
 
     def _text(self, literal: bytes, now: float) -> bytes:
         """The line of a text event read through the frame (`literal`: its JSON string,
@@ -300,10 +311,10 @@ class OllamaStream:
                 {"function": {"name": entry["name"], "arguments": entry["arguments"]}}
                 for _, entry in sorted(self.calls.items())
             ]
-            lines.append(_line(self._record(tool_calls=tool_calls(calls), done=False)))
+            lines.append(_calls_line(self._record(tool_calls=tool_calls(calls), done=False)))
         timings = Timings(self.started, self.first_token, now)
-        final = _final(self.model, self.when, self.finish_reason, self.usage, timings)
-        lines.append(_line(self._record(**final)))
+        ending = record_bytes(_ending(self.finish_reason, self.usage, timings))
+        lines.append(self.final_head + ending[1:] + b"\n")
         return b"".join(lines)
 
     def close(self, failure: str | None, now: float | None = None) -> bytes:

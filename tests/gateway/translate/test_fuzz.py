@@ -15,7 +15,14 @@ from gateway.translate import ollama_response as ollama
 from gateway.translate.common import Untranslatable
 from gateway.translate.table import TRANSLATIONS, Exchange
 
-SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.sampled_from(["\ud800", "a\udfffb"])  # lone surrogates, as JSON's escapes say
+)
 KEYS = st.sampled_from(
     [
         "model",
@@ -119,3 +126,10 @@ def test_streams_always_translate(runs: list[bytes], failure: str | None) -> Non
     for stream in streams:
         out = b"".join(stream.feed(run, 1.0) for run in runs) + stream.close(failure, 2.0)
         assert isinstance(out, bytes)
+        records = [
+            line.removeprefix(b"data: ")
+            for line in out.splitlines()
+            if line and not line.startswith(b"event: ")
+        ]
+        for record in records:  # each line a client can read
+            json.loads(record.decode())
