@@ -15,11 +15,17 @@ drift of this shared machine. What translation adds is, in each round, a
 case's figure minus the direct figure of the same build and kind (whole or
 streamed): its median over the rounds, and the spread of the rounds. A
 stream's figures are about ten times a whole answer's, and so is their noise.
+
+With `--requests N`, each round sends exactly N requests (`--connections` at a
+time, from this process) instead of running wrk for `--seconds`: no stream is
+cut at a round's end and left uncounted, which for streams of 100 ms was a few
+per cent of a round's CPU time, and varied from round to round.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -127,6 +133,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--interval", type=float, default=0.002, help="s between stream events")
     parser.add_argument("--only", choices=("whole", "streamed"), help="only these cases")
+    parser.add_argument("--requests", type=int, help="exactly this many per round (not wrk)")
     arguments = parser.parse_args()
     builds = dict(
         item.split("=", 1) for item in arguments.build or [f"this={Path(sys.executable).parent}"]
@@ -183,14 +190,41 @@ def measure(
         for name in names:
             port, pid = gateways[name]
             for case in order:
-                before = cpu(pid)
                 url = f"http://127.0.0.1:{port}{case.path}"
-                result = wrk(url, arguments.connections, arguments.seconds, scripts[case])
+                before = cpu(pid)
+                if arguments.requests:
+                    body = case.body(case.stream)
+                    errors += asyncio.run(exactly(url, body, arguments.requests, arguments))
+                    requests = float(arguments.requests)
+                else:
+                    result = wrk(url, arguments.connections, arguments.seconds, scripts[case])
+                    errors += result.errors
+                    requests = max(1.0, result.requests_per_second * arguments.seconds)
                 spent = cpu(pid) - before
-                errors += result.errors
-                requests = max(1.0, result.requests_per_second * arguments.seconds)
                 used[(name, case)].append(CPU(spent.all / requests, spent.user / requests))
     return used, errors
+
+
+async def exactly(url: str, body: bytes, count: int, arguments: argparse.Namespace) -> int:
+    """Send `count` requests, `--connections` at a time, each read to its end; the
+    number that did not answer 200."""
+    left = count
+    failed = 0
+    limits = httpx.Limits(max_connections=arguments.connections)
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one_connection() -> None:
+            nonlocal left, failed
+            while left > 0:
+                left -= 1
+                async with client.stream("POST", url, content=body, headers=headers) as answer:
+                    async for _ in answer.aiter_raw():
+                        pass
+                    failed += answer.status_code != 200
+
+        await asyncio.gather(*(one_connection() for _ in range(arguments.connections)))
+    return failed
 
 
 def _added(rounds: list[float]) -> str:
@@ -204,8 +238,9 @@ def report(
     arguments: argparse.Namespace,
     errors: int,
 ) -> None:
+    per_round = f"{arguments.requests} requests" if arguments.requests else f"{arguments.seconds} s"
     print(
-        f"{arguments.rounds} rounds of {arguments.seconds} s per case, "
+        f"{arguments.rounds} rounds of {per_round} per case, "
         f"{arguments.connections} connections, events {arguments.interval * 1000:g} ms apart; "
         f"errors: {errors}; medians over the rounds (min..max)"
     )
