@@ -146,7 +146,7 @@ def _translated_whole(
     if answer.status == 200:
         try:
             parsed = json.loads(answer.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         document = parsed if isinstance(parsed, dict) else None
     if document is not None:

@@ -11,6 +11,7 @@ answer's `x-gateway-dropped` header: never silently changed.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,7 @@ def loads_object(text: object) -> JSONObject | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -154,15 +155,28 @@ def sse_payloads(events: bytes) -> list[str]:
     return [payload for payload in payloads if payload is not None]
 
 
+# 19 digits in a row: maybe an integer past 64 bits (orjson reads one as a float).
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGIT_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def _long_digits(payload: str | bytes) -> bool:
+    if isinstance(payload, bytes):
+        return _LONG_DIGIT_BYTES.search(payload) is not None
+    return _LONG_DIGITS.search(payload) is not None
+
+
 def chunk_of(payload: str | bytes) -> JSONObject | None:
     """A stream chunk's JSON object (None for `[DONE]` or what is not an object).
 
     orjson reads it in a fraction of the standard parser's time. What orjson refuses
     (NaN, a lone surrogate, a number beyond a double) is read by the standard parser,
-    which keeps what it always did; where both read a document, they read the same, but
-    for an integer beyond 64 bits (a float to orjson): no count or index a translation
-    reads is one, and `as_count` takes neither."""
+    which keeps what it always did; where both read a document, they read the same. An
+    integer past 64 bits, which orjson would read as a float, is 19 digits or more: a
+    payload with such a run of digits goes to the standard parser too."""
     try:
+        if _long_digits(payload):
+            raise orjson.JSONDecodeError("read by the standard parser", "", 0)
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
         try:
@@ -181,7 +195,7 @@ def openai_error_message(status: int, data: bytes) -> str:
     """The words of a backend's error body, whatever its shape."""
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         text = data.decode("utf-8", "replace").strip()
         return text[:1000] or f"the backend answered HTTP {status}"
     if isinstance(document, dict):

@@ -29,8 +29,10 @@ def test_a_full_pool_is_503_with_retry_after_and_not_the_backends_fault(
     )
 
     def slow_first(seen: Seen) -> list[Step]:
+        # Long enough that the stream's second of waiting ends before it, however late
+        # a loaded machine sends the stream (it once came 1.5 s late, and got the slot).
         answer = Write(http(200, completion()))
-        return [Sleep(2.5), answer] if len(first.requests) == 1 else [answer]
+        return [Sleep(6), answer] if len(first.requests) == 1 else [answer]
 
     with RawBackend(slow_first) as first, RawBackend(ok) as second:
         first_id = register(gateway, "m", first.url, priority=0)
