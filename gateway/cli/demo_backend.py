@@ -128,9 +128,14 @@ def create_demo_app(
 
     def respond(document: dict[str, Any], *, chat: bool) -> Response:
         """A chat or text completion's answer (a stream when it asks for one)."""
+        max_tokens = document.get("max_tokens")
+        if max_tokens is None:
+            max_tokens = 16
+        if type(max_tokens) is not int or max_tokens < 1:  # (as vLLM: the client's fault)
+            refused = f"max_tokens must be a positive integer, not {json.dumps(max_tokens)}"
+            return JSONResponse(error_body(400, refused), status_code=400)
         prompt = _prompt_of(document)
-        max_tokens = document.get("max_tokens") or 16
-        words = _words_for(prompt, max(1, min(int(max_tokens), 512)))
+        words = _words_for(prompt, min(max_tokens, 512))
         prompt_tokens = max(1, len(prompt.split()))
         usage = {
             "prompt_tokens": prompt_tokens,

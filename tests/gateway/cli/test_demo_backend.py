@@ -65,6 +65,26 @@ def test_wrong_model_and_required_key() -> None:
             bad.models.list()
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("/v1/chat/completions", {"messages": [], "max_tokens": "twenty"}, "message"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "message"),
+        ("/api/chat", {"messages": [], "options": {"num_predict": "many"}}, None),
+        ("/v1/messages", {"messages": [], "max_tokens": "twenty"}, "message"),
+    ],
+)
+def test_a_bad_max_tokens_is_the_clients_400_in_its_apis_shape(
+    demo_backend: ThreadedServer, path: str, body: dict[str, object], error: str | None
+) -> None:
+    """It was a 500 (int() of the text), which the gateway passed on as a 502."""
+    answer = httpx.post(f"{demo_backend.url}{path}", json={"model": "demo", **body}, timeout=10)
+    assert answer.status_code == 400
+    shaped = answer.json()["error"]
+    text = shaped if error is None else shaped[error]
+    assert "max_tokens must be a positive integer" in text
+
+
 def test_every_api_through_the_gateway_with_its_own_client(
     gateway: ThreadedServer, demo_backend: ThreadedServer
 ) -> None:
