@@ -22,11 +22,12 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
+    is_done,
     loads_object,
     openai_error_message,
     record_bytes,
+    sse_data,
     sse_events,
-    sse_payload,
 )
 from gateway.translate.text_frame import Fast, TextFrame, text_between
 
@@ -269,10 +270,10 @@ class AnthropicStream:
             if literal is not None:  # the usual event: a token's text
                 out.append(self._text(literal))
                 continue
-            payload = sse_payload(event)
+            payload = sse_data(event)
             if payload is None:
                 continue
-            if payload == "[DONE]" or payload.strip() == "[DONE]":
+            if is_done(payload):
                 out.append(self._finish())
                 continue
             chunk = chunk_of(payload)

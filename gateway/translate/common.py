@@ -139,14 +139,28 @@ def sse_events(events: bytes) -> list[bytes]:
     return [event for event in split if event] if b"" in split else split
 
 
-def sse_payload(event: bytes) -> str | None:
-    """An event's `data:` payload (its data lines joined), or None when it has none."""
+def sse_data(event: bytes) -> bytes | None:
+    """An event's `data:` payload (its data lines joined), or None when it has none; as
+    bytes, which `chunk_of` reads without decoding them first."""
     if event.startswith(b"data: ") and b"\n" not in event:  # the usual event: one line
-        return event[6:].decode("utf-8", "replace")
+        return event[6:]
     lines = [
         line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
     ]
-    return b"\n".join(lines).decode("utf-8", "replace") if lines else None
+    return b"\n".join(lines) if lines else None
+
+
+def sse_payload(event: bytes) -> str | None:
+    """An event's `data:` payload as text (bytes that are not UTF-8 replaced)."""
+    data = sse_data(event)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def is_done(data: bytes) -> bool:
+    """Whether a `data:` payload is OpenAI's `[DONE]` (surrounding whitespace allowed)."""
+    if data == b"[DONE]":
+        return True
+    return b"[DONE]" in data and data.decode("utf-8", "replace").strip() == "[DONE]"
 
 
 def sse_payloads(events: bytes) -> list[str]:
@@ -156,13 +170,16 @@ def sse_payloads(events: bytes) -> list[str]:
 
 
 # 19 digits in a row: maybe an integer past 64 bits (orjson reads one as a float).
+# Bytes are checked with their digits made zeros, then a search: a tenth of the time
+# a regular expression's search takes (about 1.6 µs an event in a loop).
 _LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGIT_BYTES = re.compile(rb"[0-9]{19}")
+_DIGITS_TO_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_ZEROS = b"0" * 19
 
 
 def _long_digits(payload: str | bytes) -> bool:
     if isinstance(payload, bytes):
-        return _LONG_DIGIT_BYTES.search(payload) is not None
+        return _ZEROS in payload.translate(_DIGITS_TO_ZEROS)
     return _LONG_DIGITS.search(payload) is not None
 
 
@@ -170,17 +187,19 @@ def chunk_of(payload: str | bytes) -> JSONObject | None:
     """A stream chunk's JSON object (None for `[DONE]` or what is not an object).
 
     orjson reads it in a fraction of the standard parser's time. What orjson refuses
-    (NaN, a lone surrogate, a number beyond a double) is read by the standard parser,
-    which keeps what it always did; where both read a document, they read the same. An
-    integer past 64 bits, which orjson would read as a float, is 19 digits or more: a
-    payload with such a run of digits goes to the standard parser too."""
+    (NaN, a lone surrogate, a number beyond a double, bytes that are not UTF-8) is read
+    by the standard parser, which keeps what it always did (bytes decoded with what is
+    not UTF-8 replaced); where both read a document, they read the same. An integer past
+    64 bits, which orjson would read as a float, is 19 digits or more: a payload with
+    such a run of digits goes to the standard parser too."""
     try:
         if _long_digits(payload):
             raise orjson.JSONDecodeError("read by the standard parser", "", 0)
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
         try:
-            value = json.loads(payload)
+            value = json.loads(text)
         except (ValueError, RecursionError):  # (nested past what either reads)
             return None
     return value if type(value) is dict else None

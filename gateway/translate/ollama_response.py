@@ -10,6 +10,7 @@ arguments, a JSON string in OpenAI's API, are an object in Ollama's.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ from gateway.translate.common import (
     as_text,
     chunk_of,
     first_choice,
+    is_done,
     json_bytes,
     loads_object,
     record_bytes,
+    sse_data,
     sse_events,
-    sse_payload,
 )
 from gateway.translate.text_frame import Fast, TextFrame, text_between
 
@@ -54,7 +56,30 @@ class Timings:
 
 
 def created_at(epoch: float) -> str:
+    """`epoch` as Ollama's `created_at` (ISO 8601 in UTC, to the microsecond), as
+    `datetime.isoformat` writes it. A stream's start writes one: the date and time to
+    the second are formatted once a second (the rest of the call is a fifth of the
+    cost), the microseconds rounded as datetime rounds them (half to even)."""
+    if type(epoch) is not float or not 0 <= epoch < _LAST_SECOND:
+        return _iso(epoch)
+    second = int(epoch)
+    micro = round((epoch - second) * 1_000_000)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    head = _second(second)
+    return f"{head}.{micro:06d}Z" if micro else head + "Z"
+
+
+_LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59: the last that datetime can hold
+
+
+def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def done_reason(finish_reason: object) -> str:
@@ -286,10 +311,10 @@ class OllamaStream:
             if literal is not None:  # the usual event: a token's text
                 out.append(self._text(literal, now))
                 continue
-            payload = sse_payload(event)
+            payload = sse_data(event)
             if payload is None:
                 continue
-            if payload == "[DONE]" or payload.strip() == "[DONE]":
+            if is_done(payload):
                 out.append(self._finish(now))
                 continue
             chunk = chunk_of(payload)

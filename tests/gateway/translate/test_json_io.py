@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +14,15 @@ from hypothesis import strategies as st
 
 from gateway.proxy.relay import BufferedResponse
 from gateway.proxy.translated import _translated_whole
-from gateway.translate.common import chunk_of, json_bytes, loads_object, record_bytes
+from gateway.translate.common import (
+    chunk_of,
+    is_done,
+    json_bytes,
+    loads_object,
+    record_bytes,
+    sse_data,
+)
+from gateway.translate.ollama_response import created_at
 from gateway.translate.table import TRANSLATIONS, Exchange
 
 
@@ -27,7 +36,10 @@ from gateway.translate.table import TRANSLATIONS, Exchange
         ("[DONE]", None),
         ("[1]", None),
         ('"text"', None),
-        (b'{"a":"\xff"}', None),  # not UTF-8
+        (b'{"a":"\xff"}', {"a": "\ufffd"}),  # not UTF-8: replaced, as a stream's always was
+        (b'{"a":"\xed\xa0\x80"}', {"a": "\ufffd\ufffd\ufffd"}),  # a surrogate in UTF-8
+        (b'{"a":1' + b"2" * 19 + b"}", {"a": int("1" + "2" * 19)}),  # past 64 bits, as bytes
+        (b'{"a":' + b"0" * 19 + b"}", None),  # not JSON (leading zeros) either way
         ("[" * 100_000, None),  # nested past what either parser reads: never raises
         ('{"a":' * 5_000 + "1" + "}" * 5_000, None),
         ("", None),
@@ -115,7 +127,10 @@ def test_a_chunk_reads_as_the_standard_parser_reads_it(document: Any, ascii_only
     expected = json.loads(text)
     expected = expected if isinstance(expected, dict) else None
     assert chunk_of(text) == expected
-    assert chunk_of(text.encode("utf-8", "surrogatepass")) == expected
+    # As bytes (a stream's event), what is not UTF-8 (a surrogate's bytes) is replaced.
+    raw = text.encode("utf-8", "surrogatepass")
+    from_bytes = json.loads(raw.decode("utf-8", "replace"))
+    assert chunk_of(raw) == (from_bytes if isinstance(from_bytes, dict) else None)
 
 
 @settings(max_examples=400, deadline=None)
@@ -124,3 +139,74 @@ def test_a_document_reads_back_as_it_was(document: Any) -> None:
     assert json.loads(json_bytes(document)) == document
     if "Infinity" not in json.dumps(document):  # (a record holds no infinity: counts)
         assert json.loads(record_bytes(document)) == document
+
+
+@pytest.mark.parametrize(
+    ("data", "done"),
+    [
+        (b"[DONE]", True),
+        (b" [DONE]\t", True),
+        (b"\xc2\xa0[DONE]\xe2\x80\x83", True),  # Unicode spaces, as str.strip() reads them
+        (b"\x1c[DONE]", True),  # (a separator str.strip() takes for a space)
+        (b"[DONE]x", False),
+        (b"\xff[DONE]", False),  # replaced, and U+FFFD is no space
+        (b'"[DONE]"', False),
+        (b"[done]", False),
+        (b"", False),
+    ],
+)
+def test_done_is_read_from_the_bytes_as_from_the_text(data: bytes, done: bool) -> None:
+    assert is_done(data) is done
+    assert (data.decode("utf-8", "replace").strip() == "[DONE]") is done
+
+
+@pytest.mark.parametrize(
+    ("event", "data"),
+    [
+        (b"data: {}", b"{}"),
+        (b"data:{}", b"{}"),
+        (b"event: x\ndata: a\ndata:  b", b"a\n b"),  # joined; one space after the colon taken
+        (b"event: x", None),
+        (b"data: \xff", b"\xff"),  # as it came: chunk_of replaces what is not UTF-8
+    ],
+)
+def test_an_events_data_is_its_bytes(event: bytes, data: bytes | None) -> None:
+    assert sse_data(event) == data
+
+
+# created_at formats the second once, then adds the microseconds: as datetime would.
+@pytest.mark.parametrize(
+    "epoch",
+    [
+        0.0,
+        1733300000.0,
+        1733300000.5,
+        1733300000.0000005,  # half a microsecond: to even (0)
+        1733300000.0000015,  # to even (2)
+        1733300000.9999996,  # rounds up into the next second
+        1733300000.9999994,
+        1.0e-7,
+        253402300798.9999999,  # into the last second datetime holds
+        253402300799.5,  # past it: datetime's own error, not another text
+        -1.5,
+        1733300000,  # an int (a backend's `created`)
+        float("nan"),
+    ],
+)
+def test_created_at_is_what_datetime_writes(epoch: float) -> None:
+    try:
+        expected: object = datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError) as error:
+        expected = type(error)
+    try:
+        written: object = created_at(epoch)
+    except (ValueError, OverflowError, OSError) as error:
+        written = type(error)
+    assert written == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(min_value=0, max_value=2**34))
+def test_created_at_is_what_datetime_writes_for_any_time(epoch: float) -> None:
+    expected = datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+    assert created_at(epoch) == expected
