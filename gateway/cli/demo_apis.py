@@ -22,6 +22,7 @@ from starlette.routing import Route
 from gateway.translate.common import Untranslatable, openai_error_message
 from gateway.translate.ollama_response import show_answer
 from gateway.translate.table import TRANSLATIONS, Exchange, Translation, stops_of
+from shared.errors import error_body
 
 Reader = Callable[[Request], Awaitable[dict[str, Any] | Response]]
 Answers = dict[str, Callable[[dict[str, Any]], Response]]
@@ -59,6 +60,18 @@ def _translating(
         return JSONResponse(whole)
 
     return endpoint
+
+
+def count_refused(value: object, name: str) -> str | None:
+    """Why `value` is not a count of tokens (None when it is one): a positive integer, or
+    a float that is one (16.0), as vLLM's pydantic takes it. The value is quoted short."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int and value >= 1:
+        return None
+    quoted = json.dumps(value)
+    quoted = quoted if len(quoted) <= 40 else f"{quoted[:37]}..."
+    return f"{name} must be a positive integer, not {quoted}"
 
 
 def _input_text(value: object) -> str:
@@ -146,10 +159,14 @@ def _responses(
         document = await read(request)
         if isinstance(document, Response):
             return document
+        limit = document.get("max_output_tokens")
+        limit = 16 if limit is None else limit
+        if (refused := count_refused(limit, "max_output_tokens")) is not None:
+            return JSONResponse(error_body(400, refused), status_code=400)
         chat = {
             "model": model,
             "messages": [{"role": "user", "content": _input_text(document.get("input"))}],
-            "max_tokens": document.get("max_output_tokens") or 16,
+            "max_tokens": limit,
         }
         answer = json.loads(bytes(answers["/v1/chat/completions"](chat).body))
         text = answer["choices"][0]["message"]["content"]

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.cli.demo_apis import native_routes
+from gateway.cli.demo_apis import count_refused, native_routes
 from shared.errors import error_body
 
 
@@ -36,13 +36,39 @@ def _words_for(prompt: str, count: int) -> list[str]:
 
 
 def _prompt_of(document: dict[str, Any]) -> str:
+    """The words the demo echoes: the last message's content, or the prompt, whatever
+    their type (a number, a list of token ids, ...): the demo never fails on them."""
     if "messages" in document:
-        messages = document.get("messages") or []
-        contents = [m.get("content", "") for m in messages if isinstance(m, dict)]
+        messages = document.get("messages")
+        contents = [m.get("content", "") for m in _listed(messages) if isinstance(m, dict)]
         last = contents[-1] if contents else ""
-        return last if isinstance(last, str) else json.dumps(last)
+        return _whole(last if isinstance(last, str) else json.dumps(last))
     prompt = document.get("prompt", "")
-    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    return _whole(prompt if isinstance(prompt, str) else " ".join(map(str, _listed(prompt))))
+
+
+def _whole(text: str) -> str:
+    """`text` with each lone surrogate (JSON lets "\\ud800" through) as U+FFFD, so that
+    the answer echoing it can be written as UTF-8."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _listed(value: object) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _shape_refused(document: dict[str, Any], *, chat: bool) -> str | None:
+    """Why a chat's messages or a completion's prompt cannot be read (None when they
+    can), as vLLM would say it: the client's 400, not the demo's 500."""
+    if chat and not isinstance(document.get("messages"), list):
+        return "messages must be a list of messages"
+    if not chat and not isinstance(document.get("prompt"), str | list):
+        return "prompt must be a string or a list"
+    return None
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _example_value(schema: object) -> object:
@@ -50,29 +76,33 @@ def _example_value(schema: object) -> object:
     return {"string": "demo", "integer": 1, "number": 1, "boolean": True}.get(str(kind))
 
 
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def tool_call_of(document: dict[str, Any]) -> dict[str, Any] | None:
     """The call the demo makes when offered tools and the last word is the user's: the
-    chosen (or first) tool, its required arguments filled with example values."""
-    tools = [t for t in document.get("tools") or [] if isinstance(t, dict)]
-    messages = document.get("messages") or []
+    chosen (or first) tool, its required arguments filled with example values. (Any
+    shape is read: what is not a tool's is passed over.)"""
+    functions = [_object(_object(t).get("function")) for t in _listed(document.get("tools"))]
+    functions = [f for f in functions if isinstance(f.get("name"), str)]
+    messages = _listed(document.get("messages"))
     choice = document.get("tool_choice")
-    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    if not tools or choice == "none" or last.get("role") != "user":
+    last = _object(messages[-1] if messages else None)
+    if not functions or choice == "none" or last.get("role") != "user":
         return None
-    function = tools[0].get("function") or {}
+    function = functions[0]
     if isinstance(choice, dict):
-        wanted = (choice.get("function") or {}).get("name")
-        named = [t.get("function") or {} for t in tools]
-        function = next((f for f in named if f.get("name") == wanted), function)
-    parameters = function.get("parameters") or {}
-    properties = parameters.get("properties") or {}
-    arguments = {
-        name: _example_value(properties.get(name)) for name in parameters.get("required") or []
-    }
+        wanted = _object(choice.get("function")).get("name")
+        function = next((f for f in functions if f["name"] == wanted), function)
+    parameters = _object(function.get("parameters"))
+    properties = _object(parameters.get("properties"))
+    required = [name for name in _listed(parameters.get("required")) if isinstance(name, str)]
+    arguments = {name: _example_value(properties.get(name)) for name in required}
     return {
         "id": f"call_{uuid.uuid4().hex[:12]}",
         "type": "function",
-        "function": {"name": function.get("name", ""), "arguments": json.dumps(arguments)},
+        "function": {"name": _whole(function["name"]), "arguments": json.dumps(arguments)},
     }
 
 
@@ -108,7 +138,7 @@ def create_demo_app(
         if (refused := refuse(request)) is not None:
             return refused
         try:
-            document = json.loads(await request.body())
+            document = json.loads(await request.body(), parse_constant=_not_json)
         except ValueError:
             return JSONResponse(error_body(400, "body is not JSON"), status_code=400)
         if not isinstance(document, dict):
@@ -131,8 +161,10 @@ def create_demo_app(
         max_tokens = document.get("max_tokens")
         if max_tokens is None:
             max_tokens = 16
-        if type(max_tokens) is not int or max_tokens < 1:  # (as vLLM: the client's fault)
-            refused = f"max_tokens must be a positive integer, not {json.dumps(max_tokens)}"
+        if (refused := count_refused(max_tokens, "max_tokens")) is not None:  # (as vLLM)
+            return JSONResponse(error_body(400, refused), status_code=400)
+        max_tokens = int(max_tokens)
+        if (refused := _shape_refused(document, chat=chat)) is not None:
             return JSONResponse(error_body(400, refused), status_code=400)
         prompt = _prompt_of(document)
         words = _words_for(prompt, min(max_tokens, 512))
@@ -270,7 +302,7 @@ def create_demo_app(
         items = inputs if isinstance(inputs, list) else [inputs]
         data = []
         for index, item in enumerate(items):
-            digest = hashlib.sha256(str(item).encode()).digest()
+            digest = hashlib.sha256(str(item).encode(errors="surrogatepass")).digest()
             vector = [round(byte / 255 - 0.5, 6) for byte in digest[:8]]
             data.append({"object": "embedding", "index": index, "embedding": vector})
         tokens = sum(len(str(item).split()) for item in items)
@@ -294,7 +326,7 @@ def create_demo_app(
         if "messages" in document:
             text = " ".join(
                 str(m["content"]) if isinstance(m.get("content"), str) else json.dumps(m)
-                for m in document.get("messages") or []
+                for m in _listed(document.get("messages"))
                 if isinstance(m, dict)
             )
         else:

@@ -3,14 +3,21 @@ every other API the gateway routes."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import anthropic
 import httpx
 import ollama
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from gateway.cli.demo_backend import create_demo_app
 from tests.gateway.proxy.test_apis import register
+from tests.gateway.translate.test_fuzz import OBJECTS
 from tests.support import ThreadedServer
 
 
@@ -72,17 +79,49 @@ def test_wrong_model_and_required_key() -> None:
         ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "message"),
         ("/api/chat", {"messages": [], "options": {"num_predict": "many"}}, None),
         ("/v1/messages", {"messages": [], "max_tokens": "twenty"}, "message"),
+        ("/v1/responses", {"input": "x", "max_output_tokens": -5}, "message"),
+        ("/v1/responses", {"input": "x", "max_output_tokens": 2.5}, "message"),
+        ("/v1/responses", {"input": "x", "max_output_tokens": True}, "message"),
+        ("/v1/responses", {"input": "x", "max_output_tokens": "many"}, "message"),
     ],
 )
 def test_a_bad_max_tokens_is_the_clients_400_in_its_apis_shape(
     demo_backend: ThreadedServer, path: str, body: dict[str, object], error: str | None
 ) -> None:
-    """It was a 500 (int() of the text), which the gateway passed on as a 502."""
+    """It was a 500 (int() of the text; for the Responses API, a KeyError after the chat
+    refused it), which the gateway passed on as a 502."""
     answer = httpx.post(f"{demo_backend.url}{path}", json={"model": "demo", **body}, timeout=10)
     assert answer.status_code == 400
     shaped = answer.json()["error"]
     text = shaped if error is None else shaped[error]
-    assert "max_tokens must be a positive integer" in text
+    if path == "/api/chat":
+        assert text == "options.num_predict: must be of type integer"  # (Ollama's words)
+        return
+    name = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
+    assert f"{name} must be a positive integer, not {json.dumps(body[name])}" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [], "max_tokens": 3.0}),
+        ("/v1/responses", {"input": "x", "max_output_tokens": 3.0}),
+    ],
+)
+def test_a_count_written_as_a_whole_float_is_taken(
+    demo_backend: ThreadedServer, path: str, body: dict[str, object]
+) -> None:
+    """As vLLM's pydantic takes it: 3.0 is 3."""
+    answer = httpx.post(f"{demo_backend.url}{path}", json={"model": "demo", **body}, timeout=10)
+    assert answer.status_code == 200
+    usage = answer.json()["usage"]
+    assert usage.get("completion_tokens", usage.get("output_tokens")) == 3
+
+
+def test_a_long_bad_value_is_quoted_short(demo_backend: ThreadedServer) -> None:
+    body = {"model": "demo", "messages": [], "max_tokens": "x" * 10_000}
+    answer = httpx.post(f"{demo_backend.url}/v1/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 400 and len(answer.text) < 300
 
 
 def test_every_api_through_the_gateway_with_its_own_client(
@@ -133,3 +172,37 @@ def test_every_api_through_the_gateway_with_its_own_client(
             timeout=15,
         ).headers
     )
+
+
+DEMO_PATHS = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/tokenize",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/show",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OBJECTS, st.booleans())
+def test_the_demo_answers_any_json_without_a_server_error(
+    document: dict[str, Any], stream: bool
+) -> None:
+    """A newcomer's odd request (a prompt that is a number, a lone surrogate, a
+    max_output_tokens of -5) is answered or refused, never a 500 the gateway passes on
+    as a 502 (found by a new user's trial and a review)."""
+    app = create_demo_app("demo", chunk_interval_ms=0)
+    body = {**document, "model": "demo"}
+    if stream:
+        body["stream"] = True
+    with TestClient(app) as client:  # (raises the server's exception, if any)
+        for path in DEMO_PATHS:
+            answer = client.post(path, content=json.dumps(body))  # (Infinity too)
+            assert answer.status_code < 500, (path, answer.text)
