@@ -28,18 +28,37 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 
-# Ollama's options that OpenAI's API has under another (or the same) name.
+# Ollama's options that OpenAI's API has under another (or the same) name, with the
+# type Ollama checks them for (`api.Options.FromMap`: a wrong one is its 400).
 _OPTIONS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "stop": "stop",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
+    "temperature": ("temperature", "float"),
+    "top_p": ("top_p", "float"),
+    "seed": ("seed", "integer"),
+    "stop": ("stop", "array"),
+    "frequency_penalty": ("frequency_penalty", "float"),
+    "presence_penalty": ("presence_penalty", "float"),
+    "num_predict": ("max_tokens", "integer"),
 }
 # Top-level fields that change nothing the model is asked: dropped without a word in
 # the header would hide them, so they are named too; `stream` and `model` are read.
 _IGNORED = ("keep_alive", "think", "context", "template", "truncate", "logprobs")
+
+
+def option_value(name: str, kind: str, value: object) -> object:
+    """An option's value as Ollama reads it, or its 400 in Ollama's words: a number for
+    a float, a number made whole (toward zero, as Go's conversion) for an integer, a
+    list of strings for `stop`."""
+    if kind == "array":
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+        raise Untranslatable(f"options.{name}", "must be of type array (of strings)")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Untranslatable(f"options.{name}", f"must be of type {kind}")
+    if kind == "integer" and isinstance(value, float):
+        if not abs(value) < 2**63:
+            raise Untranslatable(f"options.{name}", f"must be of type {kind}")
+        return int(value)
+    return value
 
 
 def _options(document: JSONObject, into: JSONObject, dropped: Dropped) -> None:
@@ -49,14 +68,17 @@ def _options(document: JSONObject, into: JSONObject, dropped: Dropped) -> None:
     if not isinstance(options, dict):
         raise Untranslatable("options", "must be an object")
     for name, value in options.items():
-        if name in _OPTIONS:
-            into[_OPTIONS[name]] = value
-        elif name == "num_predict":
-            # Ollama: -1 is "until done", -2 "until the context is full": OpenAI's default.
-            if not (isinstance(value, int) and value < 0):
-                into["max_tokens"] = value
-        else:
+        if name not in _OPTIONS:
             dropped.add(f"options.{name}")
+            continue
+        if value is None:  # (Ollama leaves the default)
+            continue
+        openai_name, kind = _OPTIONS[name]
+        value = option_value(name, kind, value)
+        # Ollama's num_predict -1 is "until done", -2 "until the context is full":
+        # OpenAI's default.
+        if not (name == "num_predict" and isinstance(value, int) and value < 0):
+            into[openai_name] = value
 
 
 def _response_format(value: object) -> JSONObject | None:
