@@ -23,11 +23,11 @@ from gateway.translate.common import (
     chunk_of,
     first_choice,
     is_done,
-    loads_object,
     openai_error_message,
     record_bytes,
     sse_data,
     sse_events,
+    tool_arguments,
 )
 from gateway.translate.text_frame import Fast, TextFrame, text_between
 
@@ -85,7 +85,7 @@ def _tool_use(call: object) -> JSONObject:
     call = as_object(call)
     function = as_object(call.get("function"))
     arguments = function.get("arguments")
-    parsed = arguments if isinstance(arguments, dict) else loads_object(arguments)
+    parsed = tool_arguments(arguments)
     return {
         "type": "tool_use",
         "id": as_text(call.get("id")) or "toolu_gateway",

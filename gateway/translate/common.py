@@ -102,6 +102,9 @@ def as_count(value: object) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
+MAX_ARGUMENTS_DEPTH = 200  # a tool call's arguments nested deeper are no object of ours
+
+
 def loads_object(text: object) -> JSONObject | None:
     """A JSON object from a string (tool arguments), or None when it is not one."""
     if not isinstance(text, str):
@@ -110,7 +113,34 @@ def loads_object(text: object) -> JSONObject | None:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) and not _too_deep(text, value) else None
+
+
+def tool_arguments(arguments: object) -> JSONObject | None:
+    """A tool call's arguments as an object (a backend writes them as JSON text, or as
+    an object), or None when they are not one, or are nested past MAX_ARGUMENTS_DEPTH:
+    such a document, parsed near the interpreter's recursion limit, could not be
+    written again (the standard encoder's RecursionError; orjson stops at 255)."""
+    if isinstance(arguments, dict):
+        return None if _too_deep(None, arguments) else arguments
+    return loads_object(arguments)
+
+
+def _too_deep(text: str | None, value: object) -> bool:
+    """Whether `value` (parsed from `text`, when known) is nested past
+    MAX_ARGUMENTS_DEPTH; told without a walk when its text has fewer brackets."""
+    if text is not None and text.count("{") + text.count("[") <= MAX_ARGUMENTS_DEPTH:
+        return False
+    level: list[tuple[object, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if depth > MAX_ARGUMENTS_DEPTH:
+            return True
+        members = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        level.extend((member, depth + 1) for member in members if isinstance(member, dict | list))
+    return False
 
 
 def compact(document: object) -> str:

@@ -27,10 +27,10 @@ from gateway.translate.common import (
     first_choice,
     is_done,
     json_bytes,
-    loads_object,
     record_bytes,
     sse_data,
     sse_events,
+    tool_arguments,
 )
 from gateway.translate.text_frame import Fast, TextFrame, text_between
 
@@ -93,7 +93,7 @@ def tool_calls(calls: object) -> list[JSONObject]:
     for index, call in enumerate(as_list(calls)):
         function = as_object(as_object(call).get("function"))
         arguments = function.get("arguments")
-        parsed = arguments if isinstance(arguments, dict) else loads_object(arguments)
+        parsed = tool_arguments(arguments)
         out.append(
             {
                 "function": {

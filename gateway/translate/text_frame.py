@@ -126,6 +126,13 @@ class TextFrame:
         self.fast = (self.head, run_tail, len(self.head), len(run_tail))
 
 
+def _utf8(event: bytes) -> bool:
+    try:
+        return event.isascii() or bool(event.decode())
+    except UnicodeDecodeError:
+        return False
+
+
 def content_span(event: bytes) -> tuple[int, int] | None:
     """Where the JSON string of `choices[0].delta.content` sits in a one-line `data:`
     event whose payload is plain text (as the standard parser reads it: the last of
@@ -135,8 +142,11 @@ def content_span(event: bytes) -> tuple[int, int] | None:
     the event with MARKER in its place: if that text is the content the parser
     reads, the candidate was a whole string token in the payload's grammar (had it
     begun inside a string, MARKER's backslashes would fall outside one, or its text
-    would be joined to other characters), so any other string there is the content."""
-    if not event.startswith(b"data:") or b"\n" in event:
+    would be joined to other characters), so any other string there is the content.
+    An event that is not UTF-8 is not learnt from: the parser reads it with its bad
+    bytes replaced, so its frame is not what its bytes are (and other events of the
+    same bytes would be parsed all the same)."""
+    if not event.startswith(b"data:") or b"\n" in event or not _utf8(event):
         return None
     payload = 6 if event.startswith(b"data: ") else 5
     candidates = [match.span(1) for match in _CONTENT.finditer(event, payload)]

@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 from gateway.proxy.relay import BufferedResponse
 from gateway.proxy.translated import _translated_whole
 from gateway.translate.common import (
+    MAX_ARGUMENTS_DEPTH,
     chunk_of,
     is_done,
     json_bytes,
     loads_object,
     record_bytes,
     sse_data,
+    tool_arguments,
 )
 from gateway.translate.ollama_response import created_at
 from gateway.translate.table import TRANSLATIONS, Exchange
@@ -75,6 +77,32 @@ def test_nesting_too_deep_for_the_parser_is_no_tool_call_and_no_answer() -> None
         [],
     )
     assert answer.status == 502
+
+
+def _call(arguments: object) -> dict[str, Any]:
+    function = {"name": "f", "arguments": arguments}
+    message = {"role": "assistant", "content": None, "tool_calls": [{"function": function}]}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+
+
+def test_arguments_nested_near_the_recursion_limit_are_no_object_and_no_error() -> None:
+    """From a review: arguments the parser could just read (nested ~990 deep) could not
+    be written again by the standard encoder (orjson stops at 255): a RecursionError
+    out of the translation. Past MAX_ARGUMENTS_DEPTH they are no object, as text that
+    is not JSON; below it, the object is kept."""
+    exchange = Exchange("m", 0.0, 0.0)
+    for depth in (*range(900, 1000, 3), MAX_ARGUMENTS_DEPTH):
+        deep = "[" * depth + "]" * depth
+        for arguments in (f'{{"a":{deep}}}', {"a": json.loads(deep) if depth < 500 else []}):
+            for path in ("/api/chat", "/v1/messages"):
+                answer = TRANSLATIONS[path].answer(_call(arguments), exchange, 1.0)
+                json_bytes(answer)
+                record_bytes(answer)
+    kept = '{"a":' + "[" * (MAX_ARGUMENTS_DEPTH - 1) + "]" * (MAX_ARGUMENTS_DEPTH - 1) + "}"
+    assert loads_object(kept) == json.loads(kept)
+    past = '{"a":' + "[" * MAX_ARGUMENTS_DEPTH + "]" * MAX_ARGUMENTS_DEPTH + "}"
+    assert loads_object(past) is None and tool_arguments(json.loads(past)) is None
+    assert tool_arguments(json.loads(kept)) == json.loads(kept)
 
 
 @pytest.mark.parametrize(

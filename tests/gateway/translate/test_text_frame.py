@@ -56,6 +56,10 @@ VLLM = _event(_chunk(" Paris"), space=False)[:-2]
         (VLLM.replace(b'"finish_reason":null', b'"finish_reason":"stop"'), None),
         (VLLM.replace(b'"choices":[{', b'"choices":[1,{'), None),  # its first choice no object
         (VLLM.replace(b'"chatcmpl-1"', b'"\\ud800"'), b'" Paris"'),  # a lone surrogate, elsewhere
+        # not UTF-8 (the parser reads it replaced): no frame is learnt from it
+        (VLLM.replace(b'" Paris"', b'" Par\xffis"'), None),
+        (VLLM.replace(b'"chatcmpl-1"', b'"chatcmpl-\xc3"'), None),
+        (VLLM.replace(b'" Paris"', '" Paris é"'.encode()), '" Paris é"'.encode()),
     ],
 )
 def test_where_the_content_string_sits(event: bytes, found: bytes | None) -> None:
