@@ -44,7 +44,7 @@ from gateway.catalog.me import me_routes
 from gateway.catalog.models import models_routes
 from gateway.catalog.ollama import ollama_routes
 from gateway.context import GatewayContext
-from gateway.errors import EXCEPTION_HANDLERS
+from gateway.errors import exception_handlers
 from gateway.hosts.names_api import names_routes
 from gateway.hosts.token_api import token_routes
 from gateway.liveness import (
@@ -78,6 +78,7 @@ from gateway.routing.registry import (
     watch_registry,
 )
 from gateway.routing.reported.scraper import Scraper
+from gateway.translate.table import error_shape_for
 from gateway.web.pages import web_routes
 from shared.cluster import shared_redis
 from shared.db import Database, ensure_schema_current
@@ -251,7 +252,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=exception_handlers(error_shape_for),
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

@@ -8,12 +8,13 @@ behind its middleware, and `error_answer` for the proxy's plain-ASGI path
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
 from gateway.json_bodies import error_response, status_error_response
@@ -79,13 +80,27 @@ async def handle_gateway_error(request: Request, error: Exception) -> Response:
     return error_response(error)
 
 
-async def handle_http_exception(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    template = _FRAMEWORK_MESSAGES.get(error.status_code)
-    message = (
-        template.format(method=request.method, path=request.url.path) if template else error.detail
-    )
-    return status_error_response(error.status_code, message, headers=error.headers)
+# The error shape of the API a path belongs to (Ollama's under /api/, ...), None for
+# OpenAI's: given by the app, as the shapes are the translations'.
+ShapeFor = Callable[[str], Callable[[int, str], dict[str, Any]] | None]
+
+
+def http_exception_handler(shape_for: ShapeFor) -> ExceptionHandler:
+    """Starlette's own 404 and 405 (no such route, another method) in the shape of the
+    API whose path was asked: an Ollama client's POST /api/pull gets Ollama's error."""
+
+    async def handle_http_exception(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        path = request.url.path
+        template = _FRAMEWORK_MESSAGES.get(error.status_code)
+        message = template.format(method=request.method, path=path) if template else error.detail
+        shape = shape_for(path)
+        if shape is None:
+            return status_error_response(error.status_code, message, headers=error.headers)
+        body = shape(error.status_code, message)
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+    return handle_http_exception
 
 
 async def handle_database_error(request: Request, error: Exception) -> Response:
@@ -107,9 +122,10 @@ async def handle_unexpected(request: Request, error: Exception) -> Response:
     return status_error_response(500, INTERNAL_ERROR_MESSAGE)
 
 
-EXCEPTION_HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
-    GatewayError: handle_gateway_error,
-    HTTPException: handle_http_exception,
-    SQLAlchemyError: handle_database_error,
-    Exception: handle_unexpected,
-}
+def exception_handlers(shape_for: ShapeFor) -> dict[type[Exception] | int, ExceptionHandler]:
+    return {
+        GatewayError: handle_gateway_error,
+        HTTPException: http_exception_handler(shape_for),
+        SQLAlchemyError: handle_database_error,
+        Exception: handle_unexpected,
+    }

@@ -129,8 +129,9 @@ TRANSLATIONS = {
     ),
 }
 
+ErrorShape = Callable[[int, str], JSONObject]
 # The error shape of each API that has its own (the gateway's own errors included).
-ERROR_SHAPES: dict[str, Callable[[int, str], JSONObject]] = {
+ERROR_SHAPES: dict[str, ErrorShape] = {
     "/api/chat": ollama_error,
     "/api/generate": ollama_error,
     "/api/embed": ollama_error,
@@ -139,6 +140,17 @@ ERROR_SHAPES: dict[str, Callable[[int, str], JSONObject]] = {
     "/v1/messages": anthropic_error,
     "/v1/messages/count_tokens": anthropic_error,
 }
+
+
+def error_shape_for(path: str) -> ErrorShape | None:
+    """The error shape of the API a path belongs to, for a route the gateway does not
+    have too (POST /api/pull, GET /v1/messages, /v1/messages/batches): Ollama's under
+    /api/, Anthropic's under /v1/messages; None for OpenAI's, the default."""
+    if path in ERROR_SHAPES:
+        return ERROR_SHAPES[path]
+    if path.startswith("/api/"):
+        return ollama_error
+    return anthropic_error if path.startswith("/v1/messages/") else None
 
 
 def stops_of(document: JSONObject) -> tuple[str, ...]:

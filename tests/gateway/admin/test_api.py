@@ -295,6 +295,35 @@ def test_unknown_routes_and_methods_use_the_openai_error_format(gateway: Threade
     assert_openai_error(httpx.post(f"{gateway.url}/health"), 405)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/api/pull", 404),
+        ("DELETE", "/api/delete", 404),
+        ("GET", "/api/chat", 405),
+        ("GET", "/api/tags/x", 404),
+        ("GET", "/v1/messages", 405),
+        ("POST", "/v1/messages/batches", 404),
+        ("GET", "/v1/messages/count_tokens", 405),
+    ],
+)
+def test_unknown_routes_and_methods_of_other_apis_answer_in_their_shape(
+    gateway: ThreadedServer, method: str, path: str, status: int
+) -> None:
+    """An Ollama client's `ollama pull` or an Anthropic SDK's batches get an error their
+    client reads (from a new user's trial: they were OpenAI's shape)."""
+    response = httpx.request(method, f"{gateway.url}{path}", json={})
+    assert response.status_code == status, response.text
+    document = response.json()
+    if path.startswith("/api/"):
+        assert set(document) == {"error"} and path in document["error"]
+    else:
+        assert document["type"] == "error" and path in document["error"]["message"]
+        assert document["error"]["type"] == "not_found_error" if status == 404 else True
+    if status == 405:
+        assert response.headers["allow"]
+
+
 def test_health_reports_the_database(gateway: ThreadedServer) -> None:
     response = httpx.get(f"{gateway.url}/health")
     assert response.status_code == 200
