@@ -25,12 +25,12 @@ from gateway.proxy.bodies import Target, with_model
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.relay import (
     MAX_RESPONSE_BYTES,
-    STREAM_FORMATS,
     BufferedResponse,
     EventReader,
     RelayedStream,
     TraceContext,
     relayed_headers,
+    stream_format_of,
     upstream_headers,
 )
 from gateway.proxy.runtime import ProxyRuntime
@@ -40,6 +40,7 @@ from gateway.routing.choice import Choice, request_hint
 from gateway.routing.learned import Trait
 from gateway.routing.policy import Backend, parse_tags
 from gateway.routing.registry import CATCH_UP_AFTER_SECONDS, offline_error, unknown_model
+from gateway.translate.table import error_shape_for
 from shared.errors import ServiceUnavailable
 from shared.failures import FailureKind
 from shared.upstream import (
@@ -255,7 +256,8 @@ class Forwarder:
                 retry_after = dict(upstream.headers).get(b"retry-after")
                 raise FailedStatus(status, parse_retry_after(retry_after))
             headers = relayed_headers(upstream.headers, backend.registration_id)
-            stream_format = STREAM_FORMATS.get(upstream.content_type or "")
+            shape = error_shape_for(self.incoming.path)
+            stream_format = stream_format_of(upstream.content_type, shape)
             if status == 200 and stream_format is not None and data is None:
                 events = EventReader(upstream, stream_format)
                 first = await self._first_events(events, deadline)

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -154,6 +155,22 @@ def sse_error_event(failure: UpstreamError) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+def named_sse_error_event(
+    shape: Callable[[int, str], dict[str, Any]],
+) -> Callable[[UpstreamError], bytes]:
+    """The error event of an API whose clients read only events named `error` in its
+    own shape (Anthropic's SDK passes over OpenAI's unnamed one, and a cut stream would
+    look finished to it)."""
+
+    def event(failure: UpstreamError) -> bytes:
+        body = shape(
+            policy_of(failure.kind).status, f"the backend failed mid-stream: {failure.reason}"
+        )
+        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+    return event
+
+
 def complete_lines_end(data: bytes) -> int:
     """Where the last complete line of an NDJSON stream (Ollama's) ends (0: none is)."""
     return data.rfind(b"\n") + 1
@@ -178,6 +195,17 @@ SSE = StreamFormat(complete_events_end, sse_error_event)
 NDJSON = StreamFormat(complete_lines_end, ndjson_error_line)
 # The streamed answers relayed record by record, by their content type.
 STREAM_FORMATS = {"text/event-stream": SSE, "application/x-ndjson": NDJSON}
+
+
+def stream_format_of(
+    content_type: str | None, shape: Callable[[int, str], dict[str, Any]] | None
+) -> StreamFormat | None:
+    """How a backend's stream is relayed: by its content type, and an SSE stream's break
+    told in the shape of the API the client spoke (`shape`; None: OpenAI's)."""
+    stream_format = STREAM_FORMATS.get(content_type or "")
+    if stream_format is SSE and shape is not None:
+        return StreamFormat(complete_events_end, named_sse_error_event(shape))
+    return stream_format
 
 
 class EventReader:

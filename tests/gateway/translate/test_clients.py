@@ -4,7 +4,7 @@ OpenAI's `/v1` (the demo backend): the gateway translates (#24)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,6 +12,10 @@ import anthropic
 import httpx
 import ollama
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 
 from gateway.cli.demo_backend import create_demo_app
 from gateway.proxy.endpoint import LARGE_BODY_BYTES
@@ -322,3 +326,63 @@ def test_a_request_is_translated_whole_small_or_large(gateway: ThreadedServer) -
             assert answer.status_code == 200
             assert answer.json()["message"]["content"] == "hi from m"
             assert json.loads(backend.last_body)["messages"] == messages
+
+
+def _anthropic_breaking_mid_stream() -> Starlette:
+    """A backend that speaks Anthropic's Messages itself and dies after its first text."""
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    async def messages(request: Request) -> StreamingResponse:
+        async def events() -> AsyncIterator[bytes]:
+            message = {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "m",
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 1, "output_tokens": 0},
+            }
+            yield event("message_start", {"type": "message_start", "message": message})
+            block = {"type": "text", "text": ""}
+            start = {"type": "content_block_start", "index": 0, "content_block": block}
+            yield event("content_block_start", start)
+            delta = {"type": "text_delta", "text": "part0 "}
+            yield event(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+            )
+            raise RuntimeError("backend crashed mid-stream")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    routes = [Route("/v1/messages", messages, methods=["POST"]), Route("/v1/models", models)]
+    return Starlette(routes=routes)
+
+
+def test_a_native_messages_stream_cut_mid_way_reaches_the_sdk_as_an_error(
+    gateway: ThreadedServer,
+) -> None:
+    # Anthropic's SDK reads only events named `error`: an OpenAI-shaped error event
+    # after a native backend's break made the cut answer look finished.
+    with ThreadedServer(_anthropic_breaking_mid_stream()) as server:
+        register(gateway, server.url, model_name="m")
+        sdk = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+        hello = [{"role": "user", "content": "hi"}]
+        texts: list[str] = []
+        with (
+            pytest.raises(anthropic.APIStatusError) as cut,
+            sdk.messages.stream(model="m", max_tokens=9, messages=hello) as stream,
+        ):
+            texts.extend(stream.text_stream)
+        assert texts == ["part0 "] and "mid-stream" in cut.value.message
+        message = "the backend failed mid-stream: the backend's response broke off"
+        assert cut.value.body == {
+            "type": "error",
+            "error": {"type": "api_error", "message": message},
+        }
