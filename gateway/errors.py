@@ -8,7 +8,7 @@ behind its middleware, and `error_answer` for the proxy's plain-ASGI path
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
-from gateway.json_bodies import error_response, status_error_response
 from shared.db import database_failure
 from shared.errors import GatewayError, body_for, error_body
 from shared.logging import get_logger
@@ -68,21 +67,48 @@ def error_answer(error: GatewayError, body: dict[str, Any] | None = None) -> JSO
     return JSONAnswer(error.status_code, body_for(error) if body is None else body, headers)
 
 
-def internal_error_answer(path: str, error: BaseException) -> JSONAnswer:
-    # The traceback goes to the log (redacted), never to the client.
+def internal_error_answer(
+    path: str, error: BaseException, body: dict[str, Any] | None = None
+) -> JSONAnswer:
+    """A fault of the gateway's, as an answer: in the OpenAI shape, or the `body` given
+    (the shape of another API). The traceback goes to the log (redacted), never to the
+    client."""
     log.error("unhandled error", path=path, exc_info=error)
-    return JSONAnswer(500, error_body(500, INTERNAL_ERROR_MESSAGE), [])
-
-
-async def handle_gateway_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, GatewayError)
-    note_error(error)
-    return error_response(error)
+    return JSONAnswer(500, error_body(500, INTERNAL_ERROR_MESSAGE) if body is None else body, [])
 
 
 # The error shape of the API a path belongs to (Ollama's under /api/, ...), None for
 # OpenAI's: given by the app, as the shapes are the translations'.
 ShapeFor = Callable[[str], Callable[[int, str], dict[str, Any]] | None]
+
+
+def shaped_response(
+    shape_for: ShapeFor,
+    path: str,
+    status: int,
+    message: str,
+    openai_body: dict[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An error answer in the shape of the API whose path was asked (an Ollama client's
+    GET /api/tags refused for its key gets Ollama's error), else `openai_body`."""
+    shape = shape_for(path)
+    body = openai_body if shape is None else shape(status, message)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def gateway_error_handler(shape_for: ShapeFor) -> ExceptionHandler:
+    """The gateway's own typed errors raised in a route (a refused key, a missing model)."""
+
+    async def handle_gateway_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, GatewayError)
+        note_error(error)
+        path, status = request.url.path, error.status_code
+        return shaped_response(
+            shape_for, path, status, error.message, body_for(error), error.headers
+        )
+
+    return handle_gateway_error
 
 
 def http_exception_handler(shape_for: ShapeFor) -> ExceptionHandler:
@@ -91,41 +117,52 @@ def http_exception_handler(shape_for: ShapeFor) -> ExceptionHandler:
 
     async def handle_http_exception(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        path = request.url.path
-        template = _FRAMEWORK_MESSAGES.get(error.status_code)
+        path, status = request.url.path, error.status_code
+        template = _FRAMEWORK_MESSAGES.get(status)
         message = template.format(method=request.method, path=path) if template else error.detail
-        shape = shape_for(path)
-        if shape is None:
-            return status_error_response(error.status_code, message, headers=error.headers)
-        body = shape(error.status_code, message)
-        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+        body = error_body(status, message)
+        return shaped_response(shape_for, path, status, message, body, error.headers)
 
     return handle_http_exception
 
 
-async def handle_database_error(request: Request, error: Exception) -> Response:
-    # Busy: BEGIN IMMEDIATE took no lock; full: SQLite rolled the transaction back;
-    # file gone: refused before it began. Nothing was written in any of them.
-    typed = database_failure(error)
-    if typed is None:
-        return await handle_unexpected(request, error)
-    # The driver's message (never SQLAlchemy's, which carries the statement's values).
-    detail = str(getattr(error, "orig", None) or error)
-    log.warning(
-        "database unavailable", path=request.url.path, problem=typed.problem.name, detail=detail
-    )
-    return error_response(typed)
+def unexpected_handler(shape_for: ShapeFor) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A fault of the gateway's: the traceback to the log (redacted), never to the client."""
+
+    async def handle_unexpected(request: Request, error: Exception) -> Response:
+        path = request.url.path
+        log.error("unhandled error", path=path, exc_info=error)
+        body = error_body(500, INTERNAL_ERROR_MESSAGE)
+        return shaped_response(shape_for, path, 500, INTERNAL_ERROR_MESSAGE, body)
+
+    return handle_unexpected
 
 
-async def handle_unexpected(request: Request, error: Exception) -> Response:
-    log.error("unhandled error", path=request.url.path, exc_info=error)
-    return status_error_response(500, INTERNAL_ERROR_MESSAGE)
+def database_error_handler(shape_for: ShapeFor) -> ExceptionHandler:
+    unexpected = unexpected_handler(shape_for)
+
+    async def handle_database_error(request: Request, error: Exception) -> Response:
+        # Busy: BEGIN IMMEDIATE took no lock; full: SQLite rolled the transaction back;
+        # file gone: refused before it began. Nothing was written in any of them.
+        typed = database_failure(error)
+        if typed is None:
+            return await unexpected(request, error)
+        # The driver's message (never SQLAlchemy's, which carries the statement's values).
+        detail = str(getattr(error, "orig", None) or error)
+        path = request.url.path
+        log.warning("database unavailable", path=path, problem=typed.problem.name, detail=detail)
+        status = typed.status_code
+        return shaped_response(
+            shape_for, path, status, typed.message, body_for(typed), typed.headers
+        )
+
+    return handle_database_error
 
 
 def exception_handlers(shape_for: ShapeFor) -> dict[type[Exception] | int, ExceptionHandler]:
     return {
-        GatewayError: handle_gateway_error,
+        GatewayError: gateway_error_handler(shape_for),
         HTTPException: http_exception_handler(shape_for),
-        SQLAlchemyError: handle_database_error,
-        Exception: handle_unexpected,
+        SQLAlchemyError: database_error_handler(shape_for),
+        Exception: unexpected_handler(shape_for),
     }

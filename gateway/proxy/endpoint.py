@@ -27,7 +27,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.charge import Caller, Charge
 from gateway.context import GatewayContext
-from gateway.errors import JSONAnswer, error_answer, internal_error_answer
+from gateway.errors import (
+    INTERNAL_ERROR_MESSAGE,
+    JSONAnswer,
+    error_answer,
+    internal_error_answer,
+)
 from gateway.middleware import body_too_large, choose_request_id, cors_options
 from gateway.openapi import DocumentedRoute, Operation, walk_routes
 from gateway.proxy.apis import FORWARDED_APIS, ForwardedAPI
@@ -45,7 +50,7 @@ from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.translated import forward as forward_translating
-from gateway.proxy.translated import shaped_error, translates
+from gateway.proxy.translated import shaped_body, shaped_error, translates
 from gateway.splice.child_parse import ChildFailed, members_in_child
 from shared.errors import GatewayError, NotFound, ServiceUnavailable
 from shared.logging import get_logger
@@ -180,7 +185,8 @@ class ProxyEndpoint:
             # In the API's own error shape (Ollama's, Anthropic's), else OpenAI's.
             return error_answer(error, shaped_error(self.api.path, error))
         except Exception as error:  # noqa: BLE001 (logged there: the one place a proxy bug becomes a 500)
-            return internal_error_answer(scope.get("path", ""), error)
+            shaped = shaped_body(self.api.path, 500, INTERNAL_ERROR_MESSAGE)
+            return internal_error_answer(scope.get("path", ""), error, shaped)
 
     async def forward(
         self,

@@ -25,7 +25,7 @@ from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import BufferedResponse, RelayedStream
 from gateway.proxy.runtime import ProxyRuntime
-from gateway.translate.common import JSONObject, json_bytes, openai_error_message
+from gateway.translate.common import JSONObject, json_bytes, openai_error_message, request_bytes
 from gateway.translate.ollama_response import show_answer
 from gateway.translate.table import (
     ERROR_SHAPES,
@@ -108,7 +108,7 @@ async def translated(
 ) -> Answer:
     document = _document(incoming, target)
     request = translation.request(document)  # an Untranslatable is the client's 400
-    body = json_bytes(request.document)
+    body = request_bytes(request.document, document)  # (a NaN, too deep: the client's 400)
     outgoing = dataclasses.replace(
         incoming,
         path=request.path,
@@ -191,5 +191,10 @@ def _translated_stream(
 
 def shaped_error(path: str, error: GatewayError) -> JSONObject | None:
     """One of the gateway's own errors in the shape of the API it came through."""
+    return shaped_body(path, error.status_code, error.message)
+
+
+def shaped_body(path: str, status: int, message: str) -> JSONObject | None:
+    """An error's body in the shape of the API of `path`; None: OpenAI's."""
     shape = ERROR_SHAPES.get(path)
-    return None if shape is None else shape(error.status_code, error.message)
+    return None if shape is None else shape(status, message)

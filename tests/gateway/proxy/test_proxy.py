@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import ollama
 import openai
 import pytest
 from sqlalchemy import select, update
@@ -406,6 +407,22 @@ def test_client_keys(
     reply = sdk(gateway, api_key="key-b").chat.completions.create(model="m", messages=[])
     assert reply.choices[0].message.content == "hi from m"
     assert backend.last_headers.get("authorization") is None  # the client's key stays here
+
+
+def test_a_refused_key_is_told_in_the_shape_of_the_api_it_came_through(
+    start_gateway: Callable[..., ThreadedServer],
+) -> None:
+    # The routes the gateway answers itself (an Ollama client's list, ps, version) raise
+    # the refusal in a handler: it was OpenAI's shape, which Ollama's client shows raw.
+    gateway = start_gateway(require_client_auth=True, client_api_keys="key-a")
+    wrong = {"Authorization": "Bearer key-z"}
+    for path in ("/api/tags", "/api/ps", "/api/version"):
+        refused = httpx.get(f"{gateway.url}{path}", headers=wrong)
+        assert (refused.status_code, refused.json()) == (401, {"error": "invalid API key"})
+    with pytest.raises(ollama.ResponseError, match="invalid API key"):
+        ollama.Client(host=gateway.url, headers=wrong, timeout=15).list()
+    openai_refused = httpx.get(f"{gateway.url}/v1/models", headers=wrong)
+    assert openai_refused.json()["error"]["type"] == "authentication_error"
 
 
 def test_rate_limit(

@@ -386,3 +386,40 @@ def test_a_native_messages_stream_cut_mid_way_reaches_the_sdk_as_an_error(
             "type": "error",
             "error": {"type": "api_error", "message": message},
         }
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/api/chat", '{"format": {"type": "object", "maximum": 1e400}}', "format.maximum"),
+        ("/api/generate", '{"prompt": "x", "format": {"minimum": NaN}}', "format.minimum"),
+        (
+            "/v1/messages",
+            '{"max_tokens": 5, "tools": [{"name": "f", "input_schema": {"m": -Infinity}}]}',
+            "tools[0].input_schema.m",
+        ),
+        ("/api/chat", '{"format": {"a": ' + "[" * 975 + "]" * 975 + "}}", None),
+    ],
+)
+def test_what_cannot_be_written_as_json_is_the_clients_400_in_its_apis_shape(
+    pool: ThreadedServer, path: str, body: str, where: str | None
+) -> None:
+    # Python's parser reads NaN and 1e400, and a translation nests a schema deeper than
+    # it came: the backend got Infinity (not JSON) and the client its "body is not
+    # JSON"; past the recursion limit the translation was a 500.
+    hello = '"model": "demo", "stream": false, "messages": [{"role": "user", "content": "x"}], '
+    answer = httpx.post(
+        f"{pool.url}{path}",
+        content=("{" + hello + body[1:]).encode(),
+        headers={"content-type": "application/json"},
+        timeout=15,
+    )
+    assert answer.status_code == 400, answer.text
+    document = answer.json()
+    message = document["error"] if path.startswith("/api/") else document["error"]["message"]
+    if where is None:
+        assert message == "the request body is nested too deeply"
+    else:
+        assert message.startswith(f"{where}: a number JSON cannot hold")
+    if path == "/v1/messages":
+        assert document["type"] == "error"

@@ -16,16 +16,20 @@ from gateway.proxy.relay import BufferedResponse
 from gateway.proxy.translated import _translated_whole
 from gateway.translate.common import (
     MAX_ARGUMENTS_DEPTH,
+    Untranslatable,
     chunk_of,
     is_done,
     json_bytes,
     loads_object,
+    non_finite_at,
     record_bytes,
+    request_bytes,
     sse_data,
     tool_arguments,
 )
 from gateway.translate.ollama_response import created_at
 from gateway.translate.table import TRANSLATIONS, Exchange
+from shared.errors import InvalidRequest
 
 
 @pytest.mark.parametrize(
@@ -118,6 +122,46 @@ def test_arguments_nested_near_the_recursion_limit_are_no_object_and_no_error() 
 )
 def test_documents_are_written_as_they_were_said(document: object, written: bytes) -> None:
     assert json_bytes(document) == written
+
+
+@pytest.mark.parametrize(
+    ("document", "written"),
+    [
+        ({"a": 1, "b": [True, "é"]}, b'{"a":1,"b":[true,"\xc3\xa9"]}'),
+        ({"t": "\ud800", "n": None}, b'{"t":"\\ud800","n":null}'),
+        ({"n": 2**70}, b'{"n":1180591620717411303424}'),
+    ],
+)
+def test_a_translated_request_is_written_as_json(document: object, written: bytes) -> None:
+    assert request_bytes(document) == written
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ({"options": {"temperature": math.nan}}, "options.temperature"),
+        ({"messages": [{"content": "x"}, {"n": [1, -math.inf]}]}, "messages[1].n[1]"),
+        ({"a": None, "t": math.inf}, "t"),
+        ([math.nan], "[0]"),
+    ],
+)
+def test_a_number_json_cannot_hold_is_the_clients_400_naming_it(
+    document: object, where: str
+) -> None:
+    # Python's parser reads NaN, Infinity and 1e400: the gateway never writes them on.
+    with pytest.raises(Untranslatable) as refused:
+        request_bytes(document)
+    assert refused.value.param == where and "NaN, Infinity" in refused.value.message
+
+
+def test_a_request_nested_past_what_can_be_written_is_the_clients_400() -> None:
+    # A translation may put a client's schema a level or two deeper than it came.
+    deep: object = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        request_bytes({"format": {"schema": deep}})
+    assert non_finite_at({"format": {"schema": deep}}) is None  # walked, not recursed
 
 
 @pytest.mark.parametrize(
