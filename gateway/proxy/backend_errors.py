@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from gateway.proxy.relay import BufferedResponse
+from gateway.translate.table import ErrorShape, anthropic_error, error_shape_for, ollama_error
 from shared.errors import error_body
 
 # What describes a backend's body, dropped when the gateway answers with its own.
@@ -131,35 +132,45 @@ def redacted(body: bytes, secrets: tuple[str, ...]) -> bytes:
     return body
 
 
-def _in_shape(document: Any, ollama: bool) -> bool:
+def _in_shape(document: Any, api: ErrorShape | None) -> bool:
+    """Whether a backend's JSON error is already in the client's API's shape."""
     if not isinstance(document, dict):
         return False
     error = document.get("error")
-    if isinstance(error, dict):
-        return isinstance(error.get("message"), str)  # OpenAI's (and Anthropic's)
-    return ollama and isinstance(error, str)  # Ollama's own, on its own routes
+    if api is ollama_error:
+        return isinstance(error, str)  # Ollama's own, on its own routes
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return False
+    # OpenAI's; Anthropic's adds the type its SDK's readers look for.
+    return api is not anthropic_error or document.get("type") == "error"
 
 
 def client_error_body(status: int, body: bytes, path: str) -> bytes | None:
     """The error body a client gets instead of `body`, or None to pass `body` on.
 
-    Kept: an error already in its API's shape (OpenAI's, which Anthropic's
-    matches; Ollama's `{"error": "..."}` on /api/ routes). Wrapped in the
-    OpenAI shape: a path the backend lacks (named), and anything else, with
-    the backend's words when it gave JSON ones."""
+    Kept: an error already in its API's shape (OpenAI's; Anthropic's on /v1/messages;
+    Ollama's `{"error": "..."}` on /api/ routes). Wrapped in that shape: a path the
+    backend lacks (named), and anything else, with the backend's words when it gave
+    JSON ones (a server that speaks Messages may answer its errors in OpenAI's shape,
+    as the demo backend did)."""
+    api = error_shape_for(path)
     if lacks_endpoint(status, body, path):
         message = f"the backend does not offer {path} (HTTP {status})"
-        return json.dumps(error_body(status, message, "not_found_error")).encode()
+        return _shaped(api, status, message, "not_found_error")
     document = _json(body)
-    if _in_shape(document, path.startswith("/api/")):
+    if _in_shape(document, api):
         return None
     said = message_of(document)
     if said:
         message = f"the backend answered HTTP {status}: {said[:MAX_MESSAGE_CHARS]}"
     else:
         message = f"the backend answered HTTP {status} with no error details"
-    error_type = "not_found_error" if status == 404 else None
-    return json.dumps(error_body(status, message, error_type)).encode()
+    return _shaped(api, status, message, "not_found_error" if status == 404 else None)
+
+
+def _shaped(api: ErrorShape | None, status: int, message: str, error_type: str | None) -> bytes:
+    body = error_body(status, message, error_type) if api is None else api(status, message)
+    return json.dumps(body).encode()
 
 
 def error_answer(

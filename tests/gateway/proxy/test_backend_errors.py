@@ -118,6 +118,59 @@ def test_an_error_in_its_apis_shape_is_passed_on(body: bytes, path: str) -> None
     assert client_error_body(404 if b"not" in body else 400, body, path) is None
 
 
+OPENAI_400 = b'{"error":{"message":"body is not JSON","type":"invalid_request_error"}}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "path", "expected"),
+    [
+        (
+            400,
+            OPENAI_400,
+            "/v1/messages",
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "the backend answered HTTP 400: body is not JSON",
+                },
+            },
+        ),
+        (
+            503,
+            b"<h1>busy</h1>",
+            "/v1/messages/count_tokens",
+            {
+                "type": "error",
+                "error": {
+                    "type": "overloaded_error",
+                    "message": "the backend answered HTTP 503 with no error details",
+                },
+            },
+        ),
+        (
+            400,
+            OPENAI_400,
+            "/api/chat",
+            {"error": "the backend answered HTTP 400: body is not JSON"},
+        ),
+        (
+            404,
+            GO_404,
+            "/api/generate",
+            {"error": "the backend does not offer /api/generate (HTTP 404)"},
+        ),
+    ],
+)
+def test_an_error_in_another_shape_is_wrapped_in_the_shape_of_the_clients_api(
+    status: int, body: bytes, path: str, expected: dict[str, object]
+) -> None:
+    # Anthropic's SDK and Ollama's client read their own shape: a native server that
+    # answers /v1/messages or /api/ errors in OpenAI's shape is reshaped.
+    wrapped = client_error_body(status, body, path)
+    assert wrapped is not None and json.loads(wrapped) == expected
+
+
 def test_ollamas_shape_is_wrapped_outside_its_own_routes() -> None:
     assert client_error_body(404, OLLAMA_NO_MODEL, "/v1/chat/completions") is not None
 
