@@ -215,7 +215,9 @@ class OllamaStream:
         self.started = started
         self.when = created_at(epoch)
         self.first_token: float | None = None
-        self.calls: dict[int, JSONObject] = {}  # OpenAI's index -> {"name", "arguments"}
+        # OpenAI's index -> the pieces of its name and of its arguments, joined at the end
+        # (a string added to in a dict is copied each time: quadratic in a long call).
+        self.calls: dict[int, tuple[list[str], list[str]]] = {}
         self.finish_reason: object = None
         self.usage: object = None
         self.done = False
@@ -281,9 +283,9 @@ class OllamaStream:
     def _add_call(self, call: JSONObject) -> None:
         index = as_count(call.get("index"))
         function = as_object(call.get("function"))
-        entry = self.calls.setdefault(index, {"name": "", "arguments": ""})
-        entry["name"] += as_text(function.get("name"))
-        entry["arguments"] += as_text(function.get("arguments"))
+        names, arguments = self.calls.setdefault(index, ([], []))
+        names.append(as_text(function.get("name")))
+        arguments.append(as_text(function.get("arguments")))
 
     def feed(self, events: bytes, now: float | None = None) -> bytes:
         """The NDJSON lines for a run of whole SSE events."""
@@ -333,8 +335,8 @@ class OllamaStream:
         lines = []
         if self.calls:
             calls = [
-                {"function": {"name": entry["name"], "arguments": entry["arguments"]}}
-                for _, entry in sorted(self.calls.items())
+                {"function": {"name": "".join(names), "arguments": "".join(arguments)}}
+                for _, (names, arguments) in sorted(self.calls.items())
             ]
             lines.append(_calls_line(self._record(tool_calls=tool_calls(calls), done=False)))
         timings = Timings(self.started, self.first_token, now)
