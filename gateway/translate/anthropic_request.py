@@ -25,6 +25,32 @@ CHAT = "/v1/chat/completions"
 TOKENIZE = "/tokenize"
 
 _DROPPED_FIELDS = ("top_k", "thinking", "service_tier", "container", "mcp_servers")
+# The numbers a Messages request holds, as Anthropic's API checks them (its 400 names
+# the field): (integer?, least, most). A whole float is an integer, as its validator
+# reads 16.0. Checked here too, so that a chat completion never gets "hot" for a
+# temperature, which a backend might take or refuse in its own words.
+_NUMBERS: dict[str, tuple[bool, float, float | None]] = {
+    "max_tokens": (True, 1, None),
+    "temperature": (False, 0, 1),
+    "top_p": (False, 0, 1),
+    "top_k": (True, 0, None),
+}
+
+
+def checked_number(name: str, value: object) -> int | float:
+    """A number field's value as Anthropic's API takes it, or its 400 naming the field."""
+    integer, least, most = _NUMBERS[name]
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Untranslatable(name, f"must be {kind}")
+    if integer and isinstance(value, float):
+        if not value.is_integer():
+            raise Untranslatable(name, f"must be {kind}")
+        value = int(value)
+    if not least <= value or (most is not None and not value <= most):
+        bounds = f"at least {least:g}" if most is None else f"from {least:g} to {most:g}"
+        raise Untranslatable(name, f"must be {kind} {bounds}")
+    return value
 
 
 def _text_of(blocks: object, where: str, dropped: Dropped) -> str:
@@ -178,6 +204,8 @@ def _messages(document: JSONObject, dropped: Dropped) -> list[JSONObject]:
     messages = document.get("messages")
     if not isinstance(messages, list):
         raise Untranslatable("messages", "must be a list")
+    if not messages:
+        raise Untranslatable("messages", "at least one message is required")
     out: list[JSONObject] = []
     system = document.get("system")
     if system is not None:
@@ -193,18 +221,21 @@ def messages(document: JSONObject) -> Translated:
     """A Messages request as a chat completion request."""
     dropped = Dropped()
     out: JSONObject = {"model": document.get("model"), "messages": _messages(document, dropped)}
-    max_tokens = document.get("max_tokens")
-    if max_tokens is not None:
-        out["max_tokens"] = max_tokens
+    if document.get("max_tokens") is None:
+        raise Untranslatable("max_tokens", "is required")
+    for name in _NUMBERS:
+        if document.get(name) is not None:
+            value = checked_number(name, document[name])
+            if name != "top_k":  # (a chat completion has none: dropped and named below)
+                out[name] = value
     stops = document.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise Untranslatable("stop_sequences", "must be a list of texts")
         out["stop"] = stops
-    for name in ("temperature", "top_p"):
-        if name in document:
-            out[name] = document[name]
-    stream = document.get("stream", False)
+    stream = document.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise Untranslatable("stream", "must be true or false")
     out["stream"] = stream is True
     if document.get("tools"):
         out["tools"] = _tools(document["tools"], dropped)

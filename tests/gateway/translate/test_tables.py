@@ -6,6 +6,7 @@ vLLM's chat completions (its `stop_reason` naming the stop string met)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -162,6 +163,13 @@ def test_ollama_generate_requests(
     assert translated.document[key] == messages_or_prompt
 
 
+HI: dict[str, Any] = {
+    "model": "m",
+    "max_tokens": 5,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
 @pytest.mark.parametrize(
     ("translate", "request_body", "field"),
     [
@@ -177,14 +185,28 @@ def test_ollama_generate_requests(
         ),
         (
             anthropic_request.messages,
-            {"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "w"}]},
+            {**HI, "tools": [{"type": "web_search_20250305", "name": "w"}]},
             "tools[0].type",
         ),
         (
             anthropic_request.messages,
-            {"model": "m", "messages": [], "tool_choice": {"type": "sometimes"}},
+            {**HI, "tool_choice": {"type": "sometimes"}},
             "tool_choice.type",
         ),
+        # Anthropic's own checks, so that a chat completion never gets what it refuses.
+        (anthropic_request.messages, {**HI, "messages": []}, "messages"),
+        (anthropic_request.count_tokens, {**HI, "messages": []}, "messages"),
+        (anthropic_request.messages, {"model": "m", "messages": HI["messages"]}, "max_tokens"),
+        (anthropic_request.messages, {**HI, "max_tokens": 0}, "max_tokens"),
+        (anthropic_request.messages, {**HI, "max_tokens": 2.5}, "max_tokens"),
+        (anthropic_request.messages, {**HI, "max_tokens": "many"}, "max_tokens"),
+        (anthropic_request.messages, {**HI, "max_tokens": True}, "max_tokens"),
+        (anthropic_request.messages, {**HI, "temperature": "hot"}, "temperature"),
+        (anthropic_request.messages, {**HI, "temperature": 1.5}, "temperature"),
+        (anthropic_request.messages, {**HI, "temperature": math.nan}, "temperature"),
+        (anthropic_request.messages, {**HI, "top_p": -0.1}, "top_p"),
+        (anthropic_request.messages, {**HI, "top_k": -1}, "top_k"),
+        (anthropic_request.messages, {**HI, "stream": "yes"}, "stream"),
     ],
 )
 def test_what_cannot_be_translated_is_a_400_naming_the_field(
@@ -193,6 +215,23 @@ def test_what_cannot_be_translated_is_a_400_naming_the_field(
     with pytest.raises(Untranslatable) as refused:
         translate(request_body)
     assert refused.value.param == field and refused.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("request_body", "expected"),
+    [
+        ({**HI, "max_tokens": 16.0}, {"max_tokens": 16}),
+        ({**HI, "temperature": 0, "top_p": 1}, {"max_tokens": 5, "temperature": 0, "top_p": 1}),
+        ({**HI, "temperature": None, "top_k": 40}, {"max_tokens": 5}),
+    ],
+)
+def test_anthropics_numbers_are_taken_as_anthropic_takes_them(
+    request_body: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    document = anthropic_request.messages(request_body).document
+    names = ("max_tokens", "temperature", "top_p", "top_k")
+    numbers = {name: document[name] for name in names if name in document}
+    assert numbers == {"max_tokens": 5, **expected} and document["stream"] is False
 
 
 # Anthropic's docs' tool use round trip, with an image and a cached system prompt.
