@@ -23,62 +23,39 @@ from gateway.translate.common import (
     compact,
     image_data_url,
 )
+from gateway.translate.ollama_types import flag, text, texts, typed_options, whole
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 
-# Ollama's options that OpenAI's API has under another (or the same) name, with the
-# type Ollama checks them for (`api.Options.FromMap`: a wrong one is its 400).
+# Ollama's options that OpenAI's API has, under their OpenAI names; the others Ollama
+# knows (`num_ctx`, `top_k`, ...) have no counterpart there, and are dropped and named.
 _OPTIONS = {
-    "temperature": ("temperature", "float"),
-    "top_p": ("top_p", "float"),
-    "seed": ("seed", "integer"),
-    "stop": ("stop", "array"),
-    "frequency_penalty": ("frequency_penalty", "float"),
-    "presence_penalty": ("presence_penalty", "float"),
-    "num_predict": ("max_tokens", "integer"),
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "num_predict": "max_tokens",
 }
 # Top-level fields that change nothing the model is asked: dropped without a word in
 # the header would hide them, so they are named too; `stream` and `model` are read.
 _IGNORED = ("keep_alive", "think", "context", "template", "truncate", "logprobs")
 
 
-def option_value(name: str, kind: str, value: object) -> object:
-    """An option's value as Ollama reads it, or its 400 in Ollama's words: a number for
-    a float, a number made whole (toward zero, as Go's conversion) for an integer, a
-    list of strings for `stop`."""
-    if kind == "array":
-        if isinstance(value, list) and all(isinstance(item, str) for item in value):
-            return value
-        raise Untranslatable(f"options.{name}", "must be of type array (of strings)")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Untranslatable(f"options.{name}", f"must be of type {kind}")
-    if kind == "integer" and isinstance(value, float):
-        if not abs(value) < 2**63:
-            raise Untranslatable(f"options.{name}", f"must be of type {kind}")
-        return int(value)
-    return value
-
-
 def _options(document: JSONObject, into: JSONObject, dropped: Dropped) -> None:
-    options = document.get("options")
-    if options is None:
-        return
-    if not isinstance(options, dict):
-        raise Untranslatable("options", "must be an object")
-    for name, value in options.items():
+    """The options in OpenAI's names, each typed first as Ollama types it (a wrong type
+    is a 400 even for one dropped: Ollama would refuse it too)."""
+    for name, value in typed_options(document.get("options")).items():
         if name not in _OPTIONS:
             dropped.add(f"options.{name}")
-            continue
-        if value is None:  # (Ollama leaves the default)
-            continue
-        openai_name, kind = _OPTIONS[name]
-        value = option_value(name, kind, value)
-        # Ollama's num_predict -1 is "until done", -2 "until the context is full":
-        # OpenAI's default.
-        if not (name == "num_predict" and isinstance(value, int) and value < 0):
-            into[openai_name] = value
+        # Ollama limits the output only when num_predict > 0 (its runners: `if
+        # seq.numPredict > 0 && seq.numPredicted >= seq.numPredict`): 0 and below (-1
+        # "until done", -2 "until the context is full") are OpenAI's default, no limit.
+        elif not (name == "num_predict" and isinstance(value, int) and value <= 0):
+            into[_OPTIONS[name]] = value
 
 
 def _response_format(value: object) -> JSONObject | None:
@@ -93,8 +70,8 @@ def _response_format(value: object) -> JSONObject | None:
 
 def _common(document: JSONObject, dropped: Dropped) -> JSONObject:
     out: JSONObject = {"model": document.get("model")}
-    stream = document.get("stream", True)
-    out["stream"] = stream if isinstance(stream, bool) else True
+    stream = flag(document, "stream")
+    out["stream"] = True if stream is None else stream
     _options(document, out, dropped)
     response_format = _response_format(document.get("format"))
     if response_format is not None:
@@ -145,13 +122,11 @@ class _CallIds:
         return f"call_{self.made}"
 
 
-def _content(text: str, images: list[Any], where: str) -> str | list[JSONObject]:
+def _content(words: str, images: list[str]) -> str | list[JSONObject]:
     if not images:
-        return text
-    parts: list[JSONObject] = [{"type": "text", "text": text}] if text else []
-    for index, image in enumerate(images):
-        if not isinstance(image, str):
-            raise Untranslatable(f"{where}.images[{index}]", "must be base64 text")
+        return words
+    parts: list[JSONObject] = [{"type": "text", "text": words}] if words else []
+    for image in images:
         parts.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
     return parts
 
@@ -160,15 +135,13 @@ def _message(message: object, index: int, ids: _CallIds, dropped: Dropped) -> JS
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise Untranslatable(where, "must be an object")
-    role = message.get("role")
+    role = text(message, "role", f"{where}.")
     if role not in ("system", "user", "assistant", "tool"):
         raise Untranslatable(f"{where}.role", "must be system, user, assistant or tool")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise Untranslatable(f"{where}.content", "must be text")
+    content = text(message, "content", f"{where}.") or ""
     out: JSONObject = {
         "role": role,
-        "content": _content(as_text(content), as_list(message.get("images")), where),
+        "content": _content(content, texts(message, "images", f"{where}.")),
     }
     if message.get("thinking"):
         dropped.add(f"{where}.thinking")
@@ -220,39 +193,33 @@ def generate(document: JSONObject) -> Translated:
     as in Ollama), or as a text completion when `raw` is true."""
     dropped = Dropped()
     out = _common(document, dropped)
-    prompt = document.get("prompt", "")
-    if not isinstance(prompt, str):
-        raise Untranslatable("prompt", "must be text")
-    system = document.get("system")
-    if system is not None and not isinstance(system, str):
-        raise Untranslatable("system", "must be text")
-    images = as_list(document.get("images"))
-    if document.get("raw") is True:
+    prompt = text(document, "prompt") or ""
+    system = text(document, "system")
+    suffix = text(document, "suffix")
+    images = texts(document, "images")
+    if flag(document, "raw"):
         if images:
             raise Untranslatable("images", "a raw prompt cannot carry images")
         if system:
             dropped.add("system")
-        if document.get("suffix"):
+        if suffix:
             dropped.add("suffix")
         out["prompt"] = prompt
         return Translated(COMPLETIONS, out, out["stream"], tuple(dropped.names))
-    if document.get("suffix"):
+    if suffix:
         raise Untranslatable("suffix", "fill-in-the-middle needs raw (a text completion)")
     messages: list[JSONObject] = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": _content(prompt, images, "request")})
+    messages.append({"role": "user", "content": _content(prompt, images)})
     out["messages"] = messages
     return Translated(CHAT, out, out["stream"], tuple(dropped.names))
 
 
-def _embedding_request(document: JSONObject, field: str, dropped: Dropped) -> JSONObject:
-    value = document.get(field)
-    if isinstance(value, str):
-        pass
-    elif not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
-        raise Untranslatable(field, "must be text or a list of texts")
+def _embedding_request(document: JSONObject, value: object, dropped: Dropped) -> JSONObject:
     out: JSONObject = {"model": document.get("model"), "input": value}
-    if "dimensions" in document:
-        out["dimensions"] = document["dimensions"]
+    dimensions = whole(document, "dimensions")
+    if dimensions is not None and dimensions > 0:  # (Ollama: 0 or below is all of them)
+        out["dimensions"] = dimensions
+    typed_options(document.get("options"))  # (typed as Ollama types them, then dropped)
     for name in ("options", "keep_alive", "truncate"):
         if name in document:
             dropped.add(name)
@@ -261,15 +228,21 @@ def _embedding_request(document: JSONObject, field: str, dropped: Dropped) -> JS
 
 def embed(document: JSONObject) -> Translated:
     """An Ollama /api/embed request (one text or several) as an embeddings request."""
+    value = document.get("input")
+    if not isinstance(value, str | list):
+        raise Untranslatable("input", "must be a string or a list of strings")
+    if isinstance(value, list):
+        value = texts(document, "input")
     dropped = Dropped()
-    out = _embedding_request(document, "input", dropped)
+    out = _embedding_request(document, value, dropped)
     return Translated(EMBEDDINGS, out, False, tuple(dropped.names))
 
 
 def embeddings(document: JSONObject) -> Translated:
     """Ollama's older /api/embeddings (one `prompt`) as an embeddings request."""
+    prompt = text(document, "prompt")
+    if prompt is None:
+        raise Untranslatable("prompt", "must be a string")
     dropped = Dropped()
-    out = _embedding_request(document, "prompt", dropped)
-    if not isinstance(out["input"], str):
-        raise Untranslatable("prompt", "must be text")
+    out = _embedding_request(document, prompt, dropped)
     return Translated(EMBEDDINGS, out, False, tuple(dropped.names))
