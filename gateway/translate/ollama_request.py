@@ -136,6 +136,7 @@ def _message(message: object, index: int, ids: _CallIds, dropped: Dropped) -> JS
     if not isinstance(message, dict):
         raise Untranslatable(where, "must be an object")
     role = text(message, "role", f"{where}.")
+    role = role.lower() if role else role  # (as Ollama's Message.UnmarshalJSON: "User")
     if role not in ("system", "user", "assistant", "tool"):
         raise Untranslatable(f"{where}.role", "must be system, user, assistant or tool")
     content = text(message, "content", f"{where}.") or ""

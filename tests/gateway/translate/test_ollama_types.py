@@ -92,6 +92,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}
             {"messages": [{"role": "user", "content": ""}]},
         ),
         (chat, {"messages": [], "stream": None}, {"stream": True}),
+        (chat, {"messages": [{"role": "User", "content": "hi"}]}, {"messages": [USER]}),
         (chat, {"messages": [], "stream": False}, {"stream": False}),
         (
             chat,
