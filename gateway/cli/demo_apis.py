@@ -21,24 +21,124 @@ from starlette.routing import Route
 
 from gateway.translate.common import Untranslatable, openai_error_message
 from gateway.translate.ollama_response import show_answer
-from gateway.translate.table import TRANSLATIONS, Exchange, Translation, stops_of
+from gateway.translate.table import TRANSLATIONS, Exchange, Translation, ollama_error, stops_of
 from shared.errors import error_body
 
 Reader = Callable[[Request], Awaitable[dict[str, Any] | Response]]
 Answers = dict[str, Callable[[dict[str, Any]], Response]]
+Check = Callable[[dict[str, Any]], str | None]
+MAX_BODY_DEPTH = 200  # a body nested deeper is refused (see parse_body)
+
+
+def whole_text(text: str) -> str:
+    """`text` with each lone surrogate (JSON's escapes let "\\ud800" in) as U+FFFD, so
+    that it can be written as UTF-8."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def json_text(document: object) -> str:
+    """`document` as the demo writes all its JSON: compact, and always UTF-8 a strict
+    client reads (a lone surrogate anywhere in an answer, a tool's name or a required
+    argument's echoed, was a UnicodeEncodeError: a 500)."""
+    return whole_text(
+        json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    )
+
+
+class DemoJSON(JSONResponse):
+    """Starlette's JSONResponse, written by json_text."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content).encode()
+
+
+def quoted(value: object) -> str:
+    """`value` as JSON in ASCII, cut short: a refusal names what it refuses without
+    sending a 10 MB string back."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def parse_body(raw: bytes) -> dict[str, Any] | str:
+    """The request's JSON object, or why it is the client's 400. The parser gives up
+    at the recursion limit with a RecursionError (was a 500); and a document parsed
+    just under it could not be written, quoted or compared deeper down the stack:
+    past MAX_BODY_DEPTH levels, no request of any API the demo speaks is meant."""
+    try:
+        document = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        return "body is nested too deeply"
+    except ValueError:
+        return "body is not JSON"
+    if not isinstance(document, dict):
+        return "body must be an object"
+    if _nested_past(raw, document, MAX_BODY_DEPTH):
+        return f"body is nested too deeply (more than {MAX_BODY_DEPTH} levels)"
+    return document
+
+
+def _nested_past(raw: bytes, document: dict[str, Any], bound: int) -> bool:
+    """Whether `document` (parsed from `raw`) nests more than `bound` levels; told
+    without a walk when its text has fewer brackets, and walked without recursion."""
+    if raw.count(b"{") + raw.count(b"[") <= bound:
+        return False
+    level: list[tuple[dict[str, Any] | list[Any], int]] = [(document, 1)]
+    while level:
+        item, depth = level.pop()
+        for member in item.values() if isinstance(item, dict) else item:
+            if isinstance(member, dict | list):
+                if depth >= bound:
+                    return True
+                level.append((member, depth + 1))
+    return False
+
+
+def messages_refused(document: dict[str, Any]) -> str | None:
+    """What Anthropic's Messages API requires that a chat does not (None when it is
+    there), in its words: max_tokens (a chat's defaults to 16) and a message."""
+    if document.get("max_tokens") is None:
+        return "max_tokens: Field required"
+    if (refused := count_refused(document["max_tokens"], "max_tokens")) is not None:
+        return refused
+    if "messages" not in document:
+        return "messages: Field required"
+    if document["messages"] == []:
+        return "messages: at least one message is required"
+    return None
+
+
+def _shaped(read: Reader, error: Callable[[int, str], dict[str, Any]]) -> Reader:
+    """`read`, its refusals (not JSON, another model, a bad key) in the route's API's
+    error shape: an Ollama or Anthropic client does not read OpenAI's."""
+
+    async def shaped(request: Request) -> dict[str, Any] | Response:
+        document = await read(request)
+        if isinstance(document, Response) and document.status_code >= 400:
+            status = document.status_code
+            message = openai_error_message(status, bytes(document.body))
+            return DemoJSON(error(status, message), status_code=status)
+        return document
+
+    return shaped
 
 
 def _translating(
-    translation: Translation, read: Reader, answers: Answers
+    translation: Translation, read: Reader, answers: Answers, check: Check | None
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        document = await read(request)
+        document = await _shaped(read, translation.error)(request)
         if isinstance(document, Response):
             return document
+        if check is not None and (refused := check(document)) is not None:
+            return DemoJSON(translation.error(400, refused), status_code=400)
         try:
             translated = translation.request(document)
         except Untranslatable as refused:
-            return JSONResponse(translation.error(400, refused.message), status_code=400)
+            return DemoJSON(translation.error(400, refused.message), status_code=400)
         exchange = Exchange(document["model"], time.perf_counter(), time.time(), stops_of(document))
         answer = answers[translated.path](translated.document)
         if isinstance(answer, StreamingResponse) and translation.stream is not None:
@@ -55,9 +155,9 @@ def _translating(
             return StreamingResponse(translated_events(), media_type=media)
         if answer.status_code != 200:
             message = openai_error_message(answer.status_code, bytes(answer.body))
-            return JSONResponse(translation.error(answer.status_code, message), answer.status_code)
+            return DemoJSON(translation.error(answer.status_code, message), answer.status_code)
         whole = translation.answer(json.loads(bytes(answer.body)), exchange, time.perf_counter())
-        return JSONResponse(whole)
+        return DemoJSON(whole)
 
     return endpoint
 
@@ -69,9 +169,7 @@ def count_refused(value: object, name: str) -> str | None:
         value = int(value)
     if type(value) is int and value >= 1:
         return None
-    quoted = json.dumps(value)
-    quoted = quoted if len(quoted) <= 40 else f"{quoted[:37]}..."
-    return f"{name} must be a positive integer, not {quoted}"
+    return f"{name} must be a positive integer, not {quoted(value)}"
 
 
 def _input_text(value: object) -> str:
@@ -129,13 +227,13 @@ class StoredResponses:
     def routes(self) -> list[Route]:
         async def retrieve(request: Request) -> Response:
             found = self.kept.get(request.path_params["response_id"])
-            return _not_found(request) if found is None else JSONResponse(found)
+            return _not_found(request) if found is None else DemoJSON(found)
 
         async def delete(request: Request) -> Response:
             ident = request.path_params["response_id"]
             if self.kept.pop(ident, None) is None:
                 return _not_found(request)
-            return JSONResponse({"id": ident, "object": "response.deleted", "deleted": True})
+            return DemoJSON({"id": ident, "object": "response.deleted", "deleted": True})
 
         path = "/v1/responses/{response_id}"
         return [Route(path, retrieve, methods=["GET"]), Route(path, delete, methods=["DELETE"])]
@@ -149,7 +247,7 @@ def _not_found(request: Request) -> Response:
         "param": None,
         "code": None,
     }
-    return JSONResponse({"error": error}, status_code=404)
+    return DemoJSON({"error": error}, status_code=404)
 
 
 def _responses(
@@ -162,7 +260,7 @@ def _responses(
         limit = document.get("max_output_tokens")
         limit = 16 if limit is None else limit
         if (refused := count_refused(limit, "max_output_tokens")) is not None:
-            return JSONResponse(error_body(400, refused), status_code=400)
+            return DemoJSON(error_body(400, refused), status_code=400)
         chat = {
             "model": model,
             "messages": [{"role": "user", "content": _input_text(document.get("input"))}],
@@ -181,7 +279,7 @@ def _responses(
         if document.get("store", True) is not False:
             stored.keep(done)
         if not document.get("stream"):
-            return JSONResponse(done)
+            return DemoJSON(done)
         return StreamingResponse(
             _response_events(model, ident, done), media_type="text/event-stream"
         )
@@ -213,7 +311,7 @@ async def _response_events(model: str, ident: str, done: Any) -> AsyncIterator[b
         ("response.completed", {"response": done}),
     ]
     for number, (kind, data) in enumerate(events):
-        payload = json.dumps({"type": kind, "sequence_number": number, **data})
+        payload = json_text({"type": kind, "sequence_number": number, **data})
         yield f"event: {kind}\ndata: {payload}\n\n".encode()
 
 
@@ -222,13 +320,14 @@ def native_routes(model: str, read: Reader, answers: Answers) -> list[Route]:
     embeddings."""
 
     async def show(request: Request) -> Response:
-        document = await read(request)
+        document = await _shaped(read, ollama_error)(request)
         if isinstance(document, Response):
             return document
-        return JSONResponse(show_answer(model, {"max_model_len": 4096}, time.time()))
+        return DemoJSON(show_answer(model, {"max_model_len": 4096}, time.time()))
 
+    checks = {"/v1/messages": messages_refused}
     routes = [
-        Route(path, _translating(translation, read, answers), methods=["POST"])
+        Route(path, _translating(translation, read, answers, checks.get(path)), methods=["POST"])
         for path, translation in TRANSLATIONS.items()
     ]
     routes.append(Route("/api/show", show, methods=["POST"]))

@@ -20,10 +20,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.cli.demo_apis import count_refused, native_routes
+from gateway.cli.demo_apis import (
+    DemoJSON,
+    count_refused,
+    json_text,
+    native_routes,
+    parse_body,
+    quoted,
+)
 from shared.errors import error_body
 
 
@@ -42,15 +49,9 @@ def _prompt_of(document: dict[str, Any]) -> str:
         messages = document.get("messages")
         contents = [m.get("content", "") for m in _listed(messages) if isinstance(m, dict)]
         last = contents[-1] if contents else ""
-        return _whole(last if isinstance(last, str) else json.dumps(last))
+        return last if isinstance(last, str) else json.dumps(last)
     prompt = document.get("prompt", "")
-    return _whole(prompt if isinstance(prompt, str) else " ".join(map(str, _listed(prompt))))
-
-
-def _whole(text: str) -> str:
-    """`text` with each lone surrogate (JSON lets "\\ud800" through) as U+FFFD, so that
-    the answer echoing it can be written as UTF-8."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return prompt if isinstance(prompt, str) else " ".join(map(str, _listed(prompt)))
 
 
 def _listed(value: object) -> list[Any]:
@@ -65,10 +66,6 @@ def _shape_refused(document: dict[str, Any], *, chat: bool) -> str | None:
     if not chat and not isinstance(document.get("prompt"), str | list):
         return "prompt must be a string or a list"
     return None
-
-
-def _not_json(constant: str) -> object:
-    raise ValueError(f"{constant} is not JSON")
 
 
 def _example_value(schema: object) -> object:
@@ -102,7 +99,7 @@ def tool_call_of(document: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "id": f"call_{uuid.uuid4().hex[:12]}",
         "type": "function",
-        "function": {"name": _whole(function["name"]), "arguments": json.dumps(arguments)},
+        "function": {"name": function["name"], "arguments": json_text(arguments)},
     }
 
 
@@ -120,14 +117,14 @@ def create_demo_app(
 
     def refuse(request: Request) -> Response | None:
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
-            return JSONResponse(error_body(401, "invalid API key"), status_code=401)
+            return DemoJSON(error_body(401, "invalid API key"), status_code=401)
         return None
 
     async def models(request: Request) -> Response:
         if (refused := refuse(request)) is not None:
             return refused
         created = int(time.time())
-        return JSONResponse(
+        return DemoJSON(
             {
                 "object": "list",
                 "data": [{"id": model, "object": "model", "created": created, "owned_by": "demo"}],
@@ -137,15 +134,12 @@ def create_demo_app(
     async def read_request(request: Request) -> dict[str, Any] | Response:
         if (refused := refuse(request)) is not None:
             return refused
-        try:
-            document = json.loads(await request.body(), parse_constant=_not_json)
-        except ValueError:
-            return JSONResponse(error_body(400, "body is not JSON"), status_code=400)
-        if not isinstance(document, dict):
-            return JSONResponse(error_body(400, "body must be an object"), status_code=400)
+        document = parse_body(await request.body())
+        if isinstance(document, str):
+            return DemoJSON(error_body(400, document), status_code=400)
         if document.get("model") != model:
-            message = f"model {document.get('model')!r} not served here; try {model!r}"
-            return JSONResponse(error_body(404, message), status_code=404)
+            message = f"model {quoted(document.get('model'))} not served here; try {model!r}"
+            return DemoJSON(error_body(404, message), status_code=404)
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
         return document
@@ -162,10 +156,10 @@ def create_demo_app(
         if max_tokens is None:
             max_tokens = 16
         if (refused := count_refused(max_tokens, "max_tokens")) is not None:  # (as vLLM)
-            return JSONResponse(error_body(400, refused), status_code=400)
+            return DemoJSON(error_body(400, refused), status_code=400)
         max_tokens = int(max_tokens)
         if (refused := _shape_refused(document, chat=chat)) is not None:
-            return JSONResponse(error_body(400, refused), status_code=400)
+            return DemoJSON(error_body(400, refused), status_code=400)
         prompt = _prompt_of(document)
         words = _words_for(prompt, min(max_tokens, 512))
         prompt_tokens = max(1, len(prompt.split()))
@@ -185,7 +179,7 @@ def create_demo_app(
                     _stream_call(ident, created, call, usage), media_type="text/event-stream"
                 )
             message = {"role": "assistant", "content": None, "tool_calls": [call]}
-            return JSONResponse(
+            return DemoJSON(
                 {
                     "id": ident,
                     "object": "chat.completion",
@@ -211,7 +205,7 @@ def create_demo_app(
             if chat
             else {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
         )
-        return JSONResponse(
+        return DemoJSON(
             {
                 "id": ident,
                 "object": "chat.completion" if chat else "text_completion",
@@ -242,7 +236,7 @@ def create_demo_app(
                 "model": model,
                 "choices": [choice],
             }
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield f"data: {json_text(chunk)}\n\n".encode()
             if chunk_interval_ms:
                 await asyncio.sleep(chunk_interval_ms / 1000)
         final_choice: dict[str, Any] = (
@@ -258,7 +252,7 @@ def create_demo_app(
             "choices": [final_choice],
             "usage": usage,
         }
-        yield f"data: {json.dumps(final)}\n\n".encode()
+        yield f"data: {json_text(final)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
     async def _stream_call(
@@ -288,7 +282,7 @@ def create_demo_app(
             }
             if index == len(choices) - 1:
                 chunk["usage"] = usage
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield f"data: {json_text(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
     async def embeddings(request: Request) -> Response:
@@ -306,7 +300,7 @@ def create_demo_app(
             vector = [round(byte / 255 - 0.5, 6) for byte in digest[:8]]
             data.append({"object": "embedding", "index": index, "embedding": vector})
         tokens = sum(len(str(item).split()) for item in items)
-        return JSONResponse(
+        return DemoJSON(
             {
                 "object": "list",
                 "data": data,
@@ -332,7 +326,7 @@ def create_demo_app(
         else:
             text = str(document.get("prompt", ""))
         tokens = [index + 1 for index, _ in enumerate(text.split())]
-        return JSONResponse({"count": len(tokens), "max_model_len": 4096, "tokens": tokens})
+        return DemoJSON({"count": len(tokens), "max_model_len": 4096, "tokens": tokens})
 
     answers: dict[str, Callable[[dict[str, Any]], Response]] = {
         "/v1/chat/completions": functools.partial(respond, chat=True),

@@ -95,7 +95,7 @@ def test_a_bad_max_tokens_is_the_clients_400_in_its_apis_shape(
     shaped = answer.json()["error"]
     text = shaped if error is None else shaped[error]
     if path == "/api/chat":
-        assert text == "options.num_predict: must be of type integer"  # (Ollama's words)
+        assert text == 'options.num_predict: option "num_predict" must be of type integer'
         return
     name = "max_output_tokens" if path == "/v1/responses" else "max_tokens"
     assert f"{name} must be a positive integer, not {json.dumps(body[name])}" in text
@@ -190,19 +190,142 @@ DEMO_PATHS = [
 ]
 
 
+NAMES = st.text(max_size=3) | st.sampled_from(["\ud800", "a\udfffb"])
+SCHEMAS = st.fixed_dictionaries(
+    {"required": st.lists(NAMES, max_size=3)},
+    optional={"properties": st.dictionaries(NAMES, st.builds(dict, type=st.text(max_size=7)))},
+)
+TOOLS = st.lists(
+    st.builds(lambda n, s: {"name": n, "input_schema": s}, NAMES, SCHEMAS)  # Anthropic's
+    | st.builds(lambda n, s: {"function": {"name": n, "parameters": s}}, NAMES, SCHEMAS),
+    min_size=1,
+    max_size=2,
+)
+TOOLED = st.fixed_dictionaries(
+    {"messages": st.just([{"role": "user", "content": "hi"}]), "max_tokens": st.just(3)},
+    optional={"tools": TOOLS, "tool_choice": st.sampled_from(["auto", "none", {"type": "any"}])},
+)
+DEEP = st.none() | st.tuples(
+    st.sampled_from(["prompt", "messages", "input", "tools", "max_tokens", "options"]),
+    st.sampled_from([201, 900, 1000, 5000]) | st.integers(150, 1200),
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(OBJECTS, st.booleans())
+@given(OBJECTS | TOOLED, st.booleans(), DEEP)
 def test_the_demo_answers_any_json_without_a_server_error(
-    document: dict[str, Any], stream: bool
+    document: dict[str, Any], stream: bool, deep: tuple[str, int] | None
 ) -> None:
     """A newcomer's odd request (a prompt that is a number, a lone surrogate, a
-    max_output_tokens of -5) is answered or refused, never a 500 the gateway passes on
-    as a 502 (found by a new user's trial and a review)."""
+    max_output_tokens of -5, a body nested 1,000 deep, a tool's required argument named
+    "\\ud800") is answered or refused in UTF-8, never a 500 the gateway passes on as a
+    502 (found by a new user's trial and reviews)."""
     app = create_demo_app("demo", chunk_interval_ms=0)
     body = {**document, "model": "demo"}
     if stream:
         body["stream"] = True
+    text = json.dumps(body)  # (Infinity too)
+    if deep is not None:
+        key, depth = deep
+        text = f'{text[:-1]}, "{key}": {"[" * depth}{"]" * depth}}}'
     with TestClient(app) as client:  # (raises the server's exception, if any)
         for path in DEMO_PATHS:
-            answer = client.post(path, content=json.dumps(body))  # (Infinity too)
+            answer = client.post(path, content=text)
             assert answer.status_code < 500, (path, answer.text)
+            answer.content.decode()  # (strict UTF-8: no lone surrogate written)
+
+
+def _message_of(path: str, answer: httpx.Response) -> str:
+    """An error's words, read in the shape of the API `path` belongs to (KeyError or
+    AssertionError when the shape is another API's)."""
+    body = answer.json()
+    if path.startswith("/api/"):
+        assert isinstance(body["error"], str), body
+        return body["error"]
+    if path.startswith("/v1/messages"):
+        assert body["type"] == "error" and body["error"]["type"].endswith("_error")
+    return str(body["error"]["message"])
+
+
+@pytest.mark.parametrize("path", DEMO_PATHS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 5000 + "]" * 5000,
+        '{"model": "demo", "prompt": [' + "[" * 990 + "]" * 990 + "]}",
+        '{"model": "demo", "messages": [{"content": ' + "[" * 900 + "]" * 900 + "}]}",
+    ],
+    ids=["5000", "990", "900"],
+)
+def test_a_body_nested_too_deeply_is_the_clients_400_in_its_apis_shape(
+    path: str, body: str
+) -> None:
+    """The parser's RecursionError was a 500 (only its ValueError was caught); a body
+    parsed just under the limit is refused too, lest echoing or hashing it recurse."""
+    with TestClient(create_demo_app("demo")) as client:
+        answer = client.post(path, content=body)
+    assert answer.status_code == 400
+    assert "nested too deeply" in _message_of(path, answer)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("path", "tool"),
+    [
+        ("/v1/messages", {"name": "f", "input_schema": {"required": ["\ud800"]}}),
+        ("/api/chat", {"function": {"name": "f", "parameters": {"required": ["\ud800"]}}}),
+        ("/v1/chat/completions", {"function": {"name": "f\udfff", "parameters": {}}}),
+        (
+            "/v1/chat/completions",
+            {"function": {"name": "f", "parameters": {"required": ["\ud800"]}}},
+        ),
+    ],
+)
+def test_a_lone_surrogate_in_a_tool_is_answered_in_utf8(
+    path: str, tool: dict[str, Any], stream: bool
+) -> None:
+    """A lone surrogate in a required argument's name was a UnicodeEncodeError (a 500)
+    when the answer was written; every JSON the demo writes now has it as U+FFFD."""
+    hello = [{"role": "user", "content": "hi"}]
+    body = {"model": "demo", "max_tokens": 3, "messages": hello, "tools": [tool], "stream": stream}
+    with TestClient(create_demo_app("demo", chunk_interval_ms=0)) as client:
+        answer = client.post(path, content=json.dumps(body))
+    assert answer.status_code == 200
+    text = answer.content.decode()  # (strict UTF-8; a translated stream escapes U+FFFD)
+    assert "\ufffd" in text.replace("\\ufffd", "\ufffd")
+    assert "\\ud800" not in text and "\\udfff" not in text
+
+
+@pytest.mark.parametrize("path", DEMO_PATHS)
+@pytest.mark.parametrize("value", ['"' + "x" * 10_000_000 + '"', "[" * 150 + "]" * 150])
+def test_an_unknown_model_is_quoted_short(path: str, value: str) -> None:
+    """It was echoed whole: a 10 MB name came back in the 404."""
+    with TestClient(create_demo_app("demo")) as client:
+        answer = client.post(path, content=f'{{"model": {value}}}')
+    assert answer.status_code == 404 and len(answer.content) < 300
+    assert "not served here" in _message_of(path, answer)
+
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"messages": HELLO}, "max_tokens: Field required"),
+        ({"messages": HELLO, "max_tokens": None}, "max_tokens: Field required"),
+        ({"max_tokens": 3, "messages": []}, "messages: at least one message is required"),
+        ({"max_tokens": 3}, "messages: Field required"),
+        ({"max_tokens": 3, "messages": "hi"}, "messages: must be a list"),
+    ],
+)
+def test_messages_wants_max_tokens_and_a_message_as_anthropic_does(
+    demo_backend: ThreadedServer, body: dict[str, object], message: str
+) -> None:
+    """Anthropic's API refuses both (a chat's max_tokens defaults to 16, its messages may
+    be empty), so the demo answered what Anthropic refuses."""
+    url = f"{demo_backend.url}/v1/messages"
+    answer = httpx.post(url, json={"model": "demo", **body}, timeout=10)
+    assert answer.status_code == 400
+    error = {"type": "invalid_request_error", "message": message}
+    assert answer.json() == {"type": "error", "error": error}
