@@ -73,6 +73,23 @@ def _example_value(schema: object) -> object:
     return {"string": "demo", "integer": 1, "number": 1, "boolean": True}.get(str(kind))
 
 
+def _json_mode(document: dict[str, Any], words: list[str]) -> list[str]:
+    """The reply's words as a model held to JSON writes them (`response_format`, which
+    Ollama's `format` becomes): an object with the schema's properties at example
+    values, or {"reply": ...}; cut at its spaces, so that a stream's pieces join into
+    the same JSON. Without JSON mode, `words` as they are."""
+    wanted = _object(document.get("response_format"))
+    if wanted.get("type") == "json_schema":
+        schema = _object(_object(wanted.get("json_schema")).get("schema"))
+        properties = _object(schema.get("properties"))
+        reply = {name: _example_value(kind) for name, kind in properties.items()}
+    elif wanted.get("type") == "json_object":
+        reply = {"reply": " ".join(words)}
+    else:
+        return words
+    return json_text(reply).split(" ")
+
+
 def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -162,6 +179,8 @@ def create_demo_app(
             return DemoJSON(error_body(400, refused), status_code=400)
         prompt = _prompt_of(document)
         words = _words_for(prompt, min(max_tokens, 512))
+        if chat:
+            words = _json_mode(document, words)
         prompt_tokens = max(1, len(prompt.split()))
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -329,3 +329,25 @@ def test_messages_wants_max_tokens_and_a_message_as_anthropic_does(
     assert answer.status_code == 400
     error = {"type": "invalid_request_error", "message": message}
     assert answer.json() == {"type": "error", "error": error}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_demo_answers_json_when_asked_for_json(
+    demo_backend: ThreadedServer, stream: bool
+) -> None:
+    # Ollama's `format` (a chat completion's response_format) was plain text: the tour's
+    # `format: "json"` showed nothing of it (from a new user's trial).
+    client = ollama.Client(host=demo_backend.url, timeout=15)
+    hello = [{"role": "user", "content": "the weather"}]
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "t": {}}}
+    for wanted, expected in (("json", {"reply"}), (schema, {"city": "demo", "t": None})):
+        if stream:
+            parts = client.chat(model="demo", messages=hello, format=wanted, stream=True)
+            text = "".join(part.message.content or "" for part in parts)
+        else:
+            text = client.chat(model="demo", messages=hello, format=wanted).message.content or ""
+        answer = json.loads(text)
+        if wanted == "json":
+            assert set(answer) == expected and answer["reply"].startswith("Hello from the demo")
+        else:
+            assert answer == expected
