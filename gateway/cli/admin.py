@@ -346,7 +346,14 @@ def demo_backend(
 
 
 @cli.command("run-local")
-@click.option("--demo-port", type=click.IntRange(1, 65535), default=9001, show_default=True)
+@click.option(
+    "--demo-port",
+    type=click.IntRange(1, 65535),
+    default=9001,
+    show_default=True,
+    envvar="DEMO_PORT",
+    help="The demo backend's port (or DEMO_PORT: `PORT=18000 DEMO_PORT=18001 make run`).",
+)
 def run_local_command(demo_port: int) -> None:
     """Migrate, then run gateway, healthd and a demo backend until Ctrl-C (`make run`)."""
     from gateway.cli.run_local import run_local

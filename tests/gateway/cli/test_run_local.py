@@ -87,3 +87,21 @@ def test_a_second_run_while_the_ports_are_taken_says_so_and_starts_nothing(
     assert f"port {gateway_port} (the gateway) is in use" in second.stderr
     assert "is running" not in second.stdout  # no banner of somebody else's gateway
     assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+def test_the_demo_port_can_come_from_the_environment(tmp_path: Path) -> None:
+    # `PORT=18000 DEMO_PORT=18001 make run`: make passes both on to run-local.
+    gateway_port, demo_port = free_port(), free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", demo_port))
+        taken.listen()
+        refused = subprocess.run(
+            [str(BIN / "gateway-admin"), "run-local"],
+            cwd=tmp_path,
+            env=clean_environment({"PORT": str(gateway_port), "DEMO_PORT": str(demo_port)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 1
+    assert f"port {demo_port} (the demo backend) is in use" in refused.stderr
