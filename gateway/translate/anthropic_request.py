@@ -223,11 +223,15 @@ def messages(document: JSONObject) -> Translated:
     out: JSONObject = {"model": document.get("model"), "messages": _messages(document, dropped)}
     if document.get("max_tokens") is None:
         raise Untranslatable("max_tokens", "is required")
-    for name in _NUMBERS:
-        if document.get(name) is not None:
-            value = checked_number(name, document[name])
-            if name != "top_k":  # (a chat completion has none: dropped and named below)
-                out[name] = value
+    for name, (integer, least, most) in _NUMBERS.items():
+        value = document.get(name)
+        if value is None:
+            continue
+        # (the usual value, told at once; anything else is checked in full)
+        if not (type(value) is (int if integer else float) and least <= value <= (most or value)):
+            value = checked_number(name, value)
+        if name != "top_k":  # (a chat completion has none: dropped and named below)
+            out[name] = value
     stops = document.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):

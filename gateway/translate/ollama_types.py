@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import cast
 
 from gateway.translate.common import Untranslatable
 
@@ -42,6 +43,10 @@ OPTION_KINDS = {
     "num_thread": "integer",
 }
 _INT64 = 2**63
+# An integer option's int, or a float option's float, within int64 (NaN fails both
+# comparisons): taken as it is; anything else is typed by option_value.
+_USUAL: dict[str, type] = {"integer": int, "float32": float}
+_BOUND = 2**63 - 1
 
 
 def _refused(name: str, why: str) -> Untranslatable:
@@ -96,7 +101,12 @@ def typed_options(options: object) -> dict[str, object]:
         if value is None:
             continue
         if kind is not None:
-            typed[name] = option_value(name, kind, value)
+            # (the usual values, told at once: a request has a few options, each typed)
+            usual = _USUAL.get(kind)
+            if type(value) is usual and -_BOUND < cast(float, value) < _BOUND:
+                typed[name] = value
+            else:
+                typed[name] = option_value(name, kind, value)
         elif isinstance(value, float) and not math.isfinite(value):
             raise _refused(name, "must be a finite number")
         else:
