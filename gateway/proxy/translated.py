@@ -108,7 +108,7 @@ async def translated(
 ) -> Answer:
     document = _document(incoming, target)
     request = translation.request(document)  # an Untranslatable is the client's 400
-    body = request_bytes(request.document, document)  # (a NaN, too deep: the client's 400)
+    body = request_bytes(request.document)  # (nested too deep to write: the client's 400)
     outgoing = dataclasses.replace(
         incoming,
         path=request.path,

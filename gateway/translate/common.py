@@ -11,7 +11,6 @@ answer's `x-gateway-dropped` header: never silently changed.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,47 +43,25 @@ def json_bytes(document: object) -> bytes:
     return written
 
 
-def request_bytes(document: object, said: object = None) -> bytes:
-    """A translated request, as compact UTF-8 JSON for the backend, or the client's 400
-    naming the field in what the client `said` (its request, before translation).
+def request_bytes(document: object) -> bytes:
+    """A translated request, as compact UTF-8 JSON for the backend, or the client's 400.
 
-    The gateway writes this body, so it must be JSON: Python's parser reads NaN and
-    Infinity (and 1e400 as an infinity), which no backend takes as JSON, and a
-    translation may nest a client's schema a level or two deeper than it came, past
-    what can be written again (orjson stops at 255 levels, the standard encoder at the
-    recursion limit)."""
+    orjson writes it, as `json_bytes` does; what orjson refuses (a lone surrogate, an
+    integer past 64 bits, nesting past 255 levels) the standard encoder writes, escaped
+    to ASCII. A translation may nest a client's schema a level or two deeper than it
+    came, past what even that encoder can write (the recursion limit): the client's
+    400. No NaN or infinity is here, which orjson would write as null: the body's
+    parser refused them (gateway/json_bodies.py)."""
     try:
-        written = orjson.dumps(document)
+        return orjson.dumps(document)
     except TypeError:  # orjson.JSONEncodeError
-        written = b"null"
-    if b"null" not in written:
-        return written
+        pass
     try:
         return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     except ValueError:
-        where = non_finite_at(document if said is None else said) or "the request"
-        why = "a number JSON cannot hold (NaN, Infinity, or past 1e308)"
-        raise Untranslatable(where, why) from None
+        raise InvalidRequest("the request holds a number JSON cannot (NaN, Infinity)") from None
     except RecursionError:
         raise InvalidRequest("the request body is nested too deeply") from None
-
-
-def non_finite_at(document: object) -> str | None:
-    """Where the first NaN or infinity in a document is (`options.temperature`,
-    `messages[0].content`), or None: walked without recursion (a document may be deep)."""
-    pending: list[tuple[str, object]] = [("", document)]
-    while pending:
-        where, value = pending.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return where
-        if isinstance(value, dict):
-            items = [(f"{where}.{key}" if where else str(key), item) for key, item in value.items()]
-            pending.extend(reversed(items))
-        elif isinstance(value, list):
-            pending.extend(
-                (f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value)))
-            )
-    return None
 
 
 def record_bytes(record: object) -> bytes:

@@ -16,12 +16,10 @@ from gateway.proxy.relay import BufferedResponse
 from gateway.proxy.translated import _translated_whole
 from gateway.translate.common import (
     MAX_ARGUMENTS_DEPTH,
-    Untranslatable,
     chunk_of,
     is_done,
     json_bytes,
     loads_object,
-    non_finite_at,
     record_bytes,
     request_bytes,
     sse_data,
@@ -130,28 +128,13 @@ def test_documents_are_written_as_they_were_said(document: object, written: byte
         ({"a": 1, "b": [True, "é"]}, b'{"a":1,"b":[true,"\xc3\xa9"]}'),
         ({"t": "\ud800", "n": None}, b'{"t":"\\ud800","n":null}'),
         ({"n": 2**70}, b'{"n":1180591620717411303424}'),
+        # orjson's UTF-8, a null in it or not (the standard encoder's ASCII escapes made
+        # a Japanese text three times longer: every Messages tool turn has a null)
+        ({"content": None, "t": "日本"}, '{"content":null,"t":"日本"}'.encode()),
     ],
 )
 def test_a_translated_request_is_written_as_json(document: object, written: bytes) -> None:
     assert request_bytes(document) == written
-
-
-@pytest.mark.parametrize(
-    ("document", "where"),
-    [
-        ({"options": {"temperature": math.nan}}, "options.temperature"),
-        ({"messages": [{"content": "x"}, {"n": [1, -math.inf]}]}, "messages[1].n[1]"),
-        ({"a": None, "t": math.inf}, "t"),
-        ([math.nan], "[0]"),
-    ],
-)
-def test_a_number_json_cannot_hold_is_the_clients_400_naming_it(
-    document: object, where: str
-) -> None:
-    # Python's parser reads NaN, Infinity and 1e400: the gateway never writes them on.
-    with pytest.raises(Untranslatable) as refused:
-        request_bytes(document)
-    assert refused.value.param == where and "NaN, Infinity" in refused.value.message
 
 
 def test_a_request_nested_past_what_can_be_written_is_the_clients_400() -> None:
@@ -161,7 +144,6 @@ def test_a_request_nested_past_what_can_be_written_is_the_clients_400() -> None:
         deep = [deep]
     with pytest.raises(InvalidRequest, match="nested too deeply"):
         request_bytes({"format": {"schema": deep}})
-    assert non_finite_at({"format": {"schema": deep}}) is None  # walked, not recursed
 
 
 @pytest.mark.parametrize(
