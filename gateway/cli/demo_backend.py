@@ -73,11 +73,12 @@ def _example_value(schema: object) -> object:
     return {"string": "demo", "integer": 1, "number": 1, "boolean": True}.get(str(kind))
 
 
-def _json_mode(document: dict[str, Any], words: list[str]) -> list[str]:
+def _json_mode(document: dict[str, Any], words: list[str]) -> list[str] | None:
     """The reply's words as a model held to JSON writes them (`response_format`, which
     Ollama's `format` becomes): an object with the schema's properties at example
     values, or {"reply": ...}; cut at its spaces, so that a stream's pieces join into
-    the same JSON. Without JSON mode, `words` as they are."""
+    the same JSON. None without JSON mode. The object is whole (its answer's finish is
+    `stop`: OpenAI's SDK refuses to parse a `length` one), whatever max_tokens says."""
     wanted = _object(document.get("response_format"))
     if wanted.get("type") == "json_schema":
         schema = _object(_object(wanted.get("json_schema")).get("schema"))
@@ -86,7 +87,7 @@ def _json_mode(document: dict[str, Any], words: list[str]) -> list[str]:
     elif wanted.get("type") == "json_object":
         reply = {"reply": " ".join(words)}
     else:
-        return words
+        return None
     return json_text(reply).split(" ")
 
 
@@ -179,8 +180,9 @@ def create_demo_app(
             return DemoJSON(error_body(400, refused), status_code=400)
         prompt = _prompt_of(document)
         words = _words_for(prompt, min(max_tokens, 512))
-        if chat:
-            words = _json_mode(document, words)
+        as_json = _json_mode(document, words) if chat else None
+        finish = "length" if as_json is None else "stop"
+        words = words if as_json is None else as_json
         prompt_tokens = max(1, len(prompt.split()))
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -210,7 +212,7 @@ def create_demo_app(
             )
         if document.get("stream"):
             return StreamingResponse(
-                _stream(ident, created, words, usage, chat=chat),
+                _stream(ident, created, words, usage, chat=chat, finish=finish),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -219,10 +221,10 @@ def create_demo_app(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": "length",
+                "finish_reason": finish,
             }
             if chat
-            else {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+            else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         )
         return DemoJSON(
             {
@@ -236,7 +238,13 @@ def create_demo_app(
         )
 
     async def _stream(
-        ident: str, created: int, words: list[str], usage: dict[str, int], *, chat: bool
+        ident: str,
+        created: int,
+        words: list[str],
+        usage: dict[str, int],
+        *,
+        chat: bool,
+        finish: str = "length",
     ) -> AsyncIterator[bytes]:
         kind = "chat.completion.chunk" if chat else "text_completion"
         for index, word in enumerate(words):
@@ -259,9 +267,9 @@ def create_demo_app(
             if chunk_interval_ms:
                 await asyncio.sleep(chunk_interval_ms / 1000)
         final_choice: dict[str, Any] = (
-            {"index": 0, "delta": {}, "finish_reason": "length"}
+            {"index": 0, "delta": {}, "finish_reason": finish}
             if chat
-            else {"index": 0, "text": "", "logprobs": None, "finish_reason": "length"}
+            else {"index": 0, "text": "", "logprobs": None, "finish_reason": finish}
         )
         final = {
             "id": ident,

@@ -10,6 +10,7 @@ import anthropic
 import httpx
 import ollama
 import openai
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -351,3 +352,20 @@ def test_the_demo_answers_json_when_asked_for_json(
             assert set(answer) == expected and answer["reply"].startswith("Hello from the demo")
         else:
             assert answer == expected
+
+
+def test_the_demo_json_parses_with_openais_structured_outputs(demo_backend: ThreadedServer) -> None:
+    # A `length` finish makes the SDK refuse the answer (LengthFinishReasonError): the
+    # demo's JSON is whole, so its finish is `stop` (from the review).
+    class City(pydantic.BaseModel):
+        city: str
+        people: int
+
+    client = openai.OpenAI(base_url=f"{demo_backend.url}/v1", api_key="x", max_retries=0)
+    hello = [{"role": "user", "content": "a city"}]
+    parsed = client.chat.completions.parse(model="demo", messages=hello, response_format=City)
+    assert parsed.choices[0].message.parsed == City(city="demo", people=1)
+    reply = ollama.Client(host=demo_backend.url, timeout=15).chat(
+        model="demo", messages=hello, format="json"
+    )
+    assert reply.done_reason == "stop"
