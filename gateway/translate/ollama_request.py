@@ -17,7 +17,6 @@ from gateway.translate.common import (
     JSONObject,
     Translated,
     Untranslatable,
-    as_list,
     as_object,
     as_text,
     compact,
@@ -146,24 +145,26 @@ def _message(message: object, index: int, ids: _CallIds, dropped: Dropped) -> JS
     }
     if message.get("thinking"):
         dropped.add(f"{where}.thinking")
-    if role == "assistant" and message.get("tool_calls"):
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and not isinstance(tool_calls, list):
+        raise Untranslatable(f"{where}.tool_calls", "must be a list")
+    if role == "assistant" and tool_calls:
         calls = []
-        for number, call in enumerate(as_list(message.get("tool_calls"))):
+        for number, call in enumerate(tool_calls):
+            at = f"{where}.tool_calls[{number}].function"
             function = as_object(as_object(call).get("function"))
             name = function.get("name")
             if not isinstance(name, str):
-                raise Untranslatable(f"{where}.tool_calls[{number}].function.name", "is missing")
-            arguments = function.get("arguments", {})
+                raise Untranslatable(f"{at}.name", "is missing")
+            # An object, as Ollama's Go type (a map) reads it: null is none.
+            arguments = function.get("arguments")
+            if arguments is not None and not isinstance(arguments, dict):
+                raise Untranslatable(f"{at}.arguments", "must be an object")
             calls.append(
                 {
                     "id": ids.new(name),
                     "type": "function",
-                    "function": {
-                        "name": name,
-                        "arguments": arguments
-                        if isinstance(arguments, str)
-                        else compact(arguments),
-                    },
+                    "function": {"name": name, "arguments": compact(arguments or {})},
                 }
             )
         out["tool_calls"] = calls
@@ -176,7 +177,8 @@ def chat(document: JSONObject) -> Translated:
     """An Ollama /api/chat request as a chat completion."""
     dropped = Dropped()
     out = _common(document, dropped)
-    messages = document.get("messages", [])
+    messages = document.get("messages")
+    messages = [] if messages is None else messages  # (null is none, as in Ollama)
     if not isinstance(messages, list):
         raise Untranslatable("messages", "must be a list")
     ids = _CallIds()

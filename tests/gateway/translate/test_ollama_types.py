@@ -54,6 +54,25 @@ def test_images_must_be_a_list_of_strings(
             "messages[0].content",
             "must be a string",
         ),
+        (
+            chat,
+            {"messages": [{"role": "assistant", "tool_calls": {"function": {"name": "f"}}}]},
+            "messages[0].tool_calls",
+            "must be a list",
+        ),
+        (
+            chat,
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1}'}}],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+            "must be an object",
+        ),
         (embed, {"input": 3}, "input", "must be a string or a list of strings"),
         (embed, {"input": None}, "input", "must be a string or a list of strings"),
         (embed, {"input": ["a", 2]}, "input", "must be a list of strings"),
@@ -92,6 +111,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}
             {"messages": [{"role": "user", "content": ""}]},
         ),
         (chat, {"messages": [], "stream": None}, {"stream": True}),
+        (chat, {"messages": None}, {"messages": []}),
         (chat, {"messages": [{"role": "User", "content": "hi"}]}, {"messages": [USER]}),
         (chat, {"messages": [], "stream": False}, {"stream": False}),
         (
