@@ -63,7 +63,7 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
 
 def not_json_constant(name: str) -> float:
     """Python's parser reads NaN, Infinity and -Infinity, which JSON (RFC 8259) does not
-    have and no client's API means: the body is refused, not passed on with them."""
+    have: where a strict parse is asked, the body is refused, not passed on with them."""
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -79,15 +79,25 @@ def finite_number(text: str) -> float:
 
 # Built once: json.loads with hooks builds a decoder at each call (3 µs). The bytes are
 # decoded as json.loads decodes them (UTF-8, or UTF-16/32 by their first bytes).
-_decode = json.JSONDecoder(parse_constant=not_json_constant, parse_float=finite_number).decode
+_strict_decode = json.JSONDecoder(
+    parse_constant=not_json_constant, parse_float=finite_number
+).decode
 
 
-def parse_json_object(raw: bytes, *, empty_hint: str = "send a JSON object") -> dict[str, Any]:
-    """The body as a JSON object, or a 400 that says what is wrong with it."""
+def parse_json_object(
+    raw: bytes, *, empty_hint: str = "send a JSON object", strict: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it. `strict`:
+    NaN, Infinity and a number no double holds are refused too (Python's parser reads
+    them; Ollama's and Anthropic's APIs do not, and a translation could not write them
+    on as JSON)."""
     if not raw.strip():
         raise refused_json("empty", empty_hint=empty_hint)
     try:
-        document = _decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        if strict:
+            document = _strict_decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        else:
+            document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise refused_json("invalid", str(error)) from None
     except RecursionError:

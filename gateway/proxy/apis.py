@@ -21,6 +21,10 @@ class ForwardedAPI:
     summary: str
     form: bool = False  # a multipart/form-data upload (the model is a form field)
     streams_by_default: bool = False  # Ollama's chat and generate stream unless told not to
+    # Its API refuses NaN, Infinity and a number no double holds (Ollama's Go decoder,
+    # Anthropic's), and the gateway may write its body again (a translation): such a
+    # body is refused at once. The OpenAI routes pass it on byte for byte, as sent.
+    strict_numbers: bool = False
 
     @property
     def mount(self) -> str:
@@ -37,11 +41,14 @@ FORWARDED_APIS = (
         "Responses API (OpenAI); a previous_response_id goes to the backend that made it",
     ),
     ForwardedAPI(
-        "/v1/messages", "Messages (Anthropic's API); translated to chat for a backend without it"
+        "/v1/messages",
+        "Messages (Anthropic's API); translated to chat for a backend without it",
+        strict_numbers=True,
     ),
     ForwardedAPI(
         "/v1/messages/count_tokens",
         "Count a Messages request's tokens (Anthropic's API); through /tokenize if need be",
+        strict_numbers=True,
     ),
     ForwardedAPI("/v1/rerank", "Rerank documents (Jina/Cohere-style, as vLLM serves it)"),
     ForwardedAPI("/rerank", "Rerank documents (vLLM's root path)"),
@@ -56,9 +63,11 @@ FORWARDED_APIS = (
     ForwardedAPI("/v1/images/generations", "Generate images (OpenAI)"),
     # Ollama's own API (Open WebUI, the ollama client): NDJSON streams, line by line.
     # Translated to the OpenAI API for a backend without them (gateway/proxy/translated.py).
-    ForwardedAPI("/api/chat", "Chat (Ollama's API)", streams_by_default=True),
-    ForwardedAPI("/api/generate", "Generate (Ollama's API)", streams_by_default=True),
-    ForwardedAPI("/api/embed", "Embeddings (Ollama's API)"),
-    ForwardedAPI("/api/embeddings", "Embeddings (Ollama's older API)"),
-    ForwardedAPI("/api/show", "Model details (Ollama's API)"),
+    ForwardedAPI("/api/chat", "Chat (Ollama's API)", streams_by_default=True, strict_numbers=True),
+    ForwardedAPI(
+        "/api/generate", "Generate (Ollama's API)", streams_by_default=True, strict_numbers=True
+    ),
+    ForwardedAPI("/api/embed", "Embeddings (Ollama's API)", strict_numbers=True),
+    ForwardedAPI("/api/embeddings", "Embeddings (Ollama's older API)", strict_numbers=True),
+    ForwardedAPI("/api/show", "Model details (Ollama's API)", strict_numbers=True),
 )

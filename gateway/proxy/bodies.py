@@ -99,9 +99,11 @@ def _checked(model: object, stream: object) -> Target:
     return Target(checked.model, checked.stream)
 
 
-def parse_json_target(body: bytes, stream_default: bool = False) -> Target:
-    """Read `model` and `stream` (and `previous_response_id`) of a JSON body."""
-    return json_target(parse_json_object(body, empty_hint=EMPTY_HINT), stream_default)
+def parse_json_target(body: bytes, stream_default: bool = False, strict: bool = False) -> Target:
+    """Read `model` and `stream` (and `previous_response_id`) of a JSON body (`strict`:
+    see parse_json_object)."""
+    document = parse_json_object(body, empty_hint=EMPTY_HINT, strict=strict)
+    return json_target(document, stream_default)
 
 
 def json_target(
@@ -254,6 +256,17 @@ def parse_target(body: bytes, content_type: str | None, stream_default: bool = F
         assert content_type is not None
         return parse_form_target(body, content_type)
     return parse_json_target(body, stream_default)
+
+
+def parse_strict_target(
+    body: bytes, content_type: str | None, stream_default: bool = False
+) -> Target:
+    """parse_target for an API that refuses NaN, Infinity and 1e400 (ForwardedAPI's
+    `strict_numbers`)."""
+    if is_form(content_type):
+        assert content_type is not None
+        return parse_form_target(body, content_type)
+    return parse_json_target(body, stream_default, strict=True)
 
 
 def with_model(body: bytes, model: str, span: tuple[int, int] | None = None) -> bytes:

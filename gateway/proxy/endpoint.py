@@ -43,6 +43,7 @@ from gateway.proxy.bodies import (
     Target,
     is_form,
     json_target,
+    parse_strict_target,
     parse_target,
 )
 from gateway.proxy.client_watch import ClientWatch
@@ -101,6 +102,7 @@ class ProxyEndpoint:
         self.cors = CORSMiddleware(self, **cors_options(settings)) if settings.enable_cors else None
         # Ollama's and Anthropic's APIs: translated for a backend that lacks them.
         self.translates = translates(api.path)
+        self.parse: TargetParser = parse_strict_target if api.strict_numbers else parse_target
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length")
@@ -203,7 +205,11 @@ class ProxyEndpoint:
         x-ratelimit-* headers of the limits."""
         content_type = _text(headers.get(b"content-type"))
         target = await read_target(
-            body, content_type, self.api.streams_by_default, executor=runtime.large_bodies
+            body,
+            content_type,
+            self.api.streams_by_default,
+            parse=self.parse,
+            executor=runtime.large_bodies,
         )
         scope["state"]["model"] = target.model  # (for the line of an error answer)
         if not caller.may_use(target.model):  # a group's keys see only its models

@@ -133,7 +133,7 @@ def _document(incoming: Incoming, target: Target) -> JSONObject:
     it), or parsed here when the endpoint kept only what routing reads (a large body)."""
     if target.whole_body and isinstance(target.members, dict):
         return target.members
-    return parse_json_object(incoming.body, empty_hint=EMPTY_HINT)
+    return parse_json_object(incoming.body, empty_hint=EMPTY_HINT, strict=True)
 
 
 def _translated_whole(
