@@ -27,12 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission.charge import Caller, Charge
 from gateway.context import GatewayContext
-from gateway.errors import (
-    INTERNAL_ERROR_MESSAGE,
-    JSONAnswer,
-    error_answer,
-    internal_error_answer,
-)
+from gateway.errors import INTERNAL_ERROR_MESSAGE, JSONAnswer, error_answer, internal_error_answer
 from gateway.middleware import body_too_large, choose_request_id, cors_options
 from gateway.openapi import DocumentedRoute, Operation, walk_routes
 from gateway.proxy.apis import FORWARDED_APIS, ForwardedAPI
