@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -274,6 +274,13 @@ class EventReader:
         self._held_tail = b""
 
 
+class Ends(Protocol):
+    """What tells the relay the client's stream is over before the backend's is (a
+    translated stream whose final record was written)."""
+
+    done: bool
+
+
 class RelayedStream:
     """An ASGI response that relays an upstream SSE stream, whole events as they arrive.
 
@@ -300,6 +307,9 @@ class RelayedStream:
         # What ends the client's stream in another API's shape (a translated stream's
         # last records, or its error record after a break); None: the events' own.
         self.closing: Callable[[UpstreamError | None], bytes] | None = None
+        # Once it is done, the client's stream ends (the backend's rest is not awaited:
+        # a backend silent or broken after its [DONE] is not the client's to wait for).
+        self.ends: Ends | None = None
         # The attempt's slot and the backend's answer, handed over by the Forwarder:
         # released (or the connection closed, when the stream did not end) on leaving.
         self.held = held
@@ -360,6 +370,9 @@ class RelayedStream:
             self._remember(self.first_events)
             await self._send_events(send, self.first_events)
             while True:
+                if self.ends is not None and self.ends.done:
+                    self.outcome.completed = True
+                    break
                 try:
                     chunk = await self.events.read(idle=self.idle_timeout)
                 except UpstreamTimeout:

@@ -184,6 +184,7 @@ def _translated_stream(
     # Each run goes to the translator as it is: its time is read only where it is needed.
     answer.rewrite = translator.feed
     answer.closing = closing
+    answer.ends = translator
     kept = [(name, value) for name, value in answer.headers if name not in BODY_HEADERS]
     answer.headers = [(b"content-type", translation.stream_type), *kept, *extra]
     return answer

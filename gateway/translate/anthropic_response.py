@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.translate.common import (
+    CUT_SHORT,
     JSONObject,
     as_count,
     as_list,
@@ -303,10 +304,13 @@ class AnthropicStream:
 
     def close(self, failure: str | None, now: float | None = None) -> bytes:
         """What ends the client's stream: Anthropic's error event after a break, or the
-        closing events when the backend ended without `[DONE]`."""
+        closing events when the backend ended without `[DONE]` but after its finish; an
+        answer that ended with neither was cut short (an error event)."""
         self.fast = None
         if self.done:
             return b""
+        if failure is None and self.finish_reason is None:
+            failure = CUT_SHORT
         if failure is not None:
             self.done = True
             return _event("error", error_document(502, failure))

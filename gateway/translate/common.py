@@ -11,6 +11,7 @@ answer's `x-gateway-dropped` header: never silently changed.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,11 @@ def record_bytes(record: object) -> bytes:
         return json.dumps(record, separators=(",", ":")).encode()
 
 
+# A stream the backend ended with neither its finish nor [DONE] was cut short: the
+# client is told so, not handed a finished answer.
+CUT_SHORT = "the backend's stream ended before its answer did (no finish_reason, no [DONE])"
+
+
 class Untranslatable(InvalidRequest):
     """A request that says something the backend's API cannot: a 400 naming the field."""
 
@@ -126,41 +132,63 @@ def as_count(value: object) -> int:
 MAX_ARGUMENTS_DEPTH = 200  # a tool call's arguments nested deeper are no object of ours
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number past a double is not JSON")
+    return value
+
+
+# Tool calls' arguments are passed on inside the client's JSON: what is not JSON in them
+# (NaN, Infinity, 1e400, which Python's parser reads) is not an object of ours.
+_strict_loads = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite).decode
+
+
 def loads_object(text: object) -> JSONObject | None:
-    """A JSON object from a string (tool arguments), or None when it is not one."""
+    """A JSON object from a string (tool arguments), or None when it is not one (or not
+    JSON, as NaN is not)."""
     if not isinstance(text, str):
         return None
     try:
-        value = json.loads(text)
+        value = _strict_loads(text)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) and not _too_deep(text, value) else None
+    return value if isinstance(value, dict) and not _unwritable(text, value) else None
 
 
 def tool_arguments(arguments: object) -> JSONObject | None:
     """A tool call's arguments as an object (a backend writes them as JSON text, or as
     an object), or None when they are not one, or are nested past MAX_ARGUMENTS_DEPTH:
     such a document, parsed near the interpreter's recursion limit, could not be
-    written again (the standard encoder's RecursionError; orjson stops at 255)."""
+    written again (the standard encoder's RecursionError; orjson stops at 255). An
+    object holding a NaN or an infinity (an answer's parser reads them) is none either:
+    it could not be written as JSON."""
     if isinstance(arguments, dict):
-        return None if _too_deep(None, arguments) else arguments
+        return None if _unwritable(None, arguments) else arguments
     return loads_object(arguments)
 
 
-def _too_deep(text: str | None, value: object) -> bool:
-    """Whether `value` (parsed from `text`, when known) is nested past
-    MAX_ARGUMENTS_DEPTH; told without a walk when its text has fewer brackets."""
+def _unwritable(text: str | None, value: object) -> bool:
+    """Whether `value` (parsed strictly from `text`, when known) is nested past
+    MAX_ARGUMENTS_DEPTH, or holds a number JSON cannot; told without a walk when its
+    text was parsed strictly and has fewer brackets."""
     if text is not None and text.count("{") + text.count("[") <= MAX_ARGUMENTS_DEPTH:
         return False
     level: list[tuple[object, int]] = [(value, 1)]
     while level:
         item, depth = level.pop()
+        if type(item) is float and not math.isfinite(item):
+            return True
+        if not isinstance(item, dict | list):
+            continue
         if depth > MAX_ARGUMENTS_DEPTH:
             return True
-        members = (
-            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        )
-        level.extend((member, depth + 1) for member in members if isinstance(member, dict | list))
+        members = item.values() if isinstance(item, dict) else item
+        level.extend((member, depth + 1) for member in members)
     return False
 
 

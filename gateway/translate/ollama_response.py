@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.translate.common import (
+    CUT_SHORT,
     JSONObject,
     as_count,
     as_list,
@@ -346,14 +347,17 @@ class OllamaStream:
 
     def close(self, failure: str | None, now: float | None = None) -> bytes:
         """What ends the client's stream: Ollama's error line after a break, or the final
-        record when the backend ended without `[DONE]`."""
+        record when the backend ended without `[DONE]` but after its finish; an answer
+        that ended with neither was cut short (an error line, not a finished answer)."""
         self.fast = None
-        if now is None:
-            now = self.clock()
+        if self.done:  # its final record or error line was written: nothing follows it
+            return b""
+        if failure is None and self.finish_reason is None:
+            failure = CUT_SHORT
         if failure is not None:
             self.done = True
             return _line({"error": failure})
-        return b"" if self.done else self._finish(now)
+        return self._finish(self.clock() if now is None else now)
 
 
 def show_answer(model: str, details: Mapping[str, object], created: float) -> JSONObject:

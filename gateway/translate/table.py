@@ -31,7 +31,10 @@ class Exchange:
 
 class StreamTranslator(Protocol):
     """`now`: the time (perf_counter) of the run; None: the translator reads its clock
-    where it needs the time (the relay's way: a token's run does not)."""
+    where it needs the time (the relay's way: a token's run does not). `done`: its
+    final record (or error) was written, and nothing the backend sends after it is read."""
+
+    done: bool
 
     def feed(self, events: bytes, now: float | None = None) -> bytes: ...
 

@@ -22,6 +22,18 @@ from gateway.proxy.endpoint import LARGE_BODY_BYTES
 from tests.fakes import CountingApp, ScriptedBackend
 from tests.gateway.proxy.test_apis import HEADERS, register
 from tests.gateway.proxy.test_ollama import FakeOllama
+from tests.raw_backend import (
+    SSE_HEAD,
+    Hold,
+    RawBackend,
+    Reset,
+    Seen,
+    Step,
+    Write,
+    chunk_event,
+    chunked,
+    http,
+)
 from tests.support import ThreadedServer
 
 WEATHER = {
@@ -442,3 +454,38 @@ def test_what_cannot_be_written_as_json_is_the_clients_400_in_its_apis_shape(
     assert message in said
     if path == "/v1/messages":
         assert document["type"] == "error"
+
+
+def _finished_then(after: Step) -> RawBackend:
+    """An OpenAI-only backend whose streams finish ([DONE]) and then do `after`."""
+    finish = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    finish["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    events = chunk_event("hi") + b"data: " + json.dumps(finish).encode() + b"\n\ndata: [DONE]\n\n"
+
+    def script(seen: Seen) -> list[Step]:
+        if seen.path != "/v1/chat/completions":
+            return [Write(http(404, b'{"detail":"Not Found"}'))]
+        return [Write(SSE_HEAD + chunked(events)), after]
+
+    return RawBackend(script)
+
+
+@pytest.mark.parametrize("after", [Hold(), Reset()], ids=["silent", "reset"])
+def test_a_stream_is_over_at_its_done_whatever_the_backend_does_next(
+    gateway: ThreadedServer, after: Step
+) -> None:
+    # From a review: the final record came, then after the backend's reset an error line
+    # (the client raised after done), or, the backend silent, nothing until the idle
+    # timeout and then the error line.
+    hello = [{"role": "user", "content": "hi"}]
+    with _finished_then(after) as backend:
+        register(gateway, backend.url, model_name="m")
+        client = ollama.Client(host=gateway.url, timeout=10)
+        parts = list(client.chat(model="m", messages=hello, stream=True))
+        assert [p.message.content for p in parts] == ["hi", ""]
+        assert parts[-1].done and parts[-1].done_reason == "stop"
+        sdk = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+        sdk = sdk.with_options(timeout=10)
+        with sdk.messages.stream(model="m", max_tokens=9, messages=hello) as stream:
+            assert list(stream.text_stream) == ["hi"]
+            assert stream.get_final_message().stop_reason == "end_turn"

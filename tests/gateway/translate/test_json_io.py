@@ -108,6 +108,32 @@ def test_arguments_nested_near_the_recursion_limit_are_no_object_and_no_error() 
 
 
 @pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"x": NaN}',
+        '{"x": [1, -Infinity]}',
+        '{"x": {"y": 1e400}}',
+        {"x": math.nan},
+        {"x": [{"y": -math.inf}]},
+    ],
+)
+def test_arguments_holding_what_json_cannot_are_no_object(arguments: object) -> None:
+    """From a review: a model's arguments with NaN (which vLLM does not check) were read
+    by Python's parser and written back as NaN: JSON no client's parser reads."""
+    assert tool_arguments(arguments) is None
+    exchange = Exchange("m", 0.0, 0.0)
+    for path, inside in (("/api/chat", "arguments"), ("/v1/messages", "input")):
+        answer = TRANSLATIONS[path].answer(_call(arguments), exchange, 1.0)
+        written = json_bytes(answer)
+        assert b"NaN" not in written and b"Infinity" not in written
+        assert f'"{inside}":{{}}'.encode() in written
+    assert tool_arguments('{"x": 1.5e300, "n": 12345678901234567890123}') == {
+        "x": 1.5e300,
+        "n": 12345678901234567890123,
+    }
+
+
+@pytest.mark.parametrize(
     ("document", "written"),
     [
         ({"a": 1, "b": [True, "é"]}, b'{"a":1,"b":[true,"\xc3\xa9"]}'),

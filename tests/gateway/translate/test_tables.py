@@ -535,6 +535,37 @@ def test_a_broken_stream_ends_in_each_apis_error_shape() -> None:
     assert json.loads(lines.close("cut", 2.0)) == {"error": "cut"}
 
 
+def test_a_stream_ended_with_neither_finish_nor_done_was_cut_short() -> None:
+    # The backend closed its answer cleanly after two texts: not a finished answer.
+    stream = anthropic_response.AnthropicStream("claude", "msg_1")
+    stream.feed(_sse(*VLLM_STREAM[:2]))
+    end = stream.close(None)
+    assert end.startswith(b"event: error\n") and b"message_stop" not in end
+    assert "ended before its answer did" in json.loads(sse_payloads(end)[0])["error"]["message"]
+    lines = ollama.OllamaStream("m", chat=True, started=0.0, epoch=0.0)
+    lines.feed(_sse(*VLLM_STREAM[:2]), 1.0)
+    assert "ended before its answer did" in json.loads(lines.close(None, 2.0))["error"]
+    # After its finish (no [DONE], no usage), the answer is whole.
+    stream = anthropic_response.AnthropicStream("claude", "msg_1")
+    stream.feed(_sse(VLLM_STREAM[1], _delta({}, "stop")))
+    assert stream.close(None).endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    lines = ollama.OllamaStream("m", chat=True, started=0.0, epoch=0.0)
+    lines.feed(_sse(VLLM_STREAM[1], _delta({}, "stop")), 1.0)
+    assert json.loads(lines.close(None, 2.0))["done_reason"] == "stop"
+
+
+def test_nothing_follows_a_streams_end() -> None:
+    # The backend broke (or erred again) after its [DONE], or after its error chunk.
+    error = {"error": {"message": "overloaded", "type": "server_error", "code": 503}}
+    for tail in ("[DONE]", error):
+        lines = ollama.OllamaStream("m", chat=True, started=0.0, epoch=0.0)
+        lines.feed(_sse(VLLM_STREAM[1], _delta({}, "stop"), tail), 1.0)
+        assert lines.done and lines.close("the backend failed mid-stream: reset", 2.0) == b""
+        stream = anthropic_response.AnthropicStream("claude", "msg_1")
+        stream.feed(_sse(VLLM_STREAM[1], _delta({}, "stop"), tail))
+        assert stream.done and stream.close("the backend failed mid-stream: reset") == b""
+
+
 def test_a_chat_stream_as_ollamas_ndjson() -> None:
     stream = ollama.OllamaStream("qwen3", chat=True, started=100.0, epoch=1733300000.0)
     out = stream.feed(_sse(*VLLM_STREAM[:2]), 100.25) + stream.feed(_sse(*VLLM_STREAM[2:]), 101.0)
