@@ -24,7 +24,23 @@ from gateway.translate.common import (
 CHAT = "/v1/chat/completions"
 TOKENIZE = "/tokenize"
 
-_DROPPED_FIELDS = ("top_k", "thinking", "service_tier", "container", "mcp_servers")
+# The fields translated: any other (top_k, thinking, service_tier, a beta's such as
+# context_management) is dropped and named, never passed over in silence.
+_TRANSLATED = frozenset(
+    (
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "metadata",
+    )
+)
 # The numbers a Messages request holds, as Anthropic's API checks them (its 400 names
 # the field): (integer?, least, most). A whole float is an integer, as its validator
 # reads 16.0. Checked here too, so that a chat completion never gets "hot" for a
@@ -120,7 +136,9 @@ def _turn(message: object, index: int, dropped: Dropped) -> list[JSONObject]:
         if "cache_control" in block:
             dropped.add("cache_control")
         if kind == "text":
-            parts.append({"type": "text", "text": as_text(block.get("text"))})
+            if not isinstance(block.get("text"), str):
+                raise Untranslatable(f"{at}.text", "must be text")
+            parts.append({"type": "text", "text": block["text"]})
         elif kind == "image" and role == "user":
             parts.append(_image(block, at))
         elif kind == "tool_result" and role == "user":
@@ -143,21 +161,24 @@ def _turn(message: object, index: int, dropped: Dropped) -> list[JSONObject]:
             raise Untranslatable(f"{at}.type", f"a {kind!r} block has no chat-completion form")
     out: list[JSONObject] = list(results)
     if role == "assistant":
-        text = "".join(as_text(part.get("text")) for part in parts)
-        if text or calls:
-            turn: JSONObject = {"role": "assistant", "content": text or None}
+        parts = [part for part in parts if part["text"]]
+        if parts or calls:
+            turn: JSONObject = {"role": "assistant", "content": _content(parts) or None}
             if calls:
                 turn["tool_calls"] = calls
             out.append(turn)
     elif parts:
-        only_text = all(part["type"] == "text" for part in parts)
-        out.append(
-            {
-                "role": "user",
-                "content": "".join(p["text"] for p in parts) if only_text else parts,
-            }
-        )
+        out.append({"role": "user", "content": _content(parts)})
     return out
+
+
+def _content(parts: list[JSONObject]) -> str | list[JSONObject]:
+    """A message's blocks as OpenAI's content: one text block is its text; more blocks
+    stay parts, joined as the backend's chat template joins them (not run together)."""
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        text: str = parts[0]["text"]
+        return text
+    return parts
 
 
 def _tools(value: object, dropped: Dropped) -> list[JSONObject]:
@@ -248,10 +269,15 @@ def messages(document: JSONObject) -> Translated:
     user = as_object(document.get("metadata")).get("user_id")
     if isinstance(user, str):
         out["user"] = user
-    for name in _DROPPED_FIELDS:
-        if name in document:
-            dropped.add(name)
+    _drop_the_rest(document, _TRANSLATED, dropped)
     return Translated(CHAT, out, out["stream"], tuple(dropped.names))
+
+
+def _drop_the_rest(document: JSONObject, translated: frozenset[str], dropped: Dropped) -> None:
+    """Names the fields of `document` that were not translated."""
+    for name in document:
+        if name not in translated:
+            dropped.add(name)
 
 
 def count_tokens(document: JSONObject) -> Translated:
@@ -264,7 +290,9 @@ def count_tokens(document: JSONObject) -> Translated:
     }
     if document.get("tools"):
         out["tools"] = _tools(document["tools"], dropped)
-    for name in _DROPPED_FIELDS:
-        if name in document:
-            dropped.add(name)
+    _drop_the_rest(document, _COUNTED, dropped)
     return Translated(TOKENIZE, out, False, tuple(dropped.names))
+
+
+# What count_tokens reads of a request (what a chat's answer depends on is not counted).
+_COUNTED = frozenset(("model", "messages", "system", "tools"))

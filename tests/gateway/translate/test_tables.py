@@ -48,6 +48,9 @@ OLLAMA_TOOL_CHAT = {
 }
 
 
+USER_HI = {"role": "user", "content": "hi"}
+
+
 @pytest.mark.parametrize(
     ("request_body", "path", "expected", "dropped"),
     [
@@ -101,7 +104,7 @@ OLLAMA_TOOL_CHAT = {
         (
             {
                 "model": "m",
-                "messages": [],
+                "messages": [USER_HI],
                 "format": {"type": "object"},
                 "options": {"num_predict": -1},
             },
@@ -109,7 +112,7 @@ OLLAMA_TOOL_CHAT = {
             {
                 "model": "m",
                 "stream": True,
-                "messages": [],
+                "messages": [USER_HI],
                 "response_format": {
                     "type": "json_schema",
                     "json_schema": {"name": "format", "schema": {"type": "object"}},
@@ -177,6 +180,11 @@ HI: dict[str, Any] = {
         (ollama_request.chat, {"model": "m", "messages": "hi"}, "messages"),
         (ollama_request.chat, {"model": "m", "messages": [{"role": "king"}]}, "messages[0].role"),
         (ollama_request.generate, {"model": "m", "prompt": "x", "suffix": "y"}, "suffix"),
+        # As Ollama: "raw mode does not support template, system, or context"
+        (ollama_request.generate, {"prompt": "x", "raw": True, "system": "s"}, "raw"),
+        (ollama_request.generate, {"prompt": "x", "raw": True, "template": "t"}, "raw"),
+        (ollama_request.generate, {"prompt": "x", "raw": True, "context": [1, 2]}, "raw"),
+        (ollama_request.generate, {"prompt": "x", "raw": True, "context": "1"}, "context"),
         (ollama_request.embed, {"model": "m", "input": 3}, "input"),
         (
             anthropic_request.messages,
@@ -207,6 +215,11 @@ HI: dict[str, Any] = {
         (anthropic_request.messages, {**HI, "top_p": -0.1}, "top_p"),
         (anthropic_request.messages, {**HI, "top_k": -1}, "top_k"),
         (anthropic_request.messages, {**HI, "stream": "yes"}, "stream"),
+        (
+            anthropic_request.messages,
+            {**HI, "messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]},
+            "messages[0].content[0].text",
+        ),
     ],
 )
 def test_what_cannot_be_translated_is_a_400_naming_the_field(
@@ -232,6 +245,50 @@ def test_anthropics_numbers_are_taken_as_anthropic_takes_them(
     names = ("max_tokens", "temperature", "top_p", "top_k")
     numbers = {name: document[name] for name in names if name in document}
     assert numbers == {"max_tokens": 5, **expected} and document["stream"] is False
+
+
+TWO_TEXTS = [{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}]
+
+
+@pytest.mark.parametrize(
+    ("request_body", "messages", "dropped"),
+    [
+        # Blocks stay parts (the backend's template joins them), not "Helloworld".
+        (
+            {**HI, "messages": [{"role": "user", "content": TWO_TEXTS}]},
+            [{"role": "user", "content": TWO_TEXTS}],
+            (),
+        ),
+        (
+            {**HI, "messages": [{"role": "assistant", "content": TWO_TEXTS}]},
+            [{"role": "assistant", "content": TWO_TEXTS}],
+            (),
+        ),
+        (
+            {**HI, "messages": [{"role": "user", "content": TWO_TEXTS[:1]}]},
+            [{"role": "user", "content": "Hello"}],
+            (),
+        ),
+        # A field not translated is named, whatever it is (Claude Code sends betas').
+        (
+            {**HI, "context_management": {"edits": []}, "top_k": 3, "thinking": {}},
+            [{"role": "user", "content": "hi"}],
+            ("context_management", "top_k", "thinking"),
+        ),
+    ],
+)
+def test_a_messages_request_says_what_it_said(
+    request_body: dict[str, Any], messages: list[dict[str, Any]], dropped: tuple[str, ...]
+) -> None:
+    translated = anthropic_request.messages(request_body)
+    assert translated.document["messages"] == messages
+    assert translated.dropped == dropped
+
+
+def test_count_tokens_names_what_it_does_not_count() -> None:
+    body = {**HI, "tool_choice": {"type": "auto"}, "betas_field": 1}
+    translated = anthropic_request.count_tokens(body)
+    assert translated.dropped == ("max_tokens", "tool_choice", "betas_field")
 
 
 # Anthropic's docs' tool use round trip, with an image and a cached system prompt.
