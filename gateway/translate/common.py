@@ -99,6 +99,9 @@ class Translated:
     document: JSONObject
     stream: bool
     dropped: tuple[str, ...] = ()
+    # A request the gateway answers itself, no backend asked: Ollama's load or unload
+    # (a chat without messages, a prompt-less generate), by its done_reason.
+    answered: str | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ not to. What Ollama tunes that OpenAI cannot say (`options.num_ctx`,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.translate.common import (
@@ -41,6 +42,8 @@ _OPTIONS = {
 }
 # Top-level fields that change nothing the model is asked: dropped without a word in
 # the header would hide them, so they are named too; `stream` and `model` are read.
+# A zero keep_alive as Go's time.ParseDuration reads one ("0", "0s", "0m0s", "0.0h").
+_ZERO_DURATION = re.compile(r"0|[+-]?(?:(?:0+\.?0*|\.0+)(?:ns|us|µs|μs|ms|s|m|h))+")
 _IGNORED = ("keep_alive", "think", "context", "template", "truncate", "logprobs")
 
 
@@ -173,6 +176,21 @@ def _message(message: object, index: int, ids: _CallIds, dropped: Dropped) -> JS
     return out
 
 
+def _unloads(document: JSONObject) -> bool:
+    """Whether keep_alive is zero (Ollama's Duration: seconds, or Go's duration text)."""
+    keep = document.get("keep_alive")
+    if isinstance(keep, str):
+        return _ZERO_DURATION.fullmatch(keep) is not None
+    return type(keep) in (int, float) and keep == 0
+
+
+def _loaded(document: JSONObject, out: JSONObject, dropped: Dropped) -> Translated:
+    """What Ollama does with nothing to answer: loads the model (or, keep_alive 0,
+    unloads it) and answers at once; the backend's server keeps its own models."""
+    reason = "unload" if _unloads(document) else "load"
+    return Translated("", out, False, tuple(dropped.names), answered=reason)
+
+
 def chat(document: JSONObject) -> Translated:
     """An Ollama /api/chat request as a chat completion."""
     dropped = Dropped()
@@ -181,6 +199,8 @@ def chat(document: JSONObject) -> Translated:
     messages = [] if messages is None else messages  # (null is none, as in Ollama)
     if not isinstance(messages, list):
         raise Untranslatable("messages", "must be a list")
+    if not messages:
+        return _loaded(document, out, dropped)
     ids = _CallIds()
     out["messages"] = [
         _message(message, index, ids, dropped) for index, message in enumerate(messages)
@@ -200,11 +220,16 @@ def generate(document: JSONObject) -> Translated:
     system = text(document, "system")
     suffix = text(document, "suffix")
     images = texts(document, "images")
-    if flag(document, "raw"):
+    if not prompt and _unloads(document):
+        return _loaded(document, out, dropped)
+    raw = flag(document, "raw")
+    if raw and (system or text(document, "template") or _context(document)):
+        raise Untranslatable("raw", "raw mode does not support template, system, or context")
+    if not prompt:
+        return _loaded(document, out, dropped)
+    if raw:
         if images:
             raise Untranslatable("images", "a raw prompt cannot carry images")
-        if system:
-            dropped.add("system")
         if suffix:
             dropped.add("suffix")
         out["prompt"] = prompt
@@ -215,6 +240,14 @@ def generate(document: JSONObject) -> Translated:
     messages.append({"role": "user", "content": _content(prompt, images)})
     out["messages"] = messages
     return Translated(CHAT, out, out["stream"], tuple(dropped.names))
+
+
+def _context(document: JSONObject) -> bool:
+    """Whether a generate request carries the context of an earlier answer (its tokens)."""
+    context = document.get("context")
+    if context is not None and not isinstance(context, list):
+        raise Untranslatable("context", "must be a list of integers")
+    return bool(context)
 
 
 def _embedding_request(document: JSONObject, value: object, dropped: Dropped) -> JSONObject:

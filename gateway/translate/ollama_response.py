@@ -360,6 +360,17 @@ class OllamaStream:
         return self._finish(self.clock() if now is None else now)
 
 
+def loaded_answer(model: str, reason: str, *, chat: bool, epoch: float) -> JSONObject:
+    """Ollama's answer to a request with nothing to answer (`reason`: load or unload)."""
+    record: JSONObject = {"model": model, "created_at": created_at(epoch)}
+    if chat:
+        record["message"] = {"role": "assistant", "content": ""}
+    else:
+        record["response"] = ""
+    record.update(done=True, done_reason=reason)
+    return record
+
+
 def show_answer(model: str, details: Mapping[str, object], created: float) -> JSONObject:
     """What the pool knows of a model (its backends' `/v1/models` entry) as Ollama's
     /api/show answer; what only a model file says (template, license) is empty."""

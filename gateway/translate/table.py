@@ -48,6 +48,8 @@ class Translation:
     stream: Callable[[Exchange, bool], StreamTranslator] | None  # (exchange, via chat?)
     error: Callable[[int, str], JSONObject]  # (status, message): the API's error body
     stream_type: bytes = b"application/x-ndjson"
+    # A request the gateway answers itself (Translated.answered): (reason, exchange).
+    here: Callable[[str, Exchange], JSONObject] | None = None
 
 
 def ollama_error(status: int, message: str) -> JSONObject:
@@ -104,15 +106,27 @@ def _count_answer(document: JSONObject, exchange: Exchange, now: float) -> JSONO
     return anthropic_response.count_answer(document)
 
 
+def _ollama_loaded(chat: bool) -> Callable[[str, Exchange], JSONObject]:
+    def answer(reason: str, exchange: Exchange) -> JSONObject:
+        return ollama.loaded_answer(exchange.model, reason, chat=chat, epoch=exchange.epoch)
+
+    return answer
+
+
 TRANSLATIONS = {
     "/api/chat": Translation(
-        ollama_request.chat, _ollama(ollama.chat_answer), _ollama_stream(True), ollama_error
+        ollama_request.chat,
+        _ollama(ollama.chat_answer),
+        _ollama_stream(True),
+        ollama_error,
+        here=_ollama_loaded(True),
     ),
     "/api/generate": Translation(
         ollama_request.generate,
         _ollama(ollama.generate_answer),
         _ollama_stream(False),
         ollama_error,
+        here=_ollama_loaded(False),
     ),
     "/api/embed": Translation(
         ollama_request.embed, _ollama(ollama.embed_answer), None, ollama_error

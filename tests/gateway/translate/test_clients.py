@@ -489,3 +489,20 @@ def test_a_stream_is_over_at_its_done_whatever_the_backend_does_next(
         with sdk.messages.stream(model="m", max_tokens=9, messages=hello) as stream:
             assert list(stream.text_stream) == ["hi"]
             assert stream.get_final_message().stop_reason == "end_turn"
+
+
+def test_ollamas_load_and_unload_are_answered_without_generating(
+    gateway: ThreadedServer,
+) -> None:
+    # From a review: a prompt-less generate (how clients preload a model) went to the
+    # backend as an empty chat with no limit, which generated (eval_count 500).
+    with _finished_then(Hold()) as backend:
+        register(gateway, backend.url, model_name="m")
+        client = ollama.Client(host=gateway.url, timeout=10)
+        loaded = client.generate(model="m")
+        assert (loaded.done, loaded.done_reason, loaded.response) == (True, "load", "")
+        unloaded = client.chat(model="m", messages=[], keep_alive=0)
+        assert (unloaded.done, unloaded.done_reason) == (True, "unload")
+        assert unloaded.message.role == "assistant"
+        asked = [seen.path for seen in backend.requests]
+        assert "/v1/chat/completions" not in asked and "/api/generate" in asked

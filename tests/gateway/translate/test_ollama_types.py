@@ -97,6 +97,7 @@ def refused(translate: Any, body: dict[str, Any], field: str, why: str | None) -
     assert why is None or str(refusal.value) == f"{field}: {why}"
 
 
+USER_X = {"role": "user", "content": "x"}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}
 
 
@@ -111,7 +112,6 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}
             {"messages": [{"role": "user", "content": ""}]},
         ),
         (chat, {"messages": [], "stream": None}, {"stream": True}),
-        (chat, {"messages": None}, {"messages": []}),
         (chat, {"messages": [{"role": "User", "content": "hi"}]}, {"messages": [USER]}),
         (chat, {"messages": [], "stream": False}, {"stream": False}),
         (
@@ -119,7 +119,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}
             {"messages": [{**USER, "images": ["iVBO"]}]},
             {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, IMAGE]}]},
         ),
-        (generate, {"prompt": None}, {"messages": [{"role": "user", "content": ""}]}),
+        (generate, {"prompt": "x", "context": None}, {"messages": [USER_X]}),
         (
             generate,
             {"prompt": "x", "images": None, "system": None, "suffix": None},
@@ -143,3 +143,31 @@ def test_fields_of_their_type_or_null_translate(
     document = translate({"model": "m", **body}).document
     assert {name: document.get(name) for name in expected} == expected
     assert document.get("dimensions") == expected.get("dimensions")
+
+
+@pytest.mark.parametrize(
+    ("translate", "body", "answered"),
+    [
+        # Nothing to answer: Ollama loads the model (keep_alive 0: unloads it) and says so.
+        (chat, {"messages": None}, "load"),  # (null is none)
+        (chat, {"messages": []}, "load"),
+        (chat, {"messages": [], "keep_alive": 0}, "unload"),
+        (chat, {"messages": [], "keep_alive": "0s"}, "unload"),
+        (chat, {"messages": [], "keep_alive": "0m0s"}, "unload"),
+        (chat, {"messages": [], "keep_alive": "5m"}, "load"),
+        (chat, {"messages": [], "keep_alive": -1}, "load"),
+        (generate, {}, "load"),
+        (generate, {"prompt": None, "images": ["iVBO"]}, "load"),
+        (generate, {"prompt": "", "keep_alive": "0"}, "unload"),
+        (generate, {"prompt": "", "keep_alive": 0.0}, "unload"),
+        (generate, {"prompt": "", "raw": True, "system": "s", "keep_alive": 0}, "unload"),
+        (chat, {"messages": [USER]}, None),
+        (generate, {"prompt": "x"}, None),
+        (generate, {"prompt": "x", "keep_alive": 0}, None),
+    ],
+)
+def test_a_request_with_nothing_to_answer_loads_the_model(
+    translate: Any, body: dict[str, Any], answered: str | None
+) -> None:
+    """From a review: these were sent to the backend as an empty chat, which generated."""
+    assert translate({"model": "m", **body}).answered == answered
