@@ -71,6 +71,9 @@ class Incoming:
     priority: int = 1  # its weight there, 1 to 100
     session: str | None = None  # X-Session-ID: the affinity key, when the client sets one
     may_use: Callable[[str], bool] = lambda model: True  # the models its key may use
+    # The answer is read whole, whatever its type: a translated request that asked for
+    # none (its translation reads one JSON answer; a stream there is no answer of it).
+    whole: bool = False
 
 
 Answer = RelayedStream | BufferedResponse
@@ -233,6 +236,7 @@ class Forwarder:
         about one stored response, which only its backend can answer, takes none."""
         body = self._body_for(backend)
         ask_usage = self._asks_usage(backend, target)
+        whole = self.incoming.whole  # (a stream where none was asked for: read whole)
         # A stream's head and first event: within FIRST_BYTE_TIMEOUT_SECONDS too.
         deadline = self.deadline
         if target.stream:
@@ -258,7 +262,7 @@ class Forwarder:
             headers = relayed_headers(upstream.headers, backend.registration_id)
             shape = error_shape_for(self.incoming.path)
             stream_format = stream_format_of(upstream.content_type, shape)
-            if status == 200 and stream_format is not None and data is None:
+            if status == 200 and stream_format is not None and data is None and not whole:
                 events = EventReader(upstream, stream_format)
                 first = await self._first_events(events, deadline)
                 attempt.first_event()

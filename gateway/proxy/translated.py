@@ -25,7 +25,13 @@ from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
 from gateway.proxy.relay import BufferedResponse, RelayedStream
 from gateway.proxy.runtime import ProxyRuntime
-from gateway.translate.common import JSONObject, json_bytes, openai_error_message, request_bytes
+from gateway.translate.common import (
+    JSONObject,
+    UntranslatableAnswer,
+    json_bytes,
+    openai_error_message,
+    request_bytes,
+)
 from gateway.translate.ollama_response import show_answer
 from gateway.translate.table import (
     ERROR_SHAPES,
@@ -122,15 +128,15 @@ async def translated(
         content_type="application/json",
         model_span=None,
         endpoint=incoming.path,
+        whole=not request.stream,
     )
     forwarder = Forwarder(runtime, outgoing, watch)
     exchange = Exchange(target.model, forwarder.started_precise, time.time(), stops_of(document))
     answer = await forwarder.run(Target(target.model, request.stream))
-    if isinstance(answer, RelayedStream) and translation.stream is not None:
+    if isinstance(answer, RelayedStream):  # (asked for: a request for none reads whole)
         return _translated_stream(answer, translation, exchange, dropped)
-    if not isinstance(answer, BufferedResponse):
-        return answer  # a stream where none was asked for: passed on as it came
-    return _translated_whole(answer, translation, exchange, dropped)
+    # A whole answer to a stream's request, as some servers give, is the stream of it.
+    return _translated_whole(answer, translation, exchange, dropped, request.stream)
 
 
 def _document(incoming: Incoming, target: Target) -> JSONObject:
@@ -146,6 +152,7 @@ def _translated_whole(
     translation: Translation,
     exchange: Exchange,
     extra: list[tuple[bytes, bytes]],
+    stream: bool = False,
 ) -> BufferedResponse:
     document: JSONObject | None = None
     if answer.status == 200:
@@ -154,11 +161,16 @@ def _translated_whole(
         except (ValueError, RecursionError):
             parsed = None
         document = parsed if isinstance(parsed, dict) else None
-    if document is not None:
-        status = 200
-        out = translation.answer(document, exchange, time.perf_counter())
+    status = answer.status if answer.status >= 400 else 502
+    if document is not None and isinstance(document.get("error"), dict):
+        # A 200 whose body is an error, as some servers answer: the error it is.
+        status, out = 502, translation.error(502, openai_error_message(502, answer.body))
+    elif document is not None:
+        try:
+            status, out = 200, translation.answer(document, exchange, time.perf_counter())
+        except UntranslatableAnswer as untranslatable:
+            out = translation.error(502, str(untranslatable))
     else:
-        status = answer.status if answer.status >= 400 else 502
         message = openai_error_message(answer.status, answer.body)
         if answer.status < 400:
             message = "the backend's answer could not be translated: it is not a JSON object"
@@ -168,6 +180,9 @@ def _translated_whole(
         for name, value in answer.headers
         if name not in BODY_HEADERS and name != b"content-length"
     ]
+    if stream and status == 200 and translation.whole_as_stream is not None:
+        headers = [(b"content-type", translation.stream_type), *kept, *extra]
+        return BufferedResponse(status, headers, translation.whole_as_stream(out))
     headers = [(b"content-type", b"application/json"), *kept, *extra]
     return BufferedResponse(status, headers, json_bytes(out))
 
@@ -178,7 +193,7 @@ def _translated_stream(
     exchange: Exchange,
     extra: list[tuple[bytes, bytes]],
 ) -> RelayedStream:
-    assert translation.stream is not None
+    assert translation.stream is not None  # (a request that has no stream reads whole)
     translator = translation.stream(exchange, True)
 
     def closing(failure: UpstreamError | None) -> bytes:

@@ -17,11 +17,13 @@ from typing import Any
 from gateway.translate.common import (
     CUT_SHORT,
     JSONObject,
+    UntranslatableAnswer,
     as_count,
     as_list,
     as_object,
     as_text,
     chunk_of,
+    compact,
     first_choice,
     is_done,
     openai_error_message,
@@ -121,16 +123,49 @@ def message_answer(
 
 
 def count_answer(document: JSONObject) -> JSONObject:
-    """vLLM's /tokenize answer as count_tokens'."""
+    """vLLM's /tokenize answer as count_tokens'. A server whose /tokenize reads only a
+    text (llama.cpp's: `content`) answers the chat with no tokens and no count: that is
+    no count of the messages, not a count of 0."""
     count = document.get("count")
     if type(count) is not int:
         count = len(as_list(document.get("tokens")))
+        if not count:
+            raise UntranslatableAnswer(
+                "the backend's /tokenize did not count the messages (it reads no chat)"
+            )
     return {"input_tokens": count}
 
 
 def _event(name: str, data: JSONObject) -> bytes:
     """An event built from checked values (texts, counts) and the backend's strings."""
     return b"event: " + name.encode() + b"\ndata: " + record_bytes(data) + b"\n\n"
+
+
+def message_events(message: JSONObject) -> bytes:
+    """A Message (message_answer's) as the stream of events that builds it: for a
+    backend that answered a stream's request whole."""
+    usage = message["usage"]
+    opening = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    opening["usage"] = {"input_tokens": usage["input_tokens"], "output_tokens": 0}
+    events = [_event("message_start", {"type": "message_start", "message": opening})]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            empty: JSONObject = {"type": "text", "text": ""}
+            delta: JSONObject = {"type": "text_delta", "text": block["text"]}
+        else:
+            empty = {**block, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": compact(block["input"])}
+        start = {"type": "content_block_start", "index": index, "content_block": empty}
+        events.append(_event("content_block_start", start))
+        step = {"type": "content_block_delta", "index": index, "delta": delta}
+        events.append(_event("content_block_delta", step))
+        events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    ending = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    events.append(
+        _event("message_delta", {"type": "message_delta", "delta": ending, "usage": usage})
+    )
+    events.append(_event("message_stop", {"type": "message_stop"}))
+    return b"".join(events)
 
 
 class AnthropicStream:

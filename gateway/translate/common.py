@@ -84,6 +84,11 @@ def record_bytes(record: object) -> bytes:
 CUT_SHORT = "the backend's stream ended before its answer did (no finish_reason, no [DONE])"
 
 
+class UntranslatableAnswer(ValueError):
+    """A backend's 200 that says nothing the client's API can (a token count of nothing
+    counted): the client's 502 in its API's shape, with these words."""
+
+
 class Untranslatable(InvalidRequest):
     """A request that says something the backend's API cannot: a 400 naming the field."""
 

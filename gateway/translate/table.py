@@ -14,7 +14,7 @@ from typing import Protocol
 
 from gateway.translate import anthropic_request, anthropic_response, ollama_request
 from gateway.translate import ollama_response as ollama
-from gateway.translate.common import JSONObject, Translated, as_list, as_text
+from gateway.translate.common import JSONObject, Translated, as_list, as_text, json_bytes
 from gateway.translate.ollama_response import Timings
 
 
@@ -50,6 +50,9 @@ class Translation:
     stream_type: bytes = b"application/x-ndjson"
     # A request the gateway answers itself (Translated.answered): (reason, exchange).
     here: Callable[[str, Exchange], JSONObject] | None = None
+    # A whole answer (translated) as the stream the client asked for, when the backend
+    # answered its stream's request whole.
+    whole_as_stream: Callable[[JSONObject], bytes] | None = None
 
 
 def ollama_error(status: int, message: str) -> JSONObject:
@@ -106,6 +109,11 @@ def _count_answer(document: JSONObject, exchange: Exchange, now: float) -> JSONO
     return anthropic_response.count_answer(document)
 
 
+def _ollama_line(answer: JSONObject) -> bytes:
+    """A whole answer is Ollama's final record: its stream is that one line."""
+    return json_bytes(answer) + b"\n"
+
+
 def _ollama_loaded(chat: bool) -> Callable[[str, Exchange], JSONObject]:
     def answer(reason: str, exchange: Exchange) -> JSONObject:
         return ollama.loaded_answer(exchange.model, reason, chat=chat, epoch=exchange.epoch)
@@ -120,6 +128,7 @@ TRANSLATIONS = {
         _ollama_stream(True),
         ollama_error,
         here=_ollama_loaded(True),
+        whole_as_stream=_ollama_line,
     ),
     "/api/generate": Translation(
         ollama_request.generate,
@@ -127,6 +136,7 @@ TRANSLATIONS = {
         _ollama_stream(False),
         ollama_error,
         here=_ollama_loaded(False),
+        whole_as_stream=_ollama_line,
     ),
     "/api/embed": Translation(
         ollama_request.embed, _ollama(ollama.embed_answer), None, ollama_error
@@ -140,6 +150,7 @@ TRANSLATIONS = {
         _message_stream,
         anthropic_error,
         b"text/event-stream; charset=utf-8",
+        whole_as_stream=anthropic_response.message_events,
     ),
     "/v1/messages/count_tokens": Translation(
         anthropic_request.count_tokens, _count_answer, None, anthropic_error

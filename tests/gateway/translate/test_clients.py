@@ -32,6 +32,7 @@ from tests.raw_backend import (
     Write,
     chunk_event,
     chunked,
+    completion,
     http,
 )
 from tests.support import ThreadedServer
@@ -506,3 +507,60 @@ def test_ollamas_load_and_unload_are_answered_without_generating(
         assert unloaded.message.role == "assistant"
         asked = [seen.path for seen in backend.requests]
         assert "/v1/chat/completions" not in asked and "/api/generate" in asked
+
+
+def test_a_backend_answering_in_the_wrong_shape_is_translated_or_refused(
+    gateway: ThreadedServer,
+) -> None:
+    """From a review: a whole answer to a stream's request reached Anthropic's SDK as a
+    whole Message (application/json), which its stream reader does not read; a stream
+    to a request for none was passed on as OpenAI's SSE; a 200 whose body is an error
+    was an empty answer; llama.cpp's /tokenize (no chat) was a count of 0."""
+    answers: dict[str, bytes] = {}
+
+    def script(seen: Seen) -> list[Step]:
+        if seen.path not in answers:
+            return [Write(http(404, b'{"detail":"Not Found"}'))]
+        return [Write(answers[seen.path])]
+
+    hello = [{"role": "user", "content": "hi"}]
+    sse = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+    events = chunk_event("hi") + b"data: [DONE]\n\n"
+    with RawBackend(script) as backend:
+        register(gateway, backend.url, model_name="m")
+        sdk = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+        client = ollama.Client(host=gateway.url, timeout=10)
+        answers["/v1/chat/completions"] = http(200, completion("whole", "m"))
+        with sdk.messages.stream(model="m", max_tokens=9, messages=hello) as stream:
+            assert list(stream.text_stream) == ["whole"]
+            final = stream.get_final_message()
+        assert (final.stop_reason, final.usage.input_tokens, final.usage.output_tokens) == (
+            "end_turn",
+            1,
+            1,
+        )
+        parts = list(client.chat(model="m", messages=hello, stream=True))
+        assert [(p.message.content, p.done) for p in parts] == [("whole", True)]
+
+        answers["/v1/chat/completions"] = sse % (len(events), events)
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            sdk.messages.create(model="m", max_tokens=9, messages=hello)
+        assert refused.value.status_code == 502
+        assert "not a JSON object" in refused.value.body["error"]["message"]
+        with pytest.raises(ollama.ResponseError) as bad:
+            client.chat(model="m", messages=hello, stream=False)
+        assert bad.value.status_code == 502 and "not a JSON object" in bad.value.error
+
+        error = b'{"error": {"message": "the model is loading", "code": 503}}'
+        answers["/v1/chat/completions"] = http(200, error)
+        with pytest.raises(ollama.ResponseError) as loading:
+            client.chat(model="m", messages=hello, stream=False)
+        assert (loading.value.status_code, loading.value.error) == (502, "the model is loading")
+
+        answers["/tokenize"] = http(200, b'{"tokens": []}')
+        with pytest.raises(anthropic.APIStatusError) as uncounted:
+            sdk.messages.count_tokens(model="m", messages=hello)
+        assert uncounted.value.status_code == 502
+        assert "did not count" in uncounted.value.body["error"]["message"]
+        answers["/tokenize"] = http(200, b'{"count": 7, "max_model_len": 4096, "tokens": []}')
+        assert sdk.messages.count_tokens(model="m", messages=hello).input_tokens == 7

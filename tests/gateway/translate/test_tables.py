@@ -678,3 +678,45 @@ def test_the_dropped_header_names_what_was_dropped_and_nothing_else(
         assert value == header
     else:
         assert value.endswith(b"options.o19, and 2 more")
+
+
+def test_a_whole_message_as_the_stream_that_builds_it() -> None:
+    message = anthropic_response.message_answer(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": "Let me check",
+                        "tool_calls": [
+                            {
+                                "id": "call_9",
+                                "function": {"name": "w", "arguments": '{"city": "Paris"}'},
+                            }
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 9},
+        },
+        "claude",
+        "msg_1",
+    )
+    events = [json.loads(p) for p in sse_payloads(anthropic_response.message_events(message))]
+    assert [e["type"] for e in events] == [
+        "message_start",
+        *["content_block_start", "content_block_delta", "content_block_stop"] * 2,
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[0]["message"]["usage"] == {"input_tokens": 12, "output_tokens": 0}
+    assert events[2]["delta"] == {"type": "text_delta", "text": "Let me check"}
+    assert events[4]["content_block"] == {
+        "type": "tool_use",
+        "id": "call_9",
+        "name": "w",
+        "input": {},
+    }
+    assert json.loads(events[5]["delta"]["partial_json"]) == {"city": "Paris"}
+    assert events[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert events[-2]["usage"] == {"input_tokens": 12, "output_tokens": 9}
