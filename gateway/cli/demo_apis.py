@@ -27,6 +27,7 @@ from shared.errors import error_body
 Reader = Callable[[Request], Awaitable[dict[str, Any] | Response]]
 Answers = dict[str, Callable[[dict[str, Any]], Response]]
 Check = Callable[[dict[str, Any]], str | None]
+CONTEXT_LENGTH = 4096  # the demo model's, as /v1/models and /tokenize say it (as vLLM does)
 MAX_BODY_DEPTH = 200  # a body nested deeper is refused (see parse_body)
 
 
@@ -140,6 +141,8 @@ def _translating(
         except Untranslatable as refused:
             return DemoJSON(translation.error(400, refused.message), status_code=400)
         exchange = Exchange(document["model"], time.perf_counter(), time.time(), stops_of(document))
+        if translated.answered is not None and translation.here is not None:
+            return DemoJSON(translation.here(translated.answered, exchange))  # (load, unload)
         answer = answers[translated.path](translated.document)
         if isinstance(answer, StreamingResponse) and translation.stream is not None:
             translator = translation.stream(exchange, True)
@@ -323,7 +326,7 @@ def native_routes(model: str, read: Reader, answers: Answers) -> list[Route]:
         document = await _shaped(read, ollama_error)(request)
         if isinstance(document, Response):
             return document
-        return DemoJSON(show_answer(model, {"max_model_len": 4096}, time.time()))
+        return DemoJSON(show_answer(model, {"max_model_len": CONTEXT_LENGTH}, time.time()))
 
     checks = {"/v1/messages": messages_refused}
     routes = [
