@@ -349,12 +349,11 @@ def demo_backend(
 @click.option(
     "--demo-port",
     type=click.IntRange(1, 65535),
-    default=9001,
-    show_default=True,
     envvar="DEMO_PORT",
-    help="The demo backend's port (or DEMO_PORT: `PORT=18000 DEMO_PORT=18001 make run`).",
+    help="The demo backend's port (or DEMO_PORT: `PORT=18000 DEMO_PORT=18001 make run`); "
+    "default: DEMO_PORT in .env, which a first run writes, else 9001.",
 )
-def run_local_command(demo_port: int) -> None:
+def run_local_command(demo_port: int | None) -> None:
     """Migrate, then run gateway, healthd and a demo backend until Ctrl-C (`make run`)."""
     from gateway.cli.run_local import run_local
 

@@ -23,6 +23,7 @@ from types import FrameType
 
 import click
 import httpx
+from dotenv import dotenv_values
 
 from shared.db import upgrade_to_head
 from shared.settings import Settings, SettingsError, load_settings
@@ -35,6 +36,8 @@ ENV_TEMPLATE = """\
 ADMIN_API_KEY={key}
 HOST=127.0.0.1
 PORT={port}
+# The demo backend's port (DEMO_PORT in the environment wins, as PORT's does).
+DEMO_PORT={demo_port}
 DATABASE_URL=sqlite:///./multiverse.db
 LOG_DIR=./logs
 # The demo backend listens on 127.0.0.1; a public deployment leaves this false.
@@ -43,17 +46,31 @@ HEALTH_CHECK_INTERVAL_SECONDS=10
 """
 
 
-def ensure_env_file(path: Path, port: str | None = None) -> str | None:
+DEFAULT_DEMO_PORT = 9001
+
+
+def ensure_env_file(
+    path: Path, port: str | None = None, demo_port: int | None = None
+) -> str | None:
     """Create `.env` with a random admin key if missing; return the new key, if any.
     `port`: PORT as this first run was given it (the environment), so that
-    gateway-admin, which reads `.env`, calls this gateway and not another one on 8000."""
+    gateway-admin, which reads `.env`, calls this gateway and not another one on 8000;
+    `demo_port` likewise, so that the next `make run` starts the demo where this one's
+    was registered (not a second registration, on 9001, beside a dead one)."""
     if path.exists():
         return None
     key = secrets.token_urlsafe(24)
     chosen = port if port is not None and port.isdigit() else "8000"
-    path.write_text(ENV_TEMPLATE.format(key=key, port=chosen))
+    demo = demo_port if demo_port is not None else DEFAULT_DEMO_PORT
+    path.write_text(ENV_TEMPLATE.format(key=key, port=chosen, demo_port=demo))
     path.chmod(0o600)
     return key
+
+
+def demo_port_in(path: Path) -> int | None:
+    """DEMO_PORT as `.env` says it, if it says a port."""
+    value = dotenv_values(path).get("DEMO_PORT") if path.exists() else None
+    return int(value) if value is not None and value.isdigit() and 0 < int(value) < 65536 else None
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -176,8 +193,12 @@ Press Ctrl-C to stop everything.
 """
 
 
-def run_local(demo_port: int) -> None:
-    new_key = ensure_env_file(Path(".env"), os.environ.get("PORT"))
+def run_local(demo_port: int | None) -> None:
+    """`demo_port`: as given (DEMO_PORT or --demo-port); None: `.env`'s, else 9001."""
+    env_file = Path(".env")
+    new_key = ensure_env_file(env_file, os.environ.get("PORT"), demo_port)
+    if demo_port is None:
+        demo_port = demo_port_in(env_file) or DEFAULT_DEMO_PORT
     try:
         settings = load_settings()
     except SettingsError as error:

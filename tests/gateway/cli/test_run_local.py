@@ -37,6 +37,7 @@ def test_run_local_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None
         assert key and f"Admin key:  {key}" in text
         # The port it was given, kept for gateway-admin (which reads .env), not 8000.
         assert dotenv_values(tmp_path / ".env")["PORT"] == str(gateway_port)
+        assert dotenv_values(tmp_path / ".env")["DEMO_PORT"] == str(demo_port)
         assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
         assert (tmp_path / "multiverse.db").exists()
 
@@ -103,5 +104,19 @@ def test_the_demo_port_can_come_from_the_environment(tmp_path: Path) -> None:
             text=True,
             timeout=60,
         )
-    assert refused.returncode == 1
-    assert f"port {demo_port} (the demo backend) is in use" in refused.stderr
+        assert refused.returncode == 1
+        assert f"port {demo_port} (the demo backend) is in use" in refused.stderr
+        # Kept in .env, as PORT is: the next run without DEMO_PORT starts the demo where
+        # this one's was registered (from a trial: it started on 9001, the old one's
+        # registration left unhealthy beside it).
+        assert dotenv_values(tmp_path / ".env")["DEMO_PORT"] == str(demo_port)
+        again = subprocess.run(
+            [str(BIN / "gateway-admin"), "run-local"],
+            cwd=tmp_path,
+            env=clean_environment({"PORT": str(gateway_port)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert again.returncode == 1
+    assert f"port {demo_port} (the demo backend) is in use" in again.stderr
