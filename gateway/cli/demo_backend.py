@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.cli.demo_apis import (
+    CONTEXT_LENGTH,
     DemoJSON,
     count_refused,
     json_text,
@@ -145,7 +146,15 @@ def create_demo_app(
         return DemoJSON(
             {
                 "object": "list",
-                "data": [{"id": model, "object": "model", "created": created, "owned_by": "demo"}],
+                "data": [
+                    {
+                        "id": model,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": "demo",
+                        "max_model_len": CONTEXT_LENGTH,  # (as vLLM lists it)
+                    }
+                ],
             }
         )
 
@@ -353,7 +362,7 @@ def create_demo_app(
         else:
             text = str(document.get("prompt", ""))
         tokens = [index + 1 for index, _ in enumerate(text.split())]
-        return DemoJSON({"count": len(tokens), "max_model_len": 4096, "tokens": tokens})
+        return DemoJSON({"count": len(tokens), "max_model_len": CONTEXT_LENGTH, "tokens": tokens})
 
     answers: dict[str, Callable[[dict[str, Any]], Response]] = {
         "/v1/chat/completions": functools.partial(respond, chat=True),

@@ -93,6 +93,7 @@ def test_ollamas_client_over_an_openai_backend(pool: ThreadedServer) -> None:
 
     shown = client.show("demo")
     assert shown.modelinfo is not None and shown.modelinfo["general.basename"] == "demo"
+    assert shown.modelinfo["general.context_length"] == 4096  # the demo's max_model_len
 
     called = client.chat(model="demo", messages=hello, tools=[WEATHER], stream=False)
     assert called.message.tool_calls is not None
