@@ -118,7 +118,8 @@ class ClientAccess:
                 return Caller(client_of(address), self.address_limits)
             if token is None:
                 raise AuthenticationRequired(
-                    "missing API key: send it as 'Authorization: Bearer <key>'"
+                    "missing API key: send it as 'Authorization: Bearer <key>' "
+                    "(or 'x-api-key: <key>', as Anthropic's clients do)"
                 )
             raise AuthenticationRequired("invalid API key")
         if client.revoked_at is not None:
