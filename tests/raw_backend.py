@@ -139,6 +139,7 @@ class RawBackend:
     def __post_init__(self) -> None:
         self.open = 0  # connections open now, and the most seen at once
         self.most_open = 0
+        self.accepted = 0  # connections accepted in all
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
@@ -192,6 +193,7 @@ class RawBackend:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open += 1
+        self.accepted += 1
         self.most_open = max(self.most_open, self.open)
         try:
             while (seen := await self._read(reader)) is not None:

@@ -43,13 +43,14 @@ from gateway.proxy.bodies import (
 )
 from gateway.proxy.client_watch import ClientWatch
 from gateway.proxy.forward import Answer, Forwarder, Incoming
-from gateway.proxy.relay import RelayedStream, TraceContext, trace_context
+from gateway.proxy.relay import RelayedStream
 from gateway.proxy.runtime import ProxyRuntime
 from gateway.proxy.translated import forward as forward_translating
 from gateway.proxy.translated import shaped_body, shaped_error, translates
 from gateway.splice.child_parse import ChildFailed, members_in_child
 from shared.errors import GatewayError, NotFound, ServiceUnavailable
 from shared.logging import get_logger
+from shared.upstream.trace import TraceContext, trace_context
 
 log = get_logger("api")
 

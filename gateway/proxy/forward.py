@@ -28,7 +28,6 @@ from gateway.proxy.relay import (
     BufferedResponse,
     EventReader,
     RelayedStream,
-    TraceContext,
     relayed_headers,
     stream_format_of,
     upstream_headers,
@@ -51,6 +50,7 @@ from shared.upstream import (
     UpstreamTimeout,
     is_failed_status,
 )
+from shared.upstream.trace import TraceContext
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ The connections themselves are the upstream room's (shared/upstream/).
 
 from __future__ import annotations
 
+import asyncio
 import json
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -24,8 +24,10 @@ from gateway.routing.policy import Backend
 from shared.errors import error_body
 from shared.failures import FailureKind, policy_of
 from shared.upstream import InvalidResponse, ResponseStream, UpstreamError, UpstreamTimeout
+from shared.upstream.trace import TraceContext
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+AFTER_END_SECONDS = 1.0  # how long a backend's end is awaited after the client's answer
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # one unfinished server-sent event held back, at most
 USAGE_TAIL_BYTES = 16 * 1024
 
@@ -46,34 +48,6 @@ RELAYED_RESPONSE_HEADERS = frozenset(
     }
 )
 RELAYED_RESPONSE_PREFIXES = (b"openai-", b"x-ratelimit-", b"anthropic-ratelimit-")
-
-
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
-MAX_TRACESTATE = 512
-
-
-@dataclass(frozen=True)
-class TraceContext:
-    """A client's W3C trace context (traceparent, tracestate), passed on to the backend."""
-
-    traceparent: str
-    tracestate: str | None
-    trace_id: str
-
-
-def trace_context(traceparent: str | None, tracestate: str | None) -> TraceContext | None:
-    """The trace context worth passing on: a well-formed version-00 traceparent whose ids
-    are not all zeros (W3C Trace Context), with its tracestate if that is sane."""
-    if traceparent is None:
-        return None
-    parent = traceparent.strip()
-    found = _TRACEPARENT.match(parent)
-    if found is None or set(found.group(1)) == {"0"} or set(found.group(2)) == {"0"}:
-        return None
-    state = tracestate.strip() if tracestate else None
-    if state is not None and (len(state) > MAX_TRACESTATE or not state.isprintable()):
-        state = None
-    return TraceContext(parent, state, found.group(1))
 
 
 def upstream_headers(
@@ -310,6 +284,7 @@ class RelayedStream:
         # Once it is done, the client's stream ends (the backend's rest is not awaited:
         # a backend silent or broken after its [DONE] is not the client's to wait for).
         self.ends: Ends | None = None
+        self.over = False  # it was: the backend's rest is drained after the client's end
         # The attempt's slot and the backend's answer, handed over by the Forwarder:
         # released (or the connection closed, when the stream did not end) on leaving.
         self.held = held
@@ -371,7 +346,7 @@ class RelayedStream:
             await self._send_events(send, self.first_events)
             while True:
                 if self.ends is not None and self.ends.done:
-                    self.outcome.completed = True
+                    self.outcome.completed = self.over = True
                     break
                 try:
                     chunk = await self.events.read(idle=self.idle_timeout)
@@ -398,3 +373,16 @@ class RelayedStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             self.outcome.client_gone = True
+        if self.over:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """The backend's own end after the client's answer ended, read for a moment so
+        that its connection is reused (its last chunk comes right after [DONE]); a
+        backend still silent or talking by then has its connection closed on leaving."""
+        deadline = asyncio.get_running_loop().time() + AFTER_END_SECONDS
+        try:
+            while await self.events.read(deadline):
+                pass
+        except UpstreamError:
+            pass

@@ -6,8 +6,9 @@ import pytest
 
 from gateway.accounting.feedback import Batch, Feedback, UsageDelta
 from gateway.accounting.usage import extract_usage
-from gateway.proxy.relay import relayed_headers, trace_context, upstream_headers
+from gateway.proxy.relay import relayed_headers, upstream_headers
 from gateway.routing.policy import Backend
+from shared.upstream.trace import trace_context
 
 
 @pytest.mark.parametrize(

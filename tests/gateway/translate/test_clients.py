@@ -4,6 +4,7 @@ OpenAI's `/v1` (the demo backend): the gateway translates (#24)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,11 +24,13 @@ from tests.fakes import CountingApp, ScriptedBackend
 from tests.gateway.proxy.test_apis import HEADERS, register
 from tests.gateway.proxy.test_ollama import FakeOllama
 from tests.raw_backend import (
+    LAST_CHUNK,
     SSE_HEAD,
     Hold,
     RawBackend,
     Reset,
     Seen,
+    Sleep,
     Step,
     Write,
     chunk_event,
@@ -35,7 +38,7 @@ from tests.raw_backend import (
     completion,
     http,
 )
-from tests.support import ThreadedServer
+from tests.support import ThreadedServer, wait_for
 
 WEATHER = {
     "type": "function",
@@ -458,7 +461,7 @@ def test_what_cannot_be_written_as_json_is_the_clients_400_in_its_apis_shape(
         assert document["type"] == "error"
 
 
-def _finished_then(after: Step) -> RawBackend:
+def _finished_then(*after: Step) -> RawBackend:
     """An OpenAI-only backend whose streams finish ([DONE]) and then do `after`."""
     finish = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     finish["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
@@ -467,9 +470,33 @@ def _finished_then(after: Step) -> RawBackend:
     def script(seen: Seen) -> list[Step]:
         if seen.path != "/v1/chat/completions":
             return [Write(http(404, b'{"detail":"Not Found"}'))]
-        return [Write(SSE_HEAD + chunked(events)), after]
+        return [Write(SSE_HEAD + chunked(events)), *after]
 
     return RawBackend(script)
+
+
+def _nothing_in_flight(gateway: ThreadedServer) -> bool:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    counts = re.findall(r"^gateway_backend_in_flight\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    return bool(counts) and all(float(count) == 0 for count in counts)
+
+
+def test_a_translated_streams_backend_connection_is_reused(gateway: ThreadedServer) -> None:
+    # The client's stream ends at the translator's end; the backend's own end (its last
+    # chunk) is still read, so that its connection goes back to the pool.
+    hello = [{"role": "user", "content": "hi"}]
+    with _finished_then(Sleep(0.05), Write(LAST_CHUNK)) as backend:
+        register(gateway, backend.url, model_name="m")
+        client = ollama.Client(host=gateway.url, timeout=10)
+        for _ in range(3):
+            parts = list(client.chat(model="m", messages=hello, stream=True))
+            assert parts[-1].done_reason == "stop"
+            # (the backend's end comes 50 ms after the client's: the attempt ends then)
+            wait_for(lambda: _nothing_in_flight(gateway), timeout=5, what="the attempt's end")
+        chats = [seen for seen in backend.requests if seen.path == "/v1/chat/completions"]
+        assert len(chats) == 3
+        # one connection for registration's checks and the 404s, one for the chats at most
+        assert backend.accepted <= 2, backend.accepted
 
 
 @pytest.mark.parametrize("after", [Hold(), Reset()], ids=["silent", "reset"])
