@@ -23,7 +23,7 @@ from types import FrameType
 
 import click
 import httpx
-from dotenv import dotenv_values
+from dotenv import dotenv_values, set_key
 
 from shared.db import upgrade_to_head
 from shared.settings import Settings, SettingsError, load_settings
@@ -68,9 +68,18 @@ def ensure_env_file(
 
 
 def demo_port_in(path: Path) -> int | None:
-    """DEMO_PORT as `.env` says it, if it says a port."""
+    """DEMO_PORT as `.env` says it, if it says a port (ASCII digits, 1 to 65535)."""
     value = dotenv_values(path).get("DEMO_PORT") if path.exists() else None
-    return int(value) if value is not None and value.isdigit() and 0 < int(value) < 65536 else None
+    if value is None or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if 0 < int(value) < 65536 else None
+
+
+def remember_demo_port(path: Path, demo_port: int) -> None:
+    """A port given (DEMO_PORT, --demo-port) is kept in `.env`, where the next run finds
+    it: so a later plain `make run` starts the demo where its registration points."""
+    if path.exists() and demo_port_in(path) != demo_port:
+        set_key(path, "DEMO_PORT", str(demo_port), quote_mode="never")
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -199,6 +208,8 @@ def run_local(demo_port: int | None) -> None:
     new_key = ensure_env_file(env_file, os.environ.get("PORT"), demo_port)
     if demo_port is None:
         demo_port = demo_port_in(env_file) or DEFAULT_DEMO_PORT
+    else:
+        remember_demo_port(env_file, demo_port)
     try:
         settings = load_settings()
     except SettingsError as error:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from dotenv import dotenv_values
 
+from gateway.cli.run_local import demo_port_in
 from tests.support import BIN, clean_environment, free_port, wait_for
 
 
@@ -120,3 +122,38 @@ def test_the_demo_port_can_come_from_the_environment(tmp_path: Path) -> None:
         )
     assert again.returncode == 1
     assert f"port {demo_port} (the demo backend) is in use" in again.stderr
+    # A port given later is kept too (from a review: only a first run's was).
+    other = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", other))
+        taken.listen()
+        moved = subprocess.run(
+            [str(BIN / "gateway-admin"), "run-local"],
+            cwd=tmp_path,
+            env=clean_environment({"PORT": str(gateway_port), "DEMO_PORT": str(other)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert f"port {other} (the demo backend) is in use" in moved.stderr
+    assert dotenv_values(tmp_path / ".env")["DEMO_PORT"] == str(other)
+    assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("line", "port"),
+    [
+        ("DEMO_PORT=18001", 18001),
+        ("DEMO_PORT=0", None),
+        ("DEMO_PORT=²", None),
+        ("DEMO_PORT=१२३४", None),
+        ("DEMO_PORT=70000", None),
+        ("DEMO_PORT=", None),
+        ("", None),
+    ],
+)
+def test_the_demo_port_in_env_is_a_port_or_none(
+    tmp_path: Path, line: str, port: int | None
+) -> None:
+    (tmp_path / ".env").write_text(line + "\n", encoding="utf-8")
+    assert demo_port_in(tmp_path / ".env") == port
