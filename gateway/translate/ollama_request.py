@@ -43,7 +43,7 @@ _OPTIONS = {
 # Top-level fields that change nothing the model is asked: dropped without a word in
 # the header would hide them, so they are named too; `stream` and `model` are read.
 # A zero keep_alive as Go's time.ParseDuration reads one ("0", "0s", "0m0s", "0.0h").
-_ZERO_DURATION = re.compile(r"0|[+-]?(?:(?:0+\.?0*|\.0+)(?:ns|us|µs|μs|ms|s|m|h))+")
+_ZERO_DURATION = re.compile(r"[+-]?(?:0|(?:(?:0+\.?0*|\.0+)(?:ns|us|µs|μs|ms|s|m|h))+)")
 _IGNORED = ("keep_alive", "think", "context", "template", "truncate", "logprobs")
 
 

@@ -154,6 +154,9 @@ def test_fields_of_their_type_or_null_translate(
         (chat, {"messages": [], "keep_alive": 0}, "unload"),
         (chat, {"messages": [], "keep_alive": "0s"}, "unload"),
         (chat, {"messages": [], "keep_alive": "0m0s"}, "unload"),
+        (chat, {"messages": [], "keep_alive": "-0"}, "unload"),  # (Go's ParseDuration: 0)
+        (chat, {"messages": [], "keep_alive": "+0s"}, "unload"),
+        (chat, {"messages": [], "keep_alive": "-1"}, "load"),
         (chat, {"messages": [], "keep_alive": "5m"}, "load"),
         (chat, {"messages": [], "keep_alive": -1}, "load"),
         (generate, {}, "load"),
