@@ -24,6 +24,8 @@ from typing import Any
 from gateway.proxy.relay import BufferedResponse
 from gateway.translate.table import ErrorShape, anthropic_error, error_shape_for, ollama_error
 from shared.errors import error_body
+from shared.failures import FailureKind
+from shared.upstream import UpstreamError
 
 # What describes a backend's body, dropped when the gateway answers with its own.
 BODY_HEADERS = frozenset(
@@ -54,6 +56,23 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, RecursionError):
         return None
+
+
+def check_whole(data: bytes, secret: str | None) -> None:
+    """A 200 that cannot be the whole answer a translated request asked for (one JSON
+    object) is the backend's failure, failed over: a stream, anything else that is no
+    object, or an error some servers answer with a 200. Told from the first byte and
+    the word "error" before any parse: the usual answer costs two searches."""
+    if data.lstrip()[:1] != b"{":
+        raise UpstreamError(FailureKind.BAD_RESPONSE, "the backend's answer is not a JSON object")
+    if b'"error"' not in data:
+        return
+    document = _json(redacted(data, (secret or "",)))
+    if isinstance(document, dict) and isinstance(document.get("error"), dict | str):
+        words = (message_of(document) or "no words")[:MAX_MESSAGE_CHARS]
+        raise UpstreamError(
+            FailureKind.BAD_RESPONSE, f"the backend answered 200 with an error: {words}"
+        )
 
 
 def message_of(document: Any) -> str | None:

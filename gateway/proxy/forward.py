@@ -19,6 +19,7 @@ from gateway.accounting import metrics
 from gateway.accounting.attempt import Attempt, Observer
 from gateway.accounting.stream_usage import USAGE_OPTION_PATHS, with_usage_asked, without_usage
 from gateway.accounting.usage import extract_model, extract_usage
+from gateway.proxy import backend_errors
 from gateway.proxy.apis import RESPONSES_PATH
 from gateway.proxy.backend_errors import error_answer, lacks_endpoint, refuses_usage_option
 from gateway.proxy.bodies import Target, with_model
@@ -71,9 +72,7 @@ class Incoming:
     priority: int = 1  # its weight there, 1 to 100
     session: str | None = None  # X-Session-ID: the affinity key, when the client sets one
     may_use: Callable[[str], bool] = lambda model: True  # the models its key may use
-    # The answer is read whole, whatever its type: a translated request that asked for
-    # none (its translation reads one JSON answer; a stream there is no answer of it).
-    whole: bool = False
+    whole: bool = False  # a translated request for one JSON answer: any answer read whole
 
 
 Answer = RelayedStream | BufferedResponse
@@ -235,8 +234,7 @@ class Forwarder:
         ends however it ends, or handed to the relayed stream. `slot` false: a request
         about one stored response, which only its backend can answer, takes none."""
         body = self._body_for(backend)
-        ask_usage = self._asks_usage(backend, target)
-        whole = self.incoming.whole  # (a stream where none was asked for: read whole)
+        ask_usage, whole = self._asks_usage(backend, target), self.incoming.whole
         # A stream's head and first event: within FIRST_BYTE_TIMEOUT_SECONDS too.
         deadline = self.deadline
         if target.stream:
@@ -280,6 +278,8 @@ class Forwarder:
                 )
             if data is None:
                 data = await self._read_whole(upstream)
+            if whole and status == 200:
+                backend_errors.check_whole(data, backend.api_key)  # (an UpstreamError: failed over)
             if self.makes_responses and status == 200:
                 await self._remember_owner(response_id_of(data), backend)
             attempt.answered(status, extract_usage(data), extract_model(data))
@@ -331,10 +331,8 @@ class Forwarder:
         """The backend's answer, held by `held`; whether it was asked for the stream's
         usage; and its body when that had to be read already (a 400 that did not
         refuse the option). A backend that refuses the option is asked again without
-        it, and that is remembered for a while when the second answer is no error: a
-        400 that only seemed to name the option (one echoing the whole request) was
-        the client's, and the second answer, the backend's word on the request as
-        the client sent it, is passed on."""
+        it, remembered for a while when the second answer is no error (a 400 that only
+        seemed to name the option, echoing the request, was the client's: passed on)."""
         if ask:
             async with AsyncExitStack() as first:
                 upstream = await first.enter_async_context(

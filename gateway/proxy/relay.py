@@ -27,7 +27,7 @@ from shared.upstream import InvalidResponse, ResponseStream, UpstreamError, Upst
 from shared.upstream.trace import TraceContext
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-AFTER_END_SECONDS = 1.0  # how long a backend's end is awaited after the client's answer
+AFTER_END_SECONDS = 0.5  # how long a backend's end is awaited after the client's answer
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # one unfinished server-sent event held back, at most
 USAGE_TAIL_BYTES = 16 * 1024
 
@@ -253,6 +253,7 @@ class Ends(Protocol):
     translated stream whose final record was written)."""
 
     done: bool
+    failure: str | None  # why it ended with an error record of its own (a failed answer)
 
 
 class RelayedStream:
@@ -315,6 +316,8 @@ class RelayedStream:
                 self.outcome.usage = extract_usage(tail)
                 self.outcome.named = extract_model(tail, last=True)
                 self.attempt.streamed(self.outcome)
+            if self.over:  # (settled first: the drain is no part of the answer's time)
+                await self._drain()
 
     def _remember(self, chunk: bytes) -> None:
         self.tail.append(chunk)
@@ -367,14 +370,20 @@ class RelayedStream:
             if self.closing is not None:
                 if last := self.closing(self.outcome.failure):
                     await send({"type": "http.response.body", "body": last, "more_body": True})
+                self._failed_in_translation()
             elif self.outcome.failure is not None:
                 event = self.events.format.error_record(self.outcome.failure)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             self.outcome.client_gone = True
-        if self.over:
-            await self._drain()
+
+    def _failed_in_translation(self) -> None:
+        """A translated answer the client was told failed (cut short, or the backend's
+        error event in it) is the backend's failure, not a completed answer."""
+        ends = self.ends
+        if ends is not None and ends.failure is not None and self.outcome.failure is None:
+            self.outcome.failure = UpstreamError(FailureKind.TRUNCATED, ends.failure)
 
     async def _drain(self) -> None:
         """The backend's own end after the client's answer ended, read for a moment so

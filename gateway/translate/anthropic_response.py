@@ -4,7 +4,8 @@ count_tokens' answer.
 
 The stream's sequence is Anthropic's: `message_start`, then each content block
 (`content_block_start`, its deltas, `content_block_stop`: text, or a tool_use
-whose input arrives as `input_json_delta`s), then `message_delta` with the stop
+whose input arrives as one `input_json_delta`, written once the call is whole and
+its arguments are known to be JSON), then `message_delta` with the stop
 reason and the usage, and `message_stop`. The input tokens are known only at
 the end of an OpenAI stream, so `message_start` says 0 and `message_delta`
 gives them (Anthropic's SDK takes them from there).
@@ -180,11 +181,13 @@ class AnthropicStream:
         self.block: int | None = None  # the open content block's index
         self.block_kind = ""
         self.blocks = 0
-        self.tool_blocks: dict[int, int] = {}  # OpenAI's tool call index -> block index
+        # OpenAI's tool call index -> its id and the pieces of its name and arguments
+        self.calls: dict[int, tuple[str, list[str], list[str]]] = {}
         self.finish_reason: object = None
         self.matched: object = None
         self.usage: object = None
         self.done = False
+        self.failure: str | None = None  # why it ended with an error event, if it did
         self.text_head = b""
         self.frame = TextFrame()  # the backend's text events, read without parsing
         self.fast: Fast | None = None  # its frame, while a text block is open
@@ -238,24 +241,33 @@ class AnthropicStream:
             )
         return opened + self.text_head + literal + b"}}\n\n"
 
-    def _tool_call(self, call: JSONObject) -> bytes:
+    def _tool_call(self, call: JSONObject) -> None:
+        """A piece of a tool call, kept: the calls are written whole at the end (their
+        arguments checked as JSON, which a model's pieces need not be: NaN, a number past
+        a double; and in the order of their indexes, whatever order their pieces came)."""
         index = as_count(call.get("index"))
         function = as_object(call.get("function"))
-        out = b""
-        if index not in self.tool_blocks:
+        if index not in self.calls:
+            self.calls[index] = (as_text(call.get("id")), [], [])
+        _, names, arguments = self.calls[index]
+        names.append(as_text(function.get("name")))
+        arguments.append(as_text(function.get("arguments")))
+
+    def _tool_blocks(self) -> bytes:
+        out = []
+        for index, (call_id, names, pieces) in sorted(self.calls.items()):
             block = {
                 "type": "tool_use",
-                "id": as_text(call.get("id")) or f"toolu_{self.message_id}_{index}",
-                "name": as_text(function.get("name")),
+                "id": call_id or f"toolu_{self.message_id}_{index}",
+                "name": "".join(names),
                 "input": {},
             }
-            out = self._open_block("tool_use", block)
-            self.tool_blocks[index] = self.blocks - 1
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            delta = {"type": "input_json_delta", "partial_json": arguments}
-            out += self._delta(delta, self.tool_blocks[index])
-        return out
+            out.append(self._open_block("tool_use", block))
+            arguments = tool_arguments("".join(pieces))
+            if arguments:
+                delta = {"type": "input_json_delta", "partial_json": compact(arguments)}
+                out.append(self._delta(delta))
+        return b"".join(out)
 
     def _chunk(self, chunk: JSONObject) -> bytes:
         # Written for speed (a stream has an event per token): plain type checks.
@@ -272,11 +284,10 @@ class AnthropicStream:
         if type(delta) is not dict:
             return b""
         text = delta.get("content")
-        out = self._text(record_bytes(text)) if type(text) is str and text else b""
         if delta.get("tool_calls"):
             for call in as_list(delta["tool_calls"]):
-                out += self._tool_call(as_object(call))
-        return out
+                self._tool_call(as_object(call))
+        return self._text(record_bytes(text)) if type(text) is str and text else b""
 
     def feed(self, events: bytes, now: float | None = None) -> bytes:
         """The Messages events for a run of whole SSE events of a chat completion stream
@@ -324,7 +335,7 @@ class AnthropicStream:
 
     def _finish(self) -> bytes:
         self.done = True
-        reason = stop_reason(self.finish_reason, self.matched, self.stops, bool(self.tool_blocks))
+        reason = stop_reason(self.finish_reason, self.matched, self.stops, bool(self.calls))
         delta: dict[str, Any] = {
             "stop_reason": reason,
             "stop_sequence": self.matched if reason == "stop_sequence" else None,
@@ -332,6 +343,7 @@ class AnthropicStream:
         usage = _usage(self.usage)
         return (
             self._start()
+            + self._tool_blocks()
             + self._close_block()
             + _event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
             + _event("message_stop", {"type": "message_stop"})
@@ -347,6 +359,6 @@ class AnthropicStream:
         if failure is None and self.finish_reason is None:
             failure = CUT_SHORT
         if failure is not None:
-            self.done = True
+            self.done, self.failure = True, failure
             return _event("error", error_document(502, failure))
         return self._finish()

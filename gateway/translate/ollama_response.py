@@ -222,6 +222,7 @@ class OllamaStream:
         self.finish_reason: object = None
         self.usage: object = None
         self.done = False
+        self.failure: str | None = None  # why it ended with an error line, if it did
         self.frame = TextFrame()  # the backend's text events, read without parsing
         self.fast: Fast | None = None  # its frame, while a token's line is all a run makes
         self.framed = False  # whether a run matched the frame since it was learnt
@@ -324,7 +325,8 @@ class OllamaStream:
             if chunk is None:
                 continue
             if isinstance(chunk.get("error"), dict):
-                out.append(_line({"error": as_text(chunk["error"].get("message"))}))
+                self.failure = as_text(chunk["error"].get("message")) or "backend error"
+                out.append(_line({"error": self.failure}))
                 self.done = True
                 continue
             frame.learn(event, chunk)
@@ -355,7 +357,7 @@ class OllamaStream:
         if failure is None and self.finish_reason is None:
             failure = CUT_SHORT
         if failure is not None:
-            self.done = True
+            self.done, self.failure = True, failure
             return _line({"error": failure})
         return self._finish(self.clock() if now is None else now)
 

@@ -35,6 +35,7 @@ class StreamTranslator(Protocol):
     final record (or error) was written, and nothing the backend sends after it is read."""
 
     done: bool
+    failure: str | None  # why it ended with the API's error record, if it did
 
     def feed(self, events: bytes, now: float | None = None) -> bytes: ...
 

@@ -475,15 +475,17 @@ def _finished_then(*after: Step) -> RawBackend:
     return RawBackend(script)
 
 
-def _nothing_in_flight(gateway: ThreadedServer) -> bool:
-    text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
-    counts = re.findall(r"^gateway_backend_in_flight\{[^}]*\} (\S+)$", text, re.MULTILINE)
-    return bool(counts) and all(float(count) == 0 for count in counts)
+def _no_backend_connection_busy(gateway: ThreadedServer) -> bool:
+    """Whether every connection of the gateway's pool to backends is idle (none is being
+    read: a drain over)."""
+    runtime = gateway.server.config.app.state.context.proxy
+    return all(len(origin.idle) == origin.open for origin in runtime.transport.origins.values())
 
 
 def test_a_translated_streams_backend_connection_is_reused(gateway: ThreadedServer) -> None:
     # The client's stream ends at the translator's end; the backend's own end (its last
-    # chunk) is still read, so that its connection goes back to the pool.
+    # chunk, 50 ms later here) is still read, so that its connection goes back to the
+    # pool (closed under the last chunk, each stream dialled a connection of its own).
     hello = [{"role": "user", "content": "hi"}]
     with _finished_then(Sleep(0.05), Write(LAST_CHUNK)) as backend:
         register(gateway, backend.url, model_name="m")
@@ -491,8 +493,7 @@ def test_a_translated_streams_backend_connection_is_reused(gateway: ThreadedServ
         for _ in range(3):
             parts = list(client.chat(model="m", messages=hello, stream=True))
             assert parts[-1].done_reason == "stop"
-            # (the backend's end comes 50 ms after the client's: the attempt ends then)
-            wait_for(lambda: _nothing_in_flight(gateway), timeout=5, what="the attempt's end")
+            wait_for(lambda: _no_backend_connection_busy(gateway), timeout=5, what="the drain")
         chats = [seen for seen in backend.requests if seen.path == "/v1/chat/completions"]
         assert len(chats) == 3
         # one connection for registration's checks and the 404s, one for the chats at most
@@ -583,7 +584,8 @@ def test_a_backend_answering_in_the_wrong_shape_is_translated_or_refused(
         answers["/v1/chat/completions"] = http(200, error)
         with pytest.raises(ollama.ResponseError) as loading:
             client.chat(model="m", messages=hello, stream=False)
-        assert (loading.value.status_code, loading.value.error) == (502, "the model is loading")
+        assert loading.value.status_code == 502  # (the backend's failure: failed over)
+        assert "answered 200 with an error: the model is loading" in loading.value.error
 
         answers["/tokenize"] = http(200, b'{"tokens": []}')
         with pytest.raises(anthropic.APIStatusError) as uncounted:
@@ -592,3 +594,40 @@ def test_a_backend_answering_in_the_wrong_shape_is_translated_or_refused(
         assert "did not count" in uncounted.value.body["error"]["message"]
         answers["/tokenize"] = http(200, b'{"count": 7, "max_model_len": 4096, "tokens": []}')
         assert sdk.messages.count_tokens(model="m", messages=hello).input_tokens == 7
+
+
+def _requests_with_code(gateway: ThreadedServer, code: str) -> float:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    pattern = r'^gateway_requests_total\{[^}]*code="' + code + r'"[^}]*\} (\S+)$'
+    return sum(float(count) for count in re.findall(pattern, text, re.MULTILINE))
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        LAST_CHUNK,  # ended with neither finish_reason nor [DONE]: cut short
+        chunked(b'data: {"error": {"message": "overloaded", "code": 503}}\n\n') + LAST_CHUNK,
+    ],
+    ids=["cut-short", "error-event"],
+)
+def test_a_stream_the_client_is_told_failed_is_counted_as_failed(
+    gateway: ThreadedServer, ending: bytes
+) -> None:
+    # From a review: the client got the API's error record, the gateway counted a 200.
+    def script(seen: Seen) -> list[Step]:
+        if seen.path != "/v1/chat/completions":
+            return [Write(http(404, b'{"detail":"Not Found"}'))]
+        if not seen.json.get("stream"):
+            return [Write(http(200, completion("whole", "m")))]
+        return [Write(SSE_HEAD + chunked(chunk_event("hi"))), Write(ending)]
+
+    with RawBackend(script) as backend:
+        register(gateway, backend.url, model_name="m")
+        client = ollama.Client(host=gateway.url, timeout=10)
+        hello = [{"role": "user", "content": "hi"}]
+        client.chat(model="m", messages=hello, stream=False)  # (a 200; the path is learnt)
+        failed, ok = _requests_with_code(gateway, "502"), _requests_with_code(gateway, "200")
+        with pytest.raises(ollama.ResponseError):
+            list(client.chat(model="m", messages=hello, stream=True))
+        wait_for(lambda: _requests_with_code(gateway, "502") == failed + 1, timeout=5, what="a 502")
+        assert _requests_with_code(gateway, "200") == ok

@@ -557,8 +557,7 @@ def test_a_chat_stream_as_anthropics_event_sequence() -> None:
         "content_block_delta",
         "content_block_stop",
         "content_block_start",
-        "content_block_delta",
-        "content_block_delta",
+        "content_block_delta",  # (one: the call is written whole, its arguments checked)
         "content_block_stop",
         "message_delta",
         "message_stop",
@@ -720,3 +719,40 @@ def test_a_whole_message_as_the_stream_that_builds_it() -> None:
     assert json.loads(events[5]["delta"]["partial_json"]) == {"city": "Paris"}
     assert events[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
     assert events[-2]["usage"] == {"input_tokens": 12, "output_tokens": 9}
+
+
+def test_a_streamed_tool_call_is_written_whole_and_checked() -> None:
+    """From reviews: a model's pieces of arguments with NaN reached Anthropic's SDK as
+    input {'x': nan} (its parser reads NaN); pieces of two calls interleaved wrote a
+    delta into a block already stopped."""
+
+    def call(index: int, arguments: str, name: str = "") -> dict[str, Any]:
+        piece: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+        if name:
+            piece.update(id=f"call_{index}", type="function")
+            piece["function"]["name"] = name
+        return _delta({"tool_calls": [piece]})
+
+    stream = anthropic_response.AnthropicStream("claude", "msg_1")
+    out = stream.feed(
+        _sse(
+            call(0, '{"x": ', "a"),
+            call(1, '{"y": NaN}', "b"),
+            call(0, "1}"),
+            _delta({}, "tool_calls"),
+            "[DONE]",
+        )
+    )
+    events = [json.loads(p) for p in sse_payloads(out)]
+    blocks = [e for e in events if e["type"] == "content_block_start"]
+    assert [(b["index"], b["content_block"]["name"]) for b in blocks] == [(0, "a"), (1, "b")]
+    deltas = [e for e in events if e["type"] == "content_block_delta"]
+    assert [(d["index"], d["delta"]["partial_json"]) for d in deltas] == [(0, '{"x":1}')]
+    opened: set[int] = set()
+    for event in events:  # every delta inside its open block
+        if event["type"] == "content_block_start":
+            opened.add(event["index"])
+        elif event["type"] == "content_block_stop":
+            opened.discard(event["index"])
+        elif event["type"] == "content_block_delta":
+            assert event["index"] in opened
