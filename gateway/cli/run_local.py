@@ -79,7 +79,10 @@ def remember_demo_port(path: Path, demo_port: int) -> None:
     """A port given (DEMO_PORT, --demo-port) is kept in `.env`, where the next run finds
     it: so a later plain `make run` starts the demo where its registration points."""
     if path.exists() and demo_port_in(path) != demo_port:
-        set_key(path, "DEMO_PORT", str(demo_port), quote_mode="never")
+        try:
+            set_key(path, "DEMO_PORT", str(demo_port), quote_mode="never", follow_symlinks=True)
+        except OSError as error:  # (not kept: this run goes on all the same)
+            click.echo(f"could not keep DEMO_PORT in {path}: {error.strerror}", err=True)
 
 
 def port_taken(host: str, port: int) -> bool:

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from gateway.proxy.relay import BufferedResponse
+from gateway.translate.common import client_fault
 from gateway.translate.table import ErrorShape, anthropic_error, error_shape_for, ollama_error
 from shared.errors import error_body
 from shared.failures import FailureKind
@@ -63,12 +64,17 @@ def check_whole(data: bytes, secret: str | None) -> None:
     object) is the backend's failure, failed over: a stream, anything else that is no
     object, or an error some servers answer with a 200. Told from the first byte and
     the word "error" before any parse: the usual answer costs two searches."""
-    if data.lstrip()[:1] != b"{":
+    if data.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()[:1] != b"{":
         raise UpstreamError(FailureKind.BAD_RESPONSE, "the backend's answer is not a JSON object")
     if b'"error"' not in data:
         return
     document = _json(redacted(data, (secret or "",)))
-    if isinstance(document, dict) and isinstance(document.get("error"), dict | str):
+    if not isinstance(document, dict) or "choices" in document or "data" in document:
+        return
+    error = document.get("error")
+    if isinstance(error, dict) and client_fault(error) is not None:
+        return  # (the client's request: its 4xx, in its API's shape, from the translation)
+    if isinstance(error, dict) or (isinstance(error, str) and error):
         words = (message_of(document) or "no words")[:MAX_MESSAGE_CHARS]
         raise UpstreamError(
             FailureKind.BAD_RESPONSE, f"the backend answered 200 with an error: {words}"

@@ -28,6 +28,7 @@ from gateway.proxy.runtime import ProxyRuntime
 from gateway.translate.common import (
     JSONObject,
     UntranslatableAnswer,
+    client_fault,
     json_bytes,
     openai_error_message,
     request_bytes,
@@ -163,8 +164,10 @@ def _translated_whole(
         document = parsed if isinstance(parsed, dict) else None
     status = answer.status if answer.status >= 400 else 502
     if document is not None and isinstance(document.get("error"), dict):
-        # A 200 whose body is an error, as some servers answer: the error it is.
-        status, out = 502, translation.error(502, openai_error_message(502, answer.body))
+        # A 200 whose body is an error, as some servers answer: the error it is (the
+        # client's 4xx when its code says so; else the Forwarder failed it over).
+        status = client_fault(document["error"]) or 502
+        out = translation.error(status, openai_error_message(status, answer.body))
     elif document is not None:
         try:
             status, out = 200, translation.answer(document, exchange, time.perf_counter())

@@ -24,6 +24,7 @@ from gateway.translate.common import (
     as_object,
     as_text,
     chunk_of,
+    client_fault,
     compact,
     first_choice,
     is_done,
@@ -250,7 +251,8 @@ class AnthropicStream:
         if index not in self.calls:
             self.calls[index] = (as_text(call.get("id")), [], [])
         _, names, arguments = self.calls[index]
-        names.append(as_text(function.get("name")))
+        if not names and as_text(function.get("name")):  # (its first name: some repeat it)
+            names.append(function["name"])
         arguments.append(as_text(function.get("arguments")))
 
     def _tool_blocks(self) -> bytes:
@@ -327,7 +329,10 @@ class AnthropicStream:
             if chunk is None:
                 continue
             if isinstance(chunk.get("error"), dict):
-                out.append(self.close(as_text(chunk["error"].get("message")) or "backend error"))
+                error = chunk["error"]
+                out.append(self.close(as_text(error.get("message")) or "backend error"))
+                if client_fault(error) is not None:
+                    self.failure = None  # (the client's request: no failure of the backend's)
                 continue
             frame.learn(event, chunk)
             out.append(self._chunk(chunk))

@@ -84,6 +84,15 @@ def record_bytes(record: object) -> bytes:
 CUT_SHORT = "the backend's stream ended before its answer did (no finish_reason, no [DONE])"
 
 
+def client_fault(error: JSONObject) -> int | None:
+    """The 4xx a backend's error object says it is (its `code`, as vLLM writes a
+    too-long prompt's): the client's fault, no failure of the backend's; else None."""
+    code = error.get("code")
+    if isinstance(code, str) and code.isascii() and code.isdigit():
+        code = int(code)
+    return code if type(code) is int and 400 <= code < 500 else None
+
+
 class UntranslatableAnswer(ValueError):
     """A backend's 200 that says nothing the client's API can (a token count of nothing
     counted): the client's 502 in its API's shape, with these words."""

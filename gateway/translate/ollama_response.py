@@ -25,6 +25,7 @@ from gateway.translate.common import (
     as_object,
     as_text,
     chunk_of,
+    client_fault,
     first_choice,
     is_done,
     json_bytes,
@@ -286,7 +287,8 @@ class OllamaStream:
         index = as_count(call.get("index"))
         function = as_object(call.get("function"))
         names, arguments = self.calls.setdefault(index, ([], []))
-        names.append(as_text(function.get("name")))
+        if not names and as_text(function.get("name")):  # (its first name: some repeat it)
+            names.append(function["name"])
         arguments.append(as_text(function.get("arguments")))
 
     def feed(self, events: bytes, now: float | None = None) -> bytes:
@@ -325,9 +327,11 @@ class OllamaStream:
             if chunk is None:
                 continue
             if isinstance(chunk.get("error"), dict):
-                self.failure = as_text(chunk["error"].get("message")) or "backend error"
-                out.append(_line({"error": self.failure}))
+                error = chunk["error"]
+                message = as_text(error.get("message")) or "backend error"
+                out.append(_line({"error": message}))
                 self.done = True
+                self.failure = None if client_fault(error) is not None else message
                 continue
             frame.learn(event, chunk)
             out.append(self._piece(chunk, now))

@@ -587,6 +587,21 @@ def test_a_backend_answering_in_the_wrong_shape_is_translated_or_refused(
         assert loading.value.status_code == 502  # (the backend's failure: failed over)
         assert "answered 200 with an error: the model is loading" in loading.value.error
 
+        # The client's own fault (its code a 4xx) is its 4xx, in its API's shape.
+        too_long = b'{"error": {"message": "the prompt is too long", "code": 400}}'
+        answers["/v1/chat/completions"] = http(200, too_long)
+        with pytest.raises(ollama.ResponseError) as refused_too:
+            client.chat(model="m", messages=hello, stream=False)
+        assert (refused_too.value.status_code, refused_too.value.error) == (
+            400,
+            "the prompt is too long",
+        )
+        with pytest.raises(anthropic.BadRequestError):
+            sdk.messages.create(model="m", max_tokens=9, messages=hello)
+        # A byte-order mark before the JSON is still the answer (json reads it).
+        answers["/v1/chat/completions"] = http(200, b"\xef\xbb\xbf" + completion("bom", "m"))
+        assert client.chat(model="m", messages=hello, stream=False).message.content == "bom"
+
         answers["/tokenize"] = http(200, b'{"tokens": []}')
         with pytest.raises(anthropic.APIStatusError) as uncounted:
             sdk.messages.count_tokens(model="m", messages=hello)
@@ -603,15 +618,20 @@ def _requests_with_code(gateway: ThreadedServer, code: str) -> float:
 
 
 @pytest.mark.parametrize(
-    "ending",
+    ("ending", "backends_fault"),
     [
-        LAST_CHUNK,  # ended with neither finish_reason nor [DONE]: cut short
-        chunked(b'data: {"error": {"message": "overloaded", "code": 503}}\n\n') + LAST_CHUNK,
+        (LAST_CHUNK, True),  # ended with neither finish_reason nor [DONE]: cut short
+        (
+            chunked(b'data: {"error": {"message": "overloaded", "code": 503}}\n\n') + LAST_CHUNK,
+            True,
+        ),
+        # the client's own (a 4xx code): no failure of the backend's, not counted so
+        (chunked(b'data: {"error": {"message": "too long", "code": 400}}\n\n') + LAST_CHUNK, False),
     ],
-    ids=["cut-short", "error-event"],
+    ids=["cut-short", "error-event", "clients-error-event"],
 )
 def test_a_stream_the_client_is_told_failed_is_counted_as_failed(
-    gateway: ThreadedServer, ending: bytes
+    gateway: ThreadedServer, ending: bytes, backends_fault: bool
 ) -> None:
     # From a review: the client got the API's error record, the gateway counted a 200.
     def script(seen: Seen) -> list[Step]:
@@ -629,5 +649,11 @@ def test_a_stream_the_client_is_told_failed_is_counted_as_failed(
         failed, ok = _requests_with_code(gateway, "502"), _requests_with_code(gateway, "200")
         with pytest.raises(ollama.ResponseError):
             list(client.chat(model="m", messages=hello, stream=True))
-        wait_for(lambda: _requests_with_code(gateway, "502") == failed + 1, timeout=5, what="a 502")
-        assert _requests_with_code(gateway, "200") == ok
+        if backends_fault:
+            wait_for(
+                lambda: _requests_with_code(gateway, "502") == failed + 1, timeout=5, what="a 502"
+            )
+            assert _requests_with_code(gateway, "200") == ok
+        else:
+            wait_for(lambda: _requests_with_code(gateway, "200") == ok + 1, timeout=5, what="a 200")
+            assert _requests_with_code(gateway, "502") == failed

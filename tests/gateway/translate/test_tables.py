@@ -756,3 +756,21 @@ def test_a_streamed_tool_call_is_written_whole_and_checked() -> None:
             opened.discard(event["index"])
         elif event["type"] == "content_block_delta":
             assert event["index"] in opened
+
+
+def test_a_tool_calls_name_repeated_in_its_pieces_is_its_name() -> None:
+    # Some backends repeat the name in each piece of a call (from a review: joined, the
+    # SDK got "get_weatherget_weather").
+    def piece(arguments: str) -> dict[str, Any]:
+        call = {"index": 0, "id": "call_1", "function": {"name": "w", "arguments": arguments}}
+        return _delta({"tool_calls": [call]})
+
+    events = _sse(piece('{"a":'), piece("1}"), _delta({}, "tool_calls"), "[DONE]")
+    stream = anthropic_response.AnthropicStream("claude", "msg_1")
+    starts = [
+        json.loads(p) for p in sse_payloads(stream.feed(events)) if "content_block_start" in p
+    ]
+    assert starts[0]["content_block"]["name"] == "w"
+    lines = ollama.OllamaStream("m", chat=True, started=0.0, epoch=0.0).feed(events, 1.0)
+    calls = json.loads(lines.splitlines()[0])["message"]["tool_calls"]
+    assert calls[0]["function"]["name"] == "w" and calls[0]["function"]["arguments"] == {"a": 1}
