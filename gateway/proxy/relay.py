@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -21,6 +21,7 @@ from gateway.accounting.attempt import Attempt, StreamOutcome
 from gateway.accounting.usage import extract_model, extract_usage
 from gateway.proxy.client_watch import ClientWatch
 from gateway.routing.policy import Backend
+from gateway.translate.table import StreamTranslator
 from shared.errors import error_body
 from shared.failures import FailureKind, policy_of
 from shared.upstream import InvalidResponse, ResponseStream, UpstreamError, UpstreamTimeout
@@ -248,14 +249,6 @@ class EventReader:
         self._held_tail = b""
 
 
-class Ends(Protocol):
-    """What tells the relay the client's stream is over before the backend's is (a
-    translated stream whose final record was written)."""
-
-    done: bool
-    failure: str | None  # why it ended with an error record of its own (a failed answer)
-
-
 class RelayedStream:
     """An ASGI response that relays an upstream SSE stream, whole events as they arrive.
 
@@ -284,7 +277,7 @@ class RelayedStream:
         self.closing: Callable[[UpstreamError | None], bytes] | None = None
         # Once it is done, the client's stream ends (the backend's rest is not awaited:
         # a backend silent or broken after its [DONE] is not the client's to wait for).
-        self.ends: Ends | None = None
+        self.ends: StreamTranslator | None = None
         self.over = False  # it was: the backend's rest is drained after the client's end
         # The attempt's slot and the backend's answer, handed over by the Forwarder:
         # released (or the connection closed, when the stream did not end) on leaving.
