@@ -40,10 +40,10 @@ _OPTIONS = {
     "presence_penalty": "presence_penalty",
     "num_predict": "max_tokens",
 }
-# Top-level fields that change nothing the model is asked: dropped without a word in
-# the header would hide them, so they are named too; `stream` and `model` are read.
 # A zero keep_alive as Go's time.ParseDuration reads one ("0", "0s", "0m0s", "0.0h").
 _ZERO_DURATION = re.compile(r"[+-]?(?:0|(?:(?:0+\.?0*|\.0+)(?:ns|us|µs|μs|ms|s|m|h))+)")
+# Top-level fields that change nothing the model is asked: dropped without a word in
+# the header would hide them, so they are named too; `stream` and `model` are read.
 _IGNORED = ("keep_alive", "think", "context", "template", "truncate", "logprobs")
 
 
