@@ -92,50 +92,40 @@ def test_a_second_run_while_the_ports_are_taken_says_so_and_starts_nothing(
     assert not (tmp_path / "logs").exists()  # nothing was started
 
 
-def test_the_demo_port_can_come_from_the_environment(tmp_path: Path) -> None:
-    # `PORT=18000 DEMO_PORT=18001 make run`: make passes both on to run-local.
-    gateway_port, demo_port = free_port(), free_port()
+def _run_with_demo_port_taken(cwd: Path, taken_port: int, **env: str) -> str:
+    """run-local's stderr, run while `taken_port` is listened on (so it starts nothing)."""
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", demo_port))
+        taken.bind(("127.0.0.1", taken_port))
         taken.listen()
         refused = subprocess.run(
             [str(BIN / "gateway-admin"), "run-local"],
-            cwd=tmp_path,
-            env=clean_environment({"PORT": str(gateway_port), "DEMO_PORT": str(demo_port)}),
+            cwd=cwd,
+            env=clean_environment(env),
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert refused.returncode == 1
-        assert f"port {demo_port} (the demo backend) is in use" in refused.stderr
-        # Kept in .env, as PORT is: the next run without DEMO_PORT starts the demo where
-        # this one's was registered (from a trial: it started on 9001, the old one's
-        # registration left unhealthy beside it).
-        assert dotenv_values(tmp_path / ".env")["DEMO_PORT"] == str(demo_port)
-        again = subprocess.run(
-            [str(BIN / "gateway-admin"), "run-local"],
-            cwd=tmp_path,
-            env=clean_environment({"PORT": str(gateway_port)}),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert again.returncode == 1
-    assert f"port {demo_port} (the demo backend) is in use" in again.stderr
+    assert refused.returncode == 1
+    return refused.stderr
+
+
+def test_the_demo_port_can_come_from_the_environment(tmp_path: Path) -> None:
+    # `PORT=18000 DEMO_PORT=18001 make run`: make passes both on to run-local.
+    gateway_port, demo_port = str(free_port()), free_port()
+    refused = _run_with_demo_port_taken(
+        tmp_path, demo_port, PORT=gateway_port, DEMO_PORT=str(demo_port)
+    )
+    assert f"port {demo_port} (the demo backend) is in use" in refused
+    # Kept in .env, as PORT is: the next run without DEMO_PORT starts the demo where
+    # this one's was registered (from a trial: it started on 9001, the old one's
+    # registration left unhealthy beside it).
+    assert dotenv_values(tmp_path / ".env")["DEMO_PORT"] == str(demo_port)
+    again = _run_with_demo_port_taken(tmp_path, demo_port, PORT=gateway_port)
+    assert f"port {demo_port} (the demo backend) is in use" in again
     # A port given later is kept too (from a review: only a first run's was).
     other = free_port()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", other))
-        taken.listen()
-        moved = subprocess.run(
-            [str(BIN / "gateway-admin"), "run-local"],
-            cwd=tmp_path,
-            env=clean_environment({"PORT": str(gateway_port), "DEMO_PORT": str(other)}),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert f"port {other} (the demo backend) is in use" in moved.stderr
+    moved = _run_with_demo_port_taken(tmp_path, other, PORT=gateway_port, DEMO_PORT=str(other))
+    assert f"port {other} (the demo backend) is in use" in moved
     assert dotenv_values(tmp_path / ".env")["DEMO_PORT"] == str(other)
     assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
 
